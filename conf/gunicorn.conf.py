@@ -1,0 +1,47 @@
+"""Gunicorn configuration: ``gunicorn -c conf/gunicorn.conf.py`` starts the service.
+
+systemd, the Procfile, the Dockerfile and the tests all use that one line.
+This file runs in the master, before any worker forks: settings are validated
+here (a bad value stops the service with a clear message), and the circuit
+breaker's shared-memory block is created here so every worker, respawned ones
+included, inherits the same state.
+"""
+import os
+import sys
+
+# The project root, so `proxy` imports however gunicorn was started.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from proxy import settings as _settings  # noqa: E402
+from proxy.breaker import create_shared_state  # noqa: E402
+
+try:
+    _s = _settings.load()
+except _settings.SettingsError as _exc:
+    sys.stderr.write(f"responses-proxy: invalid setting: {_exc}\n")
+    sys.exit(2)
+
+if _s.breaker_enabled:
+    create_shared_state()
+
+wsgi_app = "proxy.app:app"
+worker_class = "proxy.worker.Worker"
+bind = [f"0.0.0.0:{_s.bind_port}"]
+workers = _s.web_concurrency
+# In-flight streams get this long to finish after SIGTERM before being cut.
+graceful_timeout = int(_s.graceful_timeout_secs)
+# Heartbeat timeout for a stuck worker (not a request timeout: streams may run long).
+timeout = 60
+# Behind HAProxy: keep idle client connections longer than its `timeout http-keep-alive`.
+keepalive = 75
+backlog = 2048
+loglevel = _s.log_level.lower()
+accesslog = None
+errorlog = "-"
+proc_name = "responses-proxy"
+
+
+def on_starting(server):
+    # SIGINT (Ctrl-C) drains in-flight streams like SIGTERM does, instead of
+    # gunicorn's quick shutdown; a second SIGINT still forces the exit.
+    server.handle_int = server.handle_term

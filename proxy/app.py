@@ -1,0 +1,111 @@
+"""The ASGI application: Falcon routes, error shapes, lifespan, and a thin shim.
+
+``app`` is what gunicorn's Uvicorn workers serve (``conf/gunicorn.conf.py``
+names it). Settings are read at import, i.e. once per worker.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import falcon
+import falcon.asgi
+import falcon.media
+import orjson
+
+from . import logs, settings as settings_mod
+from .errors import ProxyError
+from .resources.health import HealthResource
+from .resources.request_meta import RECEIVE_SCOPE_KEY, RequestMetaMiddleware
+from .resources.responses import ResponsesResource
+from .runtime import Runtime
+
+log = logging.getLogger("proxy.app")
+
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+class _Lifespan:
+    """Opens the worker's upstream pool at ASGI startup and closes it at shutdown."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def process_startup(self, scope: dict, event: dict) -> None:
+        await self._runtime.startup()
+
+    async def process_shutdown(self, scope: dict, event: dict) -> None:
+        await self._runtime.shutdown()
+
+
+async def _proxy_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: ProxyError, params: dict) -> None:
+    resp.status = ex.status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = orjson.dumps(ex.body())
+    for name, value in ex.headers.items():
+        resp.set_header(name, value)
+
+
+async def _unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict) -> None:
+    if isinstance(ex, falcon.HTTPError):
+        raise ex  # Falcon's own errors go through the serializer below.
+    meta = getattr(req.context, "meta", None)
+    log.exception("request_id=%s: unhandled error", getattr(meta, "request_id", "-"))
+    await _proxy_error(
+        req, resp, ProxyError(500, "Internal proxy error.", type="server_error", code="internal_error"), params
+    )
+
+
+def _serialize_http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    """Falcon's own errors (404, 405, bad headers…) in the OpenAI shape."""
+    status = exc.status_code
+    if status == 404:
+        message = f"Unknown path: {req.method} {req.path}."
+        code: str | None = "not_found"
+    elif status == 405:
+        message = f"Method {req.method} is not allowed on {req.path}."
+        code = "method_not_allowed"
+    else:
+        message = " ".join(p for p in (exc.title, exc.description) if p) or "Bad request."
+        code = None
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"),
+                "param": None,
+                "code": code,
+            }
+        }
+    )
+
+
+def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., Awaitable[None]]:
+    """Build the ASGI callable for one worker."""
+    settings = settings or settings_mod.load()
+    logs.configure(settings.log_level, settings.log_format)
+    runtime = Runtime.build(settings)
+    falcon_app = falcon.asgi.App(middleware=[_Lifespan(runtime), RequestMetaMiddleware()])
+    json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
+    falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    falcon_app.add_route("/v1/responses", ResponsesResource(runtime))
+    falcon_app.add_route("/responses", ResponsesResource(runtime))
+    falcon_app.add_route("/health", HealthResource(runtime))
+    falcon_app.add_error_handler(Exception, _unexpected)
+    falcon_app.add_error_handler(ProxyError, _proxy_error)
+    falcon_app.set_error_serializer(_serialize_http_error)
+
+    async def asgi(scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        # Resources need `receive` after the body is read, to notice a client
+        # that leaves mid-stream; Falcon keeps it private, so hand it over here.
+        if scope["type"] == "http":
+            scope[RECEIVE_SCOPE_KEY] = receive
+        await falcon_app(scope, receive, send)
+
+    asgi.runtime = runtime  # type: ignore[attr-defined]
+    return asgi
+
+
+app = create_app()

@@ -1,0 +1,46 @@
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}``.
+
+Every failure a client can see is a ``ProxyError``; the app's error handler turns
+it into a response with the right status, so no code path builds error bodies
+by hand.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProxyError(Exception):
+    """An error that becomes an HTTP response with an OpenAI-shaped body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
+    """A 400 ``invalid_request_error`` naming the offending ``param``."""
+    return ProxyError(400, message, param=param, code=code)

@@ -1,0 +1,170 @@
+"""Drive one upstream chat stream through the translator, for one client.
+
+This is the only loop that touches both sides: it reads network chunks from the
+backend, decodes SSE (``SSEDecoder``), feeds chunks to the ``StreamTranslator``,
+and yields the encoded events. While it waits it watches two more things: the
+client leaving (then it closes the upstream request at once: tokens cost money)
+and silence (then it sends an SSE comment so intermediaries keep the stream).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import httpx
+import orjson
+
+from .translate.sse import DONE, KEEPALIVE, EventTooLarge, SSEDecoder, encode_event
+from .translate.stream import StreamTranslator
+
+_DONE_PAYLOAD = b"[DONE]"
+
+
+class Outcome:
+    """How the relay ended, for the breaker and the metrics line."""
+
+    __slots__ = ("backend_failure", "client_gone", "failure_code", "timed_out")
+
+    def __init__(self) -> None:
+        self.backend_failure = False
+        self.client_gone = False
+        self.timed_out = False
+        self.failure_code: str | None = None
+
+
+def _encode_all(events: list[dict]) -> bytes:
+    if len(events) == 1:
+        return encode_event(events[0])
+    return b"".join([encode_event(e) for e in events])
+
+
+async def relay(
+    response: httpx.Response,
+    translator: StreamTranslator,
+    outcome: Outcome,
+    *,
+    disconnected: asyncio.Future[None],
+    keepalive_secs: float | None,
+    deadline: float | None,
+    max_event_bytes: int,
+    idle_timeout_secs: float,
+) -> AsyncIterator[bytes]:
+    """Yield the client's bytes (nothing useful in JSON mode) until a terminal event.
+
+    ``deadline`` (a ``time.monotonic()`` instant) bounds a whole JSON call;
+    streams are bounded only by the idle timeout between upstream chunks.
+    """
+    decoder = SSEDecoder(max_event_bytes)
+    feed = translator.feed
+    reader = response.aiter_bytes().__aiter__()
+    pending: asyncio.Future[bytes] | None = None
+    waiters: tuple[asyncio.Future, ...]
+    try:
+        while not translator.done:
+            if pending is None:
+                pending = asyncio.ensure_future(reader.__anext__())
+            timeout = keepalive_secs
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    outcome.timed_out = outcome.backend_failure = True
+                    yield _fail(translator, outcome, "The backend did not finish in time.", "backend_timeout")
+                    return
+                timeout = left if timeout is None else min(timeout, left)
+            waiters = (pending, disconnected)
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if disconnected.done():
+                outcome.client_gone = True
+                return
+            if not done:
+                if keepalive_secs is not None:
+                    yield KEEPALIVE
+                continue
+            read, pending = pending, None
+            try:
+                data = read.result()
+            except StopAsyncIteration:
+                events: list[dict] = []
+                for payload in decoder.flush():
+                    events += _feed_payload(translator, feed, payload, outcome)
+                    if translator.done:
+                        break
+                if not translator.done:
+                    events += translator.finish()
+                    if translator.response.get("status") == "failed":
+                        outcome.backend_failure = True
+                        outcome.failure_code = "truncated"
+                yield _encode_all(events) + DONE if events else DONE
+                return
+            except httpx.TimeoutException:
+                outcome.timed_out = outcome.backend_failure = True
+                yield _fail(
+                    translator, outcome,
+                    f"The backend sent nothing for {idle_timeout_secs:g} s.", "backend_timeout",
+                )
+                return
+            except httpx.HTTPError as exc:
+                outcome.backend_failure = True
+                yield _fail(
+                    translator, outcome,
+                    f"The backend connection broke mid-stream ({type(exc).__name__}).",
+                    "backend_error",
+                )
+                return
+            try:
+                payloads = decoder.feed(data)
+            except EventTooLarge:
+                outcome.backend_failure = True
+                yield _fail(
+                    translator, outcome,
+                    f"The backend sent an event larger than {max_event_bytes} bytes.",
+                    "backend_error",
+                )
+                return
+            if not payloads:
+                continue
+            events = []
+            for payload in payloads:
+                events += _feed_payload(translator, feed, payload, outcome)
+                if translator.done:
+                    break
+            if translator.done:
+                yield (_encode_all(events) if events else b"") + DONE
+                return
+            if events:
+                yield _encode_all(events)
+    finally:
+        if pending is not None:
+            pending.cancel()
+        await response.aclose()
+
+
+def _feed_payload(translator: StreamTranslator, feed, payload: bytes, outcome: Outcome) -> list[dict]:
+    if payload == _DONE_PAYLOAD:
+        events = translator.finish()
+        if translator.response.get("status") == "failed":
+            outcome.backend_failure = True
+            outcome.failure_code = "truncated"
+        return events
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        outcome.backend_failure = True
+        outcome.failure_code = "invalid_chunk"
+        return translator.fail("The backend sent a chunk that is not valid JSON.", "backend_error")
+    if not isinstance(chunk, dict):
+        outcome.backend_failure = True
+        outcome.failure_code = "invalid_chunk"
+        return translator.fail("The backend sent a chunk that is not a JSON object.", "backend_error")
+    events = feed(chunk)
+    if translator.done and translator.response.get("status") == "failed":
+        # An {"error": …} chunk from the backend mid-stream.
+        outcome.backend_failure = True
+        outcome.failure_code = "backend_error"
+    return events
+
+
+def _fail(translator: StreamTranslator, outcome: Outcome, message: str, code: str) -> bytes:
+    outcome.failure_code = code
+    return _encode_all(translator.fail(message, code)) + DONE

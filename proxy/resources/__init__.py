@@ -1,0 +1,1 @@
+"""Falcon resources: the HTTP edge of the proxy."""

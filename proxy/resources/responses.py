@@ -1,0 +1,282 @@
+"""``POST /v1/responses``: request in → translate → upstream → translate back → out.
+
+The order of checks is deliberate: cheap refusals (size, type, key) before any
+parsing; translation (which validates) before the breaker, so bad input never
+takes a probe slot; the breaker before the network.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import AsyncIterator
+
+import falcon
+import falcon.asgi
+import orjson
+
+from ..breaker import BreakerOpen, Permit
+from ..errors import ProxyError, invalid_request
+from ..logs import mask_key, request_completed
+from ..relay import Outcome, relay
+from ..runtime import Runtime
+from ..translate.context import ResponseContext
+from ..translate.request import translate_request
+from ..translate.sse import encode_event
+from ..translate.stream import StreamTranslator
+from ..upstream import UpstreamError, open_stream
+from .request_meta import RequestMeta, watch_disconnect
+
+log = logging.getLogger("proxy.responses")
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ResponsesResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        meta: RequestMeta = req.context.meta
+        settings = self._rt.settings
+        _check_content_type(req)
+        raw = await _read_body(req, settings.max_body_bytes)
+        body = _parse_body(raw)
+        meta.model = _loggable_model(body.get("model"))
+        key = self._client_key(req)
+        chat, ctx = translate_request(body, self._rt.policy)
+        meta.model = ctx.model
+        for warning in ctx.warnings:
+            log.warning("request_id=%s model=%s: %s", meta.request_id, ctx.model, warning)
+        log.info(
+            "request_started: request_id=%s model=%s stream=%s key=%s",
+            meta.request_id, ctx.model, ctx.stream, mask_key(key),
+        )
+
+        try:
+            permit = self._rt.breaker.acquire()
+        except BreakerOpen as exc:
+            raise ProxyError(
+                503,
+                "The backend is failing and the circuit breaker is open; retry later.",
+                type="server_error",
+                code="circuit_open",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
+
+        upstream_key = settings.backend_api_key or key
+        headers = {
+            "authorization": f"Bearer {upstream_key}",
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "accept-encoding": "identity",
+            "x-request-id": meta.request_id,
+        }
+        for name in settings.forward_headers:
+            value = req.get_header(name)
+            if value is not None:
+                headers[name] = value
+        assert self._rt.client is not None, "lifespan startup did not run"
+        try:
+            upstream = await open_stream(
+                self._rt.client, settings.backend_url, orjson.dumps(chat), headers
+            )
+        except UpstreamError as exc:
+            if exc.backend_failure:
+                self._rt.breaker.record_failure(permit)
+            else:
+                self._rt.breaker.release(permit)
+            # A backend may echo the key it was given; it must not reach the client.
+            exc.message = _scrub(exc.message, upstream_key)
+            raise
+        except BaseException:
+            self._rt.breaker.release(permit)
+            raise
+
+        disconnected = watch_disconnect(req)
+        outcome = Outcome()
+        if ctx.stream:
+            translator = StreamTranslator(ctx)
+            resp.content_type = "text/event-stream"
+            resp.set_headers(_SSE_HEADERS)
+            resp.stream = self._stream(
+                meta, ctx, translator, outcome, upstream, disconnected, permit
+            )
+            meta.deferred = True
+            return
+
+        translator = StreamTranslator(ctx, emit_events=False)
+        translator.start()
+        try:
+            async for _ in relay(
+                upstream, translator, outcome,
+                disconnected=disconnected,
+                keepalive_secs=None,
+                deadline=time.monotonic() + settings.backend_timeout_secs,
+                max_event_bytes=settings.max_event_bytes,
+                idle_timeout_secs=settings.backend_idle_timeout_secs,
+            ):
+                pass
+        finally:
+            disconnected.cancel()
+            self._verdict(permit, outcome)
+        response = translator.response
+        if outcome.client_gone:
+            meta.status = "client_disconnected"
+            resp.status = 499
+            return
+        meta.status = response["status"]
+        if response["status"] == "failed":
+            error = response.get("error") or {}
+            raise ProxyError(
+                504 if outcome.timed_out else 502,
+                error.get("message") or "The backend failed.",
+                type="server_error",
+                code=outcome.failure_code or error.get("code"),
+            )
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = orjson.dumps(response)
+
+    async def _stream(
+        self,
+        meta: RequestMeta,
+        ctx: ResponseContext,
+        translator: StreamTranslator,
+        outcome: Outcome,
+        upstream,
+        disconnected: asyncio.Future[None],
+        permit: Permit,
+    ) -> AsyncIterator[bytes]:
+        settings = self._rt.settings
+        try:
+            yield b"".join([encode_event(e) for e in translator.start()])
+            async for data in relay(
+                upstream, translator, outcome,
+                disconnected=disconnected,
+                keepalive_secs=settings.keepalive_secs,
+                deadline=None,
+                max_event_bytes=settings.max_event_bytes,
+                idle_timeout_secs=settings.backend_idle_timeout_secs,
+            ):
+                yield data
+        except Exception:
+            # A bug of ours must still end the client's stream with a terminal event.
+            log.exception("request_id=%s: stream translation failed", meta.request_id)
+            outcome.backend_failure = False
+            if not translator.done:
+                yield b"".join(
+                    [encode_event(e) for e in translator.fail("Internal proxy error.", "server_error")]
+                ) + b"data: [DONE]\n\n"
+        finally:
+            disconnected.cancel()
+            self._verdict(permit, outcome)
+            if outcome.client_gone:
+                meta.status = "client_disconnected"
+            else:
+                meta.status = translator.response.get("status", "failed")
+            meta.log_completed()
+
+    def _verdict(self, permit: Permit, outcome: Outcome) -> None:
+        breaker = self._rt.breaker
+        if outcome.backend_failure:
+            breaker.record_failure(permit)
+        elif outcome.client_gone:
+            breaker.release(permit)
+        else:
+            breaker.record_success(permit)
+
+    def _client_key(self, req: falcon.asgi.Request) -> str:
+        key = _presented_key(req)
+        settings = self._rt.settings
+        if settings.backend_api_key:
+            if key is None or not any(
+                hmac.compare_digest(key.encode(), allowed.encode())
+                for allowed in settings.proxy_api_keys
+            ):
+                raise ProxyError(
+                    401, "Incorrect or missing API key for this proxy.",
+                    code="invalid_api_key",
+                )
+            return key
+        if key is None:
+            raise ProxyError(
+                401,
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+                code="missing_api_key",
+            )
+        return key
+
+
+def _presented_key(req: falcon.asgi.Request) -> str | None:
+    auth = req.get_header("Authorization")
+    if auth:
+        scheme, _, token = auth.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            return token
+    key = req.get_header("X-Api-Key")
+    return key.strip() or None if key else None
+
+
+def _check_content_type(req: falcon.asgi.Request) -> None:
+    content_type = req.content_type
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ProxyError(
+            415,
+            f"Unsupported Content-Type {media!r}: send the request body as application/json.",
+            code="unsupported_media_type",
+        )
+
+
+async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; refuse larger bodies before reading them whole."""
+    too_large = ProxyError(
+        413,
+        f"The request body is larger than the {limit // (1024 * 1024)} MB limit.",
+        code="request_too_large",
+    )
+    length = req.content_length
+    if length is not None and length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in req.stream:
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _parse_body(raw: bytes) -> dict:
+    if not raw:
+        raise invalid_request("The request body is empty: send a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(
+            f"The request body is not valid JSON (UTF-8): {exc.msg} at position {exc.pos}.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid_request(
+            f"The request body must be a JSON object, got {type(body).__name__}.",
+            code="invalid_json",
+        )
+    return body
+
+
+def _loggable_model(model: object) -> str:
+    if isinstance(model, str) and 0 < len(model) <= 256 and model.isprintable() and " " not in model:
+        return model
+    return "-"
+
+
+def _scrub(message: str, key: str | None) -> str:
+    if key and len(key) >= 4 and key in message:
+        return message.replace(key, mask_key(key))
+    return message

@@ -1,0 +1,191 @@
+"""Settings from the environment, validated once at start.
+
+A bad value stops the service with a message naming the variable, before any
+worker forks: a typo in a unit file should fail loudly, not at the first request.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+DEFAULT_BACKEND_URL = "https://llm.chutes.ai/v1/chat/completions"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_EVENT_BYTES = 1024 * 1024
+CONNECT_TIMEOUT_SECS = 10.0
+
+_LEVELS = {
+    "trace": "DEBUG",
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "critical": "CRITICAL",
+    "off": "CRITICAL",
+}
+
+
+# Credentials, identity and hop-by-hop headers (RFC 9110 §7.6.1) never pass through.
+_NEVER_FORWARDED = frozenset(
+    {
+        "authorization", "x-api-key", "cookie", "host", "content-length", "content-type",
+        "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+        "x-forwarded-for", "x-real-ip", "forwarded", "accept-encoding",
+    }
+)
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    backend_url: str = DEFAULT_BACKEND_URL
+    host_port: int = 8282
+    port: int | None = None
+    backend_timeout_secs: float = 600.0
+    backend_idle_timeout_secs: float = 300.0
+    keepalive_secs: float = 15.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+    web_concurrency: int = 1
+    graceful_timeout_secs: float = 600.0
+    breaker_enabled: bool = True
+    breaker_threshold: int = 5
+    breaker_recovery_secs: float = 30.0
+    builtin_tools: str = "drop"
+    max_tokens_field: str = "max_tokens"
+    forward_verbosity: bool = False
+    backend_api_key: str | None = None
+    proxy_api_keys: frozenset[str] = frozenset()
+    forward_headers: tuple[str, ...] = ()
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_event_bytes: int = MAX_EVENT_BYTES
+
+    @property
+    def bind_port(self) -> int:
+        """``$PORT`` (the Heroku convention) wins over ``HOST_PORT``."""
+        return self.port if self.port is not None else self.host_port
+
+
+def backend_chat_url(url: str) -> str:
+    """Accept a full ``…/chat/completions`` URL or a base such as ``http://h:8000/v1``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"BACKEND_URL must be an http(s) URL, got {url!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return parts._replace(path=path).geturl()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    """``LOG_LEVEL``, else the reference's ``RUST_LOG`` (``info``, ``crate=debug,warn``…)."""
+    raw = env.get("LOG_LEVEL", "").strip()
+    name = "LOG_LEVEL"
+    if not raw and env.get("RUST_LOG", "").strip():
+        name = "RUST_LOG"
+        # RUST_LOG directives look like "info" or "my_crate=debug,warn": a bare
+        # level is the global one; otherwise take the first level named.
+        directives = [d.strip() for d in env["RUST_LOG"].split(",") if d.strip()]
+        bare = [d for d in directives if "=" not in d]
+        raw = (bare or [d.split("=", 1)[1] for d in directives])[-1 if bare else 0]
+    if not raw:
+        return "INFO"
+    level = _LEVELS.get(raw.lower())
+    if level is None:
+        raise SettingsError(f"{name} must be one of {', '.join(_LEVELS)}, got {raw!r}")
+    return level
+
+
+def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ``SettingsError`` naming the bad one."""
+    env = os.environ if env is None else env
+    port_raw = env.get("PORT", "").strip()
+    backend_key = env.get("BACKEND_API_KEY", "").strip() or None
+    proxy_keys = frozenset(_csv(env, "PROXY_API_KEYS"))
+    if backend_key and not proxy_keys:
+        raise SettingsError(
+            "BACKEND_API_KEY is set but PROXY_API_KEYS is empty: the proxy would relay the "
+            "operator's key to anyone. Set PROXY_API_KEYS to the keys clients must present."
+        )
+    forward_headers = tuple(h.lower() for h in _csv(env, "FORWARD_HEADERS"))
+    for header in forward_headers:
+        if header in _NEVER_FORWARDED or header.startswith("proxy-"):
+            raise SettingsError(f"FORWARD_HEADERS may not name {header!r} (a credential or hop-by-hop header)")
+    return Settings(
+        backend_url=backend_chat_url(env.get("BACKEND_URL", "").strip() or DEFAULT_BACKEND_URL),
+        host_port=_int(env, "HOST_PORT", 8282, 1, 65535),
+        port=_int(env, "PORT", 0, 1, 65535) if port_raw else None,
+        backend_timeout_secs=_float(env, "BACKEND_TIMEOUT_SECS", 600.0, 1.0, 86400.0),
+        backend_idle_timeout_secs=_float(env, "BACKEND_IDLE_TIMEOUT_SECS", 300.0, 1.0, 86400.0),
+        keepalive_secs=_float(env, "SSE_KEEPALIVE_SECS", 15.0, 0.05, 3600.0),
+        log_level=log_level(env),
+        log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", os.cpu_count() or 1, 1, 1024),
+        graceful_timeout_secs=_float(env, "GRACEFUL_TIMEOUT_SECS", 600.0, 1.0, 86400.0),
+        breaker_enabled=_bool(env, "CIRCUIT_BREAKER_ENABLED", True),
+        breaker_threshold=_int(env, "CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1_000_000),
+        breaker_recovery_secs=_float(env, "CIRCUIT_BREAKER_RECOVERY_SECS", 30.0, 0.1, 86400.0),
+        builtin_tools=_choice(env, "BUILTIN_TOOLS", "drop", ("drop", "reject")),
+        max_tokens_field=_choice(
+            env, "MAX_TOKENS_FIELD", "max_tokens", ("max_tokens", "max_completion_tokens")
+        ),
+        forward_verbosity=_bool(env, "FORWARD_VERBOSITY", False),
+        backend_api_key=backend_key,
+        proxy_api_keys=proxy_keys,
+        forward_headers=forward_headers,
+    )

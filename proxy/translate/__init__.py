@@ -1,0 +1,1 @@
+"""The translation core: pure functions and a streaming state machine, no I/O."""

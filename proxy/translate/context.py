@@ -1,0 +1,62 @@
+"""What the response side must know about the request it answers.
+
+``translate_request`` builds one ``ResponseContext`` per request; the stream
+translator reads it. It is plain data so the core stays free of I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The request values a Response object echoes (21 keys). Together with id,
+# object, created_at, completed_at, status, incomplete_details, model, output,
+# error and usage they make the spec's 31 ResponseResource keys.
+ECHO_KEYS: tuple[str, ...] = (
+    "previous_response_id",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "truncation",
+    "parallel_tool_calls",
+    "text",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "top_logprobs",
+    "temperature",
+    "reasoning",
+    "max_output_tokens",
+    "max_tool_calls",
+    "store",
+    "background",
+    "service_tier",
+    "metadata",
+    "safety_identifier",
+    "prompt_cache_key",
+)
+
+
+@dataclass(slots=True)
+class ResponseContext:
+    """Per-request facts the Chat → Responses direction needs."""
+
+    response_id: str
+    created_at: int
+    model: str
+    # Exactly the ECHO_KEYS, with the request's values (spec defaults where absent).
+    echo: dict[str, Any]
+    stream: bool = False
+    # Upstream function names that stand for Responses `custom` tools: their
+    # calls come back as `custom_tool_call` items carrying `input`.
+    custom_tools: frozenset[str] = frozenset()
+    # Upstream (flattened) function name -> (namespace, name inside it).
+    namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Upstream names the client may receive calls for (tool_choice
+    # allowed_tools); None means every offered tool.
+    allowed_tools: frozenset[str] | None = None
+    # include: ["reasoning.encrypted_content"]
+    include_encrypted_reasoning: bool = False
+    # include: ["message.output_text.logprobs"] or top_logprobs set.
+    include_logprobs: bool = False
+    # Warnings produced while translating (dropped built-in tools, ...), for logs.
+    warnings: list[str] = field(default_factory=list)

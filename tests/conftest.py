@@ -1,0 +1,87 @@
+"""Shared fixtures: the real process tree on loopback.
+
+One mock backend and one proxy (gunicorn, 2 Uvicorn workers, conf/gunicorn.conf.py)
+serve the whole session; tests that need other settings start their own proxy
+with ``proxy_factory``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from proxy.devtools import Service, start_mock, start_proxy
+
+API_KEY = "sk-test-0123456789abcdef-SECRET"
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def mock_backend(logs_dir: Path) -> Iterator[Service]:
+    service = start_mock(logs_dir / "mock.log")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(mock_backend: Service, logs_dir: Path) -> Iterator[Service]:
+    service = start_proxy(mock_backend.url + "/v1", logs_dir / "proxy.log", SSE_KEEPALIVE_SECS="1")
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def proxy_factory(mock_backend: Service, logs_dir: Path) -> Iterator[Callable[..., Service]]:
+    """Start a proxy with extra environment settings; stopped after the test."""
+    started: list[Service] = []
+
+    def start(backend_url: str | None = None, **env: str) -> Service:
+        name = f"proxy-{len(started)}-{os.urandom(3).hex()}.log"
+        service = start_proxy(backend_url or mock_backend.url + "/v1", logs_dir / name, **env)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def mock(mock_backend: Service) -> Iterator["MockControl"]:
+    control = MockControl(mock_backend.url)
+    control.reset()
+    yield control
+
+
+class MockControl:
+    """Script the mock backend and read what it received."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_mock/reset").raise_for_status()
+
+    def script(self, model: str, *responses: dict) -> None:
+        httpx.post(self.url + "/_mock/script", json={"model": model, "responses": list(responses)}).raise_for_status()
+
+    def requests(self, model: str | None = None) -> list[dict]:
+        params = {"model": model} if model else None
+        r = httpx.get(self.url + "/_mock/requests", params=params)
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.fixture
+def openai_client(proxy: Service):
+    import openai
+
+    with openai.OpenAI(base_url=proxy.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+        yield client
