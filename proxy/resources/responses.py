@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 import falcon
 import falcon.asgi
+import httpx
 import orjson
 
 from ..breaker import BreakerOpen, Permit
@@ -77,12 +78,12 @@ class ResponsesResource:
             value = req.get_header(name)
             if value is not None:
                 headers[name] = value
-        assert self._rt.client is not None, "lifespan startup did not run"
+        disconnected = watch_disconnect(req)
+        deadline = None if ctx.stream else time.monotonic() + settings.backend_timeout_secs
         try:
-            upstream = await open_stream(
-                self._rt.client, settings.backend_url, orjson.dumps(chat), headers
-            )
+            upstream = await self._open(chat, headers, disconnected, deadline)
         except UpstreamError as exc:
+            disconnected.cancel()
             if exc.backend_failure:
                 self._rt.breaker.record_failure(permit)
             else:
@@ -91,10 +92,15 @@ class ResponsesResource:
             exc.message = _scrub(exc.message, upstream_key)
             raise
         except BaseException:
+            disconnected.cancel()
             self._rt.breaker.release(permit)
             raise
+        if upstream is None:  # the client left while we waited for the backend
+            self._rt.breaker.release(permit)
+            meta.status = "client_disconnected"
+            resp.status = 499
+            return
 
-        disconnected = watch_disconnect(req)
         outcome = Outcome()
         if ctx.stream:
             translator = StreamTranslator(ctx)
@@ -113,7 +119,7 @@ class ResponsesResource:
                 upstream, translator, outcome,
                 disconnected=disconnected,
                 keepalive_secs=None,
-                deadline=time.monotonic() + settings.backend_timeout_secs,
+                deadline=deadline,
                 max_event_bytes=settings.max_event_bytes,
                 idle_timeout_secs=settings.backend_idle_timeout_secs,
             ):
@@ -176,6 +182,39 @@ class ResponsesResource:
             else:
                 meta.status = translator.response.get("status", "failed")
             meta.log_completed()
+
+    async def _open(
+        self,
+        chat: dict,
+        headers: dict[str, str],
+        disconnected: asyncio.Future[None],
+        deadline: float | None,
+    ) -> httpx.Response | None:
+        """Open the upstream stream, racing the client leaving and (JSON mode) the deadline.
+
+        Returns None when the client went away first; the pending request is
+        cancelled then, so the backend sees the connection close.
+        """
+        client = self._rt.client
+        assert client is not None, "lifespan startup did not run"
+        opening = asyncio.ensure_future(
+            open_stream(client, self._rt.settings.backend_url, orjson.dumps(chat), headers)
+        )
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        await asyncio.wait((opening, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if opening.done():
+            return opening.result()
+        opening.cancel()
+        try:
+            await opening
+        except BaseException:
+            pass
+        if disconnected.done():
+            return None
+        raise UpstreamError(
+            504, "The backend did not answer in time.",
+            type="server_error", code="backend_timeout", backend_failure=True,
+        )
 
     def _verdict(self, permit: Permit, outcome: Outcome) -> None:
         breaker = self._rt.breaker

@@ -1,0 +1,41 @@
+"""Scripted mock Chat Completions backend for tests, the README demo and load tests.
+
+Run: ``python -m proxy.mock --host 127.0.0.1 --port 9100 [--workers N]`` (``--port 0``
+picks a free port; the ready line ``mock backend listening on http://HOST:PORT`` names it).
+Serves ``POST /v1/chat/completions`` and ``POST /chat/completions``: SSE when
+``stream: true`` (usage chunk with ``choices: []`` when ``stream_options.include_usage``),
+one ``chat.completion`` JSON otherwise.
+
+Built-in models (used when no script is queued for the request's ``model``):
+
+- ``mock-echo`` (and any unknown name): ``"You said: <last user text>"`` in 4-char deltas.
+- ``mock-stream-<N>``: N text deltas ``"tok0 "``, ``"tok1 "``, ...
+- ``mock-tool``: one call to the first offered tool (required params filled with
+  placeholders), or ``get_weather`` if none; if the last message is a tool result it
+  answers ``"Tool result: ..."`` instead, so agent loops end.
+- ``mock-reasoning``: ``reasoning_content`` then the echo text.
+- ``mock-slow-<ms>``: the echo with ``<ms>`` between chunks.
+- ``mock-error-<status>``: an OpenAI-shaped error with that status.
+
+Control API (JSON; state is per worker process, so script with ``--workers 1``):
+``POST /_mock/script {"model", "responses": [script, ...], "replace"?}`` queues scripts
+(model ``"*"`` matches any model without its own queue; each request pops one; the last
+one stays and is reused until new scripts replace it); ``POST /_mock/reset``;
+``GET /_mock/requests[?model=]`` → records ``{model, path, headers, body, disconnected,
+completed, started_at, ended_at}`` in arrival order; ``GET /_mock/health``.
+
+Script keys (all optional): ``status``, ``headers``, ``error`` (body for status >= 400),
+``text``, ``chunks`` (pre-split text deltas), ``chunk_size`` (4), ``reasoning``,
+``reasoning_field`` (``reasoning_content`` | ``reasoning`` | ``think``: ``<think>…</think>``
+prefixed to the content, then split as a whole), ``refusal``, ``tool_calls``
+(``[{"id", "name", "arguments": str | object}]``), ``tool_call_style`` (``standard`` |
+``args_before_name`` | ``whole_at_end`` | ``interleaved`` | ``no_id``), ``finish_reason``,
+``usage`` (verbatim; default computed from lengths), ``logprobs``, ``first_byte_delay``,
+``delay`` (s between events; with 0 the whole body is one write), ``hang``, ``drop_after``
+(N events, then the connection breaks mid-body), ``no_done`` (clean end without finish
+chunk, usage or ``[DONE]``), ``raw`` / ``raw_b64`` (body pieces sent verbatim, one write
+each), ``crlf``, ``oversize_event_bytes`` (one content event of exactly that size, padded
+with ``x``, after the role chunk), ``error_mid_stream`` (``{message, type, code, after=2}``:
+``data: {"error": ...}`` after ``after`` events, then ``[DONE]``), ``content_type``.
+Stream-only keys are ignored for ``stream: false``.
+"""

@@ -1,0 +1,115 @@
+"""Server-sent events: decode the upstream chat stream, encode our events.
+
+Decoding works on bytes and splits on ``\\n`` only. A multi-byte UTF-8
+character never contains the byte 0x0A, so every line we cut is a whole byte
+sequence and a character split between two network reads survives: we never
+decode a partial line. ``data`` payloads are returned as bytes for
+``orjson.loads`` (which decodes UTF-8 itself); ``\\r\\n`` line ends are handled
+by dropping the trailing ``\\r``. Comment lines (``: keep-alive``) and the
+``event:``/``id:``/``retry:`` fields of upstream are ignored: chat chunks carry
+everything in ``data``.
+
+The buffer is bounded (``max_event_bytes``): an oversized event raises
+``EventTooLarge`` so the caller fails the response loudly instead of silently
+dropping data (the reference proxy cleared its buffer and carried on).
+"""
+from __future__ import annotations
+
+import orjson
+
+__all__ = ["DONE", "KEEPALIVE", "EventTooLarge", "SSEDecoder", "encode_event"]
+
+DONE: bytes = b"data: [DONE]\n\n"
+KEEPALIVE: bytes = b": keep-alive\n\n"
+
+_dumps = orjson.dumps
+
+
+class EventTooLarge(Exception):
+    """One upstream SSE event (or line) exceeded the decoder's byte limit."""
+
+
+class SSEDecoder:
+    """Incremental SSE decoder for the upstream byte stream.
+
+    ``feed`` returns the ``data`` payload of every event completed by the
+    bytes so far (multi-line data joined with ``b"\\n"``); ``flush`` at EOF
+    returns the last event even without a trailing blank line. The payload of
+    the final chat event is ``b"[DONE]"``; recognising it is the caller's job.
+    """
+
+    __slots__ = ("_max", "_buf", "_data", "_size")
+
+    def __init__(self, max_event_bytes: int = 1_048_576) -> None:
+        self._max = max_event_bytes
+        self._buf = b""  # bytes after the last complete line
+        self._data: list[bytes] = []  # data lines of the event being built
+        self._size = 0  # bytes held in self._data
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf + data if self._buf else data
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            if len(buf) + self._size > self._max:
+                self._reset()
+                raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
+            self._buf = bytes(buf)
+            return []
+        self._buf = buf[cut + 1:]
+        out: list[bytes] = []
+        for line in buf[:cut].split(b"\n"):
+            self._line(line, out)
+        if len(self._buf) + self._size > self._max:
+            self._reset()
+            raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
+        return out
+
+    def flush(self) -> list[bytes]:
+        out: list[bytes] = []
+        if self._buf:
+            line, self._buf = self._buf, b""
+            self._line(line, out)
+        if self._data:
+            out.append(b"\n".join(self._data))
+            self._data = []
+            self._size = 0
+        return out
+
+    def _reset(self) -> None:
+        self._buf = b""
+        self._data = []
+        self._size = 0
+
+    def _line(self, line: bytes, out: list[bytes]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                data = self._data
+                out.append(data[0] if len(data) == 1 else b"\n".join(data))
+                self._data = []
+                self._size = 0
+            return
+        if line.startswith(b"data"):
+            rest = line[4:]
+            if not rest:
+                value = b""
+            elif rest[0] == 58:  # b":"
+                value = rest[2:] if rest[1:2] == b" " else rest[1:]
+            else:
+                return  # a field like "database:" — not ours
+            self._size += len(value) + 1
+            if self._size > self._max:
+                self._reset()
+                raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
+            self._data.append(value)
+        # comments (":"), event:, id:, retry: and unknown fields are ignored
+
+
+def encode_event(event: dict) -> bytes:
+    """``event: <type>\\ndata: <one-line JSON>\\n\\n`` — the whole event in one write.
+
+    orjson escapes control characters inside strings, so the JSON never
+    contains a raw newline and always fits on one ``data:`` line.
+    """
+    return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event) + b"\n\n"

@@ -1,0 +1,345 @@
+"""Responses ``tools`` / ``tool_choice`` → Chat Completions ``tools`` / ``tool_choice``.
+
+A chat backend only knows function tools, so:
+
+- ``function`` tools map 1:1 (the client's JSON Schema object is passed by
+  reference, so its key order survives and nothing is copied);
+- ``custom`` tools (Codex's freeform ``apply_patch``) become a function with one
+  required string parameter ``input``; the response side turns calls of those
+  names back into ``custom_tool_call`` items (``custom`` below);
+- ``namespace`` tools are flattened to ``<namespace>__<name>`` (``namespaced``
+  maps the upstream name back);
+- built-in tools (``web_search``, ``tool_search``, ``mcp``, …) cannot run on a
+  chat backend: they are dropped with one warning, or rejected, per policy.
+  Dropping is the default because a 400 for the whole request would lock Codex
+  out (it always sends ``web_search``).
+
+The echo (``Response.tools``) lists the tools that were actually offered to the
+model, each in the Responses *function* tool shape, because the Open Responses
+``ResponseResource.tools`` only admits function tools. Custom tools are
+therefore echoed as the function the model saw and namespaced tools under their
+flattened names; dropped built-ins are not echoed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from proxy.errors import invalid_request
+from proxy.translate.validate import fail, missing
+
+NAMESPACE_SEPARATOR = "__"
+_TOOL_CHOICE_VALUES = ("auto", "none", "required")
+
+BuiltinPolicy = Literal["drop", "reject"]
+
+
+@dataclass(slots=True)
+class ToolSet:
+    """The translated ``tools`` plus what the rest of the request needs to know."""
+
+    upstream: list[dict[str, Any]] = field(default_factory=list)
+    echo: list[dict[str, Any]] = field(default_factory=list)
+    # Client-facing names (plain, and flattened) -> upstream name.
+    by_name: dict[str, str] = field(default_factory=dict)
+    custom: set[str] = field(default_factory=set)
+    namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    dropped_builtins: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    """The translated ``tool_choice``: ``upstream`` None means "omit the field"."""
+
+    upstream: Any
+    echo: Any
+    allowed: frozenset[str] | None = None
+    warning: str | None = None
+
+
+def flat_name(namespace: str, name: str) -> str:
+    """The upstream function name of tool ``name`` inside ``namespace``."""
+    return namespace + NAMESPACE_SEPARATOR + name
+
+
+def custom_input_schema(description: str | None, fmt: Any) -> dict[str, Any]:
+    """The one-string-parameter schema that stands for a ``custom`` tool.
+
+    The parameter description repeats the tool description and carries the
+    grammar, because the model only sees the function schema and must know the
+    exact freeform format (e.g. the ``apply_patch`` lark grammar).
+    """
+    text = "The raw input for this tool, passed verbatim as a string (freeform text, not JSON)."
+    if description:
+        text += "\n\nTool description: " + description
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        syntax = fmt.get("syntax") if isinstance(fmt.get("syntax"), str) else "lark"
+        text += f"\n\nThe input must match this {syntax} grammar:\n" + fmt["definition"]
+    return {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": text}},
+        "required": ["input"],
+        "additionalProperties": False,
+    }
+
+
+def _function_fields(tool: dict, param: str) -> tuple[str, Any, Any, Any]:
+    name = tool.get("name")
+    if name is None:
+        raise missing(param + ".name", "every function tool needs a name")
+    if not isinstance(name, str) or not name:
+        raise fail(param + ".name", "a non-empty string", name)
+    description = tool.get("description")
+    if description is not None and not isinstance(description, str):
+        raise fail(param + ".description", "a string", description)
+    parameters = tool.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise fail(param + ".parameters", "a JSON Schema object", parameters)
+    strict = tool.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise fail(param + ".strict", "a boolean", strict)
+    return name, description, parameters, strict
+
+
+def _custom_fields(tool: dict, param: str) -> tuple[str, str | None, dict[str, Any]]:
+    name = tool.get("name")
+    if name is None:
+        raise missing(param + ".name", "every custom tool needs a name")
+    if not isinstance(name, str) or not name:
+        raise fail(param + ".name", "a non-empty string", name)
+    description = tool.get("description")
+    if description is not None and not isinstance(description, str):
+        raise fail(param + ".description", "a string", description)
+    fmt = tool.get("format")
+    if fmt is not None:
+        if not isinstance(fmt, dict):
+            raise fail(param + ".format", "an object", fmt)
+        ftype = fmt.get("type")
+        if ftype not in ("text", "grammar"):
+            raise fail(param + ".format.type", "'text' or 'grammar'", ftype)
+        if ftype == "grammar" and not isinstance(fmt.get("definition"), str):
+            raise fail(param + ".format.definition", "a string (the grammar)", fmt.get("definition"))
+    return name, description, custom_input_schema(description, fmt)
+
+
+class _Builder:
+    __slots__ = ("ts", "param_of")
+
+    def __init__(self) -> None:
+        self.ts = ToolSet()
+        self.param_of: dict[str, str] = {}
+
+    def add(self, upstream_name: str, description: Any, parameters: Any, strict: Any, param: str) -> None:
+        if upstream_name in self.param_of:
+            raise invalid_request(
+                f"Invalid '{param}': duplicate tool name {upstream_name!r} "
+                f"(also defined by '{self.param_of[upstream_name]}'). Tool names must be unique.",
+                param,
+            )
+        self.param_of[upstream_name] = param
+        fn: dict[str, Any] = {"name": upstream_name}
+        if description is not None:
+            fn["description"] = description
+        if parameters is not None:
+            fn["parameters"] = parameters
+        if strict is not None:
+            fn["strict"] = strict
+        self.ts.upstream.append({"type": "function", "function": fn})
+        self.ts.echo.append(
+            {
+                "type": "function",
+                "name": upstream_name,
+                "description": description,
+                "parameters": parameters,
+                "strict": strict,
+            }
+        )
+        self.ts.by_name[upstream_name] = upstream_name
+
+
+def translate_tools(raw: Any, builtin_policy: BuiltinPolicy) -> ToolSet:
+    """Translate the request's ``tools`` array (see the module docstring)."""
+    b = _Builder()
+    if raw is None:
+        return b.ts
+    if not isinstance(raw, list):
+        raise fail("tools", "an array of tools", raw)
+    ts = b.ts
+    for i, tool in enumerate(raw):
+        param = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise fail(param, "a tool object", tool)
+        ttype = tool.get("type")
+        if not isinstance(ttype, str) or not ttype:
+            raise missing(param + ".type", "e.g. 'function'") if ttype is None else fail(
+                param + ".type", "a string", ttype
+            )
+        if ttype == "function":
+            name, description, parameters, strict = _function_fields(tool, param)
+            b.add(name, description, parameters, strict, param)
+        elif ttype == "custom":
+            name, description, schema = _custom_fields(tool, param)
+            b.add(name, description, schema, None, param)
+            ts.custom.add(name)
+        elif ttype == "namespace":
+            ns = tool.get("name")
+            if not isinstance(ns, str) or not ns:
+                raise fail(param + ".name", "a non-empty string", ns) if ns is not None else missing(
+                    param + ".name", "every namespace tool needs a name"
+                )
+            inner = tool.get("tools")
+            if not isinstance(inner, list):
+                raise fail(param + ".tools", "an array of function or custom tools", inner)
+            for j, sub in enumerate(inner):
+                sparam = f"{param}.tools[{j}]"
+                if not isinstance(sub, dict):
+                    raise fail(sparam, "a tool object", sub)
+                stype = sub.get("type")
+                if stype == "function":
+                    name, description, parameters, strict = _function_fields(sub, sparam)
+                    upstream = flat_name(ns, name)
+                    b.add(upstream, description, parameters, strict, sparam)
+                elif stype == "custom":
+                    name, description, schema = _custom_fields(sub, sparam)
+                    upstream = flat_name(ns, name)
+                    b.add(upstream, description, schema, None, sparam)
+                    ts.custom.add(upstream)
+                else:
+                    raise fail(sparam + ".type", "'function' or 'custom' inside a namespace", stype)
+                ts.namespaced[upstream] = (ns, name)
+        else:
+            if builtin_policy == "reject":
+                raise invalid_request(
+                    f"Invalid '{param}': the built-in tool type {ttype!r} is not supported by this server "
+                    "(it forwards to a Chat Completions backend that only runs function tools). "
+                    "Remove the tool or use a function tool.",
+                    param,
+                    "unsupported_tool",
+                )
+            ts.dropped_builtins.append(ttype)
+    # Namespaced tools are also addressable by their inner name when unambiguous.
+    inner_names: dict[str, str | None] = {}
+    for upstream, (_, name) in ts.namespaced.items():
+        inner_names[name] = None if name in inner_names else upstream
+    for name, upstream in inner_names.items():
+        if upstream is not None and name not in ts.by_name:
+            ts.by_name[name] = upstream
+    return ts
+
+
+def _resolve(ts: ToolSet, entry: dict, param: str) -> str:
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise fail(param + ".name", "the name of a tool in 'tools'", name) if name is not None else missing(
+            param + ".name", "the name of a tool in 'tools'"
+        )
+    ns = entry.get("namespace")
+    key = flat_name(ns, name) if isinstance(ns, str) and ns else name
+    upstream = ts.by_name.get(key)
+    if upstream is None:
+        raise invalid_request(
+            f"Invalid '{param}': tool {name!r} is not among the request's 'tools'. "
+            "tool_choice may only name a tool that the request defines.",
+            param,
+        )
+    return upstream
+
+
+def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) -> ToolChoice:
+    """Translate ``tool_choice`` against the already translated tools.
+
+    ``allowed_tools`` is a hard constraint in the spec, so only the allowed
+    tools are offered upstream (the caller filters ``ts.upstream`` by
+    ``ToolChoice.allowed``) and the response side can refuse calls to others.
+    """
+    if raw is None:
+        return ToolChoice(upstream=None, echo="auto")
+    if isinstance(raw, str):
+        if raw not in _TOOL_CHOICE_VALUES:
+            raise fail("tool_choice", "'auto', 'none', 'required' or a tool choice object", raw)
+        return ToolChoice(upstream=raw, echo=raw)
+    if not isinstance(raw, dict):
+        raise fail("tool_choice", "a string or an object", raw)
+    ctype = raw.get("type")
+    if ctype in ("function", "custom"):
+        upstream = _resolve(ts, raw, "tool_choice")
+        return ToolChoice(
+            upstream={"type": "function", "function": {"name": upstream}},
+            echo={"type": "function", "name": upstream},
+        )
+    if ctype == "allowed_tools":
+        mode = raw.get("mode")
+        if mode not in _TOOL_CHOICE_VALUES:
+            raise fail("tool_choice.mode", "'auto', 'required' or 'none'", mode)
+        entries = raw.get("tools")
+        if not isinstance(entries, list):
+            raise fail("tool_choice.tools", "an array of tool references", entries)
+        allowed: list[str] = []
+        skipped: list[str] = []
+        for k, entry in enumerate(entries):
+            eparam = f"tool_choice.tools[{k}]"
+            if not isinstance(entry, dict):
+                raise fail(eparam, "an object like {\"type\": \"function\", \"name\": ...}", entry)
+            etype = entry.get("type")
+            if etype in ("function", "custom"):
+                upstream = _resolve(ts, entry, eparam)
+                if upstream not in allowed:
+                    allowed.append(upstream)
+            elif isinstance(etype, str) and etype:
+                if builtin_policy == "reject":
+                    raise invalid_request(
+                        f"Invalid '{eparam}': the built-in tool type {etype!r} is not supported by this server.",
+                        eparam,
+                        "unsupported_tool",
+                    )
+                skipped.append(etype)
+            else:
+                raise fail(eparam + ".type", "a tool type such as 'function'", etype)
+        warning = None
+        if skipped:
+            warning = "tool_choice.allowed_tools: ignored built-in tool types " + ", ".join(skipped)
+        return ToolChoice(
+            upstream=mode,
+            echo={
+                "type": "allowed_tools",
+                "mode": mode,
+                "tools": [{"type": "function", "name": n} for n in allowed],
+            },
+            allowed=frozenset(allowed),
+            warning=warning,
+        )
+    if isinstance(ctype, str) and ctype:
+        # A built-in tool type (web_search, file_search, mcp, ...).
+        if builtin_policy == "reject":
+            raise invalid_request(
+                f"Invalid 'tool_choice': the built-in tool type {ctype!r} is not supported by this server.",
+                "tool_choice",
+                "unsupported_tool",
+            )
+        return ToolChoice(
+            upstream=None,
+            echo="auto",
+            warning=f"tool_choice of built-in type {ctype!r} replaced by 'auto'",
+        )
+    raise fail("tool_choice.type", "'function', 'custom' or 'allowed_tools'", ctype) if ctype is not None else missing(
+        "tool_choice.type"
+    )
+
+
+def history_name(name: str, namespace: Any) -> str:
+    """The upstream function name for a call replayed from history."""
+    if isinstance(namespace, str) and namespace:
+        return flat_name(namespace, name)
+    return name
+
+
+__all__ = [
+    "NAMESPACE_SEPARATOR",
+    "ToolChoice",
+    "ToolSet",
+    "custom_input_schema",
+    "flat_name",
+    "history_name",
+    "translate_tool_choice",
+    "translate_tools",
+]

@@ -1,0 +1,181 @@
+"""Type and range checks for a Responses request, each failing as a 400 naming ``param``.
+
+The checks follow the Open Responses spec's ``CreateResponseBody`` limits. The
+messages say what was expected and what arrived, so a client author can fix the
+request without reading our code. JSON booleans are Python ``bool`` (a subclass
+of ``int``): every numeric check rejects them explicitly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.errors import ProxyError, invalid_request
+
+MAX_MODEL_LEN = 256
+MAX_INPUT_STRING = 10_485_760  # spec: input string maxLength
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+MAX_ID_STRING = 64  # safety_identifier, prompt_cache_key
+
+
+def type_name(value: Any) -> str:
+    """The JSON name of ``value``'s type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A short rendering of a bad value (never the whole of a huge payload)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+    return "a value of type " + type_name(value)
+
+
+def fail(param: str, expected: str, value: Any) -> ProxyError:
+    """``Invalid '<param>': expected <expected>, got <value>.``"""
+    return invalid_request(f"Invalid '{param}': expected {expected}, got {_show(value)}.", param)
+
+
+def missing(param: str, what: str = "") -> ProxyError:
+    extra = f" ({what})" if what else ""
+    return invalid_request(f"Missing required parameter: '{param}'{extra}.", param, "missing_required_parameter")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def opt_number(body: dict, key: str, lo: float, hi: float) -> float | int | None:
+    """An optional number in ``[lo, hi]`` (null counts as absent)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not is_number(value) or not (lo <= value <= hi) or value != value:
+        raise fail(key, f"a number between {lo:g} and {hi:g}", value)
+    return value
+
+
+def opt_int(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
+    """An optional integer ``>= lo`` (and ``<= hi``); null counts as absent."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not is_int(value) or value < lo or (hi is not None and value > hi):
+        rng = f"between {lo} and {hi}" if hi is not None else f"greater than or equal to {lo}"
+        raise fail(key, f"an integer {rng}", value)
+    return value
+
+
+def opt_bool(body: dict, key: str, param: str | None = None) -> bool | None:
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise fail(param or key, "a boolean", value)
+
+
+def opt_str(body: dict, key: str, param: str | None = None, max_len: int | None = None) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise fail(param or key, "a string", value)
+    if max_len is not None and len(value) > max_len:
+        raise invalid_request(
+            f"Invalid '{param or key}': string too long, expected at most {max_len} characters, got {len(value)}.",
+            param or key,
+            "string_above_max_length",
+        )
+    return value
+
+
+def opt_enum(body: dict, key: str, allowed: tuple[str, ...], param: str | None = None) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in allowed:
+        raise fail(param or key, "one of " + ", ".join(repr(a) for a in allowed), value)
+    return value
+
+
+def req_str(obj: dict, key: str, param: str) -> str:
+    """A required non-empty string field of a nested object."""
+    value = obj.get(key)
+    if value is None:
+        raise missing(param)
+    if not isinstance(value, str):
+        raise fail(param, "a string", value)
+    if not value:
+        raise invalid_request(f"Invalid '{param}': expected a non-empty string.", param, "empty_string")
+    return value
+
+
+def model_name(body: dict) -> str:
+    """``model``: a non-empty string without whitespace or control characters."""
+    value = body.get("model")
+    if value is None:
+        raise missing("model", "the name of the model to use")
+    if not isinstance(value, str):
+        raise fail("model", "a string", value)
+    if not value:
+        raise invalid_request("Invalid 'model': expected a non-empty string.", "model", "empty_string")
+    if len(value) > MAX_MODEL_LEN:
+        raise invalid_request(
+            f"Invalid 'model': expected at most {MAX_MODEL_LEN} characters, got {len(value)}.", "model"
+        )
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise invalid_request(
+            "Invalid 'model': the model name must not contain whitespace or control characters.", "model"
+        )
+    return value
+
+
+def metadata(body: dict) -> dict[str, str]:
+    """``metadata``: at most 16 string pairs, keys ≤ 64 and values ≤ 512 characters."""
+    value = body.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail("metadata", "an object of string key-value pairs", value)
+    if len(value) > MAX_METADATA_PAIRS:
+        raise invalid_request(
+            f"Invalid 'metadata': expected at most {MAX_METADATA_PAIRS} key-value pairs, got {len(value)}.",
+            "metadata",
+        )
+    for k, v in value.items():
+        if len(k) > MAX_METADATA_KEY:
+            raise invalid_request(
+                f"Invalid 'metadata': keys must be at most {MAX_METADATA_KEY} characters, "
+                f"got a key of {len(k)} characters.",
+                "metadata",
+            )
+        if not isinstance(v, str):
+            raise invalid_request(
+                f"Invalid 'metadata': values must be strings, got {type_name(v)} for key {k!r}.", "metadata"
+            )
+        if len(v) > MAX_METADATA_VALUE:
+            raise invalid_request(
+                f"Invalid 'metadata': values must be at most {MAX_METADATA_VALUE} characters, "
+                f"got {len(v)} for key {k!r}.",
+                "metadata",
+            )
+    return value

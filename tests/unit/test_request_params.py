@@ -1,0 +1,300 @@
+"""Sampling/format/reasoning parameters, validation, and the echo a Response carries."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from openai.types.responses import Response
+from openresponses_types import ResponseResource
+
+from proxy.errors import ProxyError
+from proxy.translate.context import ECHO_KEYS
+from proxy.translate.request import TranslationPolicy, translate_request
+
+
+def tr(body: dict[str, Any], **policy: Any) -> tuple[dict[str, Any], Any]:
+    return translate_request({"model": "m", "input": "hi", **body}, TranslationPolicy(**policy), now=1)
+
+
+def err(body: dict[str, Any], **policy: Any) -> ProxyError:
+    with pytest.raises(ProxyError) as info:
+        translate_request(body, TranslationPolicy(**policy), now=1)
+    assert info.value.status == 400 and info.value.type == "invalid_request_error"
+    return info.value
+
+
+def response_from(ctx: Any) -> dict[str, Any]:
+    return {
+        "id": ctx.response_id, "object": "response", "created_at": ctx.created_at, "completed_at": ctx.created_at,
+        "status": "completed", "incomplete_details": None, "model": ctx.model, "output": [], "error": None,
+        "usage": None, **ctx.echo,
+    }
+
+
+def test_context_basics() -> None:
+    chat, ctx = translate_request({"model": "qwen3", "input": "hi"}, TranslationPolicy(), now=1234)
+    assert re.fullmatch(r"resp_[0-9a-f]{32}", ctx.response_id)
+    assert ctx.created_at == 1234 and ctx.model == "qwen3" and ctx.stream is False
+    assert tuple(ctx.echo) == ECHO_KEYS
+    assert ctx.echo == {
+        "previous_response_id": None, "instructions": None, "tools": [], "tool_choice": "auto",
+        "truncation": "disabled", "parallel_tool_calls": True, "text": {"format": {"type": "text"}},
+        "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_logprobs": 0, "temperature": 1.0,
+        "reasoning": None, "max_output_tokens": None, "max_tool_calls": None, "store": True, "background": False,
+        "service_tier": "default", "metadata": {}, "safety_identifier": None, "prompt_cache_key": None,
+    }
+    assert chat == {"model": "qwen3", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                    "stream_options": {"include_usage": True}}
+    assert ctx.custom_tools == frozenset() and ctx.namespaced == {} and ctx.allowed_tools is None
+    assert ctx.include_encrypted_reasoning is False and ctx.include_logprobs is False and ctx.warnings == []
+    _, ctx2 = translate_request({"model": "qwen3", "input": "hi", "stream": True}, TranslationPolicy())
+    assert ctx2.stream is True and ctx2.response_id != ctx.response_id and ctx2.created_at > 1_600_000_000
+
+
+def test_sampling_params_forwarded_and_echoed() -> None:
+    chat, ctx = tr({"temperature": 0.2, "top_p": 0.9, "presence_penalty": -1, "frequency_penalty": 1.5,
+                    "max_output_tokens": 100, "instructions": "sys", "metadata": {"k": "v"}, "store": False,
+                    "truncation": "auto", "max_tool_calls": 3, "safety_identifier": "user-1"})
+    assert chat["temperature"] == 0.2 and chat["top_p"] == 0.9
+    assert chat["presence_penalty"] == -1 and chat["frequency_penalty"] == 1.5
+    assert chat["max_tokens"] == 100 and "max_completion_tokens" not in chat
+    assert chat["user"] == "user-1"
+    for key in ("store", "metadata", "truncation", "max_tool_calls", "instructions", "safety_identifier"):
+        assert key not in chat
+    e = ctx.echo
+    assert (e["temperature"], e["top_p"], e["presence_penalty"], e["frequency_penalty"]) == (0.2, 0.9, -1, 1.5)
+    assert e["max_output_tokens"] == 100 and e["instructions"] == "sys" and e["metadata"] == {"k": "v"}
+    assert e["store"] is False and e["truncation"] == "auto" and e["max_tool_calls"] == 3
+    assert e["safety_identifier"] == "user-1"
+
+
+def test_max_tokens_field_policy() -> None:
+    chat, _ = tr({"max_output_tokens": 64}, max_tokens_field="max_completion_tokens")
+    assert chat["max_completion_tokens"] == 64 and "max_tokens" not in chat
+
+
+def test_deprecated_user_maps_to_chat_user() -> None:
+    chat, ctx = tr({"user": "u-7"})
+    assert chat["user"] == "u-7" and ctx.echo["safety_identifier"] is None
+
+
+def test_logprobs() -> None:
+    chat, ctx = tr({"top_logprobs": 5})
+    assert chat["logprobs"] is True and chat["top_logprobs"] == 5 and ctx.include_logprobs and ctx.echo["top_logprobs"] == 5
+    chat, ctx = tr({"include": ["message.output_text.logprobs"]})
+    assert chat["logprobs"] is True and "top_logprobs" not in chat and ctx.include_logprobs
+    chat, ctx = tr({"top_logprobs": 0, "include": ["reasoning.encrypted_content"]})
+    assert "logprobs" not in chat and not ctx.include_logprobs and ctx.include_encrypted_reasoning
+
+
+def test_text_format_json_schema() -> None:
+    schema = {"type": "object", "properties": {"b": {"type": "string"}, "a": {"type": "integer"}}, "required": ["b", "a"],
+              "additionalProperties": False}
+    chat, ctx = tr({"text": {"format": {"type": "json_schema", "name": "thing", "schema": schema, "strict": True,
+                                        "description": "A thing"}, "verbosity": "high"}})
+    assert chat["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "thing", "schema": schema, "strict": True, "description": "A thing"}}
+    assert list(chat["response_format"]["json_schema"]["schema"]["properties"]) == ["b", "a"]
+    assert "verbosity" not in chat
+    assert ctx.echo["text"] == {"format": {"type": "json_schema", "name": "thing", "description": "A thing",
+                                           "schema": schema, "strict": True}, "verbosity": "high"}
+    chat, ctx = tr({"text": {"format": {"type": "json_schema", "name": "t", "schema": schema}}})
+    assert chat["response_format"] == {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
+    assert ctx.echo["text"]["format"]["strict"] is False
+
+
+def test_text_format_json_object_text_and_verbosity_policy() -> None:
+    chat, ctx = tr({"text": {"format": {"type": "json_object"}}})
+    assert chat["response_format"] == {"type": "json_object"} and ctx.echo["text"] == {"format": {"type": "json_object"}}
+    chat, ctx = tr({"text": {"format": {"type": "text"}, "verbosity": "low"}}, forward_verbosity=True)
+    assert "response_format" not in chat and chat["verbosity"] == "low"
+    assert ctx.echo["text"] == {"format": {"type": "text"}, "verbosity": "low"}
+
+
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh"])
+def test_reasoning_effort_passes_through(effort: str) -> None:
+    chat, ctx = tr({"reasoning": {"effort": effort, "summary": "detailed"}})
+    assert chat["reasoning_effort"] == effort
+    assert ctx.echo["reasoning"] == {"effort": effort, "summary": "detailed"}
+
+
+def test_reasoning_summary_only_is_echoed_not_sent() -> None:
+    chat, ctx = tr({"reasoning": {"summary": "auto"}})
+    assert "reasoning_effort" not in chat and ctx.echo["reasoning"] == {"effort": None, "summary": "auto"}
+    _, ctx = tr({"reasoning": {"generate_summary": "concise"}})
+    assert ctx.echo["reasoning"]["summary"] == "concise"
+
+
+def test_policy_flags_forward_service_tier_and_prompt_cache_key() -> None:
+    body = {"service_tier": "flex", "prompt_cache_key": "k1"}
+    chat, ctx = tr(body)
+    assert "service_tier" not in chat and "prompt_cache_key" not in chat
+    assert ctx.echo["service_tier"] == "flex" and ctx.echo["prompt_cache_key"] == "k1"
+    chat, _ = tr(body, forward_service_tier=True, forward_prompt_cache_key=True)
+    assert chat["service_tier"] == "flex" and chat["prompt_cache_key"] == "k1"
+
+
+def test_accepted_and_ignored_fields() -> None:
+    chat, ctx = tr({"client_metadata": {"x": "y"}, "stream_options": {"include_obfuscation": False}, "background": False,
+                    "previous_response_id": None, "conversation": None, "include": ["reasoning.encrypted_content"]})
+    assert set(chat) == {"model", "messages", "stream", "stream_options"}
+    assert chat["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"conversation": {"id": "conv_1"}}, "conversation"),
+        ({"background": True}, "background"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+    ],
+)
+def test_stateful_features_are_refused_clearly(body: dict[str, Any], param: str) -> None:
+    e = err({"model": "m", "input": "hi", **body})
+    assert e.param == param
+    assert "not supported" in e.message
+
+
+@pytest.mark.parametrize(
+    ("model", "ok"),
+    [("gpt-4o", True), ("org/model:q4_K_M", True), ("x" * 256, True), ("", False), ("x" * 257, False),
+     ("my model", False), ("m\n", False), ("m\x00", False), ("\tm", False), (5, False), (None, False), (True, False)],
+)
+def test_model_validation(model: Any, ok: bool) -> None:
+    body: dict[str, Any] = {"input": "hi"} if model is None else {"model": model, "input": "hi"}
+    if ok:
+        assert translate_request(body, TranslationPolicy())[0]["model"] == model
+    else:
+        assert err(body).param == "model"
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("temperature", 2.01), ("temperature", -0.1), ("temperature", True), ("temperature", "1"), ("temperature", float("nan")),
+        ("top_p", 1.5), ("top_p", -1), ("top_p", False),
+        ("presence_penalty", 2.5), ("presence_penalty", -3), ("frequency_penalty", "0"), ("frequency_penalty", 9),
+        ("max_output_tokens", 15), ("max_output_tokens", 100.0), ("max_output_tokens", True), ("max_output_tokens", "100"),
+        ("max_tool_calls", 0), ("top_logprobs", 21), ("top_logprobs", -1), ("top_logprobs", 1.5),
+        ("stream", "true"), ("stream", 1), ("store", "no"), ("parallel_tool_calls", "yes"), ("background", "no"),
+        ("truncation", "sometimes"), ("service_tier", "gold"), ("instructions", ["x"]), ("include", "x"),
+        ("safety_identifier", "x" * 65), ("prompt_cache_key", "k" * 65), ("user", 5),
+        ("metadata", []), ("client_metadata", "x"), ("stream_options", 1),
+    ],
+)
+def test_param_validation(key: str, bad: Any) -> None:
+    e = err({"model": "m", "input": "hi", key: bad})
+    assert e.param == key
+    assert key in e.message
+
+
+def test_error_message_says_what_to_fix() -> None:
+    assert err({"model": "m", "input": "hi", "temperature": 3.5}).message == (
+        "Invalid 'temperature': expected a number between 0 and 2, got 3.5."
+    )
+    assert "16" in err({"model": "m", "input": "hi", "max_output_tokens": 8}).message
+
+
+def test_boundaries_are_accepted() -> None:
+    chat, _ = tr({"temperature": 0, "top_p": 1, "presence_penalty": -2, "frequency_penalty": 2,
+                  "max_output_tokens": 16, "top_logprobs": 20, "max_tool_calls": 1, "stream": None})
+    assert chat["temperature"] == 0 and chat["max_tokens"] == 16 and chat["top_logprobs"] == 20
+
+
+def test_metadata_limits() -> None:
+    _, ctx = tr({"metadata": {f"k{i}": "v" * 512 for i in range(16)}})
+    assert len(ctx.echo["metadata"]) == 16
+    assert err({"model": "m", "input": "hi", "metadata": {f"k{i}": "v" for i in range(17)}}).param == "metadata"
+    assert err({"model": "m", "input": "hi", "metadata": {"k" * 65: "v"}}).param == "metadata"
+    assert err({"model": "m", "input": "hi", "metadata": {"k": "v" * 513}}).param == "metadata"
+    assert err({"model": "m", "input": "hi", "metadata": {"k": 1}}).param == "metadata"
+
+
+@pytest.mark.parametrize(
+    ("text", "param"),
+    [
+        ("json", "text"),
+        ({"format": "json_object"}, "text.format"),
+        ({"format": {"type": "xml"}}, "text.format.type"),
+        ({"format": {}}, "text.format.type"),
+        ({"format": {"type": "json_schema", "schema": {}}}, "text.format.name"),
+        ({"format": {"type": "json_schema", "name": "bad name!", "schema": {}}}, "text.format.name"),
+        ({"format": {"type": "json_schema", "name": "n"}}, "text.format.schema"),
+        ({"format": {"type": "json_schema", "name": "n", "schema": "{}"}}, "text.format.schema"),
+        ({"format": {"type": "json_schema", "name": "n", "schema": {}, "strict": "yes"}}, "text.format.strict"),
+        ({"verbosity": "loud"}, "text.verbosity"),
+    ],
+)
+def test_text_validation(text: Any, param: str) -> None:
+    assert err({"model": "m", "input": "hi", "text": text}).param == param
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "param"),
+    [("high", "reasoning"), ({"effort": "extreme"}, "reasoning.effort"), ({"summary": "long"}, "reasoning.summary")],
+)
+def test_reasoning_validation(reasoning: Any, param: str) -> None:
+    assert err({"model": "m", "input": "hi", "reasoning": reasoning}).param == param
+
+
+@pytest.mark.parametrize("body", [None, [], "text", 5])
+def test_body_must_be_object(body: Any) -> None:
+    assert err(body).status == 400
+
+
+_ECHO_BODIES: list[dict[str, Any]] = [
+    {},
+    {"instructions": "x", "temperature": 0.5, "top_p": 0.5, "max_output_tokens": 32, "max_tool_calls": 2,
+     "metadata": {"a": "b"}, "store": False, "truncation": "auto", "service_tier": "flex", "top_logprobs": 3,
+     "safety_identifier": "s", "prompt_cache_key": "p", "parallel_tool_calls": False,
+     "reasoning": {"effort": "low", "summary": "auto"}, "text": {"format": {"type": "json_object"}, "verbosity": "low"}},
+    {"tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}},
+               {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}},
+               {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "g"}]},
+               {"type": "web_search"}],
+     "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "f"}]}},
+    {"tools": [{"type": "custom", "name": "c"}], "tool_choice": {"type": "custom", "name": "c"}},
+    {"tools": [{"type": "function", "name": "f"}], "tool_choice": "required", "reasoning": {"effort": "xhigh"}},
+]
+
+
+@pytest.mark.parametrize("body", _ECHO_BODIES)
+def test_echo_validates_against_both_response_models(body: dict[str, Any]) -> None:
+    _, ctx = tr(body)
+    resource = response_from(ctx)
+    ResponseResource.model_validate(resource)
+    Response.model_validate(resource)
+
+
+def test_json_schema_echo_validates_against_openai_response() -> None:
+    # The Open Responses spec (2026-04-24) types ResponseResource.text.format.schema
+    # as null; we echo the request's schema like OpenAI does, so only the
+    # openai model is checked here.
+    _, ctx = tr({"text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}}}})
+    Response.model_validate(response_from(ctx))
+
+
+@given(
+    temperature=st.none() | st.floats(0, 2),
+    top_p=st.none() | st.floats(0, 1),
+    penalty=st.none() | st.floats(-2, 2),
+    max_out=st.none() | st.integers(16, 10**6),
+    top_logprobs=st.none() | st.integers(0, 20),
+    effort=st.none() | st.sampled_from(["none", "low", "medium", "high", "xhigh"]),
+    store=st.none() | st.booleans(),
+)
+def test_any_valid_params_give_a_valid_echo(temperature, top_p, penalty, max_out, top_logprobs, effort, store) -> None:
+    body = {"temperature": temperature, "top_p": top_p, "presence_penalty": penalty, "frequency_penalty": penalty,
+            "max_output_tokens": max_out, "top_logprobs": top_logprobs, "store": store,
+            "reasoning": None if effort is None else {"effort": effort}}
+    chat, ctx = tr(body)
+    resource = response_from(ctx)
+    ResponseResource.model_validate(resource)
+    Response.model_validate(resource)
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        assert (key in chat) == (body[key] is not None)

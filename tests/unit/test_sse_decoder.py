@@ -1,0 +1,111 @@
+"""SSEDecoder and encode_event: the SSE wire format in both directions."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from proxy.translate.sse import DONE, KEEPALIVE, EventTooLarge, SSEDecoder, encode_event
+
+
+def decode_all(pieces: list[bytes], **kw) -> list[bytes]:
+    d = SSEDecoder(**kw)
+    out: list[bytes] = []
+    for p in pieces:
+        out += d.feed(p)
+    return out + d.flush()
+
+
+STREAM = (
+    b": upstream comment\n"
+    b"event: ignored\nid: 7\nretry: 100\n"
+    b'data: {"t":"h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80"}\n\n'
+    b"data: first\ndata: second\n\n"
+    b"data:nospace\n\n"
+    b"data: [DONE]\n\n"
+)
+WANT = [
+    '{"t":"héllo ✓ 😀"}'.encode(),
+    b"first\nsecond",
+    b"nospace",
+    b"[DONE]",
+]
+
+
+def test_lf_stream():
+    assert decode_all([STREAM]) == WANT
+
+
+def test_crlf_stream():
+    assert decode_all([STREAM.replace(b"\n", b"\r\n")]) == WANT
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_split_at_every_byte(crlf):
+    raw = STREAM.replace(b"\n", b"\r\n") if crlf else STREAM
+    for i in range(len(raw) + 1):
+        assert decode_all([raw[:i], raw[i:]]) == WANT, i
+
+
+def test_one_byte_at_a_time_keeps_multibyte_characters():
+    raw = STREAM.replace(b"\n", b"\r\n")
+    events = decode_all([raw[i : i + 1] for i in range(len(raw))])
+    assert events == WANT
+    assert orjson.loads(events[0])["t"] == "héllo ✓ 😀"
+
+
+def test_flush_returns_last_event_without_blank_line():
+    d = SSEDecoder()
+    assert d.feed(b'data: {"a":1}\n\ndata: {"b":2}') == [b'{"a":1}']
+    assert d.flush() == [b'{"b":2}']
+    assert d.flush() == []
+
+
+def test_flush_with_single_newline():
+    assert decode_all([b"data: x\n"]) == [b"x"]
+
+
+def test_comment_only_stream_yields_nothing():
+    assert decode_all([b": keep-alive\n\n: again\n\n"]) == []
+
+
+def test_blank_lines_without_data_dispatch_nothing():
+    assert decode_all([b"\n\n\nevent: x\n\n"]) == []
+
+
+def test_field_named_like_data_prefix_is_ignored():
+    assert decode_all([b"database: 1\ndata: y\n\n"]) == [b"y"]
+
+
+def test_oversized_line_without_newline_raises():
+    d = SSEDecoder(max_event_bytes=100)
+    d.feed(b"data: " + b"x" * 50)
+    with pytest.raises(EventTooLarge):
+        d.feed(b"x" * 60)
+
+
+def test_oversized_event_across_lines_raises():
+    d = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLarge):
+        d.feed(b"".join(b"data: " + b"y" * 30 + b"\n" for _ in range(4)))
+
+
+def test_event_at_the_limit_passes():
+    payload = b"z" * 90
+    assert decode_all([b"data: " + payload + b"\n\n"], max_event_bytes=100) == [payload]
+
+
+def test_encode_event_format():
+    ev = {"type": "response.output_text.delta", "sequence_number": 3, "delta": "a\nb ✓"}
+    raw = encode_event(ev)
+    head, data, blank, end = raw.split(b"\n")
+    assert head == b"event: response.output_text.delta"
+    assert data.startswith(b"data: ") and orjson.loads(data[6:]) == ev
+    assert blank == b"" and end == b""
+
+
+def test_constants():
+    assert DONE == b"data: [DONE]\n\n"
+    assert KEEPALIVE.startswith(b":") and KEEPALIVE.endswith(b"\n\n")
+    # Our own output decodes with our decoder (comments skipped).
+    raw = encode_event({"type": "x", "v": 1}) + KEEPALIVE + DONE
+    assert decode_all([raw]) == [b'{"type":"x","v":1}', b"[DONE]"]

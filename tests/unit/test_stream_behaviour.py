@@ -1,0 +1,136 @@
+"""StreamTranslator API contract: snapshots, sequence numbers, idempotence, fail(), JSON mode."""
+from __future__ import annotations
+
+import orjson
+
+from proxy.translate.context import ResponseContext
+from proxy.translate.stream import TRUNCATED_MESSAGE, StreamTranslator
+from tests.conformance import check_response, check_stream, default_echo
+
+
+def make(**kw) -> StreamTranslator:
+    emit = kw.pop("emit_events", True)
+    ctx = ResponseContext(response_id="resp_b", created_at=100, model="m", echo=default_echo(), **kw)
+    return StreamTranslator(ctx, emit_events=emit)
+
+
+def ch(delta, finish=None):
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_start_events_carry_in_progress_snapshot():
+    t = make()
+    created, in_progress = t.start()
+    assert created["type"] == "response.created" and created["sequence_number"] == 0
+    assert in_progress["type"] == "response.in_progress" and in_progress["sequence_number"] == 1
+    for ev in (created, in_progress):
+        r = check_response(ev["response"])
+        assert r["status"] == "in_progress" and r["output"] == [] and r["usage"] is None
+        assert r["completed_at"] is None
+    assert t.response["status"] == "in_progress" and not t.done
+
+
+def test_events_already_returned_do_not_change():
+    t = make()
+    start = t.start()
+    events = start + t.feed(ch({"content": "Hello"}))
+    frozen = orjson.dumps(events)
+    events2 = t.feed(ch({"content": " world"}, "stop"))
+    events2 += t.feed({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+    events2 += t.finish()
+    assert orjson.dumps(events) == frozen
+    assert start[0]["response"]["output"] == [] and start[0]["response"]["status"] == "in_progress"
+    added = [e for e in events if e["type"] == "response.output_item.added"][0]
+    assert added["item"]["status"] == "in_progress" and added["item"]["content"] == []
+    check_stream(events + events2)
+
+
+def test_terminal_only_from_finish_so_late_usage_is_read():
+    t = make()
+    ev = t.start() + t.feed(ch({"content": "a"})) + t.feed(ch({}, "stop"))
+    assert not t.done
+    assert not any(e["type"].startswith("response.completed") for e in ev)
+    # item closed already at finish_reason
+    assert ev[-1]["type"] == "response.output_item.done"
+    ev += t.feed({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+    ev += t.finish()
+    final = check_stream(ev)
+    assert final["usage"]["input_tokens"] == 7 and final is t.response and t.done
+
+
+def test_after_done_everything_is_a_no_op():
+    t = make()
+    t.start()
+    t.feed(ch({"content": "a"}, "stop"))
+    assert t.finish()[-1]["type"] == "response.completed"
+    assert t.finish() == []
+    assert t.feed(ch({"content": "more"})) == []
+    assert t.fail("late") == []
+    assert t.response["status"] == "completed"
+
+
+def test_fail_sequence_and_shape():
+    t = make()
+    ev = t.start() + t.feed(ch({"content": "partial"}))
+    ev += t.fail("upstream read timed out", "timeout_code_not_in_openai_list")
+    err, failed = ev[-2], ev[-1]
+    # The error event keeps the precise code; response.error.code is the SDK's enum.
+    assert err == {
+        "type": "error",
+        "sequence_number": err["sequence_number"],
+        "code": "timeout_code_not_in_openai_list",
+        "message": "upstream read timed out",
+        "param": None,
+    }
+    assert failed["sequence_number"] == err["sequence_number"] + 1
+    final = check_stream(ev)
+    assert final["status"] == "failed"
+    assert final["error"] == {"code": "server_error", "message": "upstream read timed out"}
+    assert final["output"][0]["status"] == "incomplete"
+    assert t.done
+
+
+def test_fail_keeps_known_code():
+    t = make()
+    ev = t.start() + t.fail("too many requests", "rate_limit_exceeded")
+    assert check_stream(ev)["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_fail_after_finish_reason_before_usage():
+    t = make()
+    ev = t.start() + t.feed(ch({"content": "a"}, "stop")) + t.fail("connection reset")
+    final = check_stream(ev)
+    assert final["status"] == "failed" and final["output"][0]["status"] == "completed"
+
+
+def test_truncated_message():
+    t = make()
+    ev = t.start() + t.feed(ch({"content": "a"})) + t.finish()
+    assert check_stream(ev)["error"]["message"] == TRUNCATED_MESSAGE
+
+
+def test_json_mode_builds_no_events():
+    t = make(emit_events=False)
+    assert t.start() == []
+    assert t.feed(ch({"reasoning_content": "r"})) == []
+    assert t.feed(ch({"content": "<b>ok</b>"}, "stop")) == []
+    assert t.finish() == []
+    final = check_response(t.response)
+    assert [it["type"] for it in final["output"]] == ["reasoning", "message"]
+    assert final["output"][1]["content"][0]["text"] == "<b>ok</b>"
+
+
+def test_json_mode_failure():
+    t = make(emit_events=False)
+    t.feed(ch({"content": "x"}))
+    assert t.fail("boom") == []
+    assert check_response(t.response)["status"] == "failed"
+
+
+def test_sequence_numbers_count_every_event():
+    t = make()
+    ev = t.start()
+    for piece in ["a", "b", "c"]:
+        ev += t.feed(ch({"content": piece}))
+    ev += t.feed(ch({}, "stop")) + t.finish()
+    assert [e["sequence_number"] for e in ev] == list(range(len(ev)))
