@@ -58,12 +58,27 @@ def _show(base: str, key: str, model: str) -> None:
     print(f"HTTP {r.status_code}: status={doc.get('status')!r} output_text={_output_text(doc)!r}")
     print(f"usage={orjson.dumps(doc.get('usage')).decode()}\n")
     print(f"$ POST {base}/v1/responses  (stream: true)")
+    names: list[str] = []
+    text = ""
     with httpx.stream("POST", f"{base}/v1/responses", json={**body, "stream": True}, headers=headers, timeout=60) as s:
         for line in s.iter_lines():
-            if line.startswith("event: "):
-                print("  " + line[7:])
+            if line.startswith("data: {"):
+                event = orjson.loads(line[6:])
+                names.append(event["type"])
+                if event["type"] == "response.output_text.delta":
+                    text += event["delta"]
             elif line == "data: [DONE]":
-                print("  [DONE]")
+                names.append("[DONE]")
+    # Print the event sequence with runs of deltas collapsed: "….delta ×12".
+    runs: list[list] = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    for name, count in runs:
+        print(f"  {name}" + (f" ×{count}" if count > 1 else ""))
+    print(f"streamed output_text={text!r}")
 
 
 def _output_text(doc: dict) -> str:

@@ -15,10 +15,12 @@ from typing import AsyncIterator
 import httpx
 import orjson
 
+from .translate.completion import completion_as_sse
 from .translate.sse import DONE, KEEPALIVE, EventTooLarge, SSEDecoder, encode_event
 from .translate.stream import StreamTranslator
 
 _DONE_PAYLOAD = b"[DONE]"
+_MAX_JSON_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class Outcome:
@@ -57,7 +59,11 @@ async def relay(
     """
     decoder = SSEDecoder(max_event_bytes)
     feed = translator.feed
-    reader = response.aiter_bytes().__aiter__()
+    content_type = response.headers.get("content-type", "")
+    if "json" in content_type and "event-stream" not in content_type:
+        reader = _json_as_sse(response)  # a backend that ignored stream: true
+    else:
+        reader = response.aiter_bytes().__aiter__()
     pending: asyncio.Future[bytes] | None = None
     waiters: tuple[asyncio.Future, ...]
     try:
@@ -138,6 +144,15 @@ async def relay(
         if pending is not None:
             pending.cancel()
         await response.aclose()
+
+
+async def _json_as_sse(response: httpx.Response) -> AsyncIterator[bytes]:
+    body = bytearray()
+    async for data in response.aiter_bytes():
+        body += data
+        if len(body) > _MAX_JSON_ANSWER_BYTES:
+            raise httpx.DecodingError("the backend's JSON answer exceeds 16 MB")
+    yield completion_as_sse(bytes(body))
 
 
 def _feed_payload(translator: StreamTranslator, feed, payload: bytes, outcome: Outcome) -> list[dict]:

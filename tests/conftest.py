@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
-import httpx
 import pytest
 
 from proxy.devtools import Service, start_mock, start_proxy
+from tests.mock_client import MockControl
 
 API_KEY = "sk-test-0123456789abcdef-SECRET"
 
@@ -54,29 +54,12 @@ def proxy_factory(mock_backend: Service, logs_dir: Path) -> Iterator[Callable[..
 
 
 @pytest.fixture
-def mock(mock_backend: Service) -> Iterator["MockControl"]:
+def mock(mock_backend: Service) -> Iterator[MockControl]:
+    """The session's mock backend, reset for this test."""
     control = MockControl(mock_backend.url)
     control.reset()
     yield control
-
-
-class MockControl:
-    """Script the mock backend and read what it received."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def reset(self) -> None:
-        httpx.post(self.url + "/_mock/reset").raise_for_status()
-
-    def script(self, model: str, *responses: dict) -> None:
-        httpx.post(self.url + "/_mock/script", json={"model": model, "responses": list(responses)}).raise_for_status()
-
-    def requests(self, model: str | None = None) -> list[dict]:
-        params = {"model": model} if model else None
-        r = httpx.get(self.url + "/_mock/requests", params=params)
-        r.raise_for_status()
-        return r.json()
+    control.close()
 
 
 @pytest.fixture

@@ -48,8 +48,7 @@ class ResponsesResource:
         key = self._client_key(req)
         chat, ctx = translate_request(body, self._rt.policy)
         meta.model = ctx.model
-        for warning in ctx.warnings:
-            log.warning("request_id=%s model=%s: %s", meta.request_id, ctx.model, warning)
+        _log_warnings(meta, ctx, 0)
         log.info(
             "request_started: request_id=%s model=%s stream=%s key=%s",
             meta.request_id, ctx.model, ctx.stream, mask_key(key),
@@ -114,6 +113,7 @@ class ResponsesResource:
 
         translator = StreamTranslator(ctx, emit_events=False)
         translator.start()
+        warned = len(ctx.warnings)
         try:
             async for _ in relay(
                 upstream, translator, outcome,
@@ -127,6 +127,7 @@ class ResponsesResource:
         finally:
             disconnected.cancel()
             self._verdict(permit, outcome)
+            _log_warnings(meta, ctx, warned)
         response = translator.response
         if outcome.client_gone:
             meta.status = "client_disconnected"
@@ -155,6 +156,7 @@ class ResponsesResource:
         permit: Permit,
     ) -> AsyncIterator[bytes]:
         settings = self._rt.settings
+        warned = len(ctx.warnings)
         try:
             yield b"".join([encode_event(e) for e in translator.start()])
             async for data in relay(
@@ -177,6 +179,7 @@ class ResponsesResource:
         finally:
             disconnected.cancel()
             self._verdict(permit, outcome)
+            _log_warnings(meta, ctx, warned)
             if outcome.client_gone:
                 meta.status = "client_disconnected"
             else:
@@ -245,6 +248,12 @@ class ResponsesResource:
                 code="missing_api_key",
             )
         return key
+
+
+def _log_warnings(meta: RequestMeta, ctx: ResponseContext, start: int) -> None:
+    """Warnings from translation (dropped built-in tools, calls outside allowed_tools…)."""
+    for warning in ctx.warnings[start:]:
+        log.warning("request_id=%s model=%s: %s", meta.request_id, ctx.model, warning)
 
 
 def _presented_key(req: falcon.asgi.Request) -> str | None:

@@ -262,3 +262,20 @@ def _wait_for(service, needle: str, timeout: float = 5.0) -> str:
         if needle in text or time.monotonic() > deadline:
             return text
         time.sleep(0.05)
+
+
+def test_backend_answering_json_instead_of_sse(openai_client, mock):
+    import json
+
+    completion = {
+        "id": "chatcmpl-1", "object": "chat.completion",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Plain JSON answer."}}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7},
+    }
+    mock.script("m-json-backend", {"raw": [json.dumps(completion)], "content_type": "application/json"})
+    response = openai_client.responses.create(model="m-json-backend", input="hi")
+    assert response.output_text == "Plain JSON answer."
+    assert response.usage.total_tokens == 7
+    events = list(openai_client.responses.create(model="m-json-backend", input="hi", stream=True))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "Plain JSON answer."

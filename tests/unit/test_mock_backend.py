@@ -10,21 +10,23 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.mock_client import MockBackend
+from proxy.devtools import start_mock
+from tests.mock_client import MockControl
 
 HELLO = [{"role": "user", "content": "hi there"}]
 
 
 @pytest.fixture(scope="module")
-def mock_proc() -> Iterator[MockBackend]:
-    backend = MockBackend()
-    backend.start()
-    yield backend
-    backend.stop()
+def mock_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockControl]:
+    service = start_mock(tmp_path_factory.mktemp("mock") / "mock.log")
+    control = MockControl(service.url)
+    yield control
+    control.close()
+    service.stop()
 
 
 @pytest.fixture()
-def http(mock_proc: MockBackend) -> Iterator[httpx.Client]:
+def http(mock_proc: MockControl) -> Iterator[httpx.Client]:
     mock_proc.reset()
     with httpx.Client(base_url=mock_proc.url, timeout=5.0) as client:
         yield client
@@ -175,7 +177,7 @@ def test_builtin_error_model(http: httpx.Client) -> None:
 # --------------------------------------------------------------------------- scripting and recording
 
 
-def test_queue_pops_in_order_and_reuses_last(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_queue_pops_in_order_and_reuses_last(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("m", {"text": "one"}, {"text": "two"})
     got = [chat(http, "m", stream=False).json()["choices"][0]["message"]["content"] for _ in range(4)]
     assert got == ["one", "two", "two", "two"]
@@ -192,7 +194,7 @@ def test_queue_pops_in_order_and_reuses_last(mock_proc: MockBackend, http: httpx
     assert chat(http, "m", stream=False).json()["choices"][0]["message"]["content"] == "six"
 
 
-def test_records_and_reset(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_records_and_reset(mock_proc: MockControl, http: httpx.Client) -> None:
     t0 = time.time()
     chat(http, "a", headers={"X-Trace": "T1"})
     chat(http, "b", stream=False)
@@ -209,7 +211,7 @@ def test_records_and_reset(mock_proc: MockBackend, http: httpx.Client) -> None:
     assert chat(http, "a", stream=False).json()["choices"][0]["message"]["content"] == "You said: hi there"
 
 
-def test_bad_script_payload_rejected(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_bad_script_payload_rejected(mock_proc: MockControl, http: httpx.Client) -> None:
     r = http.post("/_mock/script", json={"model": "x", "responses": ["not an object"]})
     assert r.status_code == 400
     mock_proc.script("x", {"status": "not a number"})
@@ -217,7 +219,7 @@ def test_bad_script_payload_rejected(mock_proc: MockBackend, http: httpx.Client)
     assert r.status_code == 500 and r.json()["error"]["type"] == "mock_script_error"
 
 
-def test_error_status_headers_and_body(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_error_status_headers_and_body(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("e", {"status": 429, "headers": {"Retry-After": "7"}, "error": {"message": "slow down", "code": "rate_limit_exceeded"}})
     r = chat(http, "e")
     assert r.status_code == 429 and r.headers["retry-after"] == "7"
@@ -227,7 +229,7 @@ def test_error_status_headers_and_body(mock_proc: MockBackend, http: httpx.Clien
     assert err["type"] == "authentication_error" and err["message"]
 
 
-def test_text_chunk_size_finish_reason_usage(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_text_chunk_size_finish_reason_usage(mock_proc: MockControl, http: httpx.Client) -> None:
     usage = {"prompt_tokens": 11, "completion_tokens": 22, "prompt_tokens_details": {"cached_tokens": 5},
              "completion_tokens_details": {"reasoning_tokens": 3}}
     mock_proc.script("t", {"text": "abcdefghij", "chunk_size": 3, "finish_reason": "length", "usage": usage})
@@ -240,7 +242,7 @@ def test_text_chunk_size_finish_reason_usage(mock_proc: MockBackend, http: httpx
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
-def test_reasoning_fields(mock_proc: MockBackend, http: httpx.Client, field: str) -> None:
+def test_reasoning_fields(mock_proc: MockControl, http: httpx.Client, field: str) -> None:
     mock_proc.script("r", {"reasoning": "deep thought", "reasoning_field": field, "text": "42"})
     evs = events(chat(http, "r").content)
     assert text_of(evs, field) == "deep thought" and text_of(evs) == "42"
@@ -250,7 +252,7 @@ def test_reasoning_fields(mock_proc: MockBackend, http: httpx.Client, field: str
     assert msg[field] == "deep thought" and msg["content"] == "42"
 
 
-def test_reasoning_think_tags_in_content(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_reasoning_think_tags_in_content(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("r", {"reasoning": "hmm", "reasoning_field": "think", "text": "ok", "chunk_size": 5})
     evs = events(chat(http, "r").content)
     assert text_of(evs) == "<think>hmm</think>ok"
@@ -259,7 +261,7 @@ def test_reasoning_think_tags_in_content(mock_proc: MockBackend, http: httpx.Cli
     assert chat(http, "r", stream=False).json()["choices"][0]["message"]["content"] == "<think>hmm</think>ok"
 
 
-def test_refusal(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_refusal(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("f", {"refusal": "I can't help with that."})
     evs = events(chat(http, "f").content)
     assert text_of(evs, "refusal") == "I can't help with that." and text_of(evs) == ""
@@ -292,7 +294,7 @@ EXPECTED = {0: {"id": "call_a", "name": "f", "arguments": '{"x": 1, "y": "two"}'
 
 
 @pytest.mark.parametrize("style", ["standard", "args_before_name", "whole_at_end", "interleaved", "no_id"])
-def test_tool_call_styles(mock_proc: MockBackend, http: httpx.Client, style: str) -> None:
+def test_tool_call_styles(mock_proc: MockControl, http: httpx.Client, style: str) -> None:
     mock_proc.script("tc", {"tool_calls": CALLS, "tool_call_style": style, "chunk_size": 5})
     evs = events(chat(http, "tc").content)
     frags = _fragments(evs)
@@ -315,7 +317,7 @@ def test_tool_call_styles(mock_proc: MockBackend, http: httpx.Client, style: str
         assert all("id" not in f for f in frags)
 
 
-def test_tool_calls_non_streaming(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_tool_calls_non_streaming(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("tc", {"tool_calls": CALLS})
     choice = chat(http, "tc", stream=False).json()["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
@@ -323,7 +325,7 @@ def test_tool_calls_non_streaming(mock_proc: MockBackend, http: httpx.Client) ->
         (v["id"], v["name"], v["arguments"]) for v in EXPECTED.values()]
 
 
-def test_logprobs_per_text_delta(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_logprobs_per_text_delta(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("lp", {"text": "hello world", "logprobs": True})
     evs = events(chat(http, "lp").content)
     for e in evs:
@@ -335,20 +337,20 @@ def test_logprobs_per_text_delta(mock_proc: MockBackend, http: httpx.Client) -> 
     assert "".join(x["token"] for x in lp) == "hello world"
 
 
-def test_custom_headers_and_content_type(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_custom_headers_and_content_type(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("h", {"headers": {"x-request-id": "abc"}, "content_type": "text/plain"})
     r = chat(http, "h")
     assert r.headers["x-request-id"] == "abc" and r.headers["content-type"] == "text/plain"
 
 
-def test_first_byte_delay(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_first_byte_delay(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("d", {"first_byte_delay": 0.3})
     t0 = time.monotonic()
     assert chat(http, "d").status_code == 200
     assert time.monotonic() - t0 >= 0.25
 
 
-def test_no_done(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_no_done(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("n", {"text": "partial", "no_done": True})
     r = chat(http, "n")
     evs = events(r.content)
@@ -356,7 +358,7 @@ def test_no_done(mock_proc: MockBackend, http: httpx.Client) -> None:
     assert all(e["choices"] and e["choices"][0]["finish_reason"] is None for e in evs)
 
 
-def test_raw_pieces_verbatim(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_raw_pieces_verbatim(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("raw", {"raw": ["data: {not json}\n\n", "data: [DONE]\n\n"]})
     r = chat(http, "raw")
     assert r.content == b"data: {not json}\n\ndata: [DONE]\n\n"
@@ -366,7 +368,7 @@ def test_raw_pieces_verbatim(mock_proc: MockBackend, http: httpx.Client) -> None
     assert chat(http, "raw").content == bad
 
 
-def test_crlf_framing(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_crlf_framing(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("c", {"text": "line", "crlf": True})
     raw = chat(http, "c").content
     assert b"\n\n" not in raw.replace(b"\r\n\r\n", b"")
@@ -374,7 +376,7 @@ def test_crlf_framing(mock_proc: MockBackend, http: httpx.Client) -> None:
     assert evs[-1] == "[DONE]" and text_of(evs) == "line"
 
 
-def test_oversize_event(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_oversize_event(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("big", {"text": "ok", "oversize_event_bytes": 200_000})
     raw = chat(http, "big").content
     blocks = raw.split(b"\n\n")
@@ -382,7 +384,7 @@ def test_oversize_event(mock_proc: MockBackend, http: httpx.Client) -> None:
     assert text_of(events(raw)).endswith("ok")
 
 
-def test_error_mid_stream(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_error_mid_stream(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("em", {"text": "abcdefghijkl", "error_mid_stream": {"message": "boom", "type": "server_error", "after": 3}})
     evs = events(chat(http, "em").content)
     assert len(evs) == 5 and evs[-1] == "[DONE]"
@@ -393,7 +395,7 @@ def test_error_mid_stream(mock_proc: MockBackend, http: httpx.Client) -> None:
 # --------------------------------------------------------------------------- broken connections
 
 
-def test_drop_after_is_a_broken_connection(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_drop_after_is_a_broken_connection(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("drop", {"text": "abcdefghijklmnop", "drop_after": 3})
     received = b""
     with pytest.raises(httpx.RemoteProtocolError):
@@ -406,7 +408,7 @@ def test_drop_after_is_a_broken_connection(mock_proc: MockBackend, http: httpx.C
     assert not rec["completed"]
 
 
-def test_drop_after_with_delay_and_non_streaming(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_drop_after_with_delay_and_non_streaming(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("drop", {"text": "abcdefgh", "drop_after": 2, "delay": 0.01})
     with pytest.raises(httpx.RemoteProtocolError):
         chat(http, "drop")
@@ -415,7 +417,7 @@ def test_drop_after_with_delay_and_non_streaming(mock_proc: MockBackend, http: h
     assert http.get("/_mock/health").status_code == 200  # the server itself is fine
 
 
-def test_client_leaving_mid_delay_is_recorded(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_client_leaving_mid_delay_is_recorded(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("slow", {"text": "x" * 400, "chunk_size": 1, "delay": 0.05})
     with httpx.Client(base_url=mock_proc.url, timeout=5.0) as own:
         with own.stream("POST", "/v1/chat/completions", json={"model": "slow", "stream": True, "messages": HELLO}) as r:
@@ -425,7 +427,7 @@ def test_client_leaving_mid_delay_is_recorded(mock_proc: MockBackend, http: http
     assert not rec["completed"] and rec["ended_at"] is not None
 
 
-def test_hang_then_client_timeout_is_recorded(mock_proc: MockBackend, http: httpx.Client) -> None:
+def test_hang_then_client_timeout_is_recorded(mock_proc: MockControl, http: httpx.Client) -> None:
     mock_proc.script("hang", {"hang": True})
     with httpx.Client(base_url=mock_proc.url, timeout=0.3) as own:
         with pytest.raises(httpx.ReadTimeout):
@@ -434,9 +436,8 @@ def test_hang_then_client_timeout_is_recorded(mock_proc: MockBackend, http: http
     assert not mock_proc.requests("hang")[0]["completed"]
 
 
-def test_multi_worker_cli() -> None:
-    backend = MockBackend()
-    backend.start(workers=2)
+def test_multi_worker_cli(tmp_path) -> None:
+    backend = start_mock(tmp_path / "mock2.log", workers=2)
     try:
         r = httpx.post(f"{backend.url}/v1/chat/completions", json={"model": "mock-echo", "messages": HELLO})
         assert r.json()["choices"][0]["message"]["content"] == "You said: hi there"

@@ -1,0 +1,70 @@
+"""A backend that ignores `stream: true` and answers one chat.completion JSON."""
+from __future__ import annotations
+
+import orjson
+
+from proxy.translate.completion import completion_as_sse, completion_to_chunks
+from proxy.translate.context import ResponseContext
+from proxy.translate.sse import SSEDecoder
+from proxy.translate.stream import StreamTranslator
+from tests.conformance import check_stream, default_echo
+
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "message": {
+                "role": "assistant",
+                "reasoning_content": "Need the weather.",
+                "content": "Let me check.",
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+                ],
+            },
+        }
+    ],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14},
+}
+
+
+def _run(raw: bytes) -> list[dict]:
+    ctx = ResponseContext(response_id="resp_x", created_at=1, model="m", echo=default_echo())
+    translator = StreamTranslator(ctx)
+    events = translator.start()
+    for payload in SSEDecoder().feed(raw):
+        if payload == b"[DONE]":
+            events += translator.finish()
+        else:
+            events += translator.feed(orjson.loads(payload))
+    return events
+
+
+def test_completion_becomes_the_equivalent_stream():
+    final = check_stream(_run(completion_as_sse(orjson.dumps(COMPLETION))))
+    assert [item["type"] for item in final["output"]] == ["reasoning", "message", "function_call"]
+    assert final["output"][0]["content"][0]["text"] == "Need the weather."
+    assert final["output"][1]["content"][0]["text"] == "Let me check."
+    call = final["output"][2]
+    assert (call["call_id"], call["name"], call["arguments"]) == ("call_1", "get_weather", '{"city":"Oslo"}')
+    assert final["usage"]["input_tokens"] == 9 and final["usage"]["output_tokens"] == 5
+    assert final["status"] == "completed"
+
+
+def test_length_finish_is_incomplete():
+    doc = {"choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "Trunc"}}]}
+    final = check_stream(_run(completion_as_sse(orjson.dumps(doc))))
+    assert final["status"] == "incomplete"
+    assert final["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+def test_error_document_and_garbage_fail_the_response():
+    for raw in (orjson.dumps({"error": {"message": "model overloaded"}}), b"{not json", b"[1,2]"):
+        final = check_stream(_run(completion_as_sse(raw)))
+        assert final["status"] == "failed"
+
+
+def test_no_choices_is_a_truncated_stream():
+    assert completion_to_chunks({"choices": []}) == []
