@@ -39,6 +39,26 @@ loglevel = _s.log_level.lower()
 accesslog = None
 errorlog = "-"
 proc_name = "responses-proxy"
+# gunicorn 27's control socket lives in ~/.gunicorn and would be shared by every
+# instance on a host; nothing here uses it.
+control_socket_disable = True
+
+if _s.log_format == "json":
+    # gunicorn's and uvicorn's own lines in the same one-object-per-line format
+    # as the proxy's (proxy.logs configures the app's loggers in each worker).
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "proxy.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "root": {"level": _s.log_level, "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": _s.log_level, "handlers": ["console"], "propagate": False, "qualname": "gunicorn.error"},
+            "gunicorn.access": {"level": _s.log_level, "handlers": ["console"], "propagate": False, "qualname": "gunicorn.access"},
+        },
+    }
 
 
 def on_starting(server):

@@ -15,6 +15,7 @@ from typing import AsyncIterator
 import httpx
 import orjson
 
+from .logs import mask_key
 from .translate.completion import completion_as_sse
 from .translate.sse import DONE, KEEPALIVE, EventTooLarge, SSEDecoder, encode_event
 from .translate.stream import StreamTranslator
@@ -51,12 +52,16 @@ async def relay(
     deadline: float | None,
     max_event_bytes: int,
     idle_timeout_secs: float,
+    secret: str | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the client's bytes (nothing useful in JSON mode) until a terminal event.
 
     ``deadline`` (a ``time.monotonic()`` instant) bounds a whole JSON call;
     streams are bounded only by the idle timeout between upstream chunks.
+    ``secret`` (the upstream key) is masked wherever the backend echoes it,
+    e.g. in a mid-stream error message, before anything reaches the client.
     """
+    redact = _redactor(secret)
     decoder = SSEDecoder(max_event_bytes)
     feed = translator.feed
     content_type = response.headers.get("content-type", "")
@@ -93,7 +98,7 @@ async def relay(
             except StopAsyncIteration:
                 events: list[dict] = []
                 for payload in decoder.flush():
-                    events += _feed_payload(translator, feed, payload, outcome)
+                    events += _feed_payload(translator, feed, redact(payload), outcome)
                     if translator.done:
                         break
                 if not translator.done:
@@ -132,7 +137,7 @@ async def relay(
                 continue
             events = []
             for payload in payloads:
-                events += _feed_payload(translator, feed, payload, outcome)
+                events += _feed_payload(translator, feed, redact(payload), outcome)
                 if translator.done:
                     break
             if translator.done:
@@ -144,6 +149,18 @@ async def relay(
         if pending is not None:
             pending.cancel()
         await response.aclose()
+
+
+def _redactor(secret: str | None):
+    if not secret:
+        return lambda payload: payload
+    needle = secret.encode()
+    masked = mask_key(secret).encode()
+
+    def redact(payload: bytes) -> bytes:
+        return payload.replace(needle, masked) if needle in payload else payload
+
+    return redact
 
 
 async def _json_as_sse(response: httpx.Response) -> AsyncIterator[bytes]:

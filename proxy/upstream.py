@@ -50,6 +50,17 @@ async def open_stream(
     request = client.build_request("POST", url, content=body, headers=headers)
     try:
         response = await client.send(request, stream=True)
+    except httpx.ConnectTimeout:
+        raise UpstreamError(
+            502, "The backend is unreachable (connect timed out).",
+            type="server_error", code="backend_unreachable", backend_failure=True,
+        ) from None
+    except httpx.PoolTimeout:
+        raise UpstreamError(
+            503, "The proxy has no free upstream connection; retry shortly.",
+            type="server_error", code="upstream_pool_exhausted", backend_failure=False,
+            headers={"Retry-After": "1"},
+        ) from None
     except httpx.TimeoutException as exc:
         raise UpstreamError(
             504, f"The backend did not answer in time ({type(exc).__name__}).",

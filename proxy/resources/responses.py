@@ -76,6 +76,10 @@ class ResponsesResource:
         for name in settings.forward_headers:
             value = req.get_header(name)
             if value is not None:
+                if not _is_header_safe(value):
+                    raise invalid_request(
+                        f"Header {name!r} must be printable ASCII to be forwarded.", code="invalid_header"
+                    )
                 headers[name] = value
         disconnected = watch_disconnect(req)
         deadline = None if ctx.stream else time.monotonic() + settings.backend_timeout_secs
@@ -106,7 +110,7 @@ class ResponsesResource:
             resp.content_type = "text/event-stream"
             resp.set_headers(_SSE_HEADERS)
             resp.stream = self._stream(
-                meta, ctx, translator, outcome, upstream, disconnected, permit
+                meta, ctx, translator, outcome, upstream, disconnected, permit, upstream_key
             )
             meta.deferred = True
             return
@@ -122,6 +126,7 @@ class ResponsesResource:
                 deadline=deadline,
                 max_event_bytes=settings.max_event_bytes,
                 idle_timeout_secs=settings.backend_idle_timeout_secs,
+                secret=upstream_key,
             ):
                 pass
         finally:
@@ -154,6 +159,7 @@ class ResponsesResource:
         upstream,
         disconnected: asyncio.Future[None],
         permit: Permit,
+        secret: str,
     ) -> AsyncIterator[bytes]:
         settings = self._rt.settings
         warned = len(ctx.warnings)
@@ -166,6 +172,7 @@ class ResponsesResource:
                 deadline=None,
                 max_event_bytes=settings.max_event_bytes,
                 idle_timeout_secs=settings.backend_idle_timeout_secs,
+                secret=secret,
             ):
                 yield data
         except Exception:
@@ -256,15 +263,28 @@ def _log_warnings(meta: RequestMeta, ctx: ResponseContext, start: int) -> None:
         log.warning("request_id=%s model=%s: %s", meta.request_id, ctx.model, warning)
 
 
+def _is_header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable()
+
+
 def _presented_key(req: falcon.asgi.Request) -> str | None:
+    """The client's key from ``Authorization: Bearer …`` or ``x-api-key``.
+
+    A key must be printable ASCII: anything else cannot be sent upstream in a
+    header, so it is refused here as an invalid key (401), not a crash.
+    """
+    key: str | None = None
     auth = req.get_header("Authorization")
     if auth:
         scheme, _, token = auth.strip().partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token:
-            return token
-    key = req.get_header("X-Api-Key")
-    return key.strip() or None if key else None
+            key = token
+    if key is None:
+        key = (req.get_header("X-Api-Key") or "").strip() or None
+    if key is not None and not _is_header_safe(key):
+        raise ProxyError(401, "The API key must be printable ASCII.", code="invalid_api_key")
+    return key
 
 
 def _check_content_type(req: falcon.asgi.Request) -> None:

@@ -1,0 +1,469 @@
+"""Benchmark the proxy against the mock backend on one machine, with CPU accounting.
+
+Usage::
+
+    python -m loadtest.bench                         # full matrix, ~2 min
+    python -m loadtest.bench --duration 10 --workers 2 --mock-workers 2 --out /tmp/bench.json
+    python -m loadtest.bench --only json,stream50 --conc 1,64
+    python -m loadtest.bench --variant nolog=.:LOG_LEVEL=warning   # side by side, same run
+    python -m loadtest.bench --variant exp=/tmp/proxy-exp          # another checkout of the proxy
+    python -m loadtest.bench --soak 300              # RSS per worker over time at c=64
+    python -m loadtest.bench --slow-streams 1000     # 1,000 open slow streams + probe latency
+
+What it starts: the mock backend (``python -m proxy.mock``, ``--mock-workers``
+processes, request log capped) and the proxy exactly as deployed (``gunicorn -c
+conf/gunicorn.conf.py``, ``WEB_CONCURRENCY=--workers``), plus one proxy per
+``--variant NAME=DIR[:KEY=VAL,...]`` (a checkout directory and extra environment).
+
+What it measures, per workload and concurrency, for the mock called directly
+("direct": the very chat request the proxy would send) and through each proxy:
+
+- requests/s, p50/p99 latency, p50 time to first body byte;
+- added latency = proxy p50/p99 minus direct p50/p99 of the same workload, same run;
+- the proxy workers' own CPU-seconds (user+system from ``/proc`` via psutil,
+  snapshotted at the exact start and end of the measured window) per request and
+  per upstream chunk: this holds on a noisy or saturated machine, where req/s does not;
+- the mock's and the load client's CPU per request (to show who saturates the cores),
+  and RSS per proxy worker after each phase.
+
+Workloads: ``json`` (``stream: false``, model ``mock-echo``), ``stream50`` (50 text
+chunks, ``mock-stream-50``: the mock writes the whole body at once, so this is the
+translation cost), ``stream1`` (1 chunk; the difference to ``stream50`` is the
+marginal cost of a chunk), ``paced50`` / ``paced3`` (``mock-slow-1``: every chunk a
+separate network write 1 ms apart, as real backends do, so each chunk costs a read,
+a wake-up and a client write).
+
+The load generator is ``loadtest/client.py`` (asyncio + uvloop on raw sockets,
+``--client-procs`` processes); its ceiling is the "direct" rows of the same run.
+
+``--soak SECONDS``: concurrency 64 (half JSON, half 50-chunk streams) for SECONDS,
+sampling each worker's RSS every ``--sample-every`` seconds (flat = no leak).
+``--slow-streams N``: N concurrent streams from ``mock-slow-1000`` (one chunk per
+second, ~``--slow-chunks`` chunks) held by the workers, while ``/health`` and JSON
+requests are probed every 100 ms; reports stream errors and the probes' latency.
+
+Results print as a table; ``--out FILE`` also writes them as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from loadtest.client import LoadProcs, LoadResult, LoadSpec  # noqa: E402
+from proxy.devtools import free_port, wait_http  # noqa: E402
+
+HOST = "127.0.0.1"
+API_KEY = "sk-bench-0123456789abcdef"
+
+WORKLOADS: dict[str, dict] = {
+    "json": {"model": "mock-echo", "input": "Say hello in a few words.", "stream": False},
+    "stream50": {"model": "mock-stream-50", "input": "Count to fifty.", "stream": True},
+    "stream1": {"model": "mock-stream-1", "input": "Count to one.", "stream": True},
+    # "You said: " + 190 characters = 200 characters = 50 chunks of 4, one write each.
+    "paced50": {"model": "mock-slow-1", "input": ("Tell me a story about a proxy. " * 7)[:190], "stream": True},
+    "paced3": {"model": "mock-slow-1", "input": "hi", "stream": True},
+}
+DEFAULT_MATRIX = [
+    ("json", 1), ("stream50", 1),
+    ("json", 16), ("stream50", 16), ("stream1", 16),
+    ("json", 64), ("stream50", 64), ("paced50", 64), ("paced3", 64),
+]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A service process tree started by the bench (own session, killed as a group)."""
+
+    def __init__(self, name: str, args: list[str], cwd: Path, env: dict[str, str], port: int, health: str, log: Path):
+        self.name = name
+        self.url = f"http://{HOST}:{port}"
+        self.port = port
+        self.log = log
+        self._log = open(log, "ab")
+        self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            wait_http(self.url + health, self.proc, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def workers(self) -> list[psutil.Process]:
+        """The processes that do the work: the children (gunicorn / uvicorn workers), else the process."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            kids = [p for p in root.children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())]
+        except psutil.Error:
+            return []
+        return kids or [root]
+
+    def all_pids(self) -> list[psutil.Process]:
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def cpu_of(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def rss_mb(procs: list[psutil.Process]) -> list[float]:
+    out = []
+    for p in procs:
+        try:
+            out.append(p.memory_info().rss / 2**20)
+        except psutil.Error:
+            out.append(float("nan"))
+    return out
+
+
+def start_mock(workers: int, logs: Path) -> Proc:
+    port = free_port()
+    args = [sys.executable, "-m", "proxy.mock", "--host", HOST, "--port", str(port), "--workers", str(workers),
+            "--max-records", "16"]
+    return Proc("mock", args, ROOT, dict(os.environ), port, "/_mock/health", logs / "mock.log")
+
+
+def start_proxy(name: str, root: Path, backend: str, workers: int, extra_env: dict[str, str], logs: Path) -> Proc:
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("PORT", None)
+    env.update({"HOST_PORT": str(port), "BACKEND_URL": backend, "WEB_CONCURRENCY": str(workers),
+                "LOG_LEVEL": "info"})
+    env.update(extra_env)
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    return Proc(name, [gunicorn, "-c", "conf/gunicorn.conf.py"], root, env, port, "/health", logs / f"{name}.log")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def chat_body(responses_body: dict) -> bytes:
+    """The chat request the proxy sends for ``responses_body`` (its own translator, so identical)."""
+    from proxy.translate.request import TranslationPolicy, translate_request
+
+    chat, _ = translate_request(responses_body, TranslationPolicy())
+    return orjson.dumps(chat)
+
+
+def upstream_events(mock: Proc, body: bytes) -> int:
+    """How many SSE events the mock sends for this chat request (for per-chunk figures)."""
+    import httpx
+
+    r = httpx.post(mock.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    return r.content.count(b"data: ")
+
+
+@dataclass
+class Target:
+    name: str
+    proc: Proc
+    direct: bool
+
+
+@dataclass
+class PhaseResult:
+    target: str
+    workload: str
+    conc: int
+    duration: float
+    ok: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ttfb_p50_ms: float
+    server_cpu_ms_per_req: float  # the target's worker CPU
+    us_per_chunk: float
+    mock_cpu_ms_per_req: float
+    client_cpu_ms_per_req: float
+    rss_mb: list[float]
+    upstream_events: int
+    added_p50_ms: float | None = None
+    added_p99_ms: float | None = None
+    error_samples: list[str] = field(default_factory=list)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000.0
+
+
+def _sleep_until(t: float) -> None:
+    while (left := t - time.time()) > 0:
+        time.sleep(min(left, 0.5))
+
+
+def run_phase(target: Target, mock: Proc, workload: str, body: bytes, conc: int, args, events: int) -> PhaseResult:
+    t_start = time.time() + 0.3 + args.warmup
+    t_end = t_start + args.duration
+    check = "chat-stream" if target.direct else (
+        "responses-json" if not WORKLOADS[workload]["stream"] else "responses-stream"
+    )
+    path = "/v1/chat/completions" if target.direct else "/v1/responses"
+    spec = LoadSpec(HOST, target.proc.port, "POST", path, body, check, conc, t_start, t_end,
+                    headers=(("Authorization", f"Bearer {API_KEY}"),))
+    server = target.proc.workers()
+    mock_procs = mock.workers()
+    load = LoadProcs(spec, args.client_procs)
+    _sleep_until(t_start)
+    s0, m0 = cpu_of(server), cpu_of(mock_procs)
+    _sleep_until(t_end)
+    s1, m1 = cpu_of(server), cpu_of(mock_procs)
+    res: LoadResult = load.join(timeout=args.duration + 120)
+    rss = rss_mb(server)
+    ok = max(res.ok, 1)
+    server_cpu = (s1 - s0) / ok
+    return PhaseResult(
+        target=target.name, workload=workload, conc=conc, duration=args.duration, ok=res.ok, errors=res.errors,
+        rps=res.ok / args.duration, p50_ms=_pct(res.latencies, 0.5), p99_ms=_pct(res.latencies, 0.99),
+        ttfb_p50_ms=_pct(res.ttfb, 0.5), server_cpu_ms_per_req=server_cpu * 1000,
+        us_per_chunk=server_cpu / events * 1e6 if events else float("nan"),
+        mock_cpu_ms_per_req=(m1 - m0) / ok * 1000, client_cpu_ms_per_req=res.cpu_window / ok * 1000,
+        rss_mb=[round(r, 1) for r in rss], upstream_events=events, error_samples=res.error_samples,
+    )
+
+
+# --------------------------------------------------------------------------- modes
+
+
+def bench(args, mock: Proc, proxies: list[Proc]) -> dict:
+    matrix = DEFAULT_MATRIX
+    if args.only:
+        keep = set(args.only.split(","))
+        matrix = [m for m in matrix if m[0] in keep]
+    if args.conc:
+        concs = [int(c) for c in args.conc.split(",")]
+        names = list(dict.fromkeys(w for w, _ in matrix))
+        matrix = [(w, c) for c in concs for w in names]
+    targets = [Target("direct", mock, True)] + [Target(p.name, p, False) for p in proxies]
+    results: list[PhaseResult] = []
+    for workload, conc in matrix:
+        responses_body = WORKLOADS[workload]
+        direct_body = chat_body(responses_body)
+        events = upstream_events(mock, direct_body)
+        row: dict[str, PhaseResult] = {}
+        for target in targets:
+            body = direct_body if target.direct else orjson.dumps(responses_body)
+            r = run_phase(target, mock, workload, body, conc, args, events)
+            row[target.name] = r
+            if not target.direct and "direct" in row:
+                r.added_p50_ms = r.p50_ms - row["direct"].p50_ms
+                r.added_p99_ms = r.p99_ms - row["direct"].p99_ms
+            results.append(r)
+            print(_fmt(r), flush=True)
+    return {"mode": "bench", "results": [r.__dict__ for r in results]}
+
+
+HEADER = (f"{'target':<10} {'workload':<9} {'c':>3} {'req/s':>8} {'p50ms':>7} {'p99ms':>7} {'ttfb50':>7} "
+          f"{'+p50ms':>7} {'+p99ms':>7} {'cpu ms/req':>10} {'us/chunk':>8} {'mock ms':>7} {'clnt ms':>7} "
+          f"{'rss MB/worker':>14} {'err':>4}")
+
+
+def _fmt(r: PhaseResult) -> str:
+    def f(v, w, p=2):
+        return f"{'-':>{w}}" if v is None or v != v else f"{v:>{w}.{p}f}"
+    rss = "/".join(f"{x:.0f}" for x in r.rss_mb) if r.target != "direct" else "-"
+    return (f"{r.target:<10} {r.workload:<9} {r.conc:>3} {r.rps:>8.0f} {f(r.p50_ms, 7)} {f(r.p99_ms, 7)} "
+            f"{f(r.ttfb_p50_ms, 7)} {f(r.added_p50_ms, 7)} {f(r.added_p99_ms, 7)} "
+            f"{f(r.server_cpu_ms_per_req, 10, 3)} {f(r.us_per_chunk, 8, 1)} {f(r.mock_cpu_ms_per_req, 7, 3)} "
+            f"{f(r.client_cpu_ms_per_req, 7, 3)} {rss:>14} {r.errors:>4}")
+
+
+def soak(args, mock: Proc, proxy: Proc) -> dict:
+    """c=64 (32 JSON + 32 stream50 connections) for --soak seconds; RSS per worker sampled."""
+    t_start = time.time() + 1.0
+    t_end = t_start + args.soak
+    specs = [
+        LoadSpec(HOST, proxy.port, "POST", "/v1/responses", orjson.dumps(WORKLOADS[w]),
+                 "responses-json" if w == "json" else "responses-stream", 32, t_start, t_end,
+                 headers=(("Authorization", f"Bearer {API_KEY}"),), keep_samples=False)
+        for w in ("json", "stream50")
+    ]
+    loads = [LoadProcs(s, args.client_procs) for s in specs]
+    samples = []
+    _sleep_until(t_start)
+    cpu0 = cpu_of(proxy.workers())
+    next_t = t_start
+    while next_t <= t_end + 0.01:
+        _sleep_until(next_t)
+        workers = proxy.workers()
+        rss = rss_mb(workers)
+        sample = {"t": round(time.time() - t_start, 1), "pids": [p.pid for p in workers],
+                  "rss_mb": [round(x, 1) for x in rss]}
+        samples.append(sample)
+        print(f"soak t={sample['t']:>6.1f}s  rss MB per worker: {sample['rss_mb']}", flush=True)
+        next_t += args.sample_every
+    cpu1 = cpu_of(proxy.workers())
+    results = [load.join(timeout=120) for load in loads]
+    ok = sum(r.ok for r in results)
+    errors = sum(r.errors for r in results)
+    # Growth: from the first sample after warm-up (10% of the run) to the last, per worker pid.
+    warm = [s for s in samples if s["t"] >= args.soak * 0.1] or samples
+    growth = {}
+    for i, pid in enumerate(warm[0]["pids"]):
+        later = [s["rss_mb"][s["pids"].index(pid)] for s in warm if pid in s["pids"]]
+        growth[str(pid)] = round(later[-1] - later[0], 1)
+    out = {"mode": "soak", "seconds": args.soak, "requests": ok, "errors": errors, "rps": ok / args.soak,
+           "cpu_ms_per_req": (cpu1 - cpu0) / max(ok, 1) * 1000, "samples": samples,
+           "growth_mb_after_warmup": growth,
+           "error_samples": [e for r in results for e in r.error_samples][:5]}
+    print(f"soak: {ok} requests ({ok / args.soak:.0f}/s), {errors} errors, "
+          f"cpu {out['cpu_ms_per_req']:.3f} ms/req, RSS growth after warm-up per worker (MB): {growth}")
+    return out
+
+
+def slow_streams(args, mock: Proc, proxy: Proc) -> dict:
+    """N concurrent one-chunk-per-second streams, with /health and JSON probes meanwhile."""
+    n = args.slow_streams
+    text = "x" * max(0, 4 * args.slow_chunks - len("You said: "))
+    body = orjson.dumps({"model": "mock-slow-1000", "input": text, "stream": True})
+    events = args.slow_chunks + 4  # role chunk, text chunks, finish, usage, [DONE]
+    spread = min(5.0, n / 200)
+    hold = (events - 1) * 1.0
+    t_start = time.time() + 0.5
+    t_end = t_start + spread + hold + 30  # bound; each connection makes one request
+    auth = (("Authorization", f"Bearer {API_KEY}"),)
+    streams = LoadProcs(LoadSpec(HOST, proxy.port, "POST", "/v1/responses", body, "responses-stream", n,
+                                 t_start, t_end, headers=auth, requests_per_connection=1,
+                                 connect_spread=spread), args.client_procs)
+    probe_end = t_start + spread + hold - 1
+    probes = {
+        "health": LoadProcs(LoadSpec(HOST, proxy.port, "GET", "/health", b"", "health", 1, t_start + spread,
+                                     probe_end, headers=auth, think=0.1), 1),
+        "json": LoadProcs(LoadSpec(HOST, proxy.port, "POST", "/v1/responses", orjson.dumps(WORKLOADS["json"]),
+                                   "responses-json", 1, t_start + spread, probe_end, headers=auth, think=0.1), 1),
+    }
+    cpu0 = cpu_of(proxy.workers())
+    peak_rss: list[float] = []
+    conns_peak = 0
+    while time.time() < probe_end:
+        time.sleep(1.0)
+        workers = proxy.workers()
+        rss = rss_mb(workers)
+        peak_rss = [max(a, b) for a, b in zip(peak_rss, rss)] if len(peak_rss) == len(rss) else rss
+        try:
+            conns = sum(len(p.net_connections(kind="tcp")) for p in workers)
+        except psutil.Error:
+            conns = 0
+        conns_peak = max(conns_peak, conns)
+    probe_results = {k: v.join(timeout=60) for k, v in probes.items()}
+    res = streams.join(timeout=t_end - time.time() + 60)
+    cpu1 = cpu_of(proxy.workers())
+    out = {
+        "mode": "slow-streams", "streams": n, "chunks_per_stream": args.slow_chunks, "ok": res.completed_total,
+        "errors": res.errors, "error_samples": res.error_samples,
+        "stream_p50_s": _pct(res.latencies, 0.5) / 1000, "stream_max_s": _pct(res.latencies, 1.0) / 1000,
+        "worker_tcp_connections_peak": conns_peak, "peak_rss_mb": [round(x, 1) for x in peak_rss],
+        "cpu_ms_per_stream": (cpu1 - cpu0) / max(res.completed_total, 1) * 1000,
+        "probes": {
+            k: {"count": r.completed_total, "errors": r.errors, "p50_ms": _pct(r.latencies, 0.5),
+                "p99_ms": _pct(r.latencies, 0.99), "max_ms": _pct(r.latencies, 1.0)}
+            for k, r in probe_results.items()
+        },
+    }
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _variant(spec: str) -> tuple[str, Path, dict[str, str]]:
+    name, _, rest = spec.partition("=")
+    where, _, envs = rest.partition(":")
+    env = dict(kv.split("=", 1) for kv in envs.split(",") if kv)
+    return name, (ROOT / where).resolve() if where else ROOT, env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per phase (default 5)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each phase")
+    ap.add_argument("--workers", type=int, default=2, help="proxy WEB_CONCURRENCY (default 2)")
+    ap.add_argument("--mock-workers", type=int, default=2)
+    ap.add_argument("--client-procs", type=int, default=1, help="load-generator processes (default 1)")
+    ap.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
+    ap.add_argument("--conc", help="comma-separated concurrencies (replaces the default matrix's)")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME=DIR[:KEY=VAL,...]: another proxy (checkout dir, extra env) measured side by side")
+    ap.add_argument("--env", action="append", default=[], help="KEY=VAL for the main proxy")
+    ap.add_argument("--soak", type=float, help="soak mode: seconds at c=64")
+    ap.add_argument("--sample-every", type=float, default=5.0)
+    ap.add_argument("--slow-streams", type=int, help="slow-stream mode: number of concurrent streams")
+    ap.add_argument("--slow-chunks", type=int, default=10, help="text chunks per slow stream (1 s apart)")
+    ap.add_argument("--out", help="write the results as JSON to this file")
+    args = ap.parse_args(argv)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    mock = start_mock(args.mock_workers, logs)
+    proxies: list[Proc] = []
+    try:
+        main_env = dict(kv.split("=", 1) for kv in args.env)
+        proxies.append(start_proxy("proxy", ROOT, mock.url + "/v1", args.workers, main_env, logs))
+        for spec in args.variant:
+            name, where, env = _variant(spec)
+            proxies.append(start_proxy(name, where, mock.url + "/v1", args.workers, env, logs))
+        print(f"cores={os.cpu_count()} proxy workers={args.workers} mock workers={args.mock_workers} "
+              f"client procs={args.client_procs} nofile={hard} logs={logs}", flush=True)
+        if args.soak:
+            out = soak(args, mock, proxies[0])
+        elif args.slow_streams:
+            out = slow_streams(args, mock, proxies[0])
+        else:
+            print(HEADER, flush=True)
+            out = bench(args, mock, proxies)
+        out["config"] = {k: v for k, v in vars(args).items()}
+        out["config"]["cores"] = os.cpu_count()
+        if args.out:
+            Path(args.out).write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+            print(f"wrote {args.out}")
+        for p in proxies:
+            if p.proc.poll() is not None:
+                print(f"{p.name} exited with {p.proc.returncode}: see {p.log}")
+                return 1
+    finally:
+        for p in proxies:
+            p.stop()
+        mock.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Limits and validation at the edge: sizes, encodings, shapes, names, headers."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+
+from tests.conformance import check_stream, parse_sse
+from tests.conftest import API_KEY
+from tests.faults.conftest import FORWARDED
+from tests.faults.helpers import auth, error_of, post, raw_request, stream
+
+LIMIT = 10 * 1024 * 1024
+
+
+def _body_of_size(size: int, model: str) -> bytes:
+    head = orjson.dumps({"model": model, "input": ""})[:-2]  # ...,"input":"   → pad, then "}
+    pad = size - len(head) - 2
+    body = head + b"a" * pad + b'"}'
+    assert len(body) == size
+    return body
+
+
+def test_body_over_limit_with_content_length_is_413(fproxy, mock):
+    r = post(fproxy.url, _body_of_size(LIMIT + 1, "lim-big"), timeout=30)
+    assert r.status_code == 413, r.text
+    assert error_of(r)["code"] == "request_too_large"
+    assert mock.requests("lim-big") == []
+
+
+def test_body_over_limit_chunked_without_length_is_413(fproxy, mock):
+    piece = b"a" * (256 * 1024)
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield b'{"model": "lim-chunked", "input": "'
+        for _ in range(48):  # 12 MB
+            sent += len(piece)
+            yield piece
+        yield b'"}'
+
+    t0 = time.monotonic()
+    r = httpx.post(
+        fproxy.url + "/v1/responses", content=body(), headers={**auth(), "Content-Type": "application/json"}, timeout=30
+    )
+    assert r.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.request.headers
+    print(f"\nchunked 12 MB body: {r.status_code} after {time.monotonic() - t0:.2f} s, {sent >> 20} MB offered")
+    assert r.status_code == 413, r.text
+    assert error_of(r)["code"] == "request_too_large"
+    assert mock.requests("lim-chunked") == []
+
+
+def test_body_exactly_at_limit_is_accepted(fproxy, mock):
+    mock.script("lim-exact", {"text": "fits"})
+    r = post(fproxy.url, _body_of_size(LIMIT, "lim-exact"), timeout=30)
+    assert r.status_code == 200, r.text[:500]
+    assert len(mock.requests("lim-exact")) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "lim-utf8", "input": "\xff\xfe bad"}',
+        b'{"model": "lim-utf8", "input": "\xed\xa0\x80"}',  # an encoded surrogate
+        b'{"model": "lim-utf8", "input": "cut \xe2\x82"}',
+    ],
+    ids=["ff-fe", "surrogate", "truncated"],
+)
+def test_invalid_utf8_body_is_400(fproxy, mock, raw):
+    r = post(fproxy.url, raw)
+    assert r.status_code == 400, r.text
+    err = error_of(r)
+    assert err["type"] == "invalid_request_error"
+    assert mock.requests("lim-utf8") == []
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"42", b"null", b"true", b"", b"   ", b"{", b'{"a": 1} x'])
+def test_body_that_is_not_a_json_object_is_400(fproxy, raw):
+    r = post(fproxy.url, raw)
+    assert r.status_code == 400, r.text
+    assert error_of(r)["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_wrong_content_type_is_415(fproxy, mock, ctype):
+    r = post(fproxy.url, b'{"model": "lim-ctype", "input": "x"}', headers={"Content-Type": ctype})
+    assert r.status_code == 415, r.text
+    assert error_of(r)["code"] == "unsupported_media_type"
+    assert mock.requests("lim-ctype") == []
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["", "m" * 300, "with space", "new\nline", "nul\x00char", "bell\x07", "del\x7f", "tab\tchar", 42, None, ["m"]],
+    ids=["empty", "300-chars", "space", "newline", "nul", "bell", "del", "tab", "int", "null", "list"],
+)
+def test_bad_model_name_is_400_param_model(fproxy, mock, model):
+    r = post(fproxy.url, {"model": model, "input": "x"})
+    assert r.status_code == 400, r.text
+    err = error_of(r)
+    assert err["param"] == "model" and err["type"] == "invalid_request_error", err
+    assert len(mock.requests()) == 0
+
+
+def test_oversize_upstream_event_fails_the_stream(fproxy, mock):
+    mock.script("lim-oversize", {"text": "after", "oversize_event_bytes": 1_200_000})
+    res = stream(fproxy.url, {"model": "lim-oversize", "input": "x"})
+    assert res.status == 200
+    events = parse_sse(res.raw)
+    final = check_stream(events)
+    types = [e["type"] for e in events]
+    assert types[-2:] == ["error", "response.failed"] and "response.completed" not in types, types
+    assert final["status"] == "failed"
+    assert "larger than" in final["error"]["message"], final["error"]
+    r = post(fproxy.url, {"model": "lim-oversize", "input": "x"})
+    assert r.status_code == 502, r.text
+    error_of(r)
+
+
+def test_upstream_event_just_under_the_limit_passes(fproxy, mock):
+    mock.script("lim-undersize", {"text": "after", "oversize_event_bytes": 1_000_000})
+    res = stream(fproxy.url, {"model": "lim-undersize", "input": "x"})
+    events = parse_sse(res.raw)
+    assert events[-1]["type"] == "response.completed", [e["type"] for e in events][-3:]
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text.endswith("after") and len(text) > 990_000
+
+
+def test_identity_and_hop_by_hop_headers_are_not_forwarded(fproxy, mock):
+    mock.script("lim-headers", {"text": "ok"})
+    sent = {
+        "Cookie": "session=s3cr3t",
+        "X-Forwarded-For": "10.1.2.3",
+        "X-Real-IP": "10.1.2.3",
+        "Forwarded": "for=10.1.2.3",
+        "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+        "X-Api-Key": "sk-other-key-should-not-pass-1234",
+        "Connection": "keep-alive, X-Hop",
+        "X-Hop": "hop",
+        "Keep-Alive": "timeout=5",
+        "TE": "trailers",
+        "Origin": "https://evil.example",
+        "Referer": "https://evil.example/page",
+        "X-Other": "not configured",
+        "X-Custom-Trace": "trace-123",
+        "X-Tenant": "tenant-9",
+    }
+    r = post(fproxy.url, {"model": "lim-headers", "input": "x"}, headers=sent)
+    assert r.status_code == 200, r.text
+    got = mock.requests("lim-headers")[-1]["headers"]
+    assert got["authorization"] == f"Bearer {API_KEY}"
+    for name in FORWARDED:
+        assert got.get(name) == sent[{"x-custom-trace": "X-Custom-Trace", "x-tenant": "X-Tenant"}[name]], got
+    leaked = {
+        k: v for k, v in got.items()
+        if k in {h.lower() for h in sent} - set(FORWARDED) - {"connection"}
+        or v in {v for h, v in sent.items() if h.lower() not in FORWARDED and h != "Connection"}
+    }
+    assert not leaked, f"forwarded to the backend: {leaked}"
+    assert got.get("connection", "keep-alive").lower() in ("keep-alive", "close")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Authorization: Bearer sk-\xe9\xe9\xe9-0123456789abcdef\r\n",
+        b"X-Api-Key: sk-\xff\xfe-0123456789abcdef\r\n",
+        b"Authorization: Bearer " + API_KEY.encode() + b"\r\nX-Custom-Trace: caf\xe9\r\n",
+        b"Authorization: Bearer " + API_KEY.encode() + b"\r\nX-Request-ID: r\xe9q\r\n",
+        b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Type: application/json; charset=\xe9\r\n",
+    ],
+    ids=["non-ascii-bearer", "non-ascii-x-api-key", "non-ascii-forwarded-header", "non-ascii-request-id", "non-ascii-ctype"],
+)
+def test_non_ascii_header_bytes_never_500(fproxy, mock, head):
+    """Header values arrive as bytes (latin-1 to the app); they must be refused or passed, never crash."""
+    status, data = raw_request(fproxy.port, head, orjson.dumps({"model": "lim-hdr", "input": "x"}))
+    assert status in (200, 400, 401, 415), data[:300]
+    assert b"internal_error" not in data, data[:400]
