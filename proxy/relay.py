@@ -108,6 +108,16 @@ async def relay(
                         outcome.failure_code = "truncated"
                 yield _encode_all(events) + DONE if events else DONE
                 return
+            except httpx.ConnectTimeout as exc:
+                # Mid-stream there is no connecting: the aiohttp transport maps a
+                # dropped connection (aiohttp.ClientConnectionError) to ConnectTimeout.
+                outcome.backend_failure = True
+                yield _fail(
+                    translator, outcome,
+                    f"The backend connection broke mid-stream ({type(exc).__name__}).",
+                    "backend_error",
+                )
+                return
             except httpx.TimeoutException:
                 outcome.timed_out = outcome.backend_failure = True
                 yield _fail(
