@@ -67,16 +67,21 @@ def configure(level: str, fmt: str) -> None:
 
 
 def request_completed(
-    *, model: str, duration_ms: float, status: str, http_status: int, request_id: str
+    *, model: str, duration_ms: float, status: str, http_status: int, key: str, request_id: str
 ) -> None:
-    """The metrics line, emitted exactly once per request, failed ones included."""
+    """The metrics line, emitted exactly once per request, failed ones included.
+
+    ``key`` is already masked (``mask_key``): the line attributes traffic to a
+    client without ever holding its secret.
+    """
     if metrics.isEnabledFor(logging.INFO):
         metrics.info(
-            "request_completed: model=%s, duration_ms=%d, status=%s, http_status=%d, request_id=%s",
+            "request_completed: model=%s, duration_ms=%d, status=%s, http_status=%d, key=%s, request_id=%s",
             model,
             duration_ms,
             status,
             http_status,
+            key,
             request_id,
             extra={
                 "fields": {
@@ -85,6 +90,7 @@ def request_completed(
                     "duration_ms": round(duration_ms, 1),
                     "status": status,
                     "http_status": http_status,
+                    "key": key,
                     "request_id": request_id,
                 }
             },

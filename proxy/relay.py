@@ -70,9 +70,8 @@ async def relay(
     else:
         reader = response.aiter_bytes().__aiter__()
     pending: asyncio.Future[bytes] | None = None
-    waiters: tuple[asyncio.Future, ...]
     try:
-        while not translator.done:
+        while True:
             if pending is None:
                 pending = asyncio.ensure_future(reader.__anext__())
             timeout = keepalive_secs
@@ -83,8 +82,9 @@ async def relay(
                     yield _fail(translator, outcome, "The backend did not finish in time.", "backend_timeout")
                     return
                 timeout = left if timeout is None else min(timeout, left)
-            waiters = (pending, disconnected)
-            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                (pending, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if disconnected.done():
                 outcome.client_gone = True
                 return
@@ -94,62 +94,29 @@ async def relay(
                 continue
             read, pending = pending, None
             try:
-                data = read.result()
+                data: bytes | None = read.result()
             except StopAsyncIteration:
-                events: list[dict] = []
-                for payload in decoder.flush():
-                    events += _feed_payload(translator, feed, redact(payload), outcome)
-                    if translator.done:
-                        break
-                if not translator.done:
-                    events += translator.finish()
-                    if translator.response.get("status") == "failed":
-                        outcome.backend_failure = True
-                        outcome.failure_code = "truncated"
-                yield _encode_all(events) + DONE if events else DONE
-                return
-            except httpx.ConnectTimeout as exc:
-                # Mid-stream there is no connecting: the aiohttp transport maps a
-                # dropped connection (aiohttp.ClientConnectionError) to ConnectTimeout.
-                outcome.backend_failure = True
-                yield _fail(
-                    translator, outcome,
-                    f"The backend connection broke mid-stream ({type(exc).__name__}).",
-                    "backend_error",
-                )
-                return
-            except httpx.TimeoutException:
-                outcome.timed_out = outcome.backend_failure = True
-                yield _fail(
-                    translator, outcome,
-                    f"The backend sent nothing for {idle_timeout_secs:g} s.", "backend_timeout",
-                )
-                return
+                data = None  # EOF
             except httpx.HTTPError as exc:
-                outcome.backend_failure = True
-                yield _fail(
-                    translator, outcome,
-                    f"The backend connection broke mid-stream ({type(exc).__name__}).",
-                    "backend_error",
-                )
+                message, code = _read_failure(exc, idle_timeout_secs, outcome)
+                yield _fail(translator, outcome, message, code)
                 return
             try:
-                payloads = decoder.feed(data)
+                payloads = decoder.feed(data) if data is not None else decoder.flush()
             except EventTooLarge:
                 outcome.backend_failure = True
                 yield _fail(
                     translator, outcome,
-                    f"The backend sent an event larger than {max_event_bytes} bytes.",
-                    "backend_error",
+                    f"The backend sent an event larger than {max_event_bytes} bytes.", "backend_error",
                 )
                 return
-            if not payloads:
-                continue
-            events = []
+            events: list[dict] = []
             for payload in payloads:
                 events += _feed_payload(translator, feed, redact(payload), outcome)
                 if translator.done:
                     break
+            if data is None and not translator.done:
+                events += _finish(translator, outcome)  # EOF without [DONE]
             if translator.done:
                 yield (_encode_all(events) if events else b"") + DONE
                 return
@@ -159,6 +126,17 @@ async def relay(
         if pending is not None:
             pending.cancel()
         await response.aclose()
+
+
+def _read_failure(exc: httpx.HTTPError, idle_timeout_secs: float, outcome: Outcome) -> tuple[str, str]:
+    """Message and code for an upstream read that failed mid-stream."""
+    outcome.backend_failure = True
+    # Mid-stream there is no connecting: the aiohttp transport names a dropped
+    # connection (aiohttp.ClientConnectionError) ConnectTimeout.
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        outcome.timed_out = True
+        return f"The backend sent nothing for {idle_timeout_secs:g} s.", "backend_timeout"
+    return f"The backend connection broke mid-stream ({type(exc).__name__}).", "backend_error"
 
 
 def _redactor(secret: str | None):
@@ -182,13 +160,18 @@ async def _json_as_sse(response: httpx.Response) -> AsyncIterator[bytes]:
     yield completion_as_sse(bytes(body))
 
 
+def _finish(translator: StreamTranslator, outcome: Outcome) -> list[dict]:
+    """Upstream ended ([DONE] or EOF); without a finish_reason that is a truncation."""
+    events = translator.finish()
+    if translator.response.get("status") == "failed":
+        outcome.backend_failure = True
+        outcome.failure_code = "truncated"
+    return events
+
+
 def _feed_payload(translator: StreamTranslator, feed, payload: bytes, outcome: Outcome) -> list[dict]:
     if payload == _DONE_PAYLOAD:
-        events = translator.finish()
-        if translator.response.get("status") == "failed":
-            outcome.backend_failure = True
-            outcome.failure_code = "truncated"
-        return events
+        return _finish(translator, outcome)
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:

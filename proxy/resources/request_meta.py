@@ -28,7 +28,7 @@ def _sane_request_id(value: str | None) -> str | None:
 
 
 class RequestMeta:
-    __slots__ = ("request_id", "started", "model", "status", "http_status", "deferred")
+    __slots__ = ("request_id", "started", "model", "status", "http_status", "key", "deferred")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -36,6 +36,7 @@ class RequestMeta:
         self.model = "-"
         self.status = "error"
         self.http_status = 200
+        self.key = "-"  # masked
         self.deferred = False
 
     def log_completed(self) -> None:
@@ -44,6 +45,7 @@ class RequestMeta:
             duration_ms=(time.perf_counter() - self.started) * 1000.0,
             status=self.status,
             http_status=self.http_status,
+            key=self.key,
             request_id=self.request_id,
         )
 

@@ -46,13 +46,16 @@ class ResponsesResource:
         body = _parse_body(raw)
         meta.model = _loggable_model(body.get("model"))
         key = self._client_key(req)
+        meta.key = mask_key(key)
         chat, ctx = translate_request(body, self._rt.policy)
         meta.model = ctx.model
         _log_warnings(meta, ctx, 0)
-        log.info(
-            "request_started: request_id=%s model=%s stream=%s key=%s",
-            meta.request_id, ctx.model, ctx.stream, mask_key(key),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request_started: request_id=%s model=%s stream=%s key=%s messages=%d tools=%d",
+                meta.request_id, ctx.model, ctx.stream, meta.key,
+                len(chat["messages"]), len(chat.get("tools") or ()),
+            )
 
         try:
             permit = self._rt.breaker.acquire()

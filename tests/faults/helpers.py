@@ -31,7 +31,7 @@ TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 _COMPLETED = re.compile(
     r"\[(?P<pid>\d+)\] proxy\.metrics: request_completed: model=(?P<model>.*?), duration_ms=(?P<duration_ms>\d+), "
-    r"status=(?P<status>[^,]*), http_status=(?P<http_status>\d+), request_id=(?P<request_id>\S+)"
+    r"status=(?P<status>[^,]*), http_status=(?P<http_status>\d+), key=(?P<key>\S+), request_id=(?P<request_id>\S+)"
 )
 
 

@@ -49,7 +49,7 @@ def test_client_key_only_masked_in_logs_and_never_in_error_bodies(fproxy, mock):
     log = fproxy.log_text()
     assert key not in log, "the client key appears in the proxy log"
     assert key[9:] not in log, "the secret part of the client key appears in the proxy log"
-    assert _masked(key) in log, "request_started should name the masked key"
+    assert _masked(key) in log, "the request_completed line should name the masked key"
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])

@@ -242,7 +242,9 @@ def test_key_goes_upstream_and_is_masked_in_logs(proxy, mock):
     assert f"{API_KEY[:6]}…{API_KEY[-4:]}" in log
     assert "a secret prompt" not in log
     assert re.search(
-        r"request_completed: model=m-key, duration_ms=\d+, status=completed, http_status=200, request_id=trace-abc-123", log
+        r"request_completed: model=m-key, duration_ms=\d+, status=completed, http_status=200, "
+        r"key=sk-tes…CRET, request_id=trace-abc-123",
+        log,
     )
 
 
