@@ -21,7 +21,7 @@ Control API (JSON; state is per worker process, so script with ``--workers 1``):
 ``POST /_mock/script {"model", "responses": [script, ...], "replace"?}`` queues scripts
 (model ``"*"`` matches any model without its own queue; each request pops one; the last
 one stays and is reused until new scripts replace it); ``POST /_mock/reset``;
-``GET /_mock/requests[?model=]`` → records ``{model, path, headers, body, disconnected,
+``GET /_mock/requests[?model=]`` → records ``{model, path, client, headers, body, disconnected,
 completed, started_at, ended_at}`` in arrival order; ``GET /_mock/health``.
 
 Script keys (all optional): ``status``, ``headers``, ``error`` (body for status >= 400),

@@ -143,6 +143,8 @@ async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
     record: dict[str, Any] = {
         "model": None,
         "path": scope["path"],
+        # The caller's (host, port): the same port twice means a reused connection.
+        "client": list(scope["client"]) if scope.get("client") else None,
         "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
         "body": None,
         "disconnected": False,

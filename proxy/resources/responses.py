@@ -57,6 +57,9 @@ class ResponsesResource:
                 len(chat["messages"]), len(chat.get("tools") or ()),
             )
 
+        upstream_key = settings.backend_api_key or key
+        headers = _upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers)
+
         try:
             permit = self._rt.breaker.acquire()
         except BreakerOpen as exc:
@@ -68,22 +71,6 @@ class ResponsesResource:
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None
 
-        upstream_key = settings.backend_api_key or key
-        headers = {
-            "authorization": f"Bearer {upstream_key}",
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-            "accept-encoding": "identity",
-            "x-request-id": meta.request_id,
-        }
-        for name in settings.forward_headers:
-            value = req.get_header(name)
-            if value is not None:
-                if not _is_header_safe(value):
-                    raise invalid_request(
-                        f"Header {name!r} must be printable ASCII to be forwarded.", code="invalid_header"
-                    )
-                headers[name] = value
         disconnected = watch_disconnect(req)
         deadline = None if ctx.stream else time.monotonic() + settings.backend_timeout_secs
         try:
@@ -264,6 +251,29 @@ def _log_warnings(meta: RequestMeta, ctx: ResponseContext, start: int) -> None:
     """Warnings from translation (dropped built-in tools, calls outside allowed_tools…)."""
     for warning in ctx.warnings[start:]:
         log.warning("request_id=%s model=%s: %s", meta.request_id, ctx.model, warning)
+
+
+def _upstream_headers(
+    req: falcon.asgi.Request, key: str, request_id: str, forward: tuple[str, ...]
+) -> dict[str, str]:
+    """What the backend gets: the key, our content negotiation, the request id,
+    and only the client headers the operator listed in ``FORWARD_HEADERS``."""
+    headers = {
+        "authorization": f"Bearer {key}",
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+        "accept-encoding": "identity",
+        "x-request-id": request_id,
+    }
+    for name in forward:
+        value = req.get_header(name)
+        if value is not None:
+            if not _is_header_safe(value):
+                raise invalid_request(
+                    f"Header {name!r} must be printable ASCII to be forwarded.", code="invalid_header"
+                )
+            headers[name] = value
+    return headers
 
 
 def _is_header_safe(value: str) -> bool:

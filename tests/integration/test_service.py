@@ -281,3 +281,16 @@ def test_backend_answering_json_instead_of_sse(openai_client, mock):
     events = list(openai_client.responses.create(model="m-json-backend", input="hi", stream=True))
     assert events[-1].type == "response.completed"
     assert events[-1].response.output_text == "Plain JSON answer."
+
+
+def test_upstream_connections_are_reused(proxy, mock):
+    """Sequential requests ride the workers' pooled connections: a new TCP
+    connection per request would cost a handshake each time and, at a few
+    hundred requests/s to a remote backend, exhaust the host's ephemeral ports."""
+    mock.script("m-reuse", {"text": "ok", "chunk_size": 1})
+    for i in range(20):
+        r = post(proxy.url, {"model": "m-reuse", "input": "hi", "stream": i % 2 == 0})
+        assert r.status_code == 200
+    ports = {tuple(rec["client"]) for rec in mock.requests("m-reuse")}
+    assert len(mock.requests("m-reuse")) == 20
+    assert len(ports) <= 4, f"{len(ports)} upstream connections for 20 sequential requests"
