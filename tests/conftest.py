@@ -64,7 +64,14 @@ def mock(mock_backend: Service) -> Iterator[MockControl]:
 
 @pytest.fixture
 def openai_client(proxy: Service):
+    """The official openai SDK pointed at the proxy, through a recording tap: after
+    the test, every response and every streamed event it received is validated
+    (``tests/conformance.py``) and every error body must be OpenAI-shaped."""
     import openai
 
-    with openai.OpenAI(base_url=proxy.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
-        yield client
+    from tests.tap import RecordingTap, check_exchanges
+
+    with RecordingTap(proxy.url) as tap:
+        with openai.OpenAI(base_url=tap.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+            yield client
+        check_exchanges(tap)

@@ -16,7 +16,8 @@ from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
-from tests.clients.helpers import RecordingTap, check_chat_request, check_exchanges, message_text
+from tests.clients.helpers import check_chat_request, message_text
+from tests.tap import RecordingTap, check_exchanges
 from tests.conftest import API_KEY
 
 set_tracing_disabled(True)  # the SDK would otherwise upload traces to api.openai.com

@@ -13,7 +13,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.clients.helpers import RecordingTap, check_chat_request, check_exchanges
+from tests.clients.helpers import check_chat_request
+from tests.tap import RecordingTap, check_exchanges
 from tests.conftest import API_KEY
 
 

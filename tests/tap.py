@@ -1,0 +1,125 @@
+"""``RecordingTap``: a loopback HTTP relay between a client and the proxy that keeps
+every exchange byte for byte, so that what a client sent and received — the openai
+SDK, the Agents SDK, or Codex, which we do not control — can be validated with
+``tests.conformance`` (``check_exchanges``).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "accept-encoding", "te", "upgrade"}
+
+
+@dataclass
+class Exchange:
+    """One request through the tap and the exact bytes of its answer."""
+
+    method: str
+    path: str
+    request_headers: dict[str, str]
+    request_body: bytes
+    status: int = 0
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.request_body)
+
+
+class RecordingTap:
+    """Forward ``http://127.0.0.1:<port>/...`` to ``target`` and record each exchange.
+
+    Streams are relayed chunk by chunk as they arrive (chunked encoding to the
+    client), so the client sees the proxy's timing, not a buffered copy.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.exchanges: list[Exchange] = []
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0))
+        tap = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                ex = Exchange(self.command, self.path, headers, body)
+                with tap._lock:
+                    tap.exchanges.append(ex)
+                fwd = {k: v for k, v in headers.items() if k not in _HOP_BY_HOP}
+                with tap._client.stream(self.command, tap.target + self.path, headers=fwd, content=body) as r:
+                    ex.status = r.status_code
+                    ex.response_headers = {k.lower(): v for k, v in r.headers.items()}
+                    self.send_response(r.status_code)
+                    for k, v in r.headers.items():
+                        if k.lower() not in _HOP_BY_HOP:
+                            self.send_header(k, v)
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    chunks = []
+                    for chunk in r.iter_raw():
+                        chunks.append(chunk)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                    ex.response_body = b"".join(chunks)
+
+            do_GET = do_POST = do_DELETE = _relay
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+    def __enter__(self) -> "RecordingTap":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+
+def check_exchanges(tap: RecordingTap) -> list[dict[str, Any]]:
+    """Validate every answer the tap saw; return the final Response of each successful one.
+
+    SSE bodies go through ``check_stream``, JSON Response bodies through
+    ``check_response``, error bodies must have the OpenAI error shape.
+    """
+    from tests.conformance import check_response, check_stream, parse_sse
+
+    finals = []
+    for ex in tap.exchanges:
+        ctype = ex.response_headers.get("content-type", "")
+        where = f"{ex.method} {ex.path} -> {ex.status}"
+        if ex.status >= 400:
+            err = json.loads(ex.response_body)["error"]
+            assert set(err) >= {"message", "type", "param", "code"}, (where, err)
+            assert isinstance(err["message"], str) and err["message"], (where, err)
+            continue
+        assert ex.status == 200, where
+        if ctype.startswith("text/event-stream"):
+            finals.append(check_stream(parse_sse(ex.response_body)))
+        else:
+            assert ctype.startswith("application/json"), (where, ctype)
+            finals.append(check_response(json.loads(ex.response_body)))
+    return finals
