@@ -18,6 +18,7 @@ from .errors import ProxyError
 from .resources.health import HealthResource
 from .resources.request_meta import RECEIVE_SCOPE_KEY, RequestMetaMiddleware
 from .resources.responses import ResponsesResource
+from .resources.stored import StoredResponseResource
 from .runtime import Runtime
 
 log = logging.getLogger("proxy.app")
@@ -92,6 +93,9 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     falcon_app.add_route("/v1/responses", ResponsesResource(runtime))
     falcon_app.add_route("/responses", ResponsesResource(runtime))
+    stored = StoredResponseResource()
+    falcon_app.add_route("/v1/responses/{response_id}", stored)
+    falcon_app.add_route("/v1/responses/{response_id}/{action}", stored, suffix="action")
     falcon_app.add_route("/health", HealthResource(runtime))
     falcon_app.add_error_handler(Exception, _unexpected)
     falcon_app.add_error_handler(ProxyError, _proxy_error)

@@ -294,3 +294,13 @@ def test_upstream_connections_are_reused(proxy, mock):
     ports = {tuple(rec["client"]) for rec in mock.requests("m-reuse")}
     assert len(mock.requests("m-reuse")) == 20
     assert len(ports) <= 4, f"{len(ports)} upstream connections for 20 sequential requests"
+
+
+def test_stored_response_ids_are_unknown_to_a_stateless_proxy(openai_client):
+    with pytest.raises(openai.NotFoundError) as exc:
+        openai_client.responses.retrieve("resp_abc123")
+    assert "resp_abc123" in str(exc.value) and "stateless" in str(exc.value)
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.delete("resp_abc123")
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.cancel("resp_abc123")
