@@ -18,7 +18,7 @@ def completion_to_chunks(doc: Any) -> list[dict]:
     """Chunks equivalent to ``doc`` (only ``choices[0]`` is used, as in streaming)."""
     if not isinstance(doc, dict):
         return [{"error": {"message": "the backend answered with JSON that is not an object"}}]
-    if "error" in doc:
+    if doc.get("error"):  # some servers send "error": null on success
         return [doc]
     chunks: list[dict] = []
     choices = doc.get("choices")

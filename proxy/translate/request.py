@@ -164,6 +164,13 @@ def _parts(content: list, param: str, rich: bool, joiner: str) -> str | list[dic
                 f"Invalid '{pparam}': {ptype} is only supported in user messages and tool outputs.",
                 pparam + ".type",
             )
+        elif ptype == "input_audio" or ptype == "input_video":
+            raise invalid_request(
+                f"Invalid '{pparam}': {ptype} content is not supported by this server; "
+                "send text, images (input_image) or files (input_file).",
+                pparam + ".type",
+                "unsupported_content_type",
+            )
         else:
             raise v.fail(pparam + ".type", "a content part type such as 'input_text'", ptype)
         if parts is None:
@@ -330,7 +337,8 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
                 h.add({"role": "tool", "tool_call_id": call_id, "content": _tool_output(item, param)})
             elif itype == "reasoning":
                 h.add_reasoning(item, key)
-            elif itype == "item_reference":
+            elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
+                # The openai SDK's ItemReference: {"id": ...} with an optional type.
                 raise invalid_request(
                     f"Invalid '{param}': item_reference is not supported because this server stores no "
                     "responses; send the referenced item itself.",

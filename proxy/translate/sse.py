@@ -38,28 +38,41 @@ class SSEDecoder:
     the final chat event is ``b"[DONE]"``; recognising it is the caller's job.
     """
 
-    __slots__ = ("_max", "_buf", "_data", "_size")
+    __slots__ = ("_max", "_buf", "_buf_len", "_data", "_size")
 
     def __init__(self, max_event_bytes: int = 1_048_576) -> None:
         self._max = max_event_bytes
-        self._buf = b""  # bytes after the last complete line
+        # Bytes after the last complete line, as the reads that brought them:
+        # joined only once their line ends, so a long line arriving in many
+        # small reads costs linear time, not quadratic.
+        self._buf: list[bytes] = []
+        self._buf_len = 0
         self._data: list[bytes] = []  # data lines of the event being built
         self._size = 0  # bytes held in self._data
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf + data if self._buf else data
-        cut = buf.rfind(b"\n")
+        cut = data.rfind(b"\n")
         if cut < 0:
-            if len(buf) + self._size > self._max:
-                self._reset()
-                raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
-            self._buf = bytes(buf)
+            if data:
+                self._buf.append(data)
+                self._buf_len += len(data)
+                if self._buf_len + self._size > self._max:
+                    self._reset()
+                    raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
             return []
-        self._buf = buf[cut + 1:]
+        if self._buf:
+            self._buf.append(data)
+            buf = b"".join(self._buf)
+            cut += len(buf) - len(data)
+        else:
+            buf = data
+        rest = buf[cut + 1:]
+        self._buf = [rest] if rest else []
+        self._buf_len = len(rest)
         out: list[bytes] = []
         for line in buf[:cut].split(b"\n"):
             self._line(line, out)
-        if len(self._buf) + self._size > self._max:
+        if self._buf_len + self._size > self._max:
             self._reset()
             raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
         return out
@@ -67,7 +80,9 @@ class SSEDecoder:
     def flush(self) -> list[bytes]:
         out: list[bytes] = []
         if self._buf:
-            line, self._buf = self._buf, b""
+            line = b"".join(self._buf)
+            self._buf = []
+            self._buf_len = 0
             self._line(line, out)
         if self._data:
             out.append(b"\n".join(self._data))
@@ -76,7 +91,8 @@ class SSEDecoder:
         return out
 
     def _reset(self) -> None:
-        self._buf = b""
+        self._buf = []
+        self._buf_len = 0
         self._data = []
         self._size = 0
 

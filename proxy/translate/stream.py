@@ -104,6 +104,10 @@ _INCOMPLETE_REASONS = {
     "content_filter": "content_filter",
 }
 
+# Finish reasons that mean the generation did not end normally. Any other
+# unknown reason (TGI's "eos_token", "stop_sequence", ...) counts as a normal stop.
+_FAILED_REASONS = ("error", "abort")
+
 TRUNCATED_MESSAGE = "upstream stream ended before completion"
 
 # Event type names, spelled once.
@@ -127,8 +131,22 @@ _CUSTOM_DONE = "response.custom_tool_call_input.done"
 _now = time.time  # monkeypatched by tests for a deterministic completed_at
 
 
+def _logprob(value: Any) -> float:
+    return float(value) if (type(value) is float or type(value) is int) else 0.0
+
+
+def _token_bytes(value: Any, token: str) -> list:
+    if type(value) is list and all(type(b) is int for b in value):
+        return value
+    return list(token.encode())
+
+
 def _convert_logprobs(entries: Any) -> list[dict]:
-    """Chat ``logprobs.content[]`` → Responses logprob objects (``bytes`` filled in)."""
+    """Chat ``logprobs.content[]`` → Responses logprob objects (``bytes`` filled in).
+
+    Total over any input: a malformed entry is skipped or its odd field
+    replaced, never passed through (clients validate these) or raised on.
+    """
     out = []
     if type(entries) is not list:
         return out
@@ -139,24 +157,32 @@ def _convert_logprobs(entries: Any) -> list[dict]:
         if type(token) is not str:
             continue
         tops = []
-        for t in e.get("top_logprobs") or ():
+        top = e.get("top_logprobs")
+        for t in top if type(top) is list else ():
             if type(t) is dict and type(t.get("token")) is str:
                 tops.append(
                     {
                         "token": t["token"],
-                        "logprob": float(t.get("logprob") or 0.0),
-                        "bytes": t.get("bytes") or list(t["token"].encode()),
+                        "logprob": _logprob(t.get("logprob")),
+                        "bytes": _token_bytes(t.get("bytes"), t["token"]),
                     }
                 )
         out.append(
             {
                 "token": token,
-                "logprob": float(e.get("logprob") or 0.0),
-                "bytes": e.get("bytes") or list(token.encode()),
+                "logprob": _logprob(e.get("logprob")),
+                "bytes": _token_bytes(e.get("bytes"), token),
                 "top_logprobs": tops,
             }
         )
     return out
+
+
+def _choice_zero(choices: Any) -> dict | None:
+    for c in choices:
+        if type(c) is dict and c.get("index") == 0:
+            return c
+    return None
 
 
 class _Call:
@@ -195,7 +221,7 @@ class StreamTranslator:
         self._part: str | None = None  # "text" | "refusal" | None
         self._part_buf: list[str] = []
         self._part_lp: list[dict] = []
-        self._pending_ws = ""  # leading whitespace before a message is opened
+        self._pending_ws: list[str] = []  # leading whitespace before a message is opened
         self._pending_lp: list[dict] = []
         # tool calls
         self._calls: dict[Any, _Call] = {}
@@ -246,14 +272,20 @@ class StreamTranslator:
                 return out if out is not None else []
             choice = choices[0]
             if choice.get("index", 0) not in (0, None):
-                return out if out is not None else []
+                # n > 1 (a backend default we never ask for): only choice 0
+                # is translated, wherever it sits in the list.
+                choice = _choice_zero(choices)
+                if choice is None:
+                    return out if out is not None else []
             delta = choice.get("delta")
             if delta:
                 self._delta(delta, choice, out)
             finish = choice.get("finish_reason")
             if finish:
-                if finish == "error":
-                    return self._fail("upstream reported an error (finish_reason: error)", "server_error", out)
+                if finish in _FAILED_REASONS:
+                    # vLLM ends an aborted request with finish_reason "abort":
+                    # the answer is cut short, so it must not read as completed.
+                    return self._fail(f"upstream reported finish_reason {finish!r}", "server_error", out)
                 self._finish_reason = finish
                 self._incomplete = _INCOMPLETE_REASONS.get(finish)
                 self._close_all(out)
@@ -388,7 +420,7 @@ class StreamTranslator:
                 lp = None
                 if self.ctx.include_logprobs:
                     logprobs = choice.get("logprobs")
-                    if logprobs:
+                    if type(logprobs) is dict:
                         lp = _convert_logprobs(logprobs.get("content"))
                 think = self._think
                 if think.passthrough:
@@ -498,17 +530,22 @@ class StreamTranslator:
         if self._msg_id is None:
             # Whitespace alone (the "\n\n" many models put between reasoning
             # and tool calls) does not make a message; keep it in case text follows.
-            if self._pending_ws:
-                text = self._pending_ws + text
-                if self._pending_lp:
-                    lp = self._pending_lp + lp if lp else self._pending_lp
-                self._pending_ws = ""
-                self._pending_lp = []
+            # Pieces are kept in lists: a model looping on "\n" tokens must
+            # not make this quadratic.
             if text.isspace():
-                self._pending_ws = text
+                self._pending_ws.append(text)
                 if lp:
-                    self._pending_lp = lp
+                    self._pending_lp.extend(lp)
                 return
+            if self._pending_ws:
+                self._pending_ws.append(text)
+                text = "".join(self._pending_ws)
+                self._pending_ws = []
+                if self._pending_lp:
+                    if lp:
+                        self._pending_lp.extend(lp)
+                    lp = self._pending_lp
+                    self._pending_lp = []
             if self._rs_id is not None:
                 self._close_reasoning(out, "completed")
             self._open_message(out)

@@ -46,11 +46,16 @@ class ThinkSplitter:
     leading whitespace included.
     """
 
-    __slots__ = ("_state", "_held")
+    __slots__ = ("_state", "_held", "_ws")
 
     def __init__(self) -> None:
         self._state = _START
+        # In _START: a proper prefix of OPEN_TAG seen after the leading
+        # whitespace; in _THINK: a possible start of CLOSE_TAG.
         self._held = ""
+        # Leading whitespace pieces seen in _START. A list, so a model that
+        # streams thousands of "\n" tokens before anything else costs linear time.
+        self._ws: list[str] = []
 
     @property
     def passthrough(self) -> bool:
@@ -64,20 +69,28 @@ class ThinkSplitter:
         if not text:
             return _EMPTY
         if state == _START:
-            buf = self._held + text
-            stripped = buf.lstrip()
-            if not stripped:
-                self._held = buf
-                return _EMPTY
-            if stripped.startswith(OPEN_TAG):
+            if self._held:
+                buf = self._held + text
+            else:
+                buf = text.lstrip()
+                if len(buf) < len(text):
+                    self._ws.append(text[: len(text) - len(buf)])
+                if not buf:
+                    return _EMPTY
+            # buf starts with the first non-whitespace character.
+            if buf.startswith(OPEN_TAG):
                 self._held = ""
+                self._ws = []
                 self._state = _THINK
-                return self._feed_think(stripped[len(OPEN_TAG):])
-            if OPEN_TAG.startswith(stripped):
+                return self._feed_think(buf[len(OPEN_TAG):])
+            if OPEN_TAG.startswith(buf):
                 self._held = buf  # still could become "<think>"
                 return _EMPTY
             self._held = ""
             self._state = _PASS
+            if self._ws:
+                buf = "".join(self._ws) + buf
+                self._ws = []
             return ("", buf)
         if state == _THINK:
             return self._feed_think(text)
@@ -113,11 +126,10 @@ class ThinkSplitter:
         tokens while thinking); a held start (whitespace, "<thi") is content.
         """
         held, self._held = self._held, ""
-        if not held:
-            return _EMPTY
-        if self._state == _THINK:
-            return (held, "")
-        if self._state == _START:
+        if self._state == _START and (held or self._ws):
             self._state = _PASS
-            return ("", held)
+            lead, self._ws = "".join(self._ws), []
+            return ("", lead + held)
+        if held and self._state == _THINK:
+            return (held, "")
         return _EMPTY

@@ -274,7 +274,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
         entries = raw.get("tools")
         if not isinstance(entries, list):
             raise fail("tool_choice.tools", "an array of tool references", entries)
-        allowed: list[str] = []
+        allowed: dict[str, None] = {}  # ordered set: no quadratic dedup on long lists
         skipped: list[str] = []
         for k, entry in enumerate(entries):
             eparam = f"tool_choice.tools[{k}]"
@@ -282,9 +282,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
                 raise fail(eparam, "an object like {\"type\": \"function\", \"name\": ...}", entry)
             etype = entry.get("type")
             if etype in ("function", "custom"):
-                upstream = _resolve(ts, entry, eparam)
-                if upstream not in allowed:
-                    allowed.append(upstream)
+                allowed[_resolve(ts, entry, eparam)] = None
             elif isinstance(etype, str) and etype:
                 if builtin_policy == "reject":
                     raise invalid_request(

@@ -10,11 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 
+# Larger counts are garbage. orjson parses integers beyond 64 bits as floats,
+# and int() of such a float (or a sum of two u64s) is an integer orjson cannot
+# serialize: the whole response would fail to encode.
+_MAX_TOKENS = 2**53
+
+
 def _int(value: Any) -> int:
     # bool is an int subclass; a backend sending true/false here is broken.
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value <= _MAX_TOKENS:
         return value
-    if type(value) is float and value >= 0:
+    if type(value) is float and 0 <= value <= _MAX_TOKENS:
         return int(value)
     return 0
 

@@ -68,3 +68,11 @@ def test_error_document_and_garbage_fail_the_response():
 
 def test_no_choices_is_a_truncated_stream():
     assert completion_to_chunks({"choices": []}) == []
+
+
+def test_error_null_in_a_successful_completion_is_not_an_error():
+    from proxy.translate.completion import completion_to_chunks
+
+    doc = {"error": None, "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+    chunks = completion_to_chunks(doc)
+    assert chunks[0]["choices"][0]["delta"]["content"] == "hi"

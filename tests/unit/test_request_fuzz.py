@@ -196,13 +196,13 @@ def _check(body, policy) -> None:
     assert chat["stream"] is True
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=BODY, policy=POLICY)
 def test_translate_request_never_crashes(body, policy):
     _check(body, policy)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=JSON, policy=POLICY)
 def test_translate_request_arbitrary_body(body, policy):
     _check(body, policy)
@@ -256,7 +256,7 @@ def test_codex_fixtures_translate():
         translate_request(body, TranslationPolicy(), now=1)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     where=st.sampled_from(_CODEX_PATHS),
     new=st.one_of(JSON, PART, ITEM, TOOL),

@@ -210,3 +210,19 @@ def test_empty_input_list_is_rejected_but_instructions_alone_are_kept() -> None:
 
 def test_empty_string_input_is_a_user_message() -> None:
     assert msgs("") == [{"role": "user", "content": ""}]
+
+
+@pytest.mark.parametrize("ptype", ["input_audio", "input_video"])
+def test_audio_and_video_parts_are_a_clear_400_naming_the_index(ptype: str) -> None:
+    part = {"type": ptype, "input_audio": {"data": "AAAA", "format": "wav"}}
+    e = err({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}, part]}]})
+    assert e.param == "input[0].content[1].type"
+    assert e.code == "unsupported_content_type"
+    assert ptype in e.message and "not supported" in e.message
+
+
+def test_item_reference_without_type_is_recognised() -> None:
+    # The openai SDK's ItemReference has an optional `type`: {"id": ...} alone.
+    e = err({"model": "m", "input": [{"role": "user", "content": "x"}, {"id": "msg_1"}]})
+    assert e.param == "input[1]" and e.code == "unsupported_input_item"
+    assert "item_reference" in e.message

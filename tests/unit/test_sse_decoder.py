@@ -109,3 +109,23 @@ def test_constants():
     # Our own output decodes with our decoder (comments skipped).
     raw = encode_event({"type": "x", "v": 1}) + KEEPALIVE + DONE
     assert decode_all([raw]) == [b'{"type":"x","v":1}', b"[DONE]"]
+
+
+def test_long_line_in_many_small_reads():
+    # Pieces are buffered and joined once the line ends (linear, not quadratic).
+    payload = b'{"x": "' + b"a" * 200_000 + b'"}'
+    raw = b"data: " + payload + b"\n\n"
+    dec = SSEDecoder()
+    out = []
+    for i in range(0, len(raw), 7):
+        out += dec.feed(raw[i:i + 7])
+    assert out == [payload]
+    assert dec.flush() == []
+
+
+def test_size_limit_counts_buffered_pieces():
+    dec = SSEDecoder(max_event_bytes=100)
+    for _ in range(9):
+        assert dec.feed(b"data: " + b"a" * 4) == []
+    with pytest.raises(EventTooLarge):
+        dec.feed(b"a" * 60)

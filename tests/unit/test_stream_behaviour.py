@@ -134,3 +134,80 @@ def test_sequence_numbers_count_every_event():
         ev += t.feed(ch({"content": piece}))
     ev += t.feed(ch({}, "stop")) + t.finish()
     assert [e["sequence_number"] for e in ev] == list(range(len(ev)))
+
+
+# ----------------------------------------------------------------- review regressions
+
+
+def _run(chunks, **kw):
+    t = make(**kw)
+    events = t.start()
+    for c in chunks:
+        events += t.feed(c)
+    events += t.finish()
+    for ev in events:
+        orjson.dumps(ev)  # what the relay does with every event
+    return check_stream(events)
+
+
+def test_choice_zero_is_found_when_not_first_in_the_list():
+    # n > 1 backends may batch choices; choice 0 must not be lost behind choice 1.
+    final = _run(
+        [
+            {"choices": [{"index": 1, "delta": {"content": "other"}}, {"index": 0, "delta": {"content": "mine"}}]},
+            {"choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}, {"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+    )
+    assert final["status"] == "completed"
+    assert final["output"][0]["content"][0]["text"] == "mine"
+
+
+def test_other_choices_alone_are_ignored():
+    final = _run([{"choices": [{"index": 1, "delta": {"content": "other"}}]}, ch({"content": "a"}, "stop")])
+    assert [p["text"] for p in final["output"][0]["content"]] == ["a"]
+
+
+def test_abort_finish_reason_fails_instead_of_completing():
+    final = _run([ch({"content": "half an ans"}), ch({}, "abort")])
+    assert final["status"] == "failed"
+    assert final["output"][0]["status"] == "incomplete"
+
+
+def test_unknown_finish_reason_is_a_normal_stop():
+    final = _run([ch({"content": "a"}, "eos_token")])
+    assert final["status"] == "completed"
+
+
+def test_huge_usage_numbers_do_not_break_encoding():
+    # orjson parses 1e30 as a float; int() of it is not serializable.
+    final = _run(
+        [
+            ch({"content": "a"}, "stop"),
+            {"choices": [], "usage": {"prompt_tokens": 1e30, "completion_tokens": 18446744073709551615}},
+        ]
+    )
+    assert final["usage"]["input_tokens"] == 0 and final["usage"]["output_tokens"] == 0
+
+
+def test_malformed_logprob_fields_are_repaired_not_passed_through():
+    lp = {"content": [{"token": "hi", "logprob": "bad", "bytes": "x", "top_logprobs": 5}]}
+    final = _run(
+        [{"choices": [{"index": 0, "delta": {"content": "hi"}, "logprobs": lp, "finish_reason": "stop"}]}],
+        include_logprobs=True,
+    )
+    assert final["status"] == "completed"
+    assert final["output"][0]["content"][0]["logprobs"] == [
+        {"token": "hi", "logprob": 0.0, "bytes": [104, 105], "top_logprobs": []}
+    ]
+
+
+def test_many_whitespace_deltas_before_text_are_kept_exactly():
+    final = _run([ch({"content": "\n"}) for _ in range(3000)] + [ch({"content": "x"}, "stop")])
+    assert final["output"][0]["content"][0]["text"] == "\n" * 3000 + "x"
+    final = _run([ch({"reasoning_content": "r"})] + [ch({"content": " "}) for _ in range(3000)] + [ch({}, "stop")])
+    assert [it["type"] for it in final["output"]] == ["reasoning"]
+
+
+def test_role_only_and_empty_content_deltas_make_no_message():
+    final = _run([ch({"role": "assistant", "content": ""}), ch({"content": None}), ch({}, "stop")])
+    assert final["output"] == []

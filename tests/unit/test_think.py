@@ -87,3 +87,25 @@ def test_split_at_every_pair_of_positions():
 
 def test_one_character_at_a_time():
     assert split(list(FULL)) == WANT
+
+
+def test_whitespace_in_many_pieces_before_a_think_block_or_text():
+    from proxy.translate.think import ThinkSplitter
+
+    s = ThinkSplitter()
+    for _ in range(1000):
+        assert s.feed("\n") == ("", "")
+    assert s.feed("<thi") == ("", "")
+    assert s.feed("nk>r</think>  a") == ("r", "a")
+    s = ThinkSplitter()
+    for _ in range(1000):
+        s.feed(" ")
+    assert s.feed("<b") == ("", " " * 1000 + "<b")
+    s = ThinkSplitter()
+    s.feed("\n")
+    s.feed(" ")
+    assert s.flush() == ("", "\n ")
+    s = ThinkSplitter()
+    s.feed("\n")
+    s.feed("<th")
+    assert s.flush() == ("", "\n<th")
