@@ -97,6 +97,8 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.add_route("/v1/responses/{response_id}", stored)
     falcon_app.add_route("/v1/responses/{response_id}/{action}", stored, suffix="action")
     falcon_app.add_route("/health", HealthResource(runtime))
+    # `/v1/responses/` is `/v1/responses`, not a response with an empty id.
+    falcon_app.req_options.strip_url_path_trailing_slash = True
     falcon_app.add_error_handler(Exception, _unexpected)
     falcon_app.add_error_handler(ProxyError, _proxy_error)
     falcon_app.set_error_serializer(_serialize_http_error)

@@ -393,16 +393,25 @@ class CircuitBreaker:
                 rec.probe_inflight = 0
 
     def snapshot(self) -> dict[str, Any]:
-        """For health/metrics endpoints. ``is_open`` is True in half-open too."""
+        """For health/metrics endpoints. ``is_open`` is True in half-open too;
+        ``admits_probe`` says whether the next request would be let through as
+        the probe (recovery time over, no probe in flight)."""
         if not self._enabled:
-            return {"enabled": False, "is_open": False, "consecutive_failures": 0, "state": "closed"}
+            return {
+                "enabled": False, "is_open": False, "consecutive_failures": 0,
+                "state": "closed", "admits_probe": False,
+            }
         block = self._state.read()  # type: ignore[union-attr]
         state = block[_I_STATE]
+        admits_probe = state != CLOSED and self._wait(
+            state, block[_I_OPENED_AT], block[_I_PROBE_INFLIGHT], block[_I_PROBE_STARTED_AT], self._clock()
+        ) <= 0
         return {
             "enabled": True,
             "is_open": state != CLOSED,
             "consecutive_failures": block[_I_FAILURES],
             "state": _STATE_NAMES[state] if 0 <= state < 3 else "open",
+            "admits_probe": admits_probe,
         }
 
     def stats(self) -> dict[str, int]:

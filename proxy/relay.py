@@ -12,6 +12,7 @@ import asyncio
 import time
 from typing import AsyncIterator
 
+import aiohttp
 import httpx
 import orjson
 
@@ -27,11 +28,12 @@ _MAX_JSON_ANSWER_BYTES = 16 * 1024 * 1024
 class Outcome:
     """How the relay ended, for the breaker and the metrics line."""
 
-    __slots__ = ("backend_failure", "client_gone", "failure_code", "timed_out")
+    __slots__ = ("backend_failure", "client_gone", "failure_code", "internal_error", "timed_out")
 
     def __init__(self) -> None:
         self.backend_failure = False
         self.client_gone = False
+        self.internal_error = False
         self.timed_out = False
         self.failure_code: str | None = None
 
@@ -57,7 +59,9 @@ async def relay(
     """Yield the client's bytes (nothing useful in JSON mode) until a terminal event.
 
     ``deadline`` (a ``time.monotonic()`` instant) bounds a whole JSON call;
-    streams are bounded only by the idle timeout between upstream chunks.
+    streams are bounded only by the idle timeout between upstream chunks. That
+    bound is enforced here as well as by the transport's read timeout, because
+    a transport can hang without raising (aiohttp does, on broken chunked framing).
     ``secret`` (the upstream key) is masked wherever the backend echoes it,
     e.g. in a mid-stream error message, before anything reaches the client.
     """
@@ -70,18 +74,27 @@ async def relay(
     else:
         reader = response.aiter_bytes().__aiter__()
     pending: asyncio.Future[bytes] | None = None
+    idle_until = time.monotonic() + idle_timeout_secs
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(reader.__anext__())
-            timeout = keepalive_secs
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    outcome.timed_out = outcome.backend_failure = True
-                    yield _fail(translator, outcome, "The backend did not finish in time.", "backend_timeout")
-                    return
-                timeout = left if timeout is None else min(timeout, left)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                outcome.timed_out = outcome.backend_failure = True
+                yield _fail(translator, outcome, "The backend did not finish in time.", "backend_timeout")
+                return
+            if now >= idle_until:
+                outcome.timed_out = outcome.backend_failure = True
+                yield _fail(
+                    translator, outcome, f"The backend sent nothing for {idle_timeout_secs:g} s.", "backend_timeout"
+                )
+                return
+            timeout = idle_until - now
+            if keepalive_secs is not None and keepalive_secs < timeout:
+                timeout = keepalive_secs
+            if deadline is not None and deadline - now < timeout:
+                timeout = deadline - now
             done, _ = await asyncio.wait(
                 (pending, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -93,11 +106,12 @@ async def relay(
                     yield KEEPALIVE
                 continue
             read, pending = pending, None
+            idle_until = time.monotonic() + idle_timeout_secs
             try:
                 data: bytes | None = read.result()
             except StopAsyncIteration:
                 data = None  # EOF
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, aiohttp.ClientError) as exc:
                 message, code = _read_failure(exc, idle_timeout_secs, outcome)
                 yield _fail(translator, outcome, message, code)
                 return
@@ -128,7 +142,7 @@ async def relay(
         await response.aclose()
 
 
-def _read_failure(exc: httpx.HTTPError, idle_timeout_secs: float, outcome: Outcome) -> tuple[str, str]:
+def _read_failure(exc: Exception, idle_timeout_secs: float, outcome: Outcome) -> tuple[str, str]:
     """Message and code for an upstream read that failed mid-stream."""
     outcome.backend_failure = True
     # Mid-stream there is no connecting: the aiohttp transport names a dropped
@@ -184,10 +198,38 @@ def _feed_payload(translator: StreamTranslator, feed, payload: bytes, outcome: O
         return translator.fail("The backend sent a chunk that is not a JSON object.", "backend_error")
     events = feed(chunk)
     if translator.done and translator.response.get("status") == "failed":
-        # An {"error": …} chunk from the backend mid-stream.
-        outcome.backend_failure = True
-        outcome.failure_code = "backend_error"
+        # An {"error": …} chunk mid-stream (or finish_reason "error"/"abort"). The
+        # backend's own code reaches JSON clients as it reaches SSE clients; an
+        # error the request caused (context too long, 4xx) is not the backend failing.
+        err = chunk.get("error")
+        code = err.get("code") if isinstance(err, dict) else None
+        outcome.failure_code = code if isinstance(code, str) and code else "backend_error"
+        outcome.backend_failure = not _caused_by_request(err)
     return events
+
+
+_REQUEST_ERROR_CODES = frozenset(
+    {
+        "context_length_exceeded", "invalid_request_error", "invalid_prompt", "content_filter",
+        "content_policy_violation", "rate_limit_exceeded", "string_above_max_length",
+    }
+)
+_REQUEST_ERROR_TYPES = frozenset(
+    {"invalid_request_error", "BadRequestError", "rate_limit_error", "RateLimitError", "NotFoundError"}
+)
+
+
+def _caused_by_request(err: object) -> bool:
+    """Whether a mid-stream error object blames the request (vLLM sends HTTP-like int codes)."""
+    if not isinstance(err, dict):
+        return False
+    code = err.get("code")
+    if isinstance(code, int) and not isinstance(code, bool):
+        return 400 <= code < 500
+    kind = err.get("type")
+    return (isinstance(code, str) and code in _REQUEST_ERROR_CODES) or (
+        isinstance(kind, str) and kind in _REQUEST_ERROR_TYPES
+    )
 
 
 def _fail(translator: StreamTranslator, outcome: Outcome, message: str, code: str) -> bytes:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import httpx
-
 from .breaker import CircuitBreaker, shared_state
 from .settings import Settings
 from .translate.request import TranslationPolicy
-from .upstream import create_client
+from .upstream import Upstream, create_client
 
 
 @dataclass(slots=True)
@@ -20,7 +18,7 @@ class Runtime:
     settings: Settings
     breaker: CircuitBreaker
     policy: TranslationPolicy
-    client: httpx.AsyncClient | None = field(default=None)
+    upstream: Upstream | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
@@ -41,9 +39,9 @@ class Runtime:
         )
 
     async def startup(self) -> None:
-        self.client = create_client(self.settings)
+        self.upstream = Upstream(create_client(self.settings), self.settings.backend_url)
 
     async def shutdown(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        if self.upstream is not None:
+            await self.upstream.aclose()
+            self.upstream = None

@@ -129,22 +129,39 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 
 def log_level(env: Mapping[str, str]) -> str:
-    """``LOG_LEVEL``, else the reference's ``RUST_LOG`` (``info``, ``crate=debug,warn``…)."""
+    """``LOG_LEVEL`` (validated), else the reference's ``RUST_LOG``.
+
+    ``RUST_LOG`` belongs to the Rust proxy's logger, whose directives look like
+    ``info``, ``my_crate=debug,warn`` or a bare target ``my_crate`` (all levels
+    for it): a bare level is the global one, else the first level named, a bare
+    target meaning trace. It is read leniently — a unit file carried over from
+    the reference must never stop the service — and anything unreadable is info.
+    """
     raw = env.get("LOG_LEVEL", "").strip()
-    name = "LOG_LEVEL"
-    if not raw and env.get("RUST_LOG", "").strip():
-        name = "RUST_LOG"
-        # RUST_LOG directives look like "info" or "my_crate=debug,warn": a bare
-        # level is the global one; otherwise take the first level named.
-        directives = [d.strip() for d in env["RUST_LOG"].split(",") if d.strip()]
-        bare = [d for d in directives if "=" not in d]
-        raw = (bare or [d.split("=", 1)[1] for d in directives])[-1 if bare else 0]
-    if not raw:
-        return "INFO"
-    level = _LEVELS.get(raw.lower())
-    if level is None:
-        raise SettingsError(f"{name} must be one of {', '.join(_LEVELS)}, got {raw!r}")
-    return level
+    if raw:
+        level = _LEVELS.get(raw.lower())
+        if level is None:
+            raise SettingsError(f"LOG_LEVEL must be one of {', '.join(_LEVELS)}, got {raw!r}")
+        return level
+    directives = [d.strip() for d in env.get("RUST_LOG", "").split(",") if d.strip()]
+    global_levels = [_LEVELS[d.lower()] for d in directives if "=" not in d and d.lower() in _LEVELS]
+    if global_levels:
+        return global_levels[-1]
+    for directive in directives:
+        target, _, level = directive.partition("=")
+        if not level:
+            return "DEBUG"  # a bare target: every level of it
+        if level.lower() in _LEVELS:
+            return _LEVELS[level.lower()]
+    return "INFO"
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. a container's cpuset), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -175,7 +192,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         keepalive_secs=_float(env, "SSE_KEEPALIVE_SECS", 15.0, 0.05, 3600.0),
         log_level=log_level(env),
         log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
-        web_concurrency=_int(env, "WEB_CONCURRENCY", os.cpu_count() or 1, 1, 1024),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", _usable_cpus(), 1, 1024),
         graceful_timeout_secs=_float(env, "GRACEFUL_TIMEOUT_SECS", 600.0, 1.0, 86400.0),
         breaker_enabled=_bool(env, "CIRCUIT_BREAKER_ENABLED", True),
         breaker_threshold=_int(env, "CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1_000_000),

@@ -1,7 +1,10 @@
 """``GET /health``: the reference's body, with the breaker's shared state.
 
-While the breaker is open the answer is 503 ``unhealthy`` so that HAProxy's
-health checks take this host out of rotation until the backend recovers.
+While the breaker refuses requests the answer is 503 ``unhealthy``, so that
+HAProxy's health checks take this host out of rotation. Once the recovery time
+has passed and no probe is in flight, it answers 200 ``recovering``: a load
+balancer sends no traffic to a host it marked down, so without that the probe
+that closes the breaker could never arrive and the host would stay out for good.
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ class HealthResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         snap = self._runtime.breaker.snapshot()
         is_open = bool(snap["is_open"])
-        resp.status = 503 if is_open else 200
+        refusing = is_open and not snap["admits_probe"]
+        resp.status = 503 if refusing else 200
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps(
             {
-                "status": "unhealthy" if is_open else "healthy",
+                "status": "unhealthy" if refusing else ("recovering" if is_open else "healthy"),
                 "circuit_breaker": {
                     "enabled": snap["enabled"],
                     "is_open": is_open,

@@ -26,7 +26,7 @@ from ..translate.context import ResponseContext
 from ..translate.request import translate_request
 from ..translate.sse import encode_event
 from ..translate.stream import StreamTranslator
-from ..upstream import UpstreamError, open_stream
+from ..upstream import UpstreamError
 from .request_meta import RequestMeta, watch_disconnect
 
 log = logging.getLogger("proxy.responses")
@@ -96,19 +96,19 @@ class ResponsesResource:
 
         outcome = Outcome()
         if ctx.stream:
-            translator = StreamTranslator(ctx)
             resp.content_type = "text/event-stream"
             resp.set_headers(_SSE_HEADERS)
-            resp.stream = self._stream(
-                meta, ctx, translator, outcome, upstream, disconnected, permit, upstream_key
+            resp.stream = _ClosingStream(
+                self._stream(meta, ctx, outcome, upstream, disconnected, permit, upstream_key)
             )
             meta.deferred = True
             return
 
-        translator = StreamTranslator(ctx, emit_events=False)
-        translator.start()
+        translator: StreamTranslator | None = None
         warned = len(ctx.warnings)
         try:
+            translator = StreamTranslator(ctx, emit_events=False)
+            translator.start()
             async for _ in relay(
                 upstream, translator, outcome,
                 disconnected=disconnected,
@@ -121,7 +121,8 @@ class ResponsesResource:
                 pass
         finally:
             disconnected.cancel()
-            self._verdict(permit, outcome)
+            await upstream.aclose()  # idempotent; relay closes it on every path it runs
+            self._verdict(permit, outcome, translator)
             _log_warnings(meta, ctx, warned)
         response = translator.response
         if outcome.client_gone:
@@ -144,16 +145,17 @@ class ResponsesResource:
         self,
         meta: RequestMeta,
         ctx: ResponseContext,
-        translator: StreamTranslator,
         outcome: Outcome,
-        upstream,
+        upstream: httpx.Response,
         disconnected: asyncio.Future[None],
         permit: Permit,
         secret: str,
     ) -> AsyncIterator[bytes]:
         settings = self._rt.settings
         warned = len(ctx.warnings)
+        translator: StreamTranslator | None = None
         try:
+            translator = StreamTranslator(ctx)
             yield b"".join([encode_event(e) for e in translator.start()])
             async for data in relay(
                 upstream, translator, outcome,
@@ -166,19 +168,23 @@ class ResponsesResource:
             ):
                 yield data
         except Exception:
-            # A bug of ours must still end the client's stream with a terminal event.
+            # A bug of ours must still end the client's stream with a terminal event,
+            # and says nothing about the backend's health.
             log.exception("request_id=%s: stream translation failed", meta.request_id)
-            outcome.backend_failure = False
-            if not translator.done:
+            outcome.internal_error = True
+            if translator is not None and not translator.done:
                 yield b"".join(
                     [encode_event(e) for e in translator.fail("Internal proxy error.", "server_error")]
                 ) + b"data: [DONE]\n\n"
         finally:
             disconnected.cancel()
-            self._verdict(permit, outcome)
+            await upstream.aclose()
+            self._verdict(permit, outcome, translator)
             _log_warnings(meta, ctx, warned)
             if outcome.client_gone:
                 meta.status = "client_disconnected"
+            elif translator is None:
+                meta.status = "error"
             else:
                 meta.status = translator.response.get("status", "failed")
             meta.log_completed()
@@ -195,20 +201,18 @@ class ResponsesResource:
         Returns None when the client went away first; the pending request is
         cancelled then, so the backend sees the connection close.
         """
-        client = self._rt.client
-        assert client is not None, "lifespan startup did not run"
-        opening = asyncio.ensure_future(
-            open_stream(client, self._rt.settings.backend_url, orjson.dumps(chat), headers)
-        )
+        upstream = self._rt.upstream
+        assert upstream is not None, "lifespan startup did not run"
+        opening = asyncio.ensure_future(upstream.open(orjson.dumps(chat), headers))
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        await asyncio.wait((opening, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait((opening, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this request was cancelled (e.g. worker shutdown)
+            await _abandon(opening)
+            raise
         if opening.done():
             return opening.result()
-        opening.cancel()
-        try:
-            await opening
-        except BaseException:
-            pass
+        await _abandon(opening)
         if disconnected.done():
             return None
         raise UpstreamError(
@@ -216,14 +220,16 @@ class ResponsesResource:
             type="server_error", code="backend_timeout", backend_failure=True,
         )
 
-    def _verdict(self, permit: Permit, outcome: Outcome) -> None:
+    def _verdict(self, permit: Permit, outcome: Outcome, translator: StreamTranslator | None) -> None:
+        """Tell the breaker how the backend did: failed, answered, or no verdict
+        (the client left, or a bug of ours ended the request)."""
         breaker = self._rt.breaker
         if outcome.backend_failure:
             breaker.record_failure(permit)
-        elif outcome.client_gone:
-            breaker.release(permit)
-        else:
+        elif translator is not None and translator.done and not (outcome.internal_error or outcome.client_gone):
             breaker.record_success(permit)
+        else:
+            breaker.release(permit)
 
     def _client_key(self, req: falcon.asgi.Request) -> str:
         key = _presented_key(req)
@@ -245,6 +251,36 @@ class ResponsesResource:
                 code="missing_api_key",
             )
         return key
+
+
+class _ClosingStream:
+    """Falcon ends a response stream with ``close()``, which async generators lack
+    (they have ``aclose()``): without this, a stream Falcon stops iterating would
+    keep its upstream request, breaker permit and metrics line until garbage collection."""
+
+    __slots__ = ("_gen",)
+
+    def __init__(self, gen: AsyncIterator[bytes]) -> None:
+        self._gen = gen
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._gen
+
+    async def close(self) -> None:
+        await self._gen.aclose()  # type: ignore[attr-defined]
+
+
+async def _abandon(opening: asyncio.Future) -> None:
+    """Cancel a pending upstream open; close its response if it had arrived."""
+    if opening.done():
+        if not opening.cancelled() and opening.exception() is None:
+            await opening.result().aclose()
+        return
+    opening.cancel()
+    try:
+        await opening
+    except BaseException:
+        pass
 
 
 def _log_warnings(meta: RequestMeta, ctx: ResponseContext, start: int) -> None:

@@ -47,7 +47,7 @@ def open_it(b: CircuitBreaker, n: int = 3) -> None:
 
 def test_starts_closed(state, clock):
     b = make(state, clock)
-    assert b.snapshot() == {"enabled": True, "is_open": False, "consecutive_failures": 0, "state": "closed"}
+    assert b.snapshot() == {"enabled": True, "is_open": False, "consecutive_failures": 0, "state": "closed", "admits_probe": False}
     p = b.acquire()
     assert p == Permit(probe=False)
 
@@ -59,7 +59,7 @@ def test_opens_after_threshold_consecutive_failures(state, clock):
     assert b.snapshot()["state"] == "closed"
     assert b.snapshot()["consecutive_failures"] == 2
     b.record_failure(b.acquire())
-    assert b.snapshot() == {"enabled": True, "is_open": True, "consecutive_failures": 3, "state": "open"}
+    assert b.snapshot() == {"enabled": True, "is_open": True, "consecutive_failures": 3, "state": "open", "admits_probe": False}
     with pytest.raises(BreakerOpen) as exc:
         b.acquire()
     assert exc.value.retry_after == 30
@@ -97,13 +97,13 @@ def test_one_probe_after_recovery_and_its_success_closes(state, clock):
     clock.now += 30
     probe = b.acquire()
     assert probe.probe is True
-    assert b.snapshot() == {"enabled": True, "is_open": True, "consecutive_failures": 3, "state": "half_open"}
+    assert b.snapshot() == {"enabled": True, "is_open": True, "consecutive_failures": 3, "state": "half_open", "admits_probe": False}
     with pytest.raises(BreakerOpen) as exc:
         b.acquire()
     # While the probe is in flight the wait is bounded by recovery_secs.
     assert exc.value.retry_after == 30
     b.record_success(probe)
-    assert b.snapshot() == {"enabled": True, "is_open": False, "consecutive_failures": 0, "state": "closed"}
+    assert b.snapshot() == {"enabled": True, "is_open": False, "consecutive_failures": 0, "state": "closed", "admits_probe": False}
     assert b.acquire().probe is False
     assert b.stats() == {"opens": 1, "probes": 1, "recoveries": 1}
 
@@ -197,7 +197,7 @@ def test_disabled_is_really_off(clock, monkeypatch):
     b.release(p)
     b.record_success(p)
     assert b.acquire().probe is False
-    assert b.snapshot() == {"enabled": False, "is_open": False, "consecutive_failures": 0, "state": "closed"}
+    assert b.snapshot() == {"enabled": False, "is_open": False, "consecutive_failures": 0, "state": "closed", "admits_probe": False}
     assert breaker_mod._shared is None  # never touched shared memory
 
 
@@ -301,3 +301,18 @@ def test_permit_is_frozen():
 def test_rejects_nonsense_config(state, kw):
     with pytest.raises(ValueError):
         CircuitBreaker(state=state, **kw)
+
+
+def test_admits_probe_once_recovery_time_has_passed(state, clock):
+    """/health turns 200 ("recovering") when the next request would be the probe,
+    so a load balancer that took the host out lets that probe arrive."""
+    b = make(state, clock)
+    open_it(b)
+    assert b.snapshot()["admits_probe"] is False
+    clock.now += 30
+    assert b.snapshot()["admits_probe"] is True
+    assert b.snapshot()["is_open"] is True
+    probe = b.acquire()
+    assert b.snapshot()["admits_probe"] is False  # a probe is in flight
+    b.release(probe)
+    assert b.snapshot()["admits_probe"] is True  # its slot is free again

@@ -48,7 +48,7 @@ def test_state_set_in_one_process_is_seen_by_another(state):
         child.record_failure(child.acquire())
 
     assert run_child(fail_twice) == 0
-    assert b.snapshot() == {"enabled": True, "is_open": True, "consecutive_failures": 2, "state": "open"}
+    assert b.snapshot() == {"enabled": True, "is_open": True, "consecutive_failures": 2, "state": "open", "admits_probe": False}
     with pytest.raises(BreakerOpen):
         b.acquire()
 
