@@ -64,7 +64,7 @@ class RequestMetaMiddleware:
         if meta is None:
             return
         resp.set_header("X-Request-ID", meta.request_id)
-        meta.http_status = resp.status_code if hasattr(resp, "status_code") else int(str(resp.status)[:3])
+        meta.http_status = resp.status_code
         if req.path == "/health":
             return
         if not req_succeeded:
