@@ -35,6 +35,8 @@ class Runtime:
                 builtin_tools=settings.builtin_tools,  # type: ignore[arg-type]
                 max_tokens_field=settings.max_tokens_field,  # type: ignore[arg-type]
                 forward_verbosity=settings.forward_verbosity,
+                forward_prompt_cache_key=settings.forward_prompt_cache_key,
+                forward_service_tier=settings.forward_service_tier,
             ),
         )
 

@@ -59,6 +59,8 @@ class Settings:
     builtin_tools: str = "drop"
     max_tokens_field: str = "max_tokens"
     forward_verbosity: bool = False
+    forward_prompt_cache_key: bool = False
+    forward_service_tier: bool = False
     backend_api_key: str | None = None
     proxy_api_keys: frozenset[str] = frozenset()
     forward_headers: tuple[str, ...] = ()
@@ -202,6 +204,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             env, "MAX_TOKENS_FIELD", "max_tokens", ("max_tokens", "max_completion_tokens")
         ),
         forward_verbosity=_bool(env, "FORWARD_VERBOSITY", False),
+        forward_prompt_cache_key=_bool(env, "FORWARD_PROMPT_CACHE_KEY", False),
+        forward_service_tier=_bool(env, "FORWARD_SERVICE_TIER", False),
         backend_api_key=backend_key,
         proxy_api_keys=proxy_keys,
         forward_headers=forward_headers,

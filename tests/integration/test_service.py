@@ -304,3 +304,21 @@ def test_stored_response_ids_are_unknown_to_a_stateless_proxy(openai_client):
         openai_client.responses.delete("resp_abc123")
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.cancel("resp_abc123")
+
+
+def test_optional_params_are_forwarded_only_when_configured(proxy, proxy_factory, mock):
+    body = {"model": "m-fwd", "input": "hi", "prompt_cache_key": "thread-1", "service_tier": "flex",
+            "text": {"verbosity": "low"}}
+    mock.script("m-fwd", {"text": "ok"})
+    assert post(proxy.url, body).status_code == 200
+    sent = mock.requests("m-fwd")[-1]["body"]
+    assert not {"prompt_cache_key", "service_tier", "verbosity"} & set(sent)
+    forwarding = proxy_factory(
+        FORWARD_PROMPT_CACHE_KEY="true", FORWARD_SERVICE_TIER="true", FORWARD_VERBOSITY="true"
+    )
+    r = post(forwarding.url, body)
+    assert r.status_code == 200
+    echoed = r.json()
+    assert (echoed["prompt_cache_key"], echoed["service_tier"]) == ("thread-1", "flex")
+    sent = mock.requests("m-fwd")[-1]["body"]
+    assert (sent["prompt_cache_key"], sent["service_tier"], sent["verbosity"]) == ("thread-1", "flex", "low")
