@@ -1,0 +1,70 @@
+"""Settings: every variable validated at start, with a message naming it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from proxy import settings as s
+from proxy.devtools import ROOT, free_port
+
+
+def test_defaults_match_the_reference():
+    cfg = s.load({})
+    assert cfg.backend_url == "https://llm.chutes.ai/v1/chat/completions"
+    assert (cfg.host_port, cfg.port, cfg.bind_port) == (8282, None, 8282)
+    assert cfg.backend_timeout_secs == 600
+    assert cfg.max_body_bytes == 10 * 1024 * 1024 and cfg.max_event_bytes == 1024 * 1024
+    assert cfg.breaker_enabled and cfg.breaker_threshold == 5 and cfg.breaker_recovery_secs == 30
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("http://h:8000/v1", "http://h:8000/v1/chat/completions"),
+        ("http://h:8000/v1/", "http://h:8000/v1/chat/completions"),
+        ("https://api.x/v1/chat/completions", "https://api.x/v1/chat/completions"),
+    ],
+)
+def test_backend_url_accepts_a_base_or_the_full_endpoint(url, expected):
+    assert s.load({"BACKEND_URL": url}).backend_url == expected
+
+
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({"HOST_PORT": "eighty"}, "HOST_PORT"),
+        ({"HOST_PORT": "70000"}, "HOST_PORT"),
+        ({"PORT": "-1"}, "PORT"),
+        ({"BACKEND_TIMEOUT_SECS": "soon"}, "BACKEND_TIMEOUT_SECS"),
+        ({"BACKEND_URL": "ftp://x"}, "BACKEND_URL"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"CIRCUIT_BREAKER_ENABLED": "maybe"}, "CIRCUIT_BREAKER_ENABLED"),
+        ({"CIRCUIT_BREAKER_THRESHOLD": "0"}, "CIRCUIT_BREAKER_THRESHOLD"),
+        ({"BUILTIN_TOOLS": "ignore"}, "BUILTIN_TOOLS"),
+        ({"FORWARD_HEADERS": "Authorization"}, "FORWARD_HEADERS"),
+        ({"FORWARD_HEADERS": "Connection"}, "FORWARD_HEADERS"),
+        ({"BACKEND_API_KEY": "sk-operator"}, "PROXY_API_KEYS"),
+    ],
+)
+def test_bad_values_name_the_variable(env, name):
+    with pytest.raises(s.SettingsError, match=name):
+        s.load(env)
+
+
+def test_port_wins_over_host_port():
+    assert s.load({"PORT": "9000", "HOST_PORT": "8282"}).bind_port == 9000
+
+
+def test_gunicorn_refuses_to_start_on_a_bad_setting():
+    """The master validates before forking: a clear one-line message and exit 2."""
+    env = dict(os.environ, HOST_PORT=str(free_port()), BACKEND_TIMEOUT_SECS="forever")
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    done = subprocess.run(
+        [gunicorn, "-c", "conf/gunicorn.conf.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "invalid setting: BACKEND_TIMEOUT_SECS must be a number of seconds, got 'forever'" in done.stderr
