@@ -29,6 +29,13 @@ before validating it there. The deliberate exceptions, each asserted below:
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
 
+Reasoning items come in two shapes, never mixed: ``reasoning_text`` content
+(``summary: []``), or — when the request asked for ``reasoning.summary`` —
+``summary_text`` parts with no ``content`` key, streamed with the
+``response.reasoning_summary_*`` events (part added before its deltas, deltas
+concatenating to the one ``.done`` text, part done once, the final item's
+summary equal to the done parts).
+
 Open Responses models ignore unknown keys, so the top level of a Response is
 checked by hand (exactly the 31 keys). OpenAI models keep unknown keys in
 ``model_extra``; we walk the whole parsed tree and fail on any extra key that
@@ -185,9 +192,17 @@ def _check_item(item: dict, where: str) -> None:
                 assert part["type"] == "refusal", f"{where}: unexpected part {part['type']}"
     elif t == "reasoning":
         assert item["id"].startswith("rs_"), where
-        assert item.get("summary") == [], where
-        for part in item.get("content") or []:
-            assert part["type"] == "reasoning_text", where
+        summary = item.get("summary")
+        assert isinstance(summary, list), f"{where}: reasoning without a summary list"
+        for part in summary:
+            assert part["type"] == "summary_text" and isinstance(part.get("text"), str), where
+        if summary:
+            # Summary mode, as OpenAI sends it: the summary stands alone.
+            assert "content" not in item, f"{where}: reasoning with both summary and content"
+        else:
+            assert isinstance(item.get("content"), list), f"{where}: reasoning without content or summary"
+            for part in item["content"]:
+                assert part["type"] == "reasoning_text", where
     elif t == "function_call":
         assert item["id"].startswith("fc_"), where
         assert item["call_id"] and item["call_id"] != item["id"], where
@@ -271,7 +286,7 @@ def _validate_event(ev: dict) -> None:
 
 
 class _Part:
-    __slots__ = ("type", "text", "logprobs", "text_done", "done", "final")
+    __slots__ = ("type", "text", "logprobs", "text_done", "done", "final", "status")
 
     def __init__(self, ptype: str) -> None:
         self.type = ptype
@@ -280,15 +295,17 @@ class _Part:
         self.text_done = False
         self.done = False
         self.final: dict | None = None
+        self.status: str | None = None  # a summary part's done status ("incomplete" or absent)
 
 
 class _Item:
-    __slots__ = ("id", "type", "parts", "payload", "payload_done", "done", "final")
+    __slots__ = ("id", "type", "parts", "summary", "payload", "payload_done", "done", "final")
 
     def __init__(self, item: dict) -> None:
         self.id = item["id"]
         self.type = item["type"]
         self.parts: list[_Part] = []
+        self.summary: list[_Part] = []  # reasoning summary parts, by summary_index
         self.payload: list[str] = []  # arguments / input deltas
         self.payload_done: str | None = None
         self.done = False
@@ -353,8 +370,11 @@ def check_stream(events: list[dict]) -> dict:
             if item["type"] == "custom_tool_call":
                 assert item["name"] and item["call_id"], "custom_tool_call added without name/call_id"
                 assert item["input"] == "", "custom_tool_call added with input"
-            if item["type"] in ("message", "reasoning"):
-                assert item.get("content") == [], f"{item['type']} added with content"
+            if item["type"] == "message":
+                assert item.get("content") == [], "message added with content"
+            if item["type"] == "reasoning":
+                assert item.get("summary") == [], "reasoning added with a summary"
+                assert item.get("content", []) == [], "reasoning added with content"
             items[idx] = _Item(item)
             continue
         assert idx in items, f"{t} for output_index {idx} before output_item.added"
@@ -370,7 +390,37 @@ def check_stream(events: list[dict]) -> dict:
             assert part[_PART_TEXT_KEY[part["type"]]] == "", "content part added with text"
             expected = ("reasoning_text",) if it.type == "reasoning" else ("output_text", "refusal")
             assert part["type"] in expected, f"{part['type']} part in a {it.type} item"
+            assert not it.summary, "reasoning_text content added to an item streaming a summary"
             it.parts.append(_Part(part["type"]))
+        elif t == "response.reasoning_summary_part.added":
+            assert it.type == "reasoning", f"summary part on {it.type}"
+            assert not it.parts, "summary part added to an item streaming reasoning_text content"
+            assert ev["summary_index"] == len(it.summary), f"summary_index {ev['summary_index']} out of order"
+            assert all(p.done for p in it.summary), "summary part added while another is open"
+            assert ev["part"] == {"type": "summary_text", "text": ""}, f"summary part added as {ev['part']}"
+            it.summary.append(_Part("summary_text"))
+        elif t in ("response.reasoning_summary_text.delta", "response.reasoning_summary_text.done"):
+            si = ev["summary_index"]
+            assert si < len(it.summary), f"{t} before reasoning_summary_part.added"
+            p = it.summary[si]
+            assert not p.text_done, f"{t} after the summary part's text done"
+            if t.endswith(".delta"):
+                assert ev["delta"], f"empty {t}"
+                p.text.append(ev["delta"])
+            else:
+                assert ev["text"] == "".join(p.text), f"{t}: text != concatenated deltas"
+                p.text_done = True
+        elif t == "response.reasoning_summary_part.done":
+            si = ev["summary_index"]
+            assert si < len(it.summary), "reasoning_summary_part.done before added"
+            p = it.summary[si]
+            assert p.text_done and not p.done, "summary part done before its text done event, or twice"
+            part = ev["part"]
+            assert part == {"type": "summary_text", "text": "".join(p.text)}, "summary part done text != deltas"
+            assert ev.get("status", "incomplete") == "incomplete", f"summary part done with status {ev['status']}"
+            p.done = True
+            p.final = part
+            p.status = ev.get("status")  # checked against the item's status at output_item.done
         elif t in _DELTA_PART:
             ci = ev["content_index"]
             assert ci < len(it.parts), f"{t} before content_part.added"
@@ -420,10 +470,21 @@ def check_stream(events: list[dict]) -> dict:
             assert item["id"] == it.id and item["type"] == it.type, "output_item.done changed id/type"
             assert item["status"] in ("completed", "incomplete"), f"item done with status {item['status']}"
             assert all(p.done for p in it.parts), "output_item.done with an open content part"
-            if it.type in ("message", "reasoning"):
+            assert all(p.done for p in it.summary), "output_item.done with an open summary part"
+            if it.type == "reasoning" and it.summary:
+                assert item["summary"] == [p.final for p in it.summary], "item summary != its done summary parts"
+                assert "content" not in item, "summary-mode reasoning item with content"
+                cut = item["status"] == "incomplete"
+                for p in it.summary:
+                    assert p.status == ("incomplete" if cut else None), (
+                        "summary part done status must be 'incomplete' exactly when the item is"
+                    )
+            elif it.type in ("message", "reasoning"):
                 assert item["content"] == [p.final for p in it.parts], "item content != its done parts"
                 if it.type == "message":
                     assert it.parts, "message item without content parts"
+                else:
+                    assert item["summary"] == [], "reasoning summary without summary events"
             elif it.type == "function_call":
                 assert it.payload_done is not None, "function_call done without arguments.done"
                 assert item["arguments"] == it.payload_done

@@ -27,6 +27,8 @@ class Exchange:
     status: int = 0
     response_headers: dict[str, str] = field(default_factory=dict)
     response_body: bytes = b""
+    # Set once the whole upstream answer has been read and recorded.
+    done: threading.Event = field(default_factory=threading.Event)
 
     def json(self) -> Any:
         return json.loads(self.request_body)
@@ -60,23 +62,38 @@ class RecordingTap:
                 with tap._lock:
                     tap.exchanges.append(ex)
                 fwd = {k: v for k, v in headers.items() if k not in _HOP_BY_HOP}
-                with tap._client.stream(self.command, tap.target + self.path, headers=fwd, content=body) as r:
-                    ex.status = r.status_code
-                    ex.response_headers = {k.lower(): v for k, v in r.headers.items()}
-                    self.send_response(r.status_code)
-                    for k, v in r.headers.items():
-                        if k.lower() not in _HOP_BY_HOP:
-                            self.send_header(k, v)
-                    self.send_header("transfer-encoding", "chunked")
-                    self.end_headers()
-                    chunks = []
-                    for chunk in r.iter_raw():
-                        chunks.append(chunk)
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                        self.wfile.flush()
-                    self.wfile.write(b"0\r\n\r\n")
-                    self.wfile.flush()
+                chunks: list[bytes] = []
+                try:
+                    with tap._client.stream(self.command, tap.target + self.path, headers=fwd, content=body) as r:
+                        ex.status = r.status_code
+                        ex.response_headers = {k.lower(): v for k, v in r.headers.items()}
+                        self.send_response(r.status_code)
+                        for k, v in r.headers.items():
+                            if k.lower() not in _HOP_BY_HOP:
+                                self.send_header(k, v)
+                        self.send_header("transfer-encoding", "chunked")
+                        self.end_headers()
+                        client_gone = False
+                        for chunk in r.iter_raw():
+                            chunks.append(chunk)
+                            if client_gone:
+                                continue
+                            try:
+                                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                                self.wfile.flush()
+                            except OSError:
+                                # A client may hang up right after the terminal event
+                                # (before the chunked terminator): record the rest anyway.
+                                client_gone = True
+                        if not client_gone:
+                            try:
+                                self.wfile.write(b"0\r\n\r\n")
+                                self.wfile.flush()
+                            except OSError:
+                                pass
+                finally:
                     ex.response_body = b"".join(chunks)
+                    ex.done.set()
 
             do_GET = do_POST = do_DELETE = _relay
 
@@ -109,6 +126,7 @@ def check_exchanges(tap: RecordingTap) -> list[dict[str, Any]]:
 
     finals = []
     for ex in tap.exchanges:
+        assert ex.done.wait(15), f"{ex.method} {ex.path}: the answer never finished"
         ctype = ex.response_headers.get("content-type", "")
         where = f"{ex.method} {ex.path} -> {ex.status}"
         if ex.status >= 400:

@@ -56,6 +56,12 @@ class ResponseContext:
     allowed_tools: frozenset[str] | None = None
     # include: ["reasoning.encrypted_content"]
     include_encrypted_reasoning: bool = False
+    # reasoning.summary was requested ("auto", "concise", "detailed"): stream the
+    # backend's reasoning as the item's summary (response.reasoning_summary_*
+    # events, summary_text parts) instead of reasoning_text content, because
+    # Codex and the Agents SDK display summaries and hide raw reasoning text.
+    # A chat backend has no separate summary, so the whole reasoning is it.
+    reasoning_as_summary: bool = False
     # include: ["message.output_text.logprobs"] or top_logprobs set.
     include_logprobs: bool = False
     # Warnings produced while translating (dropped built-in tools, ...), for logs.

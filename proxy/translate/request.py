@@ -626,6 +626,7 @@ def translate_request(
         namespaced=ts.namespaced,
         allowed_tools=choice.allowed,
         include_encrypted_reasoning=INCLUDE_ENCRYPTED in include,
+        reasoning_as_summary=reasoning_echo is not None and reasoning_echo["summary"] is not None,
         include_logprobs=include_logprobs,
         warnings=warnings,
     )

@@ -18,6 +18,17 @@ Naming choices a client must know about:
   openai SDK and Codex parse only the OpenAI names, so those are what we emit
   (the conformance checker maps the names when validating against the Open
   Responses models).
+* **Reasoning as a summary** when the request set ``reasoning.summary``
+  (``ctx.reasoning_as_summary``): Codex and the Agents SDK display summaries
+  and hide raw reasoning text, and a chat backend has no separate summary, so
+  the whole reasoning becomes one summary part. The item is
+  ``{id, type, summary: [{type: "summary_text", text}], status}`` with no
+  ``content`` key (as OpenAI sends it), and the events are
+  ``output_item.added`` → ``reasoning_summary_part.added`` (``summary_index``
+  0, empty text) → ``reasoning_summary_text.delta``* →
+  ``reasoning_summary_text.done`` → ``reasoning_summary_part.done`` (with
+  ``status: "incomplete"`` when cut short) → ``output_item.done``. Both specs
+  share these names. ``encrypted_content`` holds the full text in either mode.
 * **The ``error`` event has OpenAI's flat shape** ``{type:"error", code,
   message, param, sequence_number}``. Open Responses nests these under an
   ``error`` key, but the openai SDK raises ``APIError`` on any event whose
@@ -123,6 +134,10 @@ _REFUSAL_DELTA = "response.refusal.delta"
 _REFUSAL_DONE = "response.refusal.done"
 _RS_DELTA = "response.reasoning_text.delta"
 _RS_DONE = "response.reasoning_text.done"
+_SUM_PART_ADDED = "response.reasoning_summary_part.added"
+_SUM_PART_DONE = "response.reasoning_summary_part.done"
+_SUM_DELTA = "response.reasoning_summary_text.delta"
+_SUM_DONE = "response.reasoning_summary_text.done"
 _ARGS_DELTA = "response.function_call_arguments.delta"
 _ARGS_DONE = "response.function_call_arguments.done"
 _CUSTOM_DELTA = "response.custom_tool_call_input.delta"
@@ -214,6 +229,7 @@ class StreamTranslator:
         self._rs_id: str | None = None
         self._rs_index = -1
         self._rs_buf: list[str] = []
+        self._rs_summary = ctx.reasoning_as_summary
         # message segment
         self._msg_id: str | None = None
         self._msg_index = -1
@@ -454,54 +470,120 @@ class StreamTranslator:
             self._open_reasoning(out)
         self._rs_buf.append(text)
         if out is not None:
-            out.append(
-                {
-                    "type": _RS_DELTA,
-                    "sequence_number": self._next_seq(),
-                    "item_id": self._rs_id,
-                    "output_index": self._rs_index,
-                    "content_index": 0,
-                    "delta": text,
-                }
-            )
+            if self._rs_summary:
+                out.append(
+                    {
+                        "type": _SUM_DELTA,
+                        "sequence_number": self._next_seq(),
+                        "item_id": self._rs_id,
+                        "output_index": self._rs_index,
+                        "summary_index": 0,
+                        "delta": text,
+                    }
+                )
+            else:
+                out.append(
+                    {
+                        "type": _RS_DELTA,
+                        "sequence_number": self._next_seq(),
+                        "item_id": self._rs_id,
+                        "output_index": self._rs_index,
+                        "content_index": 0,
+                        "delta": text,
+                    }
+                )
 
     def _open_reasoning(self, out: list | None) -> None:
         self._rs_id = rid = new_id("rs")
         self._rs_index = idx = len(self._items)
         self._items.append(None)
         self._rs_buf = []
-        if out is not None:
+        if out is None:
+            return
+        if self._rs_summary:
             out.append(
                 {
                     "type": _ITEM_ADDED,
                     "sequence_number": self._next_seq(),
                     "output_index": idx,
-                    "item": {"id": rid, "type": "reasoning", "summary": [], "content": [], "status": "in_progress"},
+                    "item": {"id": rid, "type": "reasoning", "summary": [], "status": "in_progress"},
                 }
             )
             out.append(
                 {
-                    "type": _PART_ADDED,
+                    "type": _SUM_PART_ADDED,
                     "sequence_number": self._next_seq(),
                     "item_id": rid,
                     "output_index": idx,
-                    "content_index": 0,
-                    "part": {"type": "reasoning_text", "text": ""},
+                    "summary_index": 0,
+                    "part": {"type": "summary_text", "text": ""},
                 }
             )
+            return
+        out.append(
+            {
+                "type": _ITEM_ADDED,
+                "sequence_number": self._next_seq(),
+                "output_index": idx,
+                "item": {"id": rid, "type": "reasoning", "summary": [], "content": [], "status": "in_progress"},
+            }
+        )
+        out.append(
+            {
+                "type": _PART_ADDED,
+                "sequence_number": self._next_seq(),
+                "item_id": rid,
+                "output_index": idx,
+                "content_index": 0,
+                "part": {"type": "reasoning_text", "text": ""},
+            }
+        )
 
     def _close_reasoning(self, out: list | None, status: str) -> None:
         rid, idx = self._rs_id, self._rs_index
         text = "".join(self._rs_buf)
-        part = {"type": "reasoning_text", "text": text}
-        item: dict[str, Any] = {"id": rid, "type": "reasoning", "summary": [], "content": [part], "status": status}
+        summary = self._rs_summary
+        item: dict[str, Any]
+        if summary:
+            # OpenAI's summary-mode items carry no `content` key at all.
+            part = {"type": "summary_text", "text": text}
+            item = {"id": rid, "type": "reasoning", "summary": [part], "status": status}
+        else:
+            part = {"type": "reasoning_text", "text": text}
+            item = {"id": rid, "type": "reasoning", "summary": [], "content": [part], "status": status}
         if self.ctx.include_encrypted_reasoning:
+            # The full text either way: it is what a replayed item gives back upstream.
             item["encrypted_content"] = encode_reasoning(text)
         self._items[idx] = item
         self._rs_id = None
         self._rs_buf = []
-        if out is not None:
-            seq = self._next_seq
+        if out is None:
+            return
+        seq = self._next_seq
+        if summary:
+            out.append(
+                {
+                    "type": _SUM_DONE,
+                    "sequence_number": seq(),
+                    "item_id": rid,
+                    "output_index": idx,
+                    "summary_index": 0,
+                    "text": text,
+                }
+            )
+            done = {
+                "type": _SUM_PART_DONE,
+                "sequence_number": seq(),
+                "item_id": rid,
+                "output_index": idx,
+                "summary_index": 0,
+                "part": part,
+            }
+            if status == "incomplete":
+                # OpenAI marks a summary part cut short this way (omitted otherwise).
+                done["status"] = "incomplete"
+            out.append(done)
+        else:
             out.append(
                 {
                     "type": _RS_DONE,
@@ -522,7 +604,7 @@ class StreamTranslator:
                     "part": part,
                 }
             )
-            out.append({"type": _ITEM_DONE, "sequence_number": seq(), "output_index": idx, "item": item})
+        out.append({"type": _ITEM_DONE, "sequence_number": seq(), "output_index": idx, "item": item})
 
     # message segment
 

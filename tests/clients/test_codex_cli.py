@@ -12,6 +12,11 @@ Both tool sets Codex sends are covered: ``gpt-5.5`` (a model it knows: custom
 model name (fallback set: ``namespace`` tools, no ``apply_patch`` tool — Codex then
 patches through ``exec_command`` with an ``apply_patch`` heredoc, which it
 intercepts). A first "probe" run reads which tools Codex actually offers.
+
+Codex asks for ``reasoning.summary: "auto"`` only in the fallback configuration;
+there the proxy streams the reasoning as a summary, which ``codex exec --json``
+shows as ``reasoning`` items. For gpt-5.5 (no summary requested) the reasoning
+stays ``reasoning_text`` content, which Codex keeps to itself.
 """
 from __future__ import annotations
 
@@ -119,6 +124,8 @@ def test_codex_patches_a_file_through_the_proxy(model, codex, proxy, mock, tmp_p
         assert any(c["aggregated_output"] == "hello\n" for c in commands), commands
         assert any(ch["path"].endswith("hello.txt") for fc in run.items("file_change") for ch in fc["changes"])
         assert run.items("agent_message")[-1]["text"] == FINAL
+        shown = [r["text"] for r in run.items("reasoning")]
+        assert shown == ([] if model == "gpt-5.5" else [R1, R2]), run.describe()
         assert trap.attempts == [], f"Codex tried to reach the internet: {trap.attempts}"
 
         # What Codex sent and received (through the tap): three conforming streams.
@@ -127,6 +134,12 @@ def test_codex_patches_a_file_through_the_proxy(model, codex, proxy, mock, tmp_p
     (req1, resp1), (req2, resp2), (req3, _) = streams
     reasoning1 = [i for i in resp1["output"] if i["type"] == "reasoning"]
     assert len(reasoning1) == 1 and reasoning1[0]["encrypted_content"], resp1["output"]
+    if model == "gpt-5.5":
+        assert (req1.get("reasoning") or {}).get("summary") is None, req1.get("reasoning")
+        assert reasoning1[0]["summary"] == [] and reasoning1[0]["content"] == [{"type": "reasoning_text", "text": R1}]
+    else:
+        assert req1["reasoning"]["summary"] == "auto", req1.get("reasoning")
+        assert reasoning1[0]["summary"] == [{"type": "summary_text", "text": R1}] and "content" not in reasoning1[0]
     replayed = [i for i in req2["input"] if i.get("type") == "reasoning"]
     assert [r.get("encrypted_content") for r in replayed] == [reasoning1[0]["encrypted_content"]]
     patch_item_type = "custom_tool_call" if patch_call["name"] == "apply_patch" else "function_call"

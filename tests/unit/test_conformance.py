@@ -188,6 +188,119 @@ def test_custom_tool_call_is_validated_by_openai_only():
         check_response(bad)
 
 
+# --------------------------------------------------------------- reasoning summaries
+
+
+SUMMARY_CHUNKS = [
+    _ch({"reasoning_content": "think "}),
+    _ch({"reasoning_content": "hard"}),
+    _ch({"content": "Hi"}, "stop"),
+    {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+]
+
+
+@pytest.fixture
+def good_summary() -> list[dict]:
+    events = _events(SUMMARY_CHUNKS, reasoning_as_summary=True)
+    check_stream(events)
+    return copy.deepcopy(events)
+
+
+def _renumber(events):
+    for i, e in enumerate(events):
+        e["sequence_number"] = i
+    return events
+
+
+def test_good_summary_stream_passes(good_summary):
+    final = check_stream(good_summary)
+    assert final["output"][0]["summary"] == [{"type": "summary_text", "text": "think hard"}]
+    cut = _events([_ch({"reasoning_content": "x"}, "length")], reasoning_as_summary=True)
+    assert check_stream(cut)["output"][0]["status"] == "incomplete"
+
+
+def test_summary_delta_before_part_added_rejected(good_summary):
+    i = good_summary.index(_find(good_summary, "response.reasoning_summary_part.added"))
+    good_summary[i], good_summary[i + 1] = good_summary[i + 1], good_summary[i]
+    with pytest.raises(AssertionError, match="before reasoning_summary_part.added"):
+        check_stream(_renumber(good_summary))
+
+
+def test_summary_done_text_mismatch_rejected(good_summary):
+    _find(good_summary, "response.reasoning_summary_text.done")["text"] = "think harder"
+    with pytest.raises(AssertionError, match="concatenated deltas"):
+        check_stream(good_summary)
+
+
+def test_summary_done_twice_rejected(good_summary):
+    done = _find(good_summary, "response.reasoning_summary_text.done")
+    good_summary.insert(good_summary.index(done) + 1, dict(done))
+    with pytest.raises(AssertionError, match="after the summary part's text done"):
+        check_stream(_renumber(good_summary))
+
+
+def test_summary_part_never_done_rejected(good_summary):
+    good_summary.remove(_find(good_summary, "response.reasoning_summary_part.done"))
+    with pytest.raises(AssertionError, match="open summary part"):
+        check_stream(_renumber(good_summary))
+
+
+def test_summary_part_added_with_text_rejected(good_summary):
+    _find(good_summary, "response.reasoning_summary_part.added")["part"]["text"] = "x"
+    with pytest.raises(AssertionError, match="summary part added as"):
+        check_stream(good_summary)
+
+
+def test_summary_index_out_of_order_rejected(good_summary):
+    for e in good_summary:
+        if "summary_index" in e:
+            e["summary_index"] = 1
+    with pytest.raises(AssertionError, match="summary_index 1 out of order"):
+        check_stream(good_summary)
+
+
+def test_final_summary_must_equal_done_parts(good_summary):
+    done = _find(good_summary, "response.output_item.done")
+    done["item"]["summary"] = [{"type": "summary_text", "text": "something else"}]
+    with pytest.raises(AssertionError, match="item summary != its done summary parts"):
+        check_stream(good_summary)
+
+
+def test_summary_item_with_content_rejected(good_summary):
+    item = good_summary[-1]["response"]["output"][0]
+    item["content"] = [{"type": "reasoning_text", "text": "think hard"}]
+    with pytest.raises(AssertionError, match="both summary and content"):
+        check_response(good_summary[-1]["response"])
+
+
+def test_summary_without_summary_events_rejected(good):
+    item = _find(good, "response.output_item.done")["item"]
+    assert item["type"] == "reasoning"
+    item["summary"] = [{"type": "summary_text", "text": "think"}]
+    with pytest.raises(AssertionError, match="reasoning summary without summary events"):
+        check_stream(good)
+
+
+def test_summary_part_on_a_reasoning_text_item_rejected(good):
+    added = _find(good, "response.content_part.added")
+    bogus = {"type": "response.reasoning_summary_part.added", "item_id": added["item_id"],
+             "output_index": added["output_index"], "summary_index": 0, "part": {"type": "summary_text", "text": ""}}
+    good.insert(good.index(added) + 1, bogus)
+    with pytest.raises(AssertionError, match="summary part added to an item streaming reasoning_text"):
+        check_stream(_renumber(good))
+
+
+def test_summary_part_status_must_match_the_item(good_summary):
+    bad = copy.deepcopy(good_summary)
+    _find(bad, "response.reasoning_summary_part.done")["status"] = "incomplete"
+    with pytest.raises(AssertionError, match="exactly when the item is"):
+        check_stream(bad)
+    cut = _events([_ch({"reasoning_content": "x"}, "length")], reasoning_as_summary=True)
+    del _find(cut, "response.reasoning_summary_part.done")["status"]
+    with pytest.raises(AssertionError, match="exactly when the item is"):
+        check_stream(cut)
+
+
 # --------------------------------------------------------------- parse_sse
 
 

@@ -128,6 +128,24 @@ def test_reasoning_summary_only_is_echoed_not_sent() -> None:
     assert ctx.echo["reasoning"]["summary"] == "concise"
 
 
+@pytest.mark.parametrize(
+    ("reasoning", "as_summary"),
+    [
+        (None, False),
+        ({"effort": "high"}, False),
+        ({"effort": "high", "summary": None}, False),
+        ({"summary": "auto"}, True),
+        ({"effort": "low", "summary": "concise"}, True),
+        ({"summary": "detailed"}, True),
+        ({"generate_summary": "auto"}, True),  # deprecated spelling
+    ],
+)
+def test_reasoning_summary_switches_the_stream_to_summaries(reasoning: Any, as_summary: bool) -> None:
+    body = {} if reasoning is None else {"reasoning": reasoning}
+    _, ctx = tr(body)
+    assert ctx.reasoning_as_summary is as_summary
+
+
 def test_policy_flags_forward_service_tier_and_prompt_cache_key() -> None:
     body = {"service_tier": "flex", "prompt_cache_key": "k1"}
     chat, ctx = tr(body)

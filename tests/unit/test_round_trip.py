@@ -6,6 +6,9 @@ and namespaced calls — from the streaming and the JSON path alike — the next
 request must translate without error and carry the history faithfully
 upstream: each call in the assistant message with its upstream name, the
 reasoning back as ``reasoning_content``, every call answered by its tool message.
+That holds in both reasoning shapes (``reasoning_text`` content, or the summary
+a ``reasoning.summary`` request gets), with ``encrypted_content`` or without it
+(then the visible text is all the proxy has to go on).
 """
 from __future__ import annotations
 
@@ -37,14 +40,17 @@ CALL_KINDS = {
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
 
 
-def _first_turn(stream: bool) -> dict:
-    return {
+def _first_turn(stream: bool, summary: str | None = None, encrypted: bool = True) -> dict:
+    body = {
         "model": "m",
         "input": [{"role": "user", "content": "go"}],
         "tools": TOOLS,
         "stream": stream,
-        "include": ["reasoning.encrypted_content"],
+        "include": ["reasoning.encrypted_content"] if encrypted else [],
     }
+    if summary is not None:
+        body["reasoning"] = {"summary": summary}
+    return body
 
 
 def _chunks(reasoning: str, content: str, calls: list[tuple[str, str]]) -> list[dict]:
@@ -68,10 +74,13 @@ def _chunks(reasoning: str, content: str, calls: list[tuple[str, str]]) -> list[
     reasoning=text,
     content=text,
     calls=st.lists(st.tuples(st.sampled_from(sorted(CALL_KINDS)), text), max_size=4),
+    summary=st.sampled_from([None, "auto", "concise", "detailed"]),
+    encrypted=st.booleans(),
 )
-def test_output_fed_back_as_input_translates(stream, reasoning, content, calls):
-    body = _first_turn(stream)
+def test_output_fed_back_as_input_translates(stream, reasoning, content, calls, summary, encrypted):
+    body = _first_turn(stream, summary, encrypted)
     _, ctx = translate_request(body, POLICY)
+    assert ctx.reasoning_as_summary is (summary is not None)
     upstream_calls = [(CALL_KINDS[kind][0], CALL_KINDS[kind][1](arg)) for kind, arg in calls]
     translator = StreamTranslator(ctx, emit_events=stream)
     translator.start()
@@ -80,6 +89,14 @@ def test_output_fed_back_as_input_translates(stream, reasoning, content, calls):
     translator.finish()
     output = translator.response["output"]
     assert translator.response["status"] == "completed"
+    for item in output:
+        if item["type"] == "reasoning":
+            # The shape the request asked for; the text itself is checked upstream below.
+            if summary is None:
+                assert item["summary"] == [] and [p["type"] for p in item["content"]] == ["reasoning_text"]
+            else:
+                assert "content" not in item and [p["type"] for p in item["summary"]] == ["summary_text"]
+            assert ("encrypted_content" in item) is encrypted
 
     results = []
     for item in output:

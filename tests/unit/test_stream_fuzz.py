@@ -95,6 +95,7 @@ CTX = st.fixed_dictionaries(
         "namespaced": st.sampled_from([{}, {"ns__f": ("ns", "f")}]),
         "allowed_tools": st.sampled_from([None, frozenset({"f"}), frozenset()]),
         "include_encrypted_reasoning": st.booleans(),
+        "reasoning_as_summary": st.booleans(),
         "include_logprobs": st.booleans(),
     }
 )

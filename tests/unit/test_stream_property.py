@@ -73,9 +73,10 @@ def to_sse(chunks: list[dict], crlf: bool, comments: bool) -> bytes:
     crlf=st.booleans(),
     comments=st.booleans(),
     drop_final_blank=st.booleans(),
+    summary=st.booleans(),
     data=st.data(),
 )
-def test_read_boundaries_do_not_matter(reasoning, content, args, crlf, comments, drop_final_blank, data):
+def test_read_boundaries_do_not_matter(reasoning, content, args, crlf, comments, drop_final_blank, summary, data):
     chunks = build_chunks(reasoning, content, args)
     raw = to_sse(chunks, crlf, comments)
     if drop_final_blank:
@@ -93,8 +94,8 @@ def test_read_boundaries_do_not_matter(reasoning, content, args, crlf, comments,
     assert payloads == reference
     assert len(payloads) == len(chunks) + 1 and payloads[-1] == b"[DONE]"
 
-    events = translate_payloads(payloads)
-    assert events == translate_payloads(reference)
+    events = translate_payloads(payloads, reasoning_as_summary=summary)
+    assert events == translate_payloads(reference, reasoning_as_summary=summary)
     final = check_stream(events)
     # The text survives exactly (modulo the think/whitespace rules checked elsewhere).
     if not any(c.strip() for c in content):
@@ -106,9 +107,10 @@ def test_read_boundaries_do_not_matter(reasoning, content, args, crlf, comments,
     reasoning=TEXT,
     answer=TEXT.filter(lambda s: s.strip() != ""),
     lead=st.sampled_from(["", " ", "\n\n"]),
+    summary=st.booleans(),
     data=st.data(),
 )
-def test_content_chunk_boundaries_do_not_matter(reasoning, answer, lead, data):
+def test_content_chunk_boundaries_do_not_matter(reasoning, answer, lead, summary, data):
     # Keep the answer from starting with whitespace (stripped after </think>)
     # and the reasoning free of the close tag, so the expectation is exact.
     while "</think>" in reasoning:
@@ -119,9 +121,10 @@ def test_content_chunk_boundaries_do_not_matter(reasoning, answer, lead, data):
     pieces = [full[a:b] for a, b in zip([0] + cuts, cuts + [len(full)])]
     chunks = [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces if p]
     chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    events = translate_payloads([orjson.dumps(c) for c in chunks])
+    events = translate_payloads([orjson.dumps(c) for c in chunks], reasoning_as_summary=summary)
     final = check_stream(events)
-    got_r = "".join(p["text"] for it in final["output"] if it["type"] == "reasoning" for p in it["content"])
+    field = "summary" if summary else "content"
+    got_r = "".join(p["text"] for it in final["output"] if it["type"] == "reasoning" for p in it[field])
     got_t = "".join(p["text"] for it in final["output"] if it["type"] == "message" for p in it["content"])
     assert got_r == reasoning
     assert got_t == answer
