@@ -83,15 +83,20 @@ def custom_input_schema(description: str | None, fmt: Any) -> dict[str, Any]:
     }
 
 
-def _function_fields(tool: dict, param: str) -> tuple[str, Any, Any, Any]:
+def _name_and_description(tool: dict, param: str, kind: str) -> tuple[str, str | None]:
     name = tool.get("name")
     if name is None:
-        raise missing(param + ".name", "every function tool needs a name")
+        raise missing(param + ".name", f"every {kind} tool needs a name")
     if not isinstance(name, str) or not name:
         raise fail(param + ".name", "a non-empty string", name)
     description = tool.get("description")
     if description is not None and not isinstance(description, str):
         raise fail(param + ".description", "a string", description)
+    return name, description
+
+
+def _function_fields(tool: dict, param: str) -> tuple[str, Any, Any, Any]:
+    name, description = _name_and_description(tool, param, "function")
     parameters = tool.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise fail(param + ".parameters", "a JSON Schema object", parameters)
@@ -102,14 +107,7 @@ def _function_fields(tool: dict, param: str) -> tuple[str, Any, Any, Any]:
 
 
 def _custom_fields(tool: dict, param: str) -> tuple[str, str | None, dict[str, Any]]:
-    name = tool.get("name")
-    if name is None:
-        raise missing(param + ".name", "every custom tool needs a name")
-    if not isinstance(name, str) or not name:
-        raise fail(param + ".name", "a non-empty string", name)
-    description = tool.get("description")
-    if description is not None and not isinstance(description, str):
-        raise fail(param + ".description", "a string", description)
+    name, description = _name_and_description(tool, param, "custom")
     fmt = tool.get("format")
     if fmt is not None:
         if not isinstance(fmt, dict):
