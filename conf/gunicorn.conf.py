@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proxy import settings as _settings  # noqa: E402
-from proxy.breaker import create_shared_state  # noqa: E402
+from proxy.breaker import shared_state  # noqa: E402
 
 try:
     _s = _settings.load()
@@ -22,7 +22,9 @@ except _settings.SettingsError as _exc:
     sys.exit(2)
 
 if _s.breaker_enabled:
-    create_shared_state()
+    # Created once in the master (get-or-create: a SIGHUP reload re-reads this
+    # file, and the breaker's state must survive it like it survives workers).
+    shared_state()
 
 wsgi_app = "proxy.app:app"
 worker_class = "proxy.worker.Worker"

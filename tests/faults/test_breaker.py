@@ -171,3 +171,22 @@ def test_respawned_workers_see_the_open_breaker(proxy_factory, mock):
             _, doc = health(svc.url)
         assert doc["circuit_breaker"]["consecutive_failures"] == 3, doc
     assert len(mock.requests("cb-kill")) == 3
+
+
+def test_breaker_state_survives_a_sighup_reload(proxy_factory, mock):
+    """`systemctl reload` sends SIGHUP: gunicorn re-reads its config and replaces
+    every worker; the open breaker must not be reset by it."""
+    svc = proxy_factory(CIRCUIT_BREAKER_THRESHOLD="3", CIRCUIT_BREAKER_RECOVERY_SECS="60")
+    first = wait_workers(svc)
+    mock.script("cb-hup", FAIL)
+    for _ in range(3):
+        assert post(svc.url, {"model": "cb-hup", "input": "x"}).status_code == 502
+    assert health(svc.url)[0] == 503
+    svc.signal(signal.SIGHUP)
+    new = wait_workers(svc, exclude=set(first))
+    assert not set(new) & set(first)
+    status, doc = health(svc.url)
+    assert status == 503 and doc["circuit_breaker"]["consecutive_failures"] == 3, doc
+    r = post(svc.url, {"model": "cb-hup", "input": "x"})
+    assert r.status_code == 503 and error_of(r)["code"] == "circuit_open"
+    assert len(mock.requests("cb-hup")) == 3
