@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +63,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from loadtest.client import LoadProcs, LoadResult, LoadSpec  # noqa: E402
-from proxy.devtools import free_port, wait_http  # noqa: E402
+from proxy import devtools  # noqa: E402
+from proxy.devtools import Service  # noqa: E402
 
 HOST = "127.0.0.1"
 API_KEY = "sk-bench-0123456789abcdef"
@@ -88,21 +88,15 @@ DEFAULT_MATRIX = [
 
 
 class Proc:
-    """A service process tree started by the bench (own session, killed as a group)."""
+    """A service started by ``proxy.devtools`` plus what the bench reads off it."""
 
-    def __init__(self, name: str, args: list[str], cwd: Path, env: dict[str, str], port: int, health: str, log: Path):
+    def __init__(self, name: str, service: Service) -> None:
         self.name = name
-        self.url = f"http://{HOST}:{port}"
-        self.port = port
-        self.log = log
-        self._log = open(log, "ab")
-        self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        try:
-            wait_http(self.url + health, self.proc, timeout=60)
-        except BaseException:
-            self.stop()
-            raise
+        self.service = service
+        self.url = service.url
+        self.port = service.port
+        self.proc = service.proc
+        self.log = service.log_path
 
     def workers(self) -> list[psutil.Process]:
         """The processes that do the work: the children (gunicorn / uvicorn workers), else the process."""
@@ -118,14 +112,7 @@ class Proc:
         return [root, *root.children(recursive=True)]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(5)
-        self._log.close()
+        self.service.stop()
 
 
 def cpu_of(procs: list[psutil.Process]) -> float:
@@ -150,21 +137,14 @@ def rss_mb(procs: list[psutil.Process]) -> list[float]:
 
 
 def start_mock(workers: int, logs: Path) -> Proc:
-    port = free_port()
-    args = [sys.executable, "-m", "proxy.mock", "--host", HOST, "--port", str(port), "--workers", str(workers),
-            "--max-records", "16"]
-    return Proc("mock", args, ROOT, dict(os.environ), port, "/_mock/health", logs / "mock.log")
+    return Proc("mock", devtools.start_mock(logs / "mock.log", workers=workers, max_records=16))
 
 
 def start_proxy(name: str, root: Path, backend: str, workers: int, extra_env: dict[str, str], logs: Path) -> Proc:
-    port = free_port()
-    env = dict(os.environ)
-    env.pop("PORT", None)
-    env.update({"HOST_PORT": str(port), "BACKEND_URL": backend, "WEB_CONCURRENCY": str(workers),
-                "LOG_LEVEL": "info"})
-    env.update(extra_env)
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    return Proc(name, [gunicorn, "-c", "conf/gunicorn.conf.py"], root, env, port, "/health", logs / f"{name}.log")
+    service = devtools.start_proxy(
+        backend, logs / f"{name}.log", root=root, WEB_CONCURRENCY=str(workers), **extra_env
+    )
+    return Proc(name, service)
 
 
 # --------------------------------------------------------------------------- requests

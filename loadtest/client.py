@@ -27,16 +27,14 @@ try:
 except ImportError:  # pragma: no cover - the runtime requirements include it
     uvloop = None
 
-from loadtest.checks import json_failure, stream_failure
-
-DONE_TAIL = b"data: [DONE]\n\n"
+from loadtest.checks import COMPLETED_TAIL, json_failure, stream_failure
 
 
 def chat_stream_failure(status: int, content_type: str, body: bytes) -> str | None:
     """A direct chat-completions stream is complete when it ends with ``[DONE]``."""
     if status != 200:
         return f"HTTP {status}: {body[:200]!r}"
-    if not body.endswith(DONE_TAIL):
+    if not body.endswith(COMPLETED_TAIL):
         return f"chat stream does not end with [DONE]: {body[-200:]!r}"
     return None
 

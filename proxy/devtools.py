@@ -38,13 +38,15 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 3
 class Service:
     """A child process on a loopback port, with its output in a log file."""
 
-    def __init__(self, args: list[str], port: int, health_path: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], port: int, health_path: str, env: dict[str, str], log_path: Path, cwd: Path = ROOT
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             wait_http(self.url + health_path, self.proc)
@@ -75,14 +77,21 @@ class Service:
         return self.proc.returncode
 
 
-def start_mock(log_path: Path, port: int | None = None, workers: int = 1) -> Service:
+def start_mock(
+    log_path: Path, port: int | None = None, workers: int = 1, max_records: int | None = None
+) -> Service:
     port = port or free_port()
     args = [sys.executable, "-m", "proxy.mock", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    if max_records is not None:
+        args += ["--max-records", str(max_records)]
     return Service(args, port, "/_mock/health", dict(os.environ), log_path)
 
 
-def start_proxy(backend_url: str, log_path: Path, port: int | None = None, **env: str) -> Service:
-    """``gunicorn -c conf/gunicorn.conf.py``, exactly as deployed, on a loopback port."""
+def start_proxy(
+    backend_url: str, log_path: Path, port: int | None = None, root: Path = ROOT, **env: str
+) -> Service:
+    """``gunicorn -c conf/gunicorn.conf.py``, exactly as deployed, on a loopback port
+    (from ``root``: another checkout of the proxy, for side-by-side benchmarks)."""
     port = port or free_port()
     full_env = dict(os.environ)
     full_env.update(
@@ -91,4 +100,4 @@ def start_proxy(backend_url: str, log_path: Path, port: int | None = None, **env
     full_env.pop("PORT", None)
     full_env.update(env)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    return Service([gunicorn, "-c", "conf/gunicorn.conf.py"], port, "/health", full_env, log_path)
+    return Service([gunicorn, "-c", "conf/gunicorn.conf.py"], port, "/health", full_env, log_path, cwd=root)

@@ -18,7 +18,7 @@ import orjson
 
 from .logs import mask_key
 from .translate.completion import completion_as_sse
-from .translate.sse import DONE, KEEPALIVE, EventTooLarge, SSEDecoder, encode_event
+from .translate.sse import DONE, KEEPALIVE, EventTooLarge, SSEDecoder, encode_events
 from .translate.stream import StreamTranslator
 
 _DONE_PAYLOAD = b"[DONE]"
@@ -36,12 +36,6 @@ class Outcome:
         self.internal_error = False
         self.timed_out = False
         self.failure_code: str | None = None
-
-
-def _encode_all(events: list[dict]) -> bytes:
-    if len(events) == 1:
-        return encode_event(events[0])
-    return b"".join([encode_event(e) for e in events])
 
 
 async def relay(
@@ -132,10 +126,10 @@ async def relay(
             if data is None and not translator.done:
                 events += _finish(translator, outcome)  # EOF without [DONE]
             if translator.done:
-                yield (_encode_all(events) if events else b"") + DONE
+                yield (encode_events(events) if events else b"") + DONE
                 return
             if events:
-                yield _encode_all(events)
+                yield encode_events(events)
     finally:
         if pending is not None:
             pending.cancel()
@@ -234,4 +228,4 @@ def _caused_by_request(err: object) -> bool:
 
 def _fail(translator: StreamTranslator, outcome: Outcome, message: str, code: str) -> bytes:
     outcome.failure_code = code
-    return _encode_all(translator.fail(message, code)) + DONE
+    return encode_events(translator.fail(message, code)) + DONE

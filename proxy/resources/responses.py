@@ -24,7 +24,7 @@ from ..relay import Outcome, relay
 from ..runtime import Runtime
 from ..translate.context import ResponseContext
 from ..translate.request import translate_request
-from ..translate.sse import encode_event
+from ..translate.sse import DONE, encode_events
 from ..translate.stream import StreamTranslator
 from ..upstream import UpstreamError
 from .request_meta import RequestMeta, watch_disconnect
@@ -156,7 +156,7 @@ class ResponsesResource:
         translator: StreamTranslator | None = None
         try:
             translator = StreamTranslator(ctx)
-            yield b"".join([encode_event(e) for e in translator.start()])
+            yield encode_events(translator.start())
             async for data in relay(
                 upstream, translator, outcome,
                 disconnected=disconnected,
@@ -173,9 +173,7 @@ class ResponsesResource:
             log.exception("request_id=%s: stream translation failed", meta.request_id)
             outcome.internal_error = True
             if translator is not None and not translator.done:
-                yield b"".join(
-                    [encode_event(e) for e in translator.fail("Internal proxy error.", "server_error")]
-                ) + b"data: [DONE]\n\n"
+                yield encode_events(translator.fail("Internal proxy error.", "server_error")) + DONE
         finally:
             disconnected.cancel()
             await upstream.aclose()
@@ -351,22 +349,23 @@ def _check_content_type(req: falcon.asgi.Request) -> None:
 
 async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes; refuse larger bodies before reading them whole."""
-    too_large = ProxyError(
-        413,
-        f"The request body is larger than the {limit // (1024 * 1024)} MB limit.",
-        code="request_too_large",
-    )
     length = req.content_length
     if length is not None and length > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in req.stream:
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413, f"The request body is larger than the {limit // (1024 * 1024)} MB limit.", code="request_too_large"
+    )
 
 
 def _parse_body(raw: bytes) -> dict:

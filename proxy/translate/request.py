@@ -56,9 +56,6 @@ class TranslationPolicy:
     # Put replayed reasoning text as `reasoning_content` on the following
     # assistant message.
     reasoning_in_history: bool = True
-    # Operator secret for authenticated reasoning blobs (see reasoning_codec);
-    # must match the key the response side encodes with.
-    reasoning_key: bytes | None = None
 
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -263,9 +260,9 @@ class _History:
         else:
             self.add({"role": "assistant", "content": None, "tool_calls": [call]})
 
-    def add_reasoning(self, item: dict, key: bytes | None) -> None:
+    def add_reasoning(self, item: dict) -> None:
         if self.keep_reasoning:
-            text = reasoning_text(item, key)
+            text = reasoning_text(item)
             if text:
                 self.pending_reasoning.append(text)
 
@@ -322,7 +319,6 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
             )
         h.add({"role": "user", "content": raw})
     elif isinstance(raw, list):
-        key = policy.reasoning_key
         for i, item in enumerate(raw):
             param = f"input[{i}]"
             if not isinstance(item, dict):
@@ -336,7 +332,7 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
                 call_id = v.req_str(item, "call_id", param + ".call_id")
                 h.add({"role": "tool", "tool_call_id": call_id, "content": _tool_output(item, param)})
             elif itype == "reasoning":
-                h.add_reasoning(item, key)
+                h.add_reasoning(item)
             elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
                 # The openai SDK's ItemReference: {"id": ...} with an optional type.
                 raise invalid_request(

@@ -129,3 +129,10 @@ def encode_event(event: dict) -> bytes:
     contains a raw newline and always fits on one ``data:`` line.
     """
     return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event) + b"\n\n"
+
+
+def encode_events(events: list[dict]) -> bytes:
+    """Several events as one write (one ``send`` per upstream read, not per event)."""
+    if len(events) == 1:
+        return encode_event(events[0])
+    return b"".join([encode_event(e) for e in events])

@@ -7,8 +7,8 @@
   deterministic instead of left to the kernel.
 * ``completed_lines``: the ``request_completed`` metrics lines of a proxy log,
   with the pid of the worker that wrote them.
-* ``post`` / ``stream_events``: raw HTTP against the proxy, always on a new
-  connection (a fresh ``httpx`` client per call).
+* ``stream``: a raw SSE request with the timing of each read (plain HTTP
+  helpers — ``post``, ``error_of``, ``wait_for`` … — are in ``tests/http.py``).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import httpx
 import orjson
@@ -26,6 +26,7 @@ import psutil
 
 from proxy.devtools import Service
 from tests.conftest import API_KEY
+from tests.http import auth, wait_for
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
@@ -33,18 +34,6 @@ _COMPLETED = re.compile(
     r"\[(?P<pid>\d+)\] proxy\.metrics: request_completed: model=(?P<model>.*?), duration_ms=(?P<duration_ms>\d+), "
     r"status=(?P<status>[^,]*), http_status=(?P<http_status>\d+), key=(?P<key>\S+), request_id=(?P<request_id>\S+)"
 )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- workers
@@ -128,47 +117,6 @@ def completed_for(service: Service, request_id: str, timeout: float = 5.0, settl
     )
     time.sleep(settle)
     return [c for c in completed_lines(service) if c.request_id == request_id]
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-def auth(key: str | None = API_KEY) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-def post(
-    base: str,
-    body: dict | bytes,
-    *,
-    key: str | None = API_KEY,
-    headers: dict[str, str] | None = None,
-    timeout: float = 30.0,
-    path: str = "/v1/responses",
-) -> httpx.Response:
-    """POST on a new connection (``httpx.post`` makes a fresh client)."""
-    h = auth(key)
-    h.update(headers or {})
-    if isinstance(body, (bytes, bytearray)):
-        h.setdefault("Content-Type", "application/json")
-        return httpx.post(base + path, content=bytes(body), headers=h, timeout=timeout)
-    return httpx.post(base + path, json=body, headers=h, timeout=timeout)
-
-
-def health(base: str) -> tuple[int, dict]:
-    r = httpx.get(base + "/health", timeout=10)
-    return r.status_code, r.json()
-
-
-def error_of(r: httpx.Response) -> dict:
-    """The OpenAI-shaped error of a response, asserting the shape."""
-    doc = r.json()
-    assert set(doc) == {"error"}, doc
-    err = doc["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
-    assert isinstance(err["message"], str) and err["message"], err
-    assert isinstance(err["type"], str) and err["type"], err
-    return err
 
 
 def split_sse(raw: bytes) -> tuple[list[dict], int, bool]:

@@ -12,16 +12,8 @@ import time
 
 import pytest
 
-from tests.faults.helpers import (
-    completed_for,
-    error_of,
-    health,
-    only_worker,
-    post,
-    wait_for,
-    wait_workers,
-    worker_pids,
-)
+from tests.faults.helpers import completed_for, only_worker, wait_workers, worker_pids
+from tests.http import error_of, health, post, wait_for
 
 BREAKER = {"CIRCUIT_BREAKER_THRESHOLD": "3", "CIRCUIT_BREAKER_RECOVERY_SECS": "2"}
 FAIL = {"status": 500, "error": {"message": "backend exploded"}}
@@ -151,13 +143,19 @@ def test_disabled_breaker_never_refuses(proxy_factory, mock):
 
 
 @pytest.mark.slow
-def test_respawned_workers_see_the_open_breaker(proxy_factory, mock):
+def _open_for_a_minute(proxy_factory, mock, model: str):
+    """A proxy whose breaker three backend 500s have opened (recovery 60 s); its first workers."""
     svc = proxy_factory(CIRCUIT_BREAKER_THRESHOLD="3", CIRCUIT_BREAKER_RECOVERY_SECS="60")
     first = wait_workers(svc)
-    mock.script("cb-kill", FAIL)
-    for i in range(3):
-        assert post(svc.url, {"model": "cb-kill", "input": "x"}).status_code == 502
+    mock.script(model, FAIL)
+    for _ in range(3):
+        assert post(svc.url, {"model": model, "input": "x"}).status_code == 502
     assert health(svc.url)[0] == 503
+    return svc, first
+
+
+def test_respawned_workers_see_the_open_breaker(proxy_factory, mock):
+    svc, first = _open_for_a_minute(proxy_factory, mock, "cb-kill")
     # Kill both original workers (one at a time); gunicorn respawns them by forking the master.
     seen = set(first)
     for pid in first:
@@ -176,12 +174,7 @@ def test_respawned_workers_see_the_open_breaker(proxy_factory, mock):
 def test_breaker_state_survives_a_sighup_reload(proxy_factory, mock):
     """`systemctl reload` sends SIGHUP: gunicorn re-reads its config and replaces
     every worker; the open breaker must not be reset by it."""
-    svc = proxy_factory(CIRCUIT_BREAKER_THRESHOLD="3", CIRCUIT_BREAKER_RECOVERY_SECS="60")
-    first = wait_workers(svc)
-    mock.script("cb-hup", FAIL)
-    for _ in range(3):
-        assert post(svc.url, {"model": "cb-hup", "input": "x"}).status_code == 502
-    assert health(svc.url)[0] == 503
+    svc, first = _open_for_a_minute(proxy_factory, mock, "cb-hup")
     svc.signal(signal.SIGHUP)
     new = wait_workers(svc, exclude=set(first))
     assert not set(new) & set(first)

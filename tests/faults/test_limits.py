@@ -10,7 +10,8 @@ import pytest
 from tests.conformance import check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.faults.conftest import FORWARDED
-from tests.faults.helpers import auth, error_of, post, raw_request, stream
+from tests.faults.helpers import raw_request, stream
+from tests.http import auth, error_of, post
 
 LIMIT = 10 * 1024 * 1024
 

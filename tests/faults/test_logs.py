@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from tests.conftest import API_KEY
-from tests.faults.helpers import auth, completed_for, completed_lines, post, wait_for
+from tests.faults.helpers import completed_for, completed_lines
+from tests.http import auth, post, wait_for
 
 LIMIT = 10 * 1024 * 1024
 

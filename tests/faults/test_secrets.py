@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from proxy.devtools import ROOT, free_port
-from tests.faults.helpers import error_of, post, split_sse, stream
-
-
+from tests.faults.helpers import split_sse, stream
+from tests.http import error_of, post
 def _key() -> str:
     return "sk-fault-" + os.urandom(12).hex()
 

@@ -25,7 +25,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.helpers import auth, split_sse, terminal_problems, wait_workers
+from tests.faults.helpers import split_sse, terminal_problems, wait_workers
+from tests.http import auth
 
 DURATION = 30.0
 KILL_AT = 10.0

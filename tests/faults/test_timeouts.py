@@ -14,8 +14,8 @@ import pytest
 from proxy.devtools import free_port
 from tests.conformance import check_stream, parse_sse
 from tests.conftest import API_KEY
-from tests.faults.helpers import auth, completed_for, error_of, post, stream, wait_for
-
+from tests.faults.helpers import completed_for, stream
+from tests.http import auth, error_of, post, wait_for
 SLOW = [f"t{i} " for i in range(100)]
 
 

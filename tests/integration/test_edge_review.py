@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import aiohttp
 import httpx
 import orjson
 import pytest
@@ -31,6 +30,7 @@ from proxy import settings as settings_mod
 from proxy import upstream
 from proxy.devtools import Service, start_proxy
 from tests.conftest import API_KEY
+from tests.http import error_of
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TERMINAL = (b"response.completed", b"response.incomplete", b"response.failed")
@@ -92,12 +92,6 @@ _FIRST_EVENT = (
     b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
     b'"choices":[{"index":0,"delta":{"role":"assistant","content":"partial"},"finish_reason":null}]}\n\n'
 )
-
-
-def _error(r: httpx.Response) -> dict:
-    doc = r.json()
-    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "type", "param", "code"}, doc
-    return doc["error"]
 
 
 def _stream_until_terminal(url: str, body: dict, limit: float) -> tuple[int, bytes, float]:
@@ -170,7 +164,7 @@ def test_malformed_backend_response_is_502_and_counted(proxy_factory, raw_backen
     backend = raw_backend(reply)
     svc = proxy_factory(backend_url=backend.url, CIRCUIT_BREAKER_THRESHOLD="100", WEB_CONCURRENCY="1")
     r = httpx.post(svc.url + "/v1/responses", json={"model": "m", "input": "x", "stream": stream}, headers=AUTH, timeout=15)
-    err = _error(r)
+    err = error_of(r)
     assert (r.status_code, err["code"]) != (500, "internal_error"), "a backend's bytes became our 500"
     assert r.status_code == 502 and err["type"] == "server_error", (r.status_code, err)
     assert httpx.get(svc.url + "/health").json()["circuit_breaker"]["consecutive_failures"] == 1
@@ -212,7 +206,7 @@ def test_broken_framing_mid_body_json_is_a_prompt_504(framing_proxy):
     except httpx.ReadTimeout:
         pytest.fail("no answer within 12 s (idle timeout 2 s): the proxy waits for BACKEND_TIMEOUT_SECS (60 s)")
     assert r.status_code == 504, (r.status_code, r.text)
-    assert _error(r)["code"] == "backend_timeout"
+    assert error_of(r)["code"] == "backend_timeout"
 
 
 def test_pool_exhaustion_is_a_retryable_503_that_the_breaker_ignores(mock):
@@ -252,7 +246,7 @@ def test_mid_stream_backend_error_code_is_the_same_in_json_and_stream(eproxy, mo
     assert [e["code"] for e in error_events] == ["context_length_exceeded"]  # the stream keeps it
     r = httpx.post(eproxy.url + "/v1/responses", json={"model": "edge-midstream", "input": "x"}, headers=AUTH, timeout=10)
     assert r.status_code == 502
-    assert _error(r)["code"] == "context_length_exceeded"
+    assert error_of(r)["code"] == "context_length_exceeded"
 
 
 @pytest.mark.parametrize("value", ["responses_proxy", "responses_proxy,hyper=warn"])
@@ -262,7 +256,7 @@ def test_rust_log_with_a_bare_target_does_not_stop_the_service(value):
 
 def test_trailing_slash_is_not_an_empty_response_id(eproxy, mock):
     r = httpx.post(eproxy.url + "/v1/responses/", json={"model": "mock-echo", "input": "hi"}, headers=AUTH, timeout=10)
-    assert r.status_code == 200 or "id ''" not in _error(r)["message"], r.text
+    assert r.status_code == 200 or "id ''" not in error_of(r)["message"], r.text
 
 
 # --------------------------------------------------------------------------- behaviour worth keeping
@@ -274,7 +268,7 @@ def test_method_not_allowed_is_openai_shaped_with_allow_and_request_id(eproxy):
     assert r.headers["content-type"] == "application/json"
     assert r.headers["x-request-id"] == "edge-405"
     assert "POST" in r.headers["allow"]
-    assert _error(r) == {
+    assert error_of(r) == {
         "message": "Method GET is not allowed on /v1/responses.",
         "type": "invalid_request_error",
         "param": None,
@@ -296,8 +290,8 @@ def test_backend_closing_before_answering_is_502_and_counted(proxy_factory, raw_
     backend = raw_backend(b"")
     svc = proxy_factory(backend_url=backend.url, CIRCUIT_BREAKER_THRESHOLD="100", WEB_CONCURRENCY="1")
     r = httpx.post(svc.url + "/v1/responses", json={"model": "m", "input": "x"}, headers=AUTH, timeout=15)
-    assert r.status_code == 502 and _error(r)["code"] == "backend_error"
-    assert "closed the connection" in _error(r)["message"]
+    assert r.status_code == 502 and error_of(r)["code"] == "backend_error"
+    assert "closed the connection" in error_of(r)["message"]
     assert httpx.get(svc.url + "/health").json()["circuit_breaker"]["consecutive_failures"] == 1
 
 
@@ -307,7 +301,7 @@ def test_body_cut_mid_chunk_fails_both_modes_as_backend_errors(proxy_factory, ra
     backend = raw_backend(_SSE_HEAD + _chunk(_FIRST_EVENT) + b"40\r\ndata: {")
     svc = proxy_factory(backend_url=backend.url, CIRCUIT_BREAKER_THRESHOLD="100", WEB_CONCURRENCY="1")
     r = httpx.post(svc.url + "/v1/responses", json={"model": "m", "input": "x"}, headers=AUTH, timeout=15)
-    assert r.status_code == 502 and _error(r)["code"] == "backend_error"
+    assert r.status_code == 502 and error_of(r)["code"] == "backend_error"
     status, raw, _ = _stream_until_terminal(svc.url, {"model": "m", "input": "x"}, limit=10)
     assert status == 200 and b"response.failed" in raw and raw.endswith(b"data: [DONE]\n\n")
     assert httpx.get(svc.url + "/health").json()["circuit_breaker"]["consecutive_failures"] == 2

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conformance import check_response, check_stream, parse_sse
 from tests.conftest import API_KEY
-from tests.integration.sse_client import post, stream_raw
+from tests.http import error_of, post, stream_raw, wait_for
 
 TEXT = "Hello there — a reply in small deltas, with ünïcode ✓."
 
@@ -156,12 +156,6 @@ def test_streamed_tool_calls_validate(proxy, mock):
 
 # --- errors -----------------------------------------------------------------
 
-def _error(r: httpx.Response) -> dict:
-    doc = r.json()
-    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "type", "param", "code"}
-    return doc["error"]
-
-
 @pytest.mark.parametrize(
     "body, param",
     [
@@ -175,7 +169,7 @@ def _error(r: httpx.Response) -> dict:
 def test_bad_requests_are_400_with_param(proxy, body, param):
     r = post(proxy.url, body)
     assert r.status_code == 400
-    err = _error(r)
+    err = error_of(r)
     assert err["type"] == "invalid_request_error"
     assert err["param"] == param
     assert err["message"]
@@ -199,7 +193,7 @@ def test_backend_unreachable_is_502(proxy_factory):
     dead = proxy_factory(backend_url=f"http://127.0.0.1:{free_port()}/v1", CIRCUIT_BREAKER_ENABLED="false")
     r = post(dead.url, {"model": "m", "input": "hi"})
     assert r.status_code == 502
-    assert _error(r)["type"] == "server_error"
+    assert error_of(r)["type"] == "server_error"
 
 
 def test_backend_timeout_is_504(proxy_factory, mock):
@@ -207,19 +201,19 @@ def test_backend_timeout_is_504(proxy_factory, mock):
     mock.script("m-hang", {"hang": True})
     r = post(slow.url, {"model": "m-hang", "input": "hi"})
     assert r.status_code == 504
-    assert _error(r)["code"] == "backend_timeout"
+    assert error_of(r)["code"] == "backend_timeout"
 
 
 def test_unknown_path_is_openai_shaped_404(proxy):
     r = httpx.get(proxy.url + "/v1/nothing-here")
     assert r.status_code == 404
-    assert _error(r)["message"]
+    assert error_of(r)["message"]
 
 
 def test_missing_key_is_401(proxy):
     r = post(proxy.url, {"model": "m", "input": "hi"}, key=None)
     assert r.status_code == 401
-    assert _error(r)["type"] == "authentication_error" or _error(r)["code"] == "missing_api_key"
+    assert error_of(r)["type"] == "authentication_error" or error_of(r)["code"] == "missing_api_key"
 
 
 def test_health_reports_breaker(proxy):
@@ -237,7 +231,8 @@ def test_key_goes_upstream_and_is_masked_in_logs(proxy, mock):
     assert r.status_code == 200
     assert r.headers["x-request-id"] == "trace-abc-123"
     assert mock.requests("m-key")[-1]["headers"]["authorization"] == f"Bearer {API_KEY}"
-    log = _wait_for(proxy, "request_id=trace-abc-123")
+    wait_for(lambda: "request_id=trace-abc-123" in proxy.log_text(), 5, what="the metrics line")
+    log = proxy.log_text()
     assert API_KEY not in log
     assert f"{API_KEY[:6]}…{API_KEY[-4:]}" in log
     assert "a secret prompt" not in log
@@ -254,16 +249,6 @@ def test_x_api_key_header_is_accepted(proxy, mock):
     assert r.status_code == 200
     assert mock.requests("m-xkey")[-1]["headers"]["authorization"] == "Bearer sk-other-key-1234567890"
 
-
-def _wait_for(service, needle: str, timeout: float = 5.0) -> str:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        text = service.log_text()
-        if needle in text or time.monotonic() > deadline:
-            return text
-        time.sleep(0.05)
 
 
 def test_backend_answering_json_instead_of_sse(openai_client, mock):

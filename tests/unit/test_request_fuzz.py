@@ -178,7 +178,8 @@ POLICY = st.builds(
     max_tokens_field=st.sampled_from(["max_tokens", "max_completion_tokens"]),
     forward_verbosity=st.booleans(),
     reasoning_in_history=st.booleans(),
-    reasoning_key=st.sampled_from([None, b"k"]),
+    forward_prompt_cache_key=st.booleans(),
+    forward_service_tier=st.booleans(),
 )
 
 
