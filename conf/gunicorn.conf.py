@@ -12,8 +12,8 @@ import sys
 # The project root, so `proxy` imports however gunicorn was started.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from proxy import settings as _settings  # noqa: E402
-from proxy.breaker import shared_state  # noqa: E402
+from proxy import settings as _settings
+from proxy.breaker import shared_state
 
 try:
     _s = _settings.load()
@@ -57,8 +57,8 @@ if _s.log_format == "json":
         },
         "root": {"level": _s.log_level, "handlers": ["console"]},
         "loggers": {
-            "gunicorn.error": {"level": _s.log_level, "handlers": ["console"], "propagate": False, "qualname": "gunicorn.error"},
-            "gunicorn.access": {"level": _s.log_level, "handlers": ["console"], "propagate": False, "qualname": "gunicorn.access"},
+            name: {"level": _s.log_level, "handlers": ["console"], "propagate": False, "qualname": name}
+            for name in ("gunicorn.error", "gunicorn.access")
         },
     }
 

@@ -315,7 +315,7 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
     # Growth: from the first sample after warm-up (10% of the run) to the last, per worker pid.
     warm = [s for s in samples if s["t"] >= args.soak * 0.1] or samples
     growth = {}
-    for i, pid in enumerate(warm[0]["pids"]):
+    for pid in warm[0]["pids"]:
         later = [s["rss_mb"][s["pids"].index(pid)] for s in warm if pid in s["pids"]]
         growth[str(pid)] = round(later[-1] - later[0], 1)
     out = {"mode": "soak", "seconds": args.soak, "requests": ok, "errors": errors, "rps": ok / args.soak,

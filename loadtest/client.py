@@ -19,8 +19,8 @@ import asyncio
 import dataclasses
 import multiprocessing
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 try:
     import uvloop
@@ -79,7 +79,7 @@ class LoadResult:
     completed_total: int = 0  # successes, window or not
     cpu_window: float = 0.0  # this process's CPU-seconds inside the window
 
-    def merge(self, other: "LoadResult") -> None:
+    def merge(self, other: LoadResult) -> None:
         self.latencies += other.latencies
         self.ttfb += other.ttfb
         self.ok += other.ok

@@ -35,7 +35,7 @@ from locust import FastHttpUser, task
 
 # `locust -f loadtest/locustfile.py` imports this file by path: make the package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtest.checks import function_call, json_failure, stream_failure  # noqa: E402
+from loadtest.checks import function_call, json_failure, stream_failure
 
 API_KEY = os.environ.get("LOADTEST_API_KEY", "sk-loadtest")
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}

@@ -6,14 +6,16 @@ names it). Settings are read at import, i.e. once per worker.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import falcon
 import falcon.asgi
 import falcon.media
 import orjson
 
-from . import logs, settings as settings_mod
+from . import logs
+from . import settings as settings_mod
 from .errors import ProxyError
 from .resources.health import HealthResource
 from .resources.request_meta import RECEIVE_SCOPE_KEY, RequestMetaMiddleware

@@ -21,7 +21,7 @@ class Runtime:
     upstream: Upstream | None = field(default=None)
 
     @classmethod
-    def build(cls, settings: Settings) -> "Runtime":
+    def build(cls, settings: Settings) -> Runtime:
         return cls(
             settings=settings,
             breaker=CircuitBreaker(

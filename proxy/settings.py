@@ -6,8 +6,8 @@ worker forks: a typo in a unit file should fail loudly, not at the first request
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import urlsplit
 
 DEFAULT_BACKEND_URL = "https://llm.chutes.ai/v1/chat/completions"

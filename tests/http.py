@@ -3,7 +3,8 @@ exact SSE bytes); every call on a new connection (a fresh ``httpx`` client)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 

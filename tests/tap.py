@@ -108,7 +108,7 @@ class RecordingTap:
         self._server.server_close()
         self._client.close()
 
-    def __enter__(self) -> "RecordingTap":
+    def __enter__(self) -> RecordingTap:
         return self
 
     def __exit__(self, *exc: Any) -> None:

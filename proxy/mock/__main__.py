@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m proxy.mock", description="Scripted mock Chat Completions backend.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100, help="0 picks a free port (printed on the ready line)")
-    parser.add_argument("--workers", type=int, default=1, help="scripts and recordings are per worker: keep 1 for tests")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="scripts and recordings are per worker: keep 1 for tests"
+    )
     parser.add_argument("--max-records", type=int, default=10000, help="request log size (oldest dropped)")
     args = parser.parse_args(argv)
     os.environ["MOCK_MAX_RECORDS"] = str(args.max_records)

@@ -48,7 +48,11 @@ async def _send_json(send: Any, status: int, obj: Any, headers: list[tuple[bytes
     await send({
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", JSON_CONTENT_TYPE), (b"content-length", str(len(body)).encode()), *(headers or [])],
+        "headers": [
+            (b"content-type", JSON_CONTENT_TYPE),
+            (b"content-length", str(len(body)).encode()),
+            *(headers or []),
+        ],
     })
     await send({"type": "http.response.body", "body": body})
 
@@ -176,7 +180,8 @@ async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             plan = build_plan(script, body, model or "mock-echo")
         except Exception as exc:  # a malformed script is the test's bug: say so instead of a bare 500
-            await _send_json(send, 500, error_body(500, {"message": f"bad mock script: {exc!r}", "type": "mock_script_error"}))
+            err = {"message": f"bad mock script: {exc!r}", "type": "mock_script_error"}
+            await _send_json(send, 500, error_body(500, err))
             record["completed"] = True
             return
         watch = _Watch(receive, record) if plan.needs_watcher else None

@@ -147,7 +147,9 @@ def error_body(status: int, error: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "error": {
             "message": error.get("message", f"mock error {status}"),
-            "type": error.get("type", _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")),
+            "type": error.get(
+                "type", _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+            ),
             "param": error.get("param"),
             "code": error.get("code"),
         }
@@ -159,7 +161,9 @@ def _usage(script: dict[str, Any], body: dict[str, Any], text: str, reasoning: s
     if isinstance(given, dict):
         usage = dict(given)
         if "total_tokens" not in usage:
-            usage["total_tokens"] = int(usage.get("prompt_tokens", 0) or 0) + int(usage.get("completion_tokens", 0) or 0)
+            usage["total_tokens"] = int(usage.get("prompt_tokens", 0) or 0) + int(
+                usage.get("completion_tokens", 0) or 0
+            )
         return usage
     prompt = max(1, len(orjson.dumps(body.get("messages", []))) // 4)
     reasoning_tokens = len(reasoning) // 4
@@ -211,7 +215,10 @@ def _tool_deltas(calls: list[dict[str, str]], style: str, size: int) -> list[lis
 
     if style == "whole_at_end":
         return [[
-            {"index": i, "id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            {
+                "index": i, "id": c["id"], "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
             for i, c in enumerate(calls)
         ]]
     out: list[list[dict[str, Any]]] = []
@@ -233,7 +240,10 @@ def _tool_deltas(calls: list[dict[str, str]], style: str, size: int) -> list[lis
 def build_plan(script: dict[str, Any], body: dict[str, Any], model: str) -> Plan:
     """Everything a request will receive: status, headers and body pieces (one SSE event each)."""
     status = int(script.get("status", 200))
-    extra_headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in (script.get("headers") or {}).items()]
+    extra_headers = [
+        (str(k).lower().encode("latin-1"), str(v).encode("latin-1"))
+        for k, v in (script.get("headers") or {}).items()
+    ]
     plan = Plan(
         status=status,
         first_byte_delay=float(script.get("first_byte_delay") or 0),

@@ -10,7 +10,7 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import falcon
 import falcon.asgi
@@ -19,7 +19,7 @@ import orjson
 
 from ..breaker import BreakerOpen, Permit
 from ..errors import ProxyError, invalid_request
-from ..logs import mask_key, request_completed
+from ..logs import mask_key
 from ..relay import Outcome, relay
 from ..runtime import Runtime
 from ..translate.context import ResponseContext

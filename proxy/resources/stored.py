@@ -10,7 +10,6 @@ import falcon.asgi
 
 from ..errors import ProxyError
 
-
 # OpenAI endpoints that share the /v1/responses/{id} shape but are not ids.
 _OTHER_ENDPOINTS = frozenset({"compact", "input_tokens"})
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # Larger counts are garbage. orjson parses integers beyond 64 bits as floats,
 # and int() of such a float (or a sum of two u64s) is an integer orjson cannot
 # serialize: the whole response would fail to encode.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
@@ -17,8 +17,8 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel
 
 from tests.clients.helpers import check_chat_request, message_text
-from tests.tap import RecordingTap, check_exchanges
 from tests.conftest import API_KEY
+from tests.tap import RecordingTap, check_exchanges
 
 set_tracing_disabled(True)  # the SDK would otherwise upload traces to api.openai.com
 

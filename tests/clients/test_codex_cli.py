@@ -26,9 +26,9 @@ import pytest
 
 from tests.clients.codex_harness import codex_binary, make_workspace, run_codex
 from tests.clients.helpers import NetTrap, assistant_turns, check_chat_request, message_text, upstream_tool_names
-from tests.tap import RecordingTap
 from tests.conformance import check_stream, parse_sse
 from tests.conftest import API_KEY
+from tests.tap import RecordingTap
 
 pytestmark = pytest.mark.codex
 

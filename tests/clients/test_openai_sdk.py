@@ -7,15 +7,15 @@ body) is validated too.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import openai
 import pytest
 from pydantic import BaseModel
 
 from tests.clients.helpers import check_chat_request
-from tests.tap import RecordingTap, check_exchanges
 from tests.conftest import API_KEY
+from tests.tap import RecordingTap, check_exchanges
 
 
 class Invoice(BaseModel):

@@ -6,8 +6,8 @@ a high threshold so that the few failures injected here never open it either.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -13,6 +13,8 @@ import pytest
 from proxy.devtools import ROOT, free_port
 from tests.faults.helpers import split_sse, stream
 from tests.http import error_of, post
+
+
 def _key() -> str:
     return "sk-fault-" + os.urandom(12).hex()
 

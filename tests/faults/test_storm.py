@@ -223,7 +223,7 @@ def _json_request(storm: Storm, client: httpx.Client, res: Result, body: bytes) 
         try:
             err = r.json()["error"]
             res.code = err.get("code")
-        except Exception:  # noqa: BLE001 - a non-OpenAI error body is itself the finding
+        except Exception:
             res.outcome, res.detail = "bad", f"error body not OpenAI-shaped: {r.text[:200]!r}"
             return
     res.outcome = "ok"
@@ -239,7 +239,7 @@ def _stream_request(storm: Storm, client: httpx.Client, res: Result, body: dict,
             try:
                 res.code = r.json()["error"].get("code")
                 res.outcome = "ok"
-            except Exception:  # noqa: BLE001
+            except Exception:
                 res.outcome, res.detail = "bad", f"error body not OpenAI-shaped: {r.text[:200]!r}"
             return
         for chunk in r.iter_raw():
@@ -286,7 +286,7 @@ def _client_loop(storm: Storm, seed: int, fresh_connections: bool) -> None:
                     action = lambda: _json_request(storm, client, res, orjson.dumps(payload))  # noqa: E731
             try:
                 action()
-            except Exception as exc:  # noqa: BLE001 - every failure is classified and reported
+            except Exception as exc:
                 _classify_exception(storm, res, exc)
                 client.close()
                 client = httpx.Client(timeout=httpx.Timeout(CLIENT_TIMEOUT, connect=5.0))

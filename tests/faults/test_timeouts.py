@@ -16,6 +16,7 @@ from tests.conformance import check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.faults.helpers import completed_for, stream
 from tests.http import auth, error_of, post, wait_for
+
 SLOW = [f"t{i} " for i in range(100)]
 
 
