@@ -17,9 +17,10 @@ import orjson
 from . import logs
 from . import settings as settings_mod
 from .errors import ProxyError
+from .failures import Failure
 from .resources.health import HealthResource
-from .resources.request_meta import RECEIVE_SCOPE_KEY, RequestMetaMiddleware
 from .resources.responses import ResponsesResource
+from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
 from .runtime import Runtime
 
@@ -47,6 +48,10 @@ async def _proxy_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex:
     resp.data = orjson.dumps(ex.body())
     for name, value in ex.headers.items():
         resp.set_header(name, value)
+
+
+async def _failure(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Failure, params: dict[str, Any]) -> None:
+    await _proxy_error(req, resp, ex.http_error(), params)
 
 
 async def _unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict) -> None:
@@ -89,7 +94,7 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     settings = settings or settings_mod.load()
     logs.configure(settings.log_level, settings.log_format)
     runtime = Runtime.build(settings)
-    falcon_app = falcon.asgi.App(middleware=[_Lifespan(runtime), RequestMetaMiddleware()])
+    falcon_app = falcon.asgi.App(middleware=[_Lifespan(runtime), RequestIdMiddleware()])
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -103,14 +108,21 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.req_options.strip_url_path_trailing_slash = True
     falcon_app.add_error_handler(Exception, _unexpected)
     falcon_app.add_error_handler(ProxyError, _proxy_error)
+    falcon_app.add_error_handler(Failure, _failure)
     falcon_app.set_error_serializer(_serialize_http_error)
 
-    async def asgi(scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        # Resources need `receive` after the body is read, to notice a client
-        # that leaves mid-stream; Falcon keeps it private, so hand it over here.
-        if scope["type"] == "http":
-            scope[RECEIVE_SCOPE_KEY] = receive
-        await falcon_app(scope, receive, send)
+    async def asgi(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http":
+            await falcon_app(scope, receive, send)
+            return
+        # The request's scope owns what it opens and releases it once the app is
+        # done with the request, on every path. It also hands resources the
+        # `receive` channel (Falcon keeps it private) to notice a client leaving.
+        request = scope[SCOPE_KEY] = RequestScope(receive)
+        try:
+            await falcon_app(scope, receive, send)
+        finally:
+            await request.close()
 
     asgi.runtime = runtime  # type: ignore[attr-defined]
     return asgi

@@ -1,41 +1,56 @@
-"""Drive one upstream chat stream through the translator, for one client.
+"""Drive one upstream chat stream through the translator.
 
 This is the only loop that touches both sides: it reads network chunks from the
 backend, decodes SSE (``SSEDecoder``), feeds chunks to the ``StreamTranslator``,
-and yields the encoded events. While it waits it watches two more things: the
-client leaving (then it closes the upstream request at once: tokens cost money)
-and silence (then it sends an SSE comment so intermediaries keep the stream).
+and yields the events each read produced — one batch per read, so a transport
+makes one write per upstream read. While it waits it watches two more things:
+the client leaving (then it stops at once, and the owner closes the upstream
+request: tokens cost money) and silence (then it yields ``KEEPALIVE`` so a
+transport can keep intermediaries from timing the stream out).
+
+How the stream ended is left in ``Outcome.failure`` (``None`` for a normal end),
+named by ``proxy.failures`` so every transport reports it the same way.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Final
 
 import aiohttp
 import httpx
 import orjson
 
-from .logs import mask_key
+from .failures import Cause, Failure, client_gone, from_stream_error
 from .translate.completion import completion_as_sse
-from .translate.sse import DONE, KEEPALIVE, EventTooLarge, SSEDecoder, encode_events
+from .translate.sse import EventTooLarge, SSEDecoder
 from .translate.stream import StreamTranslator
+
+
+class _Keepalive:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEPALIVE"
+
+
+KEEPALIVE: Final = _Keepalive()
+"""Yielded when the backend was silent for ``keepalive_secs``."""
+
+Batch = list[dict[str, Any]]
 
 _DONE_PAYLOAD = b"[DONE]"
 _MAX_JSON_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class Outcome:
-    """How the relay ended, for the breaker and the metrics line."""
+    """How the relay ended; ``failure`` is None when the translator finished normally."""
 
-    __slots__ = ("backend_failure", "client_gone", "failure_code", "internal_error", "timed_out")
+    __slots__ = ("failure",)
 
     def __init__(self) -> None:
-        self.backend_failure = False
-        self.client_gone = False
-        self.internal_error = False
-        self.timed_out = False
-        self.failure_code: str | None = None
+        self.failure: Failure | None = None
 
 
 async def relay(
@@ -45,118 +60,130 @@ async def relay(
     *,
     disconnected: asyncio.Future[None],
     keepalive_secs: float | None,
+    first_keepalive_secs: float | None = None,
     deadline: float | None,
     max_event_bytes: int,
     idle_timeout_secs: float,
-    secret: str | None = None,
-) -> AsyncIterator[bytes]:
-    """Yield the client's bytes (nothing useful in JSON mode) until a terminal event.
+    redact: Callable[[bytes], bytes],
+) -> AsyncGenerator[Batch | _Keepalive, None]:
+    """Yield event batches (and ``KEEPALIVE``) until the translator is done or the client left.
 
     ``deadline`` (a ``time.monotonic()`` instant) bounds a whole JSON call;
     streams are bounded only by the idle timeout between upstream chunks. That
     bound is enforced here as well as by the transport's read timeout, because
     a transport can hang without raising (aiohttp does, on broken chunked framing).
-    ``secret`` (the upstream key) is masked wherever the backend echoes it,
-    e.g. in a mid-stream error message, before anything reaches the client.
+    ``first_keepalive_secs`` shortens the wait before the first ``KEEPALIVE``
+    (a stream's transport decides on the first answer whether it can still
+    reply with an HTTP status). ``redact`` masks the upstream key wherever the backend echoes it, e.g. in a
+    mid-stream error message, before anything reaches the client.
+
+    The caller owns ``response`` and closes it; this loop only reads it.
     """
-    redact = _redactor(secret)
     decoder = SSEDecoder(max_event_bytes)
-    feed = translator.feed
     content_type = response.headers.get("content-type", "")
+    reader: AsyncIterator[bytes]
     if "json" in content_type and "event-stream" not in content_type:
         reader = _json_as_sse(response)  # a backend that ignored stream: true
     else:
         reader = response.aiter_bytes().__aiter__()
     pending: asyncio.Future[bytes] | None = None
     idle_until = time.monotonic() + idle_timeout_secs
+    wait_secs = keepalive_secs
+    if keepalive_secs is not None and first_keepalive_secs is not None:
+        wait_secs = min(keepalive_secs, first_keepalive_secs)
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(reader.__anext__())
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                outcome.timed_out = outcome.backend_failure = True
-                yield _fail(translator, outcome, "The backend did not finish in time.", "backend_timeout")
+                yield _fail(translator, outcome, _timeout("The backend did not finish in time."))
                 return
             if now >= idle_until:
-                outcome.timed_out = outcome.backend_failure = True
-                yield _fail(
-                    translator, outcome, f"The backend sent nothing for {idle_timeout_secs:g} s.", "backend_timeout"
-                )
+                yield _fail(translator, outcome, _timeout(f"The backend sent nothing for {idle_timeout_secs:g} s."))
                 return
             timeout = idle_until - now
-            if keepalive_secs is not None and keepalive_secs < timeout:
-                timeout = keepalive_secs
+            if wait_secs is not None and wait_secs < timeout:
+                timeout = wait_secs
             if deadline is not None and deadline - now < timeout:
                 timeout = deadline - now
-            done, _ = await asyncio.wait(
-                (pending, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait((pending, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if disconnected.done():
-                outcome.client_gone = True
+                outcome.failure = client_gone()
                 return
             if not done:
-                if keepalive_secs is not None:
+                if wait_secs is not None:
+                    wait_secs = keepalive_secs
                     yield KEEPALIVE
                 continue
             read, pending = pending, None
+            wait_secs = keepalive_secs
             idle_until = time.monotonic() + idle_timeout_secs
             try:
                 data: bytes | None = read.result()
             except StopAsyncIteration:
                 data = None  # EOF
             except (httpx.HTTPError, aiohttp.ClientError) as exc:
-                message, code = _read_failure(exc, idle_timeout_secs, outcome)
-                yield _fail(translator, outcome, message, code)
+                yield _fail(translator, outcome, _read_failure(exc, idle_timeout_secs))
                 return
             try:
                 payloads = decoder.feed(data) if data is not None else decoder.flush()
             except EventTooLarge:
-                outcome.backend_failure = True
                 yield _fail(
                     translator, outcome,
-                    f"The backend sent an event larger than {max_event_bytes} bytes.", "backend_error",
+                    Failure(
+                        Cause.BACKEND_FAILED, f"The backend sent an event larger than {max_event_bytes} bytes.",
+                        "backend_error", kind="oversize_event",
+                    ),
                 )
                 return
-            events: list[dict] = []
+            events: Batch = []
             for payload in payloads:
-                events += _feed_payload(translator, feed, redact(payload), outcome)
+                events += _feed_payload(translator, redact(payload), outcome)
                 if translator.done:
                     break
             if data is None and not translator.done:
                 events += _finish(translator, outcome)  # EOF without [DONE]
-            if translator.done:
-                yield (encode_events(events) if events else b"") + DONE
-                return
             if events:
-                yield encode_events(events)
+                yield events
+            if translator.done:
+                return
     finally:
         if pending is not None:
             pending.cancel()
-        await response.aclose()
 
 
-def _read_failure(exc: Exception, idle_timeout_secs: float, outcome: Outcome) -> tuple[str, str]:
-    """Message and code for an upstream read that failed mid-stream."""
-    outcome.backend_failure = True
+def _timeout(message: str) -> Failure:
+    return Failure(Cause.BACKEND_TIMEOUT, message, "backend_timeout", kind="timeout")
+
+
+def _read_failure(exc: Exception, idle_timeout_secs: float) -> Failure:
+    """An upstream read that failed mid-stream."""
     # Mid-stream there is no connecting: the aiohttp transport names a dropped
     # connection (aiohttp.ClientConnectionError) ConnectTimeout.
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        outcome.timed_out = True
-        return f"The backend sent nothing for {idle_timeout_secs:g} s.", "backend_timeout"
-    return f"The backend connection broke mid-stream ({type(exc).__name__}).", "backend_error"
+        return _timeout(f"The backend sent nothing for {idle_timeout_secs:g} s.")
+    return Failure(
+        Cause.BACKEND_FAILED, f"The backend connection broke mid-stream ({type(exc).__name__}).",
+        "backend_error", kind="disconnected",
+    )
 
 
-def _redactor(secret: str | None):
+def redactor(secret: str | None, masked: str) -> Callable[[bytes], bytes]:
+    """A function masking ``secret`` in upstream payloads (identity when there is none)."""
     if not secret:
-        return lambda payload: payload
+        return _identity
     needle = secret.encode()
-    masked = mask_key(secret).encode()
+    replacement = masked.encode()
 
     def redact(payload: bytes) -> bytes:
-        return payload.replace(needle, masked) if needle in payload else payload
+        return payload.replace(needle, replacement) if needle in payload else payload
 
     return redact
+
+
+def _identity(payload: bytes) -> bytes:
+    return payload
 
 
 async def _json_as_sse(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -168,64 +195,49 @@ async def _json_as_sse(response: httpx.Response) -> AsyncIterator[bytes]:
     yield completion_as_sse(bytes(body))
 
 
-def _finish(translator: StreamTranslator, outcome: Outcome) -> list[dict]:
+def _finish(translator: StreamTranslator, outcome: Outcome) -> Batch:
     """Upstream ended ([DONE] or EOF); without a finish_reason that is a truncation."""
     events = translator.finish()
     if translator.response.get("status") == "failed":
-        outcome.backend_failure = True
-        outcome.failure_code = "truncated"
+        outcome.failure = Failure(
+            Cause.BACKEND_FAILED, "The backend's stream ended before the answer was complete.", "truncated",
+            kind="truncated",
+        )
     return events
 
 
-def _feed_payload(translator: StreamTranslator, feed, payload: bytes, outcome: Outcome) -> list[dict]:
+def _feed_payload(translator: StreamTranslator, payload: bytes, outcome: Outcome) -> Batch:
     if payload == _DONE_PAYLOAD:
         return _finish(translator, outcome)
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        outcome.backend_failure = True
-        outcome.failure_code = "invalid_chunk"
-        return translator.fail("The backend sent a chunk that is not valid JSON.", "backend_error")
+        return _fail(translator, outcome, _malformed("The backend sent a chunk that is not valid JSON."))
     if not isinstance(chunk, dict):
-        outcome.backend_failure = True
-        outcome.failure_code = "invalid_chunk"
-        return translator.fail("The backend sent a chunk that is not a JSON object.", "backend_error")
-    events = feed(chunk)
+        return _fail(translator, outcome, _malformed("The backend sent a chunk that is not a JSON object."))
+    err = chunk.get("error")
+    if err:
+        # An {"error": …} chunk mid-stream: the backend's own code reaches JSON
+        # clients as it reaches SSE clients; one the request caused (context too
+        # long, rate limited) is the backend answering, not failing.
+        message = err.get("message") if isinstance(err, dict) else err
+        text = "upstream error: " + (message if isinstance(message, str) and message else "upstream error")
+        return _fail(translator, outcome, from_stream_error(err, text))
+    events = translator.feed(chunk)
     if translator.done and translator.response.get("status") == "failed":
-        # An {"error": …} chunk mid-stream (or finish_reason "error"/"abort"). The
-        # backend's own code reaches JSON clients as it reaches SSE clients; an
-        # error the request caused (context too long, 4xx) is not the backend failing.
-        err = chunk.get("error")
-        code = err.get("code") if isinstance(err, dict) else None
-        outcome.failure_code = code if isinstance(code, str) and code else "backend_error"
-        outcome.backend_failure = not _caused_by_request(err)
+        # finish_reason "error"/"abort", or a chunk of a shape the translator could not read.
+        error = translator.response.get("error") or {}
+        outcome.failure = Failure(
+            Cause.BACKEND_FAILED, error.get("message") or "The backend failed mid-stream.", "backend_error",
+            kind="mid_stream_error",
+        )
     return events
 
 
-_REQUEST_ERROR_CODES = frozenset(
-    {
-        "context_length_exceeded", "invalid_request_error", "invalid_prompt", "content_filter",
-        "content_policy_violation", "rate_limit_exceeded", "string_above_max_length",
-    }
-)
-_REQUEST_ERROR_TYPES = frozenset(
-    {"invalid_request_error", "BadRequestError", "rate_limit_error", "RateLimitError", "NotFoundError"}
-)
+def _malformed(message: str) -> Failure:
+    return Failure(Cause.BACKEND_FAILED, message, "invalid_chunk", kind="malformed")
 
 
-def _caused_by_request(err: object) -> bool:
-    """Whether a mid-stream error object blames the request (vLLM sends HTTP-like int codes)."""
-    if not isinstance(err, dict):
-        return False
-    code = err.get("code")
-    if isinstance(code, int) and not isinstance(code, bool):
-        return 400 <= code < 500
-    kind = err.get("type")
-    return (isinstance(code, str) and code in _REQUEST_ERROR_CODES) or (
-        isinstance(kind, str) and kind in _REQUEST_ERROR_TYPES
-    )
-
-
-def _fail(translator: StreamTranslator, outcome: Outcome, message: str, code: str) -> bytes:
-    outcome.failure_code = code
-    return encode_events(translator.fail(message, code)) + DONE
+def _fail(translator: StreamTranslator, outcome: Outcome, failure: Failure) -> Batch:
+    outcome.failure = failure
+    return translator.fail(failure.message, failure.code or "server_error")

@@ -209,4 +209,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         backend_api_key=backend_key,
         proxy_api_keys=proxy_keys,
         forward_headers=forward_headers,
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 1024 * 1024 * 1024),
+        max_event_bytes=_int(env, "MAX_UPSTREAM_EVENT_BYTES", MAX_EVENT_BYTES, 1024, 256 * 1024 * 1024),
     )

@@ -1,29 +1,24 @@
 """The upstream side: one httpx pool per worker, and opening a chat stream.
 
 Everything that can go wrong before the first byte of a 200 answer becomes a
-``ProxyError`` here, with the status a client should see; ``backend_failure``
-says whether the circuit breaker should count it (client errors never do, so a
-few bad keys cannot lock everyone out).
+``Failure`` here (``proxy.failures``): its cause says what the client sees and
+what the circuit breaker learns — a backend's 4xx is the backend answering (a
+few bad keys must not lock everyone out), a refused connection says nothing
+about any one model, a 5xx says the model failed.
 """
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from .errors import ProxyError
+from .failures import Cause, Failure
 from .settings import CONNECT_TIMEOUT_SECS, Settings
 
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-class UpstreamError(ProxyError):
-    """A ``ProxyError`` that knows whether the backend itself failed."""
-
-    def __init__(self, status: int, message: str, *, backend_failure: bool, **kw: object) -> None:
-        super().__init__(status, message, **kw)  # type: ignore[arg-type]
-        self.backend_failure = backend_failure
 
 
 # Upstream requests one worker keeps in flight; past it new requests get a
@@ -79,10 +74,9 @@ class Upstream:
     async def open(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """The open 200 streaming response; the slot it takes is freed when it is closed."""
         if self.in_flight >= self.limit:
-            raise UpstreamError(
-                503, "The proxy has no free upstream connection; retry shortly.",
-                type="server_error", code="upstream_pool_exhausted", backend_failure=False,
-                headers={"Retry-After": "1"},
+            raise Failure(
+                Cause.OVERLOADED, "The proxy has no free upstream connection; retry shortly.",
+                "upstream_pool_exhausted", headers={"Retry-After": "1"},
             )
         self.in_flight += 1
         try:
@@ -90,7 +84,8 @@ class Upstream:
         except BaseException:
             self.in_flight -= 1
             raise
-        response.stream = _Slot(response.stream, self)  # type: ignore[assignment]
+        # An AsyncClient's responses always carry an AsyncByteStream.
+        response.stream = _Slot(response.stream, self)  # type: ignore[arg-type]
         return response
 
     async def aclose(self) -> None:
@@ -106,7 +101,7 @@ class _Slot(httpx.AsyncByteStream):
         self._inner = inner
         self._owner: Upstream | None = owner
 
-    def __aiter__(self):  # the inner iterator itself: no extra layer per chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:  # the inner iterator itself: no extra layer per chunk
         return self._inner.__aiter__()
 
     async def aclose(self) -> None:
@@ -129,9 +124,9 @@ async def open_stream(
         raise _transport_error(exc) from None
     except aiohttp.ClientError as exc:
         # Errors the transport does not map: a bad status line, a reply that is not HTTP…
-        raise UpstreamError(
-            502, f"The backend sent an invalid HTTP response ({type(exc).__name__}).",
-            type="server_error", code="backend_error", backend_failure=True,
+        raise Failure(
+            Cause.BACKEND_FAILED, f"The backend sent an invalid HTTP response ({type(exc).__name__}).",
+            "backend_error", kind="malformed",
         ) from None
     if response.status_code == 200:
         return response
@@ -144,19 +139,42 @@ async def open_stream(
     raise _status_error(response, raw)
 
 
-def _transport_error(exc: httpx.HTTPError) -> UpstreamError:
-    """Unreachable (502) or too slow (504); always the backend's failure."""
+def _transport_error(exc: httpx.HTTPError) -> Failure:
+    """Unreachable (502, the host's failure), too slow (504) or cut off (502).
+
+    The aiohttp transport maps every ``ClientConnectionError`` to
+    ``ConnectTimeout``, so the aiohttp exception it chains is what tells them apart.
+    """
     cause = exc.__cause__
+    name = type(cause or exc).__name__
     if isinstance(cause, aiohttp.ServerDisconnectedError):
-        message, status, code = "The backend closed the connection before answering.", 502, "backend_error"
-    elif isinstance(exc, httpx.ConnectTimeout):
-        # The aiohttp transport also reports other dropped connections this way.
-        message, status, code = "The backend is unreachable (no connection).", 502, "backend_unreachable"
-    elif isinstance(exc, httpx.TimeoutException):
-        message, status, code = f"The backend did not answer in time ({type(exc).__name__}).", 504, "backend_timeout"
-    else:
-        message, status, code = f"The backend is unreachable ({type(exc).__name__}).", 502, "backend_unreachable"
-    return UpstreamError(status, message, type="server_error", code=code, backend_failure=True)
+        return Failure(
+            Cause.BACKEND_FAILED, "The backend closed the connection before answering.", "backend_error",
+            kind="disconnected",
+        )
+    if isinstance(cause, aiohttp.ConnectionTimeoutError) or (
+        cause is None and isinstance(exc, httpx.ConnectTimeout)
+    ):
+        return Failure(
+            Cause.BACKEND_UNREACHABLE, f"The backend is unreachable (connect timeout, {name}).",
+            "backend_unreachable", kind="unreachable",
+        )
+    if isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)) or isinstance(
+        exc, (httpx.ConnectError, httpx.UnsupportedProtocol)
+    ):
+        return Failure(
+            Cause.BACKEND_UNREACHABLE, f"The backend is unreachable ({name}).", "backend_unreachable",
+            kind="unreachable",
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return Failure(
+            Cause.BACKEND_TIMEOUT, f"The backend did not answer in time ({name}).", "backend_timeout",
+            kind="timeout",
+        )
+    return Failure(
+        Cause.BACKEND_FAILED, f"The backend connection failed before an answer ({name}).", "backend_error",
+        kind="disconnected",
+    )
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
@@ -170,7 +188,7 @@ async def _read_bounded(response: httpx.Response) -> bytes:
     return b"".join(chunks)[:_ERROR_BODY_LIMIT]
 
 
-def _status_error(response: httpx.Response, raw: bytes) -> UpstreamError:
+def _status_error(response: httpx.Response, raw: bytes) -> Failure:
     status = response.status_code
     message, err_type, param, code = _backend_error_fields(raw)
     headers: dict[str, str] = {}
@@ -178,23 +196,26 @@ def _status_error(response: httpx.Response, raw: bytes) -> UpstreamError:
     if retry_after and retry_after.strip().isascii() and retry_after.strip().isdigit():
         headers["Retry-After"] = retry_after.strip()
     if 400 <= status < 500:
-        return UpstreamError(
-            status,
+        return Failure(
+            Cause.BACKEND_REJECTED,
             message or f"The backend refused the request (HTTP {status}).",
-            type=err_type or ("rate_limit_error" if status == 429 else "invalid_request_error"),
+            code,
+            kind=f"status_{status}",
+            status=status,
+            error_type=err_type or ("rate_limit_error" if status == 429 else _ERROR_TYPES.get(status)),
             param=param,
-            code=code,
             headers=headers,
-            backend_failure=False,
         )
-    return UpstreamError(
-        502,
+    return Failure(
+        Cause.BACKEND_FAILED,
         f"The backend failed (HTTP {status})" + (f": {message}" if message else "."),
-        type="server_error",
-        code="backend_error",
+        "backend_error",
+        kind="status_5xx",
         headers=headers,
-        backend_failure=True,
     )
+
+
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 
 
 def _backend_error_fields(raw: bytes) -> tuple[str | None, str | None, str | None, str | None]:
@@ -202,8 +223,8 @@ def _backend_error_fields(raw: bytes) -> tuple[str | None, str | None, str | Non
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        text = raw.decode("utf-8", "replace").strip()
-        return (text[:1000] or None), None, None, None
+        plain = raw.decode("utf-8", "replace").strip()
+        return (plain[:1000] or None), None, None, None
     err = doc.get("error", doc) if isinstance(doc, dict) else None
     if isinstance(err, str):
         return err[:1000], None, None, None

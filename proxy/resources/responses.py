@@ -2,36 +2,44 @@
 
 The order of checks is deliberate: cheap refusals (size, type, key) before any
 parsing; translation (which validates) before the breaker, so bad input never
-takes a probe slot; the breaker before the network.
+takes a probe slot; the breaker before the network. The round trip itself is an
+``Exchange`` (``proxy.exchange``), owned by the request's scope; this module
+only chooses the transport: one JSON object, or an SSE stream.
+
+A stream whose backend fails before producing any output is answered like a
+JSON request — with the HTTP status and error body of the failure — as OpenAI
+does for an invalid request: to see that, the first upstream batch is awaited
+(for at most ``FIRST_BATCH_GRACE_SECS``) before the SSE headers go out.
 """
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import falcon
 import falcon.asgi
-import httpx
 import orjson
 
-from ..breaker import BreakerOpen, Permit
 from ..errors import ProxyError, invalid_request
+from ..exchange import Exchange
+from ..failures import Cause, Failure
 from ..logs import mask_key
-from ..relay import Outcome, relay
+from ..relay import KEEPALIVE, Batch, _Keepalive
 from ..runtime import Runtime
-from ..translate.context import ResponseContext
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
-from ..translate.stream import StreamTranslator
-from ..upstream import UpstreamError
-from .request_meta import RequestMeta, watch_disconnect
+from ..translate.sse import KEEPALIVE as SSE_KEEPALIVE
+from .scope import RequestScope
 
 log = logging.getLogger("proxy.responses")
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# How long a stream waits for the backend's first answer before its headers go
+# out: long enough to turn an immediate backend refusal into an HTTP status,
+# short enough that a slow first token still shows `response.created` early.
+FIRST_BATCH_GRACE_SECS = 1.0
 
 
 class ResponsesResource:
@@ -39,7 +47,7 @@ class ResponsesResource:
         self._rt = runtime
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        meta: RequestMeta = req.context.meta
+        meta: RequestScope = req.context.meta
         settings = self._rt.settings
         _check_content_type(req)
         raw = await _read_body(req, settings.max_body_bytes)
@@ -49,185 +57,74 @@ class ResponsesResource:
         meta.key = mask_key(key)
         chat, ctx = translate_request(body, self._rt.policy)
         meta.model = ctx.model
-        _log_warnings(meta, ctx, 0)
+        _log_warnings(meta, ctx.warnings)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request_started: request_id=%s model=%s stream=%s key=%s messages=%d tools=%d",
                 meta.request_id, ctx.model, ctx.stream, meta.key,
                 len(chat["messages"]), len(chat.get("tools") or ()),
             )
-
         upstream_key = settings.backend_api_key or key
-        headers = _upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers)
-
+        upstream = self._rt.upstream
+        assert upstream is not None, "lifespan startup did not run"
+        exchange = Exchange(
+            chat=chat,
+            ctx=ctx,
+            headers=_upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers),
+            breaker=self._rt.breaker,
+            upstream=upstream,
+            settings=settings,
+            secret=upstream_key,
+            masked_secret=mask_key(upstream_key),
+            disconnected=meta.watch_disconnect(),
+            emit_events=ctx.stream,
+        )
+        meta.own(exchange)
         try:
-            permit = self._rt.breaker.acquire()
-        except BreakerOpen as exc:
-            raise ProxyError(
-                503,
-                "The backend is failing and the circuit breaker is open; retry later.",
-                type="server_error",
-                code="circuit_open",
-                headers={"Retry-After": str(exc.retry_after)},
-            ) from None
-
-        disconnected = watch_disconnect(req)
-        deadline = None if ctx.stream else time.monotonic() + settings.backend_timeout_secs
-        try:
-            upstream = await self._open(chat, headers, disconnected, deadline)
-        except UpstreamError as exc:
-            disconnected.cancel()
-            if exc.backend_failure:
-                self._rt.breaker.record_failure(permit)
-            else:
-                self._rt.breaker.release(permit)
-            # A backend may echo the key it was given; it must not reach the client.
-            exc.message = _scrub(exc.message, upstream_key)
-            raise
-        except BaseException:
-            disconnected.cancel()
-            self._rt.breaker.release(permit)
-            raise
-        if upstream is None:  # the client left while we waited for the backend
-            self._rt.breaker.release(permit)
-            meta.status = "client_disconnected"
-            resp.status = 499
+            await exchange.open()
+        except Failure as failure:
+            _fail_request(meta, resp, failure, upstream_key)
             return
-
-        outcome = Outcome()
         if ctx.stream:
-            resp.content_type = "text/event-stream"
-            resp.set_headers(_SSE_HEADERS)
-            resp.stream = _ClosingStream(
-                self._stream(meta, ctx, outcome, upstream, disconnected, permit, upstream_key)
-            )
-            meta.deferred = True
-            return
+            await self._stream(meta, resp, exchange, upstream_key)
+        else:
+            await self._json(meta, resp, exchange, upstream_key)
 
-        translator: StreamTranslator | None = None
-        warned = len(ctx.warnings)
-        try:
-            translator = StreamTranslator(ctx, emit_events=False)
-            translator.start()
-            async for _ in relay(
-                upstream, translator, outcome,
-                disconnected=disconnected,
-                keepalive_secs=None,
-                deadline=deadline,
-                max_event_bytes=settings.max_event_bytes,
-                idle_timeout_secs=settings.backend_idle_timeout_secs,
-                secret=upstream_key,
-            ):
+    async def _json(self, meta: RequestScope, resp: falcon.asgi.Response, exchange: Exchange, secret: str) -> None:
+        start = len(exchange.ctx.warnings)
+        async with exchange:
+            async for _ in exchange.batches():
                 pass
-        finally:
-            disconnected.cancel()
-            await upstream.aclose()  # idempotent; relay closes it on every path it runs
-            self._verdict(permit, outcome, translator)
-            _log_warnings(meta, ctx, warned)
-        response = translator.response
-        if outcome.client_gone:
-            meta.status = "client_disconnected"
-            resp.status = 499
+        _log_warnings(meta, exchange.ctx.warnings[start:])
+        failure = exchange.failure
+        if failure is not None:
+            _fail_request(meta, resp, failure, secret)
             return
+        response = exchange.response
         meta.status = response["status"]
-        if response["status"] == "failed":
-            error = response.get("error") or {}
-            raise ProxyError(
-                504 if outcome.timed_out else 502,
-                error.get("message") or "The backend failed.",
-                type="server_error",
-                code=outcome.failure_code or error.get("code"),
-            )
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps(response)
 
-    async def _stream(
-        self,
-        meta: RequestMeta,
-        ctx: ResponseContext,
-        outcome: Outcome,
-        upstream: httpx.Response,
-        disconnected: asyncio.Future[None],
-        permit: Permit,
-        secret: str,
-    ) -> AsyncIterator[bytes]:
-        settings = self._rt.settings
-        warned = len(ctx.warnings)
-        translator: StreamTranslator | None = None
+    async def _stream(self, meta: RequestScope, resp: falcon.asgi.Response, exchange: Exchange, secret: str) -> None:
+        head = exchange.start()
+        batches = exchange.batches(first_wait_secs=FIRST_BATCH_GRACE_SECS)
+        first: Batch | _Keepalive
         try:
-            translator = StreamTranslator(ctx)
-            yield encode_events(translator.start())
-            async for data in relay(
-                upstream, translator, outcome,
-                disconnected=disconnected,
-                keepalive_secs=settings.keepalive_secs,
-                deadline=None,
-                max_event_bytes=settings.max_event_bytes,
-                idle_timeout_secs=settings.backend_idle_timeout_secs,
-                secret=secret,
-            ):
-                yield data
-        except Exception:
-            # A bug of ours must still end the client's stream with a terminal event,
-            # and says nothing about the backend's health.
-            log.exception("request_id=%s: stream translation failed", meta.request_id)
-            outcome.internal_error = True
-            if translator is not None and not translator.done:
-                yield encode_events(translator.fail("Internal proxy error.", "server_error")) + DONE
-        finally:
-            disconnected.cancel()
-            await upstream.aclose()
-            self._verdict(permit, outcome, translator)
-            _log_warnings(meta, ctx, warned)
-            if outcome.client_gone:
-                meta.status = "client_disconnected"
-            elif translator is None:
-                meta.status = "error"
-            else:
-                meta.status = translator.response.get("status", "failed")
-            meta.log_completed()
-
-    async def _open(
-        self,
-        chat: dict,
-        headers: dict[str, str],
-        disconnected: asyncio.Future[None],
-        deadline: float | None,
-    ) -> httpx.Response | None:
-        """Open the upstream stream, racing the client leaving and (JSON mode) the deadline.
-
-        Returns None when the client went away first; the pending request is
-        cancelled then, so the backend sees the connection close.
-        """
-        upstream = self._rt.upstream
-        assert upstream is not None, "lifespan startup did not run"
-        opening = asyncio.ensure_future(upstream.open(orjson.dumps(chat), headers))
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            await asyncio.wait((opening, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # this request was cancelled (e.g. worker shutdown)
-            await _abandon(opening)
-            raise
-        if opening.done():
-            return opening.result()
-        await _abandon(opening)
-        if disconnected.done():
-            return None
-        raise UpstreamError(
-            504, "The backend did not answer in time.",
-            type="server_error", code="backend_timeout", backend_failure=True,
-        )
-
-    def _verdict(self, permit: Permit, outcome: Outcome, translator: StreamTranslator | None) -> None:
-        """Tell the breaker how the backend did: failed, answered, or no verdict
-        (the client left, or a bug of ours ended the request)."""
-        breaker = self._rt.breaker
-        if outcome.backend_failure:
-            breaker.record_failure(permit)
-        elif translator is not None and translator.done and not (outcome.internal_error or outcome.client_gone):
-            breaker.record_success(permit)
-        else:
-            breaker.release(permit)
+            first = await batches.__anext__()
+        except StopAsyncIteration:  # the client left
+            first = KEEPALIVE
+        failure = exchange.failure
+        if failure is not None and not isinstance(first, _Keepalive) and not _has_output(first):
+            # Nothing but the refusal so far: answer it as a JSON client gets it.
+            await batches.aclose()
+            await exchange.aclose()
+            _fail_request(meta, resp, failure, secret)
+            return
+        resp.content_type = "text/event-stream"
+        resp.set_headers(_SSE_HEADERS)
+        meta.status = "in_progress"
+        # Falcon types `stream` as an iterator or a readable; it calls close() on either.
+        resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]
 
     def _client_key(self, req: falcon.asgi.Request) -> str:
         key = _presented_key(req)
@@ -251,40 +148,75 @@ class ResponsesResource:
         return key
 
 
+def _log_warnings(meta: RequestScope, warnings: list[str]) -> None:
+    """Warnings from translation (dropped built-in tools, calls outside allowed_tools…)."""
+    for warning in warnings:
+        log.warning("request_id=%s model=%s: %s", meta.request_id, meta.model, warning)
+
+
+def _fail_request(meta: RequestScope, resp: falcon.asgi.Response, failure: Failure, secret: str) -> None:
+    """Answer a request that failed before any byte went out, per ``proxy.failures``."""
+    if failure.cause is Cause.CLIENT_GONE:
+        meta.status = "client_disconnected"
+        resp.status = 499
+        return
+    meta.status = "failed" if failure.cause is not Cause.BREAKER_OPEN else "error"
+    # A backend may echo the key it was given; it must not reach the client.
+    failure.message = _scrub(failure.message, secret)
+    raise failure.http_error()
+
+
+def _has_output(batch: Batch) -> bool:
+    return any(ev["type"] == "response.output_item.added" for ev in batch)
+
+
+async def _sse_body(
+    meta: RequestScope,
+    exchange: Exchange,
+    batches: AsyncGenerator[Batch | _Keepalive, None],
+    head: Batch,
+    first: Batch | _Keepalive,
+) -> AsyncGenerator[bytes, None]:
+    """The SSE bytes: the head events with the first batch, then one write per batch, then ``[DONE]``."""
+    translator = exchange.translator
+    start = len(exchange.ctx.warnings)
+    try:
+        if isinstance(first, _Keepalive):  # the grace time passed: start, and keep it alive
+            yield encode_events(head) + SSE_KEEPALIVE
+        else:
+            yield encode_events(head + first)
+        if not translator.done:
+            async for batch in batches:
+                yield SSE_KEEPALIVE if isinstance(batch, _Keepalive) else encode_events(batch)
+        if translator.done:
+            yield DONE
+    finally:
+        await batches.aclose()
+        await exchange.aclose()
+        _log_warnings(meta, exchange.ctx.warnings[start:])
+        failure = exchange.failure
+        if failure is not None and failure.cause is Cause.CLIENT_GONE:
+            meta.status = "client_disconnected"
+        else:
+            meta.status = translator.response.get("status", "failed")
+
+
 class _ClosingStream:
     """Falcon ends a response stream with ``close()``, which async generators lack
     (they have ``aclose()``): without this, a stream Falcon stops iterating would
-    keep its upstream request, breaker permit and metrics line until garbage collection."""
+    keep its generator suspended until garbage collection (the request scope
+    still releases the exchange it holds)."""
 
     __slots__ = ("_gen",)
 
-    def __init__(self, gen: AsyncIterator[bytes]) -> None:
+    def __init__(self, gen: AsyncGenerator[bytes, None]) -> None:
         self._gen = gen
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._gen
 
     async def close(self) -> None:
-        await self._gen.aclose()  # type: ignore[attr-defined]
-
-
-async def _abandon(opening: asyncio.Future) -> None:
-    """Cancel a pending upstream open; close its response if it had arrived."""
-    if opening.done():
-        if not opening.cancelled() and opening.exception() is None:
-            await opening.result().aclose()
-        return
-    opening.cancel()
-    try:
-        await opening
-    except BaseException:
-        pass
-
-
-def _log_warnings(meta: RequestMeta, ctx: ResponseContext, start: int) -> None:
-    """Warnings from translation (dropped built-in tools, calls outside allowed_tools…)."""
-    for warning in ctx.warnings[start:]:
-        log.warning("request_id=%s model=%s: %s", meta.request_id, ctx.model, warning)
+        await self._gen.aclose()
 
 
 def _upstream_headers(
@@ -363,9 +295,9 @@ async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> ProxyError:
-    return ProxyError(
-        413, f"The request body is larger than the {limit // (1024 * 1024)} MB limit.", code="request_too_large"
-    )
+    mib = limit / (1024 * 1024)
+    size = f"{mib:g} MB" if mib >= 1 else f"{limit} bytes"
+    return ProxyError(413, f"The request body is larger than the {size} limit.", code="request_too_large")
 
 
 def _parse_body(raw: bytes) -> dict:

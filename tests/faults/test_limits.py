@@ -106,9 +106,24 @@ def test_bad_model_name_is_400_param_model(fproxy, mock, model):
     assert len(mock.requests()) == 0
 
 
-def test_oversize_upstream_event_fails_the_stream(fproxy, mock):
+def test_oversize_upstream_event_fails_loudly(fproxy, mock):
+    """The oversize event is the backend's first content: nothing was output yet, so a
+    stream is refused with the same 502 a JSON request gets (never a silent cut)."""
     mock.script("lim-oversize", {"text": "after", "oversize_event_bytes": 1_200_000})
     res = stream(fproxy.url, {"model": "lim-oversize", "input": "x"})
+    assert res.status == 502, res.raw[:300]
+    assert "larger than" in orjson.loads(res.raw)["error"]["message"]
+    r = post(fproxy.url, {"model": "lim-oversize", "input": "x"})
+    assert r.status_code == 502, r.text
+    assert "larger than" in error_of(r)["message"]
+
+
+def test_oversize_upstream_event_after_output_fails_the_stream(fproxy, mock):
+    mock.script("lim-oversize-late", {"raw": [
+        'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"before"}}]}\n\n',
+        'data: {"choices":[{"index":0,"delta":{"content":"' + "x" * 1_200_000 + '"}}]}\n\n',
+    ]})
+    res = stream(fproxy.url, {"model": "lim-oversize-late", "input": "x"})
     assert res.status == 200
     events = parse_sse(res.raw)
     final = check_stream(events)
@@ -116,9 +131,6 @@ def test_oversize_upstream_event_fails_the_stream(fproxy, mock):
     assert types[-2:] == ["error", "response.failed"] and "response.completed" not in types, types
     assert final["status"] == "failed"
     assert "larger than" in final["error"]["message"], final["error"]
-    r = post(fproxy.url, {"model": "lim-oversize", "input": "x"})
-    assert r.status_code == 502, r.text
-    error_of(r)
 
 
 def test_upstream_event_just_under_the_limit_passes(fproxy, mock):
@@ -180,3 +192,17 @@ def test_non_ascii_header_bytes_never_500(fproxy, mock, head):
     status, data = raw_request(fproxy.port, head, orjson.dumps({"model": "lim-hdr", "input": "x"}))
     assert status in (200, 400, 401, 415), data[:300]
     assert b"internal_error" not in data, data[:400]
+
+
+def test_size_limits_are_settings(proxy_factory, mock):
+    """MAX_BODY_BYTES and MAX_UPSTREAM_EVENT_BYTES reach the edge: a 4 KiB body limit
+    refuses a 5 KB request with 413 naming the limit, and a 2 KiB event limit fails a
+    response whose backend sends a 3 KB event (while a 1 KB one passes)."""
+    svc = proxy_factory(MAX_BODY_BYTES="4096", MAX_UPSTREAM_EVENT_BYTES="2048", WEB_CONCURRENCY="1")
+    r = post(svc.url, _body_of_size(5000, "lim-settings"))
+    assert r.status_code == 413 and "4096 bytes" in error_of(r)["message"], r.text
+    assert post(svc.url, _body_of_size(4000, "lim-settings")).status_code == 200
+    mock.script("lim-event", {"text": "x", "oversize_event_bytes": 3000}, {"text": "x", "oversize_event_bytes": 1000})
+    r = post(svc.url, {"model": "lim-event", "input": "x"})
+    assert r.status_code == 502 and "larger than 2048 bytes" in error_of(r)["message"], r.text
+    assert post(svc.url, {"model": "lim-event", "input": "x"}).status_code == 200

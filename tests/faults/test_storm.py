@@ -48,17 +48,20 @@ _GOOD_CHUNK = (
 OK = {"response.completed"}
 ANY_END = {"response.completed", "response.incomplete", "response.failed"}
 FAILED = {"response.failed"}
+# (weight, mock script, JSON statuses, SSE statuses, SSE terminals). A stream whose
+# backend fails before any output is answered with the JSON status (proxy/resources/
+# responses.py), so faults that may strike before the first output allow both.
 KINDS: dict[str, tuple[int, dict, set[int], set[int], set[str]]] = {
     "ok": (12, {"text": "hello storm"}, {200}, {200}, OK),
     "tools": (4, {"tool_calls": [{"name": "f", "arguments": {"a": 1}}]}, {200}, {200}, OK),
     "crlf": (3, {"text": "crlf ok", "crlf": True}, {200}, {200}, OK),
     "slow_chunks": (6, {"chunks": [f"s{i} " for i in range(8)], "delay": 0.06}, {200}, {200}, OK),
-    "drop_after": (6, {"chunks": [f"d{i} " for i in range(8)], "drop_after": 3}, {502}, {200}, FAILED),
-    "invalid_json": (5, {"raw": [_GOOD_CHUNK, "data: {not json\n\n", "data: [DONE]\n\n"]}, {502}, {200}, FAILED),
-    "invalid_utf8": (5, {"raw_b64": [base64.b64encode(_BAD_UTF8).decode()]}, {200, 502}, {200}, ANY_END),
-    "oversize_event": (2, {"text": "x", "oversize_event_bytes": 1_100_000}, {502}, {200}, FAILED),
-    "error_mid_stream": (5, {"text": "abcdefgh", "error_mid_stream": {"message": "overloaded", "after": 2}}, {502}, {200}, FAILED),
-    "no_done": (3, {"text": "truncated", "no_done": True}, {200, 502}, {200}, ANY_END),
+    "drop_after": (6, {"chunks": [f"d{i} " for i in range(8)], "drop_after": 3}, {502}, {200, 502}, FAILED),
+    "invalid_json": (5, {"raw": [_GOOD_CHUNK, "data: {not json\n\n", "data: [DONE]\n\n"]}, {502}, {200, 502}, FAILED),
+    "invalid_utf8": (5, {"raw_b64": [base64.b64encode(_BAD_UTF8).decode()]}, {200, 502}, {200, 502}, ANY_END),
+    "oversize_event": (2, {"text": "x", "oversize_event_bytes": 1_100_000}, {502}, {502}, FAILED),
+    "error_mid_stream": (5, {"text": "abcdefgh", "error_mid_stream": {"message": "overloaded", "after": 2}}, {502}, {200, 502}, FAILED),
+    "no_done": (3, {"text": "truncated", "no_done": True}, {200, 502}, {200, 502}, ANY_END),
     "status_500": (4, {"status": 500, "error": {"message": "boom"}}, {502}, {502}, set()),
     "status_429": (5, {"status": 429, "headers": {"retry-after": "1"}}, {429}, {429}, set()),
     "hang": (2, {"hang": True}, {504}, {504}, set()),

@@ -29,6 +29,7 @@ import pytest
 from proxy import settings as settings_mod
 from proxy import upstream
 from proxy.devtools import Service, start_proxy
+from proxy.failures import Failure, Verdict
 from tests.conftest import API_KEY
 from tests.http import error_of
 
@@ -216,11 +217,11 @@ def test_pool_exhaustion_is_a_retryable_503_that_the_breaker_ignores(mock):
     body = orjson.dumps({"model": "mock-slow-500", "messages": [{"role": "user", "content": "hi"}], "stream": True})
     headers = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
 
-    async def scenario() -> tuple[upstream.UpstreamError, int]:
+    async def scenario() -> tuple[Failure, int]:
         pool = upstream.Upstream(upstream.create_client(settings_mod.Settings()), url, limit=1)
         try:
             holding = await pool.open(body, headers)  # takes the only slot
-            with pytest.raises(upstream.UpstreamError) as exc:
+            with pytest.raises(Failure) as exc:
                 await pool.open(body, headers)
             await holding.aclose()
             again = await pool.open(body, headers)  # the slot came back
@@ -230,14 +231,17 @@ def test_pool_exhaustion_is_a_retryable_503_that_the_breaker_ignores(mock):
             await pool.aclose()
 
     err, in_flight = asyncio.run(scenario())
-    assert (err.status, err.code, err.backend_failure) == (503, "upstream_pool_exhausted", False), (
-        err.status, err.code, err.message, err.backend_failure,
+    assert (err.http_status, err.code, err.verdict) == (503, "upstream_pool_exhausted", Verdict.NONE), (
+        err.http_status, err.code, err.message, err.verdict,
     )
     assert err.headers.get("Retry-After")
     assert in_flight == 0
 
 
 def test_mid_stream_backend_error_code_is_the_same_in_json_and_stream(eproxy, mock):
+    """An error the request caused (context too long), arriving after output began:
+    the stream's `error` event and the JSON body carry the backend's own code, and
+    the JSON client gets the 400 the backend meant (not a 502: the backend is fine)."""
     mock.script("edge-midstream", {"text": "some text here", "error_mid_stream": {
         "message": "prompt too long", "type": "invalid_request_error", "code": "context_length_exceeded", "after": 2,
     }})
@@ -245,7 +249,7 @@ def test_mid_stream_backend_error_code_is_the_same_in_json_and_stream(eproxy, mo
     error_events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {") and b'"type":"error"' in line]
     assert [e["code"] for e in error_events] == ["context_length_exceeded"]  # the stream keeps it
     r = httpx.post(eproxy.url + "/v1/responses", json={"model": "edge-midstream", "input": "x"}, headers=AUTH, timeout=10)
-    assert r.status_code == 502
+    assert r.status_code == 400
     assert error_of(r)["code"] == "context_length_exceeded"
 
 
@@ -296,9 +300,10 @@ def test_backend_closing_before_answering_is_502_and_counted(proxy_factory, raw_
 
 
 def test_body_cut_mid_chunk_fails_both_modes_as_backend_errors(proxy_factory, raw_backend):
-    """A chunked body that ends mid-chunk (connection closed) is a ReadError: 502 in
-    JSON, response.failed in a stream, and both count for the breaker."""
-    backend = raw_backend(_SSE_HEAD + _chunk(_FIRST_EVENT) + b"40\r\ndata: {")
+    """A chunked body that ends mid-chunk (connection closed) after some output is a
+    ReadError: 502 in JSON, response.failed in a stream, and both count for the breaker.
+    (The cut comes 0.3 s after the first event, so the stream has begun by then.)"""
+    backend = raw_backend(_SSE_HEAD + _chunk(_FIRST_EVENT), b"40\r\ndata: {")
     svc = proxy_factory(backend_url=backend.url, CIRCUIT_BREAKER_THRESHOLD="100", WEB_CONCURRENCY="1")
     r = httpx.post(svc.url + "/v1/responses", json={"model": "m", "input": "x"}, headers=AUTH, timeout=15)
     assert r.status_code == 502 and error_of(r)["code"] == "backend_error"

@@ -1,0 +1,222 @@
+"""One Responses request's round trip to the backend, and the owner of what it holds.
+
+An ``Exchange`` takes three resources — a circuit-breaker permit, an open
+upstream response (one of the worker's pooled connections) and a task watching
+for the client to leave — and releases each exactly once in ``aclose()``,
+whatever happened: a normal end, a failure, the client leaving, the request
+task being cancelled, or a stream that no one ever iterated. The request scope
+(``proxy.resources.scope``) closes every exchange of its request after the
+response is sent, so a transport that forgets, or never runs, leaks nothing.
+
+Transports consume it: the SSE and JSON paths of ``POST /v1/responses`` (and
+later background jobs and the WebSocket mode) iterate ``batches()`` and encode
+or store the events; none of them touches the breaker or the upstream pool.
+``on_terminal`` runs before the batch holding the terminal event is handed
+out — the place where a stored response is written, so a client that saw the
+terminal event can always find it.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from .breaker import BreakerOpen, CircuitBreaker, Permit
+from .failures import Cause, Failure, Verdict, client_gone, internal
+from .relay import KEEPALIVE, Batch, Outcome, _Keepalive, redactor, relay
+from .settings import Settings
+from .translate.context import ResponseContext
+from .translate.stream import StreamTranslator
+from .upstream import Upstream
+
+TerminalHook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Exchange:
+    """See the module docstring. Use as ``async with Exchange(...) as ex:``."""
+
+    __slots__ = (
+        "ctx", "translator", "outcome", "_chat", "_headers", "_breaker", "_upstream", "_settings", "_secret",
+        "_masked", "_disconnected", "_deadline", "_permit", "_response", "_closed", "_on_terminal",
+    )
+
+    live = 0  # exchanges of this worker not yet closed (leak checks, metrics)
+
+    def __init__(
+        self,
+        *,
+        chat: dict[str, Any],
+        ctx: ResponseContext,
+        headers: dict[str, str],
+        breaker: CircuitBreaker,
+        upstream: Upstream,
+        settings: Settings,
+        secret: str,
+        masked_secret: str,
+        disconnected: asyncio.Future[None],
+        emit_events: bool,
+        on_terminal: TerminalHook | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.translator = StreamTranslator(ctx, emit_events=emit_events)
+        self.outcome = Outcome()
+        self._chat = chat
+        self._headers = headers
+        self._breaker = breaker
+        self._upstream = upstream
+        self._settings = settings
+        self._secret = secret
+        self._masked = masked_secret
+        self._disconnected = disconnected
+        self._deadline = None if ctx.stream else time.monotonic() + settings.backend_timeout_secs
+        self._permit: Permit | None = None
+        self._response: httpx.Response | None = None
+        self._closed = False
+        self._on_terminal = on_terminal
+        Exchange.live += 1
+
+    @property
+    def failure(self) -> Failure | None:
+        return self.outcome.failure
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """The Response object: in progress until the terminal event, final after."""
+        return self.translator.response
+
+    async def __aenter__(self) -> Exchange:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Take a breaker permit and open the upstream stream.
+
+        Raises ``Failure`` (breaker open, backend refused or unreachable, pool
+        full, no answer in time) or, when the client left while we waited,
+        ``Failure(CLIENT_GONE)``; in every case nothing is held any more.
+        """
+        try:
+            try:
+                self._permit = self._breaker.acquire()
+            except BreakerOpen as exc:
+                raise Failure(
+                    Cause.BREAKER_OPEN, "The backend is failing and the circuit breaker is open; retry later.",
+                    "circuit_open", headers={"Retry-After": str(exc.retry_after)},
+                ) from None
+            self._response = await self._open_racing()
+        except Failure as failure:
+            self.outcome.failure = failure
+            await self.aclose()
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def start(self) -> Batch:
+        """``response.created`` and ``response.in_progress`` (nothing in JSON mode)."""
+        return self.translator.start()
+
+    async def batches(self, *, first_wait_secs: float | None = None) -> AsyncGenerator[Batch | _Keepalive, None]:
+        """The translated events, one batch per upstream read, then nothing after the terminal one.
+
+        Yields ``KEEPALIVE`` when the backend is silent (streams only; the first
+        one after ``first_wait_secs`` when that is sooner). Ends
+        early, without a terminal event, when the client leaves. A bug of ours
+        still ends the response with a terminal event (``failure`` says INTERNAL).
+        """
+        assert self._response is not None, "open() first"
+        settings = self._settings
+        translator = self.translator
+        try:
+            async for batch in relay(
+                self._response, translator, self.outcome,
+                disconnected=self._disconnected,
+                keepalive_secs=settings.keepalive_secs if self.ctx.stream else None,
+                first_keepalive_secs=first_wait_secs,
+                deadline=self._deadline,
+                max_event_bytes=settings.max_event_bytes,
+                idle_timeout_secs=settings.backend_idle_timeout_secs,
+                redact=redactor(self._secret, self._masked),
+            ):
+                if batch is not KEEPALIVE and translator.done and self._on_terminal is not None:
+                    await self._on_terminal(translator.response)
+                yield batch
+        except Exception:
+            if translator.done:
+                raise
+            # A bug of ours must still end the client's stream with a terminal
+            # event, and says nothing about the backend's health.
+            failure = internal()
+            self.outcome.failure = failure
+            batch = translator.fail(failure.message, failure.code or "server_error")
+            if self._on_terminal is not None:
+                await self._on_terminal(translator.response)
+            yield batch
+            raise
+
+    def verdict(self) -> Verdict:
+        """What this exchange says about the backend (read by ``aclose``)."""
+        failure = self.outcome.failure
+        if failure is not None:
+            return failure.verdict
+        return Verdict.SUCCESS if self.translator.done else Verdict.NONE
+
+    async def aclose(self) -> None:
+        """Release everything this exchange holds; safe to call any number of times."""
+        if self._closed:
+            return
+        self._closed = True
+        Exchange.live -= 1
+        self._disconnected.cancel()
+        try:
+            if self._response is not None:
+                await self._response.aclose()
+        finally:
+            self._report()
+
+    def _report(self) -> None:
+        permit, self._permit = self._permit, None
+        if permit is None:
+            return
+        verdict = self.verdict()
+        if verdict is Verdict.SUCCESS:
+            self._breaker.record_success(permit)
+        elif verdict in (Verdict.MODEL_FAILURE, Verdict.HOST_FAILURE):
+            self._breaker.record_failure(permit)
+        else:
+            self._breaker.release(permit)
+
+    async def _open_racing(self) -> httpx.Response:
+        """Open upstream, racing the client leaving and (JSON mode) the deadline."""
+        opening = asyncio.ensure_future(self._upstream.open(orjson.dumps(self._chat), self._headers))
+        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        try:
+            await asyncio.wait((opening, self._disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this request was cancelled (e.g. worker shutdown)
+            await _abandon(opening)
+            raise
+        if opening.done():
+            return opening.result()
+        await _abandon(opening)
+        if self._disconnected.done():
+            raise client_gone()
+        raise Failure(Cause.BACKEND_TIMEOUT, "The backend did not answer in time.", "backend_timeout", kind="timeout")
+
+
+async def _abandon(opening: asyncio.Future[httpx.Response]) -> None:
+    """Cancel a pending upstream open; close its response if it had arrived."""
+    if opening.done():
+        if not opening.cancelled() and opening.exception() is None:
+            await opening.result().aclose()
+        return
+    opening.cancel()
+    try:
+        await opening
+    except BaseException:
+        pass
