@@ -94,7 +94,9 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     settings = settings or settings_mod.load()
     logs.configure(settings.log_level, settings.log_format)
     runtime = Runtime.build(settings)
-    falcon_app = falcon.asgi.App(middleware=[_Lifespan(runtime), RequestIdMiddleware()])
+    # Falcon types a middleware list by one protocol per hook; ours mix hooks.
+    middleware: list[Any] = [_Lifespan(runtime), RequestIdMiddleware()]
+    falcon_app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler

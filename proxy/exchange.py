@@ -64,6 +64,12 @@ class Exchange:
         self.ctx = ctx
         self.translator = StreamTranslator(ctx, emit_events=emit_events)
         self.outcome = Outcome()
+        if not ctx.stream and settings.json_upstream == "json":
+            # A JSON client's answer is asked for as one JSON body: its cost is then
+            # flat in the answer's length (no chunk to parse, translate and drop).
+            chat["stream"] = False
+            chat.pop("stream_options", None)
+            headers["accept"] = "application/json"
         self._chat = chat
         self._headers = headers
         self._breaker = breaker
@@ -194,7 +200,8 @@ class Exchange:
 
     async def _open_racing(self) -> httpx.Response:
         """Open upstream, racing the client leaving and (JSON mode) the deadline."""
-        opening = asyncio.ensure_future(self._upstream.open(orjson.dumps(self._chat), self._headers))
+        read_timeout = None if self._chat["stream"] else self._settings.backend_timeout_secs
+        opening = asyncio.ensure_future(self._upstream.open(orjson.dumps(self._chat), self._headers, read_timeout))
         timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
         try:
             await asyncio.wait((opening, self._disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

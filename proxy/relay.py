@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Final
 
 import aiohttp
@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from .failures import Cause, Failure, client_gone, from_stream_error
-from .translate.completion import completion_as_sse
+from .translate.completion import completion_to_chunks
 from .translate.sse import EventTooLarge, SSEDecoder
 from .translate.stream import StreamTranslator
 
@@ -79,13 +79,20 @@ async def relay(
 
     The caller owns ``response`` and closes it; this loop only reads it.
     """
-    decoder = SSEDecoder(max_event_bytes)
     content_type = response.headers.get("content-type", "")
-    reader: AsyncIterator[bytes]
+    # One JSON body (asked for by a JSON client, or a backend that ignored
+    # `stream: true`) or an SSE stream: both end up as chunks for the translator.
+    body: bytearray | None = None
+    decoder: SSEDecoder | None = None
     if "json" in content_type and "event-stream" not in content_type:
-        reader = _json_as_sse(response)  # a backend that ignored stream: true
+        body = bytearray()
+        if deadline is not None:
+            # A JSON body comes after the whole generation, in one piece: the
+            # deadline bounds it, silence means nothing. (Streams: the reverse.)
+            idle_timeout_secs = float("inf")
     else:
-        reader = response.aiter_bytes().__aiter__()
+        decoder = SSEDecoder(max_event_bytes)
+    reader = response.aiter_bytes().__aiter__()
     pending: asyncio.Future[bytes] | None = None
     idle_until = time.monotonic() + idle_timeout_secs
     wait_secs = keepalive_secs
@@ -126,22 +133,32 @@ async def relay(
             except (httpx.HTTPError, aiohttp.ClientError) as exc:
                 yield _fail(translator, outcome, _read_failure(exc, idle_timeout_secs))
                 return
-            try:
-                payloads = decoder.feed(data) if data is not None else decoder.flush()
-            except EventTooLarge:
-                yield _fail(
-                    translator, outcome,
-                    Failure(
-                        Cause.BACKEND_FAILED, f"The backend sent an event larger than {max_event_bytes} bytes.",
-                        "backend_error", kind="oversize_event",
-                    ),
-                )
-                return
             events: Batch = []
-            for payload in payloads:
-                events += _feed_payload(translator, redact(payload), outcome)
-                if translator.done:
-                    break
+            if body is not None:
+                if data is not None:
+                    body += data
+                    if len(body) > _MAX_JSON_ANSWER_BYTES:
+                        yield _fail(translator, outcome, _malformed("The backend's JSON answer exceeds 16 MB."))
+                        return
+                    continue
+                events = _feed_completion(translator, redact(bytes(body)), outcome)
+            else:
+                assert decoder is not None
+                try:
+                    payloads = decoder.feed(data) if data is not None else decoder.flush()
+                except EventTooLarge:
+                    yield _fail(
+                        translator, outcome,
+                        Failure(
+                            Cause.BACKEND_FAILED, f"The backend sent an event larger than {max_event_bytes} bytes.",
+                            "backend_error", kind="oversize_event",
+                        ),
+                    )
+                    return
+                for payload in payloads:
+                    events += _feed_payload(translator, redact(payload), outcome)
+                    if translator.done:
+                        break
             if data is None and not translator.done:
                 events += _finish(translator, outcome)  # EOF without [DONE]
             if events:
@@ -186,15 +203,6 @@ def _identity(payload: bytes) -> bytes:
     return payload
 
 
-async def _json_as_sse(response: httpx.Response) -> AsyncIterator[bytes]:
-    body = bytearray()
-    async for data in response.aiter_bytes():
-        body += data
-        if len(body) > _MAX_JSON_ANSWER_BYTES:
-            raise httpx.DecodingError("the backend's JSON answer exceeds 16 MB")
-    yield completion_as_sse(bytes(body))
-
-
 def _finish(translator: StreamTranslator, outcome: Outcome) -> Batch:
     """Upstream ended ([DONE] or EOF); without a finish_reason that is a truncation."""
     events = translator.finish()
@@ -206,6 +214,22 @@ def _finish(translator: StreamTranslator, outcome: Outcome) -> Batch:
     return events
 
 
+def _feed_completion(translator: StreamTranslator, raw: bytes, outcome: Outcome) -> Batch:
+    """A whole ``chat.completion`` body, as the chunks a streaming backend would have sent."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _fail(translator, outcome, _malformed("The backend answered with invalid JSON."))
+    if not isinstance(doc, dict):
+        return _fail(translator, outcome, _malformed("The backend answered with JSON that is not an object."))
+    events: Batch = []
+    for chunk in completion_to_chunks(doc):
+        events += _feed_chunk(translator, chunk, outcome)
+        if translator.done:
+            return events
+    return events + _finish(translator, outcome)
+
+
 def _feed_payload(translator: StreamTranslator, payload: bytes, outcome: Outcome) -> Batch:
     if payload == _DONE_PAYLOAD:
         return _finish(translator, outcome)
@@ -215,6 +239,10 @@ def _feed_payload(translator: StreamTranslator, payload: bytes, outcome: Outcome
         return _fail(translator, outcome, _malformed("The backend sent a chunk that is not valid JSON."))
     if not isinstance(chunk, dict):
         return _fail(translator, outcome, _malformed("The backend sent a chunk that is not a JSON object."))
+    return _feed_chunk(translator, chunk, outcome)
+
+
+def _feed_chunk(translator: StreamTranslator, chunk: dict[str, Any], outcome: Outcome) -> Batch:
     err = chunk.get("error")
     if err:
         # An {"error": …} chunk mid-stream: the backend's own code reaches JSON

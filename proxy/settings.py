@@ -64,6 +64,7 @@ class Settings:
     backend_api_key: str | None = None
     proxy_api_keys: frozenset[str] = frozenset()
     forward_headers: tuple[str, ...] = ()
+    json_upstream: str = "json"
     max_body_bytes: int = MAX_BODY_BYTES
     max_event_bytes: int = MAX_EVENT_BYTES
 
@@ -209,6 +210,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         backend_api_key=backend_key,
         proxy_api_keys=proxy_keys,
         forward_headers=forward_headers,
+        json_upstream=_choice(env, "JSON_UPSTREAM", "json", ("json", "stream")),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 1024 * 1024 * 1024),
         max_event_bytes=_int(env, "MAX_UPSTREAM_EVENT_BYTES", MAX_EVENT_BYTES, 1024, 256 * 1024 * 1024),
     )

@@ -71,8 +71,12 @@ class Upstream:
         self.limit = limit
         self.in_flight = 0
 
-    async def open(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """The open 200 streaming response; the slot it takes is freed when it is closed."""
+    async def open(self, body: bytes, headers: dict[str, str], read_timeout: float | None = None) -> httpx.Response:
+        """The open 200 streaming response; the slot it takes is freed when it is closed.
+
+        ``read_timeout`` replaces the pool's idle read timeout for this request
+        (a non-streamed answer is silent until it is complete).
+        """
         if self.in_flight >= self.limit:
             raise Failure(
                 Cause.OVERLOADED, "The proxy has no free upstream connection; retry shortly.",
@@ -80,7 +84,7 @@ class Upstream:
             )
         self.in_flight += 1
         try:
-            response = await open_stream(self.client, self.url, body, headers)
+            response = await open_stream(self.client, self.url, body, headers, read_timeout)
         except BaseException:
             self.in_flight -= 1
             raise
@@ -114,10 +118,16 @@ class _Slot(httpx.AsyncByteStream):
 
 
 async def open_stream(
-    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], read_timeout: float | None = None
 ) -> httpx.Response:
     """POST the chat request and return the open 200 streaming response."""
-    request = client.build_request("POST", url, content=body, headers=headers)
+    if read_timeout is None:
+        request = client.build_request("POST", url, content=body, headers=headers)
+    else:
+        timeout = httpx.Timeout(
+            connect=CONNECT_TIMEOUT_SECS, read=read_timeout, write=read_timeout, pool=CONNECT_TIMEOUT_SECS
+        )
+        request = client.build_request("POST", url, content=body, headers=headers, timeout=timeout)
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:

@@ -5,7 +5,7 @@ package fail at boot instead of silently running the slower pure-Python stack.
 """
 from __future__ import annotations
 
-from uvicorn_worker import UvicornWorker
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # ships no type information
 
 
 class Worker(UvicornWorker):

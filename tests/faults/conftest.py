@@ -3,6 +3,11 @@
 Not the session ``proxy``: these tests inject backend failures on purpose and
 must not open the circuit breaker other test packages rely on. Its breaker has
 a high threshold so that the few failures injected here never open it either.
+
+The faults injected here are streaming faults (chunks dropped, cut, oversized,
+silent…), so its JSON clients are served from a streamed upstream as well
+(``JSON_UPSTREAM=stream``); a JSON upstream's faults are in
+``tests/integration/test_json_upstream.py``.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ def fproxy(mock_backend: Service, logs_dir: Path) -> Iterator[Service]:
         BACKEND_IDLE_TIMEOUT_SECS="3",
         CIRCUIT_BREAKER_THRESHOLD="100000",
         FORWARD_HEADERS=",".join(FORWARDED),
+        JSON_UPSTREAM="stream",
     )
     yield service
     service.stop()

@@ -198,7 +198,9 @@ def test_size_limits_are_settings(proxy_factory, mock):
     """MAX_BODY_BYTES and MAX_UPSTREAM_EVENT_BYTES reach the edge: a 4 KiB body limit
     refuses a 5 KB request with 413 naming the limit, and a 2 KiB event limit fails a
     response whose backend sends a 3 KB event (while a 1 KB one passes)."""
-    svc = proxy_factory(MAX_BODY_BYTES="4096", MAX_UPSTREAM_EVENT_BYTES="2048", WEB_CONCURRENCY="1")
+    svc = proxy_factory(
+        MAX_BODY_BYTES="4096", MAX_UPSTREAM_EVENT_BYTES="2048", WEB_CONCURRENCY="1", JSON_UPSTREAM="stream"
+    )
     r = post(svc.url, _body_of_size(5000, "lim-settings"))
     assert r.status_code == 413 and "4096 bytes" in error_of(r)["message"], r.text
     assert post(svc.url, _body_of_size(4000, "lim-settings")).status_code == 200

@@ -40,7 +40,10 @@ def _abandon_json(port: int, model: str, rid: str) -> None:
 
 @pytest.mark.slow
 def test_every_request_ends_with_exactly_one_completed_line(proxy_factory, mock):
-    svc = proxy_factory(CIRCUIT_BREAKER_THRESHOLD="2", CIRCUIT_BREAKER_RECOVERY_SECS="60", SSE_KEEPALIVE_SECS="0.5")
+    svc = proxy_factory(
+        CIRCUIT_BREAKER_THRESHOLD="2", CIRCUIT_BREAKER_RECOVERY_SECS="60", SSE_KEEPALIVE_SECS="0.5",
+        JSON_UPSTREAM="stream",  # its faults are streaming faults, for JSON clients too
+    )
     mock.script("log-ok", {"text": "fine"})
     mock.script("log-slow", {"chunks": [f"s{i} " for i in range(60)], "delay": 0.1})
     mock.script("log-401", {"status": 401})

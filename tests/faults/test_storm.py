@@ -329,6 +329,7 @@ def _judge(res: Result) -> str | None:
 @pytest.mark.slow
 def test_storm(proxy_factory, mock):
     svc = proxy_factory(
+        JSON_UPSTREAM="stream",  # the faults are streaming faults, for JSON clients too
         BACKEND_IDLE_TIMEOUT_SECS="2",
         BACKEND_TIMEOUT_SECS="8",
         SSE_KEEPALIVE_SECS="0.5",

@@ -78,7 +78,8 @@ def test_backend_hanging_before_first_byte_is_504_within_backend_timeout(proxy_f
 
 
 def test_backend_slow_body_is_504_at_backend_timeout(proxy_factory, mock):
-    svc = proxy_factory(BACKEND_TIMEOUT_SECS="2", CIRCUIT_BREAKER_THRESHOLD="1000")
+    """A streamed upstream that keeps trickling: the JSON client's total deadline still holds."""
+    svc = proxy_factory(BACKEND_TIMEOUT_SECS="2", CIRCUIT_BREAKER_THRESHOLD="1000", JSON_UPSTREAM="stream")
     mock.script("to-slowbody", {"chunks": SLOW, "delay": 0.1})
     t0 = time.monotonic()
     r = post(svc.url, {"model": "to-slowbody", "input": "x"}, timeout=12)

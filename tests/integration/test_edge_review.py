@@ -112,9 +112,11 @@ def _stream_until_terminal(url: str, body: dict, limit: float) -> tuple[int, byt
 
 @pytest.fixture(scope="module")
 def eproxy(mock_backend: Service, logs_dir: Path) -> Iterator[Service]:
-    """A proxy of this module's own, with a breaker that injected failures never open."""
+    """A proxy of this module's own, with a breaker that injected failures never open;
+    its JSON clients are served from a streamed upstream, as the faults here are streaming ones."""
     service = start_proxy(
-        mock_backend.url + "/v1", logs_dir / "edge-review-proxy.log", CIRCUIT_BREAKER_THRESHOLD="100000"
+        mock_backend.url + "/v1", logs_dir / "edge-review-proxy.log", CIRCUIT_BREAKER_THRESHOLD="100000",
+        JSON_UPSTREAM="stream",
     )
     yield service
     service.stop()

@@ -27,9 +27,11 @@ def test_json_response_through_sdk(openai_client, mock):
     assert response.usage.total_tokens == 18
     assert doc["model"] == "m-json" and doc["id"].startswith("resp_")
     assert raw.http_response.headers["x-request-id"]
-    upstream = mock.requests("m-json")[-1]["body"]
-    assert upstream["stream"] is True
-    assert upstream["stream_options"] == {"include_usage": True}
+    upstream = mock.requests("m-json")[-1]
+    # A JSON client's answer is asked for as one JSON body (JSON_UPSTREAM=json, the default).
+    assert upstream["body"]["stream"] is False and "stream_options" not in upstream["body"]
+    assert upstream["headers"]["accept"] == "application/json"
+    upstream = upstream["body"]
     assert upstream["messages"] == [{"role": "user", "content": "hi there"}]
     assert upstream["model"] == "m-json"
 
