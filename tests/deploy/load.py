@@ -3,7 +3,7 @@
 Several threads send requests until stopped, each cycling through the request
 kinds it is given and recording one ``Outcome`` per request. Even threads keep
 one HTTP client (keep-alive, like the SDKs); odd threads open a new connection
-per request. Every request carries its own ``X-Request-ID``, which HAProxy logs
+per request (unless ``all_keepalive``). Every request carries its own ``X-Request-ID``, which HAProxy logs
 and the proxy uses as its request id, so a test can tell where each one went.
 
 A kind is a function ``(client, base_url, request_id) -> (status, ok, detail)``;
@@ -104,8 +104,11 @@ class Outcome:
 class Load:
     """``threads`` clients sending ``kinds`` to ``url`` from ``__enter__`` to ``__exit__``."""
 
-    def __init__(self, url: str, kinds: dict[str, Kind] | None = None, threads: int = 6) -> None:
+    def __init__(
+        self, url: str, kinds: dict[str, Kind] | None = None, threads: int = 6, all_keepalive: bool = False
+    ) -> None:
         self.url = url
+        self.all_keepalive = all_keepalive
         self.kinds = list((kinds or KINDS).items())
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"load-{i}", daemon=True) for i in range(threads)]
         self._stop = threading.Event()
@@ -134,7 +137,7 @@ class Load:
                 yield client
 
     def _run(self, index: int) -> None:
-        keepalive = index % 2 == 0
+        keepalive = self.all_keepalive or index % 2 == 0
         clients = self._clients(keepalive)
         kinds = itertools.islice(itertools.cycle(self.kinds), index, None)
         while not self._stop.is_set():
