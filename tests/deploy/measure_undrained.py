@@ -12,6 +12,7 @@ restart test shows the drained procedure loses none.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import tempfile
 import time
@@ -66,6 +67,7 @@ def main() -> None:
         if fleet is not None:
             fleet.stop()
         mock.stop()
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ def _served(lines, server: str, after: float = 0.0) -> list:
 
 
 def test_kill_one_instance_under_load(fleet_factory):
+    """Every kind of request in ``KINDS`` must go on on the survivor: a new kind (chained
+    ``previous_response_id`` turns, once the instances share a store) is one more entry."""
     fleet = fleet_factory()
     hap = fleet.haproxy
     with StatusWatch(hap) as watch, Load(fleet.url, KINDS, threads=8) as load:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -98,10 +99,14 @@ class UnitProcess:
         umask = int(self.service["UMask"][0], 8)
         self.log_path = self.dir / "out.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            shlex.split(self.service["ExecStart"][0]), cwd=self.service["WorkingDirectory"][0], env=env,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, umask=umask,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                shlex.split(self.service["ExecStart"][0]), cwd=self.service["WorkingDirectory"][0], env=env,
+                stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, umask=umask,
+            )
+        except BaseException:
+            self._cleanup()
+            raise
 
     def wait_ready(self) -> str:
         """The first sd_notify message (what Type=notify waits for)."""
@@ -130,11 +135,12 @@ class UnitProcess:
         if self.proc.poll() is None or group_pids(self.proc.pid):
             kill_group(self.proc.pid)
             self.proc.wait(5)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         self._log.close()
         self.notify.close()
-        for path in sorted(self.dir.rglob("*"), reverse=True):
-            path.unlink() if not path.is_dir() else path.rmdir()
-        self.dir.rmdir()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def test_unit_commands_start_reload_and_stop_the_service(mock_backend, mock):
