@@ -39,7 +39,7 @@ from tests.http import wait_for
 pytestmark = pytest.mark.slow
 
 
-def _back_in_rotation(fleet, name: str, load: Load) -> float:
+def _back_in_rotation(fleet, name: str) -> float:
     """`state ready`, then wait for HAProxy to call it UP and for requests to reach it."""
     hap = fleet.haproxy
     hap.set_state(name, "ready")
@@ -66,7 +66,7 @@ def test_rolling_restart_under_load_loses_no_request(fleet_factory):
             wait_for(lambda: len(set(worker_pids(service)) - old) == 2 and not set(worker_pids(service)) & old, 60,
                      what=f"{name}'s old workers to drain and new ones to run")
             signals.append((name, "SIGHUP", sent, time.time()))
-            _back_in_rotation(fleet, name, load)
+            _back_in_rotation(fleet, name)
 
             hap.drain(name, port)
             sent = time.time()
@@ -76,7 +76,7 @@ def test_rolling_restart_under_load_loses_no_request(fleet_factory):
             assert rc == 0, service.log_text()[-3000:]
             service.stop()
             fleet.start(name)
-            _back_in_rotation(fleet, name, load)
+            _back_in_rotation(fleet, name)
     outcomes = load.outcomes()
     lines = {ln.request_id: ln for ln in hap.log_lines()}
     failures = [o for o in outcomes if not o.ok]
