@@ -16,12 +16,13 @@ import orjson
 
 from . import logs
 from . import settings as settings_mod
-from .errors import ProxyError
+from .errors import ProxyError, invalid_request
 from .resources.health import HealthResource
 from .resources.request_meta import RECEIVE_SCOPE_KEY, RequestMetaMiddleware
 from .resources.responses import ResponsesResource
 from .resources.stored import StoredResponseResource
 from .runtime import Runtime
+from .translate.errors import InvalidRequest
 
 log = logging.getLogger("proxy.app")
 
@@ -47,6 +48,13 @@ async def _proxy_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex:
     resp.data = orjson.dumps(ex.body())
     for name, value in ex.headers.items():
         resp.set_header(name, value)
+
+
+async def _invalid_request(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: InvalidRequest, params: dict[str, Any]
+) -> None:
+    """The translation core's refusal: always a 400 invalid_request_error."""
+    await _proxy_error(req, resp, invalid_request(ex.message, ex.param, ex.code), params)
 
 
 async def _unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict) -> None:
@@ -103,6 +111,7 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.req_options.strip_url_path_trailing_slash = True
     falcon_app.add_error_handler(Exception, _unexpected)
     falcon_app.add_error_handler(ProxyError, _proxy_error)
+    falcon_app.add_error_handler(InvalidRequest, _invalid_request)
     falcon_app.set_error_serializer(_serialize_http_error)
 
     async def asgi(scope: dict[str, Any], receive: Callable, send: Callable) -> None:

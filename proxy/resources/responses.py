@@ -49,7 +49,7 @@ class ResponsesResource:
         meta.key = mask_key(key)
         chat, ctx = translate_request(body, self._rt.policy)
         meta.model = ctx.model
-        _log_warnings(meta, ctx, 0)
+        _log_warnings(meta, ctx.model, ctx.warnings)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request_started: request_id=%s model=%s stream=%s key=%s messages=%d tools=%d",
@@ -105,7 +105,6 @@ class ResponsesResource:
             return
 
         translator: StreamTranslator | None = None
-        warned = len(ctx.warnings)
         try:
             translator = StreamTranslator(ctx, emit_events=False)
             translator.start()
@@ -123,7 +122,8 @@ class ResponsesResource:
             disconnected.cancel()
             await upstream.aclose()  # idempotent; relay closes it on every path it runs
             self._verdict(permit, outcome, translator)
-            _log_warnings(meta, ctx, warned)
+            if translator is not None:
+                _log_warnings(meta, ctx.model, translator.warnings)
         response = translator.response
         if outcome.client_gone:
             meta.status = "client_disconnected"
@@ -152,7 +152,6 @@ class ResponsesResource:
         secret: str,
     ) -> AsyncIterator[bytes]:
         settings = self._rt.settings
-        warned = len(ctx.warnings)
         translator: StreamTranslator | None = None
         try:
             translator = StreamTranslator(ctx)
@@ -178,7 +177,8 @@ class ResponsesResource:
             disconnected.cancel()
             await upstream.aclose()
             self._verdict(permit, outcome, translator)
-            _log_warnings(meta, ctx, warned)
+            if translator is not None:
+                _log_warnings(meta, ctx.model, translator.warnings)
             if outcome.client_gone:
                 meta.status = "client_disconnected"
             elif translator is None:
@@ -281,10 +281,11 @@ async def _abandon(opening: asyncio.Future) -> None:
         pass
 
 
-def _log_warnings(meta: RequestMeta, ctx: ResponseContext, start: int) -> None:
-    """Warnings from translation (dropped built-in tools, calls outside allowed_tools…)."""
-    for warning in ctx.warnings[start:]:
-        log.warning("request_id=%s model=%s: %s", meta.request_id, ctx.model, warning)
+def _log_warnings(meta: RequestMeta, model: str, warnings: list[str]) -> None:
+    """Warnings from translation: the request's (dropped built-in tools…) and the
+    stream translator's (calls outside allowed_tools…)."""
+    for warning in warnings:
+        log.warning("request_id=%s model=%s: %s", meta.request_id, model, warning)
 
 
 def _upstream_headers(

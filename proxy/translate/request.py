@@ -33,12 +33,12 @@ from typing import Any, Literal
 
 import orjson
 
-from proxy.errors import invalid_request
-from proxy.translate import validate as v
-from proxy.translate.context import ResponseContext
-from proxy.translate.ids import new_id
-from proxy.translate.reasoning_codec import decode_reasoning
-from proxy.translate.tools import history_name, translate_tool_choice, translate_tools
+from . import validate as v
+from .context import ResponseContext
+from .errors import InvalidRequest
+from .ids import new_id
+from .reasoning_codec import decode_reasoning
+from .tools import history_name, translate_tool_choice, translate_tools
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,7 +81,7 @@ def _image_part(part: dict, param: str) -> dict[str, Any]:
     url = part.get("image_url")
     if url is None:
         if part.get("file_id") is not None:
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid '{param}': 'file_id' images are not supported (this server has no file store); "
                 "send 'image_url' with a URL or a data URL instead.",
                 param + ".file_id",
@@ -115,7 +115,7 @@ def _file_part(part: dict, param: str) -> dict[str, Any]:
             raise v.fail(param + ".file_url", "a URL string", url)
         file["file_url"] = url
     elif part.get("file_id") is not None:
-        raise invalid_request(
+        raise InvalidRequest(
             f"Invalid '{param}': 'file_id' files are not supported (this server has no file store); "
             "send 'file_data' or 'file_url' instead.",
             param + ".file_id",
@@ -157,12 +157,12 @@ def _parts(content: list, param: str, rich: bool, joiner: str) -> str | list[dic
         elif ptype in ("input_image", "input_file") and rich:
             chat = _image_part(part, pparam) if ptype == "input_image" else _file_part(part, pparam)
         elif ptype in ("input_image", "input_file"):
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid '{pparam}': {ptype} is only supported in user messages and tool outputs.",
                 pparam + ".type",
             )
         elif ptype == "input_audio" or ptype == "input_video":
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid '{pparam}': {ptype} content is not supported by this server; "
                 "send text, images (input_image) or files (input_file).",
                 pparam + ".type",
@@ -314,7 +314,7 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
         h.system.append(instructions)
     if isinstance(raw, str):
         if len(raw) > v.MAX_INPUT_STRING:
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid 'input': string too long, expected at most {v.MAX_INPUT_STRING} characters.", "input"
             )
         h.add({"role": "user", "content": raw})
@@ -335,7 +335,7 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
                 h.add_reasoning(item)
             elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
                 # The openai SDK's ItemReference: {"id": ...} with an optional type.
-                raise invalid_request(
+                raise InvalidRequest(
                     f"Invalid '{param}': item_reference is not supported because this server stores no "
                     "responses; send the referenced item itself.",
                     param,
@@ -344,7 +344,7 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
             elif itype is None:
                 raise v.missing(param + ".type", "or 'role' for a message")
             else:
-                raise invalid_request(
+                raise InvalidRequest(
                     f"Invalid '{param}': input item type {str(itype)[:64]!r} is not supported by this server "
                     "(it forwards to a Chat Completions backend).",
                     param,
@@ -357,7 +357,7 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
     if h.system:
         h.messages.insert(0, {"role": "system", "content": "\n\n".join(h.system)})
     if not h.messages:
-        raise invalid_request("Invalid 'input': expected at least one input item.", "input", "empty_array")
+        raise InvalidRequest("Invalid 'input': expected at least one input item.", "input", "empty_array")
     return h.messages
 
 
@@ -457,28 +457,28 @@ def _refuse_state(body: dict) -> None:
     if prev is not None:
         if not isinstance(prev, str):
             raise v.fail("previous_response_id", "a string", prev)
-        raise invalid_request(
+        raise InvalidRequest(
             "previous_response_id is not supported: this server is stateless and stores no responses. "
             "Send the whole conversation in 'input' instead.",
             "previous_response_id",
             "unsupported_parameter",
         )
     if body.get("conversation") is not None:
-        raise invalid_request(
+        raise InvalidRequest(
             "conversation is not supported: this server is stateless and stores no conversations. "
             "Send the whole conversation in 'input' instead.",
             "conversation",
             "unsupported_parameter",
         )
     if body.get("prompt") is not None:
-        raise invalid_request(
+        raise InvalidRequest(
             "prompt templates are not supported by this server; send 'instructions' and 'input' instead.",
             "prompt",
             "unsupported_parameter",
         )
     background = v.opt_bool(body, "background")
     if background:
-        raise invalid_request(
+        raise InvalidRequest(
             "background mode is not supported by this server; omit 'background' or set it to false.",
             "background",
             "unsupported_parameter",
@@ -493,12 +493,12 @@ def translate_request(
 ) -> tuple[dict[str, Any], ResponseContext]:
     """Validate a parsed Responses request body and build ``(chat_request_body, ResponseContext)``.
 
-    Raises ``ProxyError`` (400, with ``param``) for anything invalid or
+    Raises ``InvalidRequest`` (with ``param``) for anything invalid or
     unservable. The chat body always streams with usage; the caller decides
     whether the client gets SSE or one JSON object from ``ctx.stream``.
     """
     if not isinstance(body, dict):
-        raise invalid_request(
+        raise InvalidRequest(
             f"The request body must be a JSON object, got {v.type_name(body)}.", None, "invalid_body"
         )
     model = v.model_name(body)

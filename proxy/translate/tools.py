@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy.errors import invalid_request
-from proxy.translate.validate import fail, missing
+from .errors import InvalidRequest
+from .validate import fail, missing
 
 NAMESPACE_SEPARATOR = "__"
 _TOOL_CHOICE_VALUES = ("auto", "none", "required")
@@ -129,7 +129,7 @@ class _Builder:
 
     def add(self, upstream_name: str, description: Any, parameters: Any, strict: Any, param: str) -> None:
         if upstream_name in self.param_of:
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid '{param}': duplicate tool name {upstream_name!r} "
                 f"(also defined by '{self.param_of[upstream_name]}'). Tool names must be unique.",
                 param,
@@ -207,7 +207,7 @@ def translate_tools(raw: Any, builtin_policy: BuiltinPolicy) -> ToolSet:
                 ts.namespaced[upstream] = (ns, name)
         else:
             if builtin_policy == "reject":
-                raise invalid_request(
+                raise InvalidRequest(
                     f"Invalid '{param}': the built-in tool type {ttype!r} is not supported by this server "
                     "(it forwards to a Chat Completions backend that only runs function tools). "
                     "Remove the tool or use a function tool.",
@@ -235,7 +235,7 @@ def _resolve(ts: ToolSet, entry: dict, param: str) -> str:
     key = flat_name(ns, name) if isinstance(ns, str) and ns else name
     upstream = ts.by_name.get(key)
     if upstream is None:
-        raise invalid_request(
+        raise InvalidRequest(
             f"Invalid '{param}': tool {name!r} is not among the request's 'tools'. "
             "tool_choice may only name a tool that the request defines.",
             param,
@@ -283,7 +283,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
                 allowed[_resolve(ts, entry, eparam)] = None
             elif isinstance(etype, str) and etype:
                 if builtin_policy == "reject":
-                    raise invalid_request(
+                    raise InvalidRequest(
                         f"Invalid '{eparam}': the built-in tool type {etype!r} is not supported by this server.",
                         eparam,
                         "unsupported_tool",
@@ -307,7 +307,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
     if isinstance(ctype, str) and ctype:
         # A built-in tool type (web_search, file_search, mcp, ...).
         if builtin_policy == "reject":
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid 'tool_choice': the built-in tool type {ctype!r} is not supported by this server.",
                 "tool_choice",
                 "unsupported_tool",
