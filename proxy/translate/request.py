@@ -54,7 +54,7 @@ class TranslationPolicy:
     forward_service_tier: bool = False
     forward_prompt_cache_key: bool = False
     # Put replayed reasoning text as `reasoning_content` on the following
-    # assistant message.
+    # assistant message (REASONING_IN_HISTORY; some backends reject the field).
     reasoning_in_history: bool = True
 
 
@@ -201,14 +201,14 @@ def _tool_output(item: dict, param: str) -> str | list[dict[str, Any]]:
     raise v.fail(param + ".output", "a string or an array of content parts", output)
 
 
-def reasoning_text(item: dict, key: bytes | None = None) -> str:
+def reasoning_text(item: dict[str, Any]) -> str:
     """The text a replayed reasoning item stands for ('' if none).
 
     Our own ``encrypted_content`` holds the full text; otherwise visible
     ``content`` (reasoning_text) beats ``summary``. Malformed parts are
     skipped, never rejected: every Codex turn replays these items.
     """
-    text = decode_reasoning(item.get("encrypted_content"), key)
+    text = decode_reasoning(item.get("encrypted_content"))
     if text is not None:
         return text
     for field, joiner in (("content", "\n"), ("summary", "\n\n")):

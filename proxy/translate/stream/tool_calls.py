@@ -11,7 +11,9 @@ name); the whole call in one chunk; calls interleaved by ``index``; a missing
 generated); one index reused for several whole calls (told apart by id). Calls
 are opened in order of first appearance, so a call waits for an earlier one
 still without a name. A call whose name never arrives is dropped. Calls to
-tools outside ``ctx.allowed_tools`` are dropped before they reach the client.
+tools outside ``ctx.allowed_tools``, and calls past the request's
+``max_tool_calls`` (the limit the Response echoes), are dropped before they
+reach the client; the backend is not told the limit, chat has no such field.
 Every drop is recorded in ``dropped`` and ``warnings``.
 """
 from __future__ import annotations
@@ -30,8 +32,8 @@ from .events import Emitter
 class ToolCalls:
     """Every upstream call of the response, by key and in order of first appearance."""
 
-    __slots__ = ("_ctx", "_em", "_new_id", "_before_open", "_by_key", "order", "next_open", "_last", "dropped",
-                 "warnings")
+    __slots__ = ("_ctx", "_em", "_new_id", "_before_open", "_by_key", "order", "next_open", "_last", "_room",
+                 "dropped", "warnings")
 
     def __init__(self, ctx: ResponseContext, emitter: Emitter, new_id: Callable[[str], str],
                  before_open: Callable[[], None]) -> None:
@@ -44,6 +46,9 @@ class ToolCalls:
         self.order: list[ToolCall] = []
         self.next_open = 0  # position in `order` of the next call to open
         self._last: ToolCall | None = None  # where a fragment without index or id belongs
+        # How many more calls the client may get (max_tool_calls, as echoed; -1: no limit).
+        limit = ctx.echo.get("max_tool_calls")
+        self._room = limit if type(limit) is int and limit >= 0 else -1
         self.dropped: list[str] = []
         self.warnings: list[str] = []
 
@@ -127,6 +132,11 @@ class ToolCalls:
         if ctx.allowed_tools is not None and name not in ctx.allowed_tools:
             self._drop(call, name, "not in allowed_tools")
             return
+        if self._room == 0:
+            self._drop(call, name, f"over max_tool_calls ({ctx.echo['max_tool_calls']})")
+            return
+        if self._room > 0:
+            self._room -= 1
         self._before_open()
         ns = ctx.namespaced.get(name) if ctx.namespaced else None
         builder = CustomToolCallBuilder if name in ctx.custom_tools else FunctionCallBuilder

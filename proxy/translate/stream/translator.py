@@ -6,6 +6,9 @@ hands each piece to its part: ``segments`` (reasoning and message, at most
 one open), ``tool_calls`` (fragments matched to their call). Those parts'
 builders shape the items, and the emitter (``events``) the events.
 
+Calls the client may not get (outside ``allowed_tools``, past
+``max_tool_calls``, never named) are in ``dropped_calls`` and ``warnings``.
+
 ``finish_reason`` closes every open item; terminal events come only from
 ``finish()``, because the usage-only chunk (``choices: []``) arrives after the
 finish reason. ``finish()`` without a finish reason means the upstream stream
