@@ -7,7 +7,7 @@ of ``int``): every numeric check rejects them explicitly.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import InvalidRequest
 
@@ -57,15 +57,15 @@ def missing(param: str, what: str = "") -> InvalidRequest:
     return InvalidRequest(f"Missing required parameter: '{param}'{extra}.", param, "missing_required_parameter")
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def opt_number(body: dict, key: str, lo: float, hi: float) -> float | int | None:
+def opt_number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | int | None:
     """An optional number in ``[lo, hi]`` (null counts as absent)."""
     value = body.get(key)
     if value is None:
@@ -75,7 +75,7 @@ def opt_number(body: dict, key: str, lo: float, hi: float) -> float | int | None
     return value
 
 
-def opt_int(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
+def opt_int(body: dict[str, Any], key: str, lo: int, hi: int | None = None) -> int | None:
     """An optional integer ``>= lo`` (and ``<= hi``); null counts as absent."""
     value = body.get(key)
     if value is None:
@@ -86,14 +86,14 @@ def opt_int(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
     return value
 
 
-def opt_bool(body: dict, key: str, param: str | None = None) -> bool | None:
+def opt_bool(body: dict[str, Any], key: str, param: str | None = None) -> bool | None:
     value = body.get(key)
     if value is None or isinstance(value, bool):
         return value
     raise fail(param or key, "a boolean", value)
 
 
-def opt_str(body: dict, key: str, param: str | None = None, max_len: int | None = None) -> str | None:
+def opt_str(body: dict[str, Any], key: str, param: str | None = None, max_len: int | None = None) -> str | None:
     value = body.get(key)
     if value is None:
         return None
@@ -108,7 +108,7 @@ def opt_str(body: dict, key: str, param: str | None = None, max_len: int | None 
     return value
 
 
-def opt_enum(body: dict, key: str, allowed: tuple[str, ...], param: str | None = None) -> str | None:
+def opt_enum(body: dict[str, Any], key: str, allowed: tuple[str, ...], param: str | None = None) -> str | None:
     value = body.get(key)
     if value is None:
         return None
@@ -117,7 +117,7 @@ def opt_enum(body: dict, key: str, allowed: tuple[str, ...], param: str | None =
     return value
 
 
-def req_str(obj: dict, key: str, param: str) -> str:
+def req_str(obj: dict[str, Any], key: str, param: str) -> str:
     """A required non-empty string field of a nested object."""
     value = obj.get(key)
     if value is None:
@@ -129,7 +129,7 @@ def req_str(obj: dict, key: str, param: str) -> str:
     return value
 
 
-def model_name(body: dict) -> str:
+def model_name(body: dict[str, Any]) -> str:
     """``model``: a non-empty string without whitespace or control characters."""
     value = body.get("model")
     if value is None:
@@ -149,7 +149,7 @@ def model_name(body: dict) -> str:
     return value
 
 
-def metadata(body: dict) -> dict[str, str]:
+def metadata(body: dict[str, Any]) -> dict[str, str]:
     """``metadata``: at most 16 string pairs, keys ≤ 64 and values ≤ 512 characters."""
     value = body.get("metadata")
     if value is None:

@@ -60,7 +60,7 @@ class Phase(Enum):
 _STREAMING, _FINISHED, _DONE = Phase.STREAMING, Phase.FINISHED, Phase.DONE
 
 
-def _choice_zero(choices: Any) -> Any:
+def _choice_zero(choices: Any) -> dict[str, Any] | None:
     for c in choices:
         if type(c) is dict and c.get("index") == 0:
             return c
