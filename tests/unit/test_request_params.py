@@ -13,6 +13,7 @@ from openresponses_types import ResponseResource
 from proxy.translate.context import ECHO_KEYS
 from proxy.translate.errors import InvalidRequest
 from proxy.translate.request import TranslationPolicy, translate_request
+from proxy.translate.response import response_object
 
 
 def tr(body: dict[str, Any], **policy: Any) -> tuple[dict[str, Any], Any]:
@@ -27,11 +28,8 @@ def err(body: dict[str, Any], **policy: Any) -> InvalidRequest:
 
 
 def response_from(ctx: Any) -> dict[str, Any]:
-    return {
-        "id": ctx.response_id, "object": "response", "created_at": ctx.created_at, "completed_at": ctx.created_at,
-        "status": "completed", "incomplete_details": None, "model": ctx.model, "output": [], "error": None,
-        "usage": None, **ctx.echo,
-    }
+    """The Response the service would send for this context (the real assembler)."""
+    return dict(response_object(ctx, status="completed", completed_at=ctx.created_at))
 
 
 def test_context_basics() -> None:

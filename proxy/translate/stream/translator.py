@@ -86,7 +86,6 @@ class StreamTranslator:
         self.ctx = ctx
         self._emit = emit_events
         self._clock = clock
-        self._new_id = new_id
         self._em = em = Emitter() if emit_events else SilentEmitter()
         self._think = ThinkSplitter()
         self._segments = segments = Segments(ctx, em, new_id)
