@@ -89,7 +89,9 @@ class StreamTranslator:
         self._em = em = Emitter() if emit_events else SilentEmitter()
         self._think = ThinkSplitter()
         self._segments = segments = Segments(ctx, em, new_id)
-        self._message = segments.message  # for the per-token fast path
+        # The open segment's builder is called directly for each token (the fast paths in _delta).
+        self._message = segments.message
+        self._reasoning = segments.reasoning
         self._logprobs = ctx.include_logprobs
         self._calls = ToolCalls(ctx, em, new_id, segments.close)
         # What the translator tells its caller besides events: calls kept from
@@ -235,12 +237,18 @@ class StreamTranslator:
 
     def _delta(self, delta: Any, choice: Any) -> None:
         content = delta.get("content")
-        # Most deltas are {"content": "<token>"}: then there is nothing else to look up.
-        plain = content is not None and len(delta) == 1
-        if not plain:
+        # Most deltas have one field ({"content": token}, {"reasoning_content": token}):
+        # once that is handled there is nothing else to look up.
+        single = len(delta) == 1
+        if content is None or not single:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning and type(reasoning) is str:
-                self._segments.reason(reasoning)
+                if self._reasoning.is_open:  # straight to the open item
+                    self._reasoning.delta(reasoning)
+                else:
+                    self._segments.reason(reasoning)
+                if single:
+                    return
         if content:
             if type(content) is list:  # rare: content parts in a delta
                 content = "".join(p.get("text") or "" for p in content if type(p) is dict)
@@ -263,7 +271,7 @@ class StreamTranslator:
                         self._segments.reason(r)
                     if c:
                         self._segments.text(c, lp)
-        if plain:
+        if single and content is not None:
             return
         refusal = delta.get("refusal")
         if refusal and type(refusal) is str:
