@@ -12,16 +12,20 @@ terminal ``response.completed`` / ``response.incomplete`` / ``response.failed``.
 
 The parts, each owning one thing:
 
-* ``translator`` — ``StreamTranslator``: chunk parsing and dispatch, output
-  order, tool-call matching, finish reasons and endings;
+* ``translator`` — ``StreamTranslator``: chunk parsing and dispatch, finish
+  and failure; ``chunks`` — what finish reasons, choices and error payloads
+  mean;
+* ``segments`` — reasoning and message, at most one open (output order);
 * ``events`` — the emitter: sequence numbers, output indexes, every event's
   shape (the flat ``error`` event); ``silent`` — its JSON-mode twin;
 * ``message`` — the message item (text and refusal parts, held whitespace,
   logprobs);
 * ``reasoning`` — the reasoning item as ``reasoning_text`` or as a summary,
   with ``encrypted_content``;
-* ``tool_calls`` — an upstream call being assembled, and the function and
-  custom tool call items (custom input buffered, decoded at the end).
+* ``tool_calls`` — call fragments matched to their call (every shape chat
+  servers send), calls opened in order or dropped;
+* ``call_items`` — one upstream call, and its function or custom tool call
+  item (custom input buffered, decoded at the end).
 
 The Response object itself is assembled by ``proxy.translate.response``.
 """

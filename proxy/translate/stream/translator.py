@@ -27,6 +27,7 @@ from ..response import response_error, response_object
 from ..shapes import Event, ItemStatus, Response
 from ..think import ThinkSplitter
 from ..usage import map_usage
+from .chunks import FAILED_REASONS, INCOMPLETE_REASONS, MALFORMED, TRUNCATED_MESSAGE, choice_zero, upstream_error
 from .events import Emitter
 from .message import convert_logprobs
 from .segments import Segments
@@ -34,21 +35,6 @@ from .silent import SilentEmitter
 from .tool_calls import ToolCalls
 
 __all__ = ["TRUNCATED_MESSAGE", "StreamTranslator"]
-
-TRUNCATED_MESSAGE = "upstream stream ended before completion"
-
-_INCOMPLETE_REASONS = {
-    "length": "max_output_tokens",
-    "max_tokens": "max_output_tokens",
-    "content_filter": "content_filter",
-}
-
-# Finish reasons that mean the generation did not end normally. Any other
-# unknown reason (TGI's "eos_token", "stop_sequence", ...) counts as a normal stop.
-_FAILED_REASONS = ("error", "abort")
-
-# What a chunk of the wrong shape raises while we read it: it fails the response.
-_MALFORMED = (AttributeError, TypeError, KeyError, ValueError, IndexError)
 
 
 class Phase(Enum):
@@ -58,13 +44,6 @@ class Phase(Enum):
 
 
 _STREAMING, _FINISHED, _DONE = Phase.STREAMING, Phase.FINISHED, Phase.DONE
-
-
-def _choice_zero(choices: Any) -> dict[str, Any] | None:
-    for c in choices:
-        if type(c) is dict and c.get("index") == 0:
-            return c
-    return None
 
 
 class StreamTranslator:
@@ -132,7 +111,7 @@ class StreamTranslator:
         self._em.out = out
         try:
             if "error" in chunk and chunk["error"]:
-                return self._fail_from_upstream(chunk["error"])
+                return self._fail(*upstream_error(chunk["error"]))
             usage = chunk.get("usage")
             if usage:
                 self._usage = usage
@@ -143,7 +122,7 @@ class StreamTranslator:
             if choice.get("index", 0) not in (0, None):
                 # n > 1 (a backend default we never ask for): only choice 0
                 # is translated, wherever it sits in the list.
-                choice = _choice_zero(choices)
+                choice = choice_zero(choices)
                 if choice is None:
                     return out
             delta = choice.get("delta")
@@ -151,14 +130,12 @@ class StreamTranslator:
                 self._delta(delta, choice)
             finish = choice.get("finish_reason")
             if finish:
-                if finish in _FAILED_REASONS:
-                    # vLLM ends an aborted request with finish_reason "abort":
-                    # the answer is cut short, so it must not read as completed.
+                if finish in FAILED_REASONS:
                     return self._fail(f"upstream reported finish_reason {finish!r}", "server_error")
                 self._phase = _FINISHED
-                self._incomplete = _INCOMPLETE_REASONS.get(finish)
+                self._incomplete = INCOMPLETE_REASONS.get(finish)
                 self._close_all(failed=False)
-        except _MALFORMED:
+        except MALFORMED:
             # Events already built from this chunk keep their sequence numbers.
             return self._fail("malformed chunk from upstream", "server_error")
         return out
@@ -191,16 +168,6 @@ class StreamTranslator:
         return self._fail(message, code)
 
     # ------------------------------------------------------------- endings
-
-    def _fail_from_upstream(self, err: Any) -> list[Event]:
-        if type(err) is dict:
-            message = err.get("message")
-            code = err.get("code")
-        else:
-            message, code = err, None
-        if not isinstance(message, str) or not message:
-            message = "upstream error"
-        return self._fail("upstream error: " + message, code if type(code) is str else "server_error")
 
     def _fail(self, message: str, code: str) -> list[Event]:
         em = self._em
