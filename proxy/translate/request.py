@@ -6,8 +6,8 @@ response direction must echo or undo. Client objects that pass through
 unchanged (JSON Schemas, tool parameters, metadata) are shared by reference,
 never copied: the caller must treat both outputs as read-only.
 
-The parts: ``history`` (``instructions`` + ``input`` → ``messages``, with
-``content`` for the parts), ``tools`` (``tools`` / ``tool_choice``),
+The parts: ``messages`` (``instructions`` + ``input`` → chat ``messages``, with
+``content`` for the parts), ``tools`` and ``tool_choice``,
 ``params`` (``text``, ``reasoning``, ``include``, and the refusals of a
 stateless server), ``validate`` (the scalar checks). Every refusal is an
 ``InvalidRequest`` naming ``param``.
@@ -22,8 +22,8 @@ from . import params as p
 from . import validate as v
 from .context import ResponseContext
 from .errors import InvalidRequest
-from .history import translate_input
 from .ids import new_id
+from .messages import translate_input
 from .tool_choice import translate_tool_choice
 from .tools import translate_tools
 
