@@ -204,8 +204,8 @@ class StreamTranslator:
 
     def _delta(self, delta: Any, choice: Any) -> None:
         content = delta.get("content")
-        # Most deltas have one field ({"content": token}, {"reasoning_content": token}):
-        # once that is handled there is nothing else to look up.
+        # Most deltas have one field ({"content": token}, {"reasoning_content": token},
+        # {"tool_calls": [fragment]}): once that is handled there is nothing else to look up.
         single = len(delta) == 1
         if content is None or not single:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
@@ -215,6 +215,11 @@ class StreamTranslator:
                 else:
                     self._segments.reason(reasoning)
                 if single:
+                    return
+            elif single:
+                tool_calls = delta.get("tool_calls")
+                if tool_calls:
+                    self._calls.feed(tool_calls)
                     return
         if content:
             if type(content) is list:  # rare: content parts in a delta
