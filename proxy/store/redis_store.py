@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ..translate.ids import new_id
+from . import redis_conversation_scripts as conv_lua
 from . import redis_scripts as lua
 from .base import (
     DEFAULT_MAX_OBJECT_BYTES,
@@ -29,7 +30,15 @@ from .base import (
     StoreError,
     owner_of,
 )
-from .items import check_page_args, decode_parts, encode_items, encoded_items, paginate, response_parts
+from .items import (
+    check_page_args,
+    decode_arrays,
+    decode_objects,
+    encode_items,
+    encoded_items,
+    paginate,
+    response_parts,
+)
 from .redis_link import RedisLink, Script
 from .shapes import conversation
 
@@ -103,7 +112,9 @@ class RedisStore:
             return None
         if found[0] != b"ok":
             raise HistoryIncomplete(response_id, _text(found[1]))
-        return History(response_id, decode_parts(found[1:]))
+        n_conv = int(found[1])  # conversation items (objects) first, then stored arrays
+        items = decode_objects(found[2 : 2 + n_conv]) if n_conv else []
+        return History(response_id, items + decode_arrays(found[2 + n_conv :]))
 
     async def delete_response(self, owner: str, response_id: str) -> bool:
         return bool(await self._run(lua.DELETE_RESPONSE, owner, response_id))
@@ -115,7 +126,7 @@ class RedisStore:
         found = await self._run(lua.READ_RESPONSE, owner, response_id, "d", "n")
         if found is None:
             return None
-        return paginate(decode_parts([found[0]])[: int(found[1])], limit, order, after)
+        return paginate(decode_arrays([found[0]])[: int(found[1])], limit, order, after)
 
     async def get_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, Item]:
         if not item_ids:
@@ -129,7 +140,7 @@ class RedisStore:
                 found[_text(item_id)] = orjson.loads(data)
                 continue
             if data:
-                decoded[where] = decode_parts([data])
+                decoded[where] = decode_arrays([data])
             items = decoded[where]
             if int(pos) < len(items):
                 found[_text(item_id)] = items[int(pos)]
@@ -145,7 +156,7 @@ class RedisStore:
         conv_id, created_at, meta = new_id("conv"), int(time.time()), metadata or {}
         pairs = [part for pair in encoded for part in pair]
         done = await self._run(
-            lua.CREATE_CONVERSATION, owner, conv_id, created_at, orjson.dumps(meta), self._ttl_ms,
+            conv_lua.CREATE_CONVERSATION, owner, conv_id, created_at, orjson.dumps(meta), self._ttl_ms,
             self.max_object_bytes, *pairs,
         )
         if done[0] == b"too_large":
@@ -153,17 +164,18 @@ class RedisStore:
         return conversation(conv_id, created_at, meta)
 
     async def get_conversation(self, owner: str, conversation_id: str) -> dict[str, Any] | None:
-        found = await self._run(lua.GET_CONVERSATION, owner, conversation_id)
+        found = await self._run(conv_lua.GET_CONVERSATION, owner, conversation_id)
         return None if found is None else conversation(conversation_id, int(found[0]), orjson.loads(found[1]))
 
     async def update_conversation(
         self, owner: str, conversation_id: str, metadata: dict[str, str]
     ) -> dict[str, Any] | None:
-        found = await self._run(lua.UPDATE_CONVERSATION, owner, conversation_id, orjson.dumps(metadata), self._ttl_ms)
+        meta = orjson.dumps(metadata)
+        found = await self._run(conv_lua.UPDATE_CONVERSATION, owner, conversation_id, meta, self._ttl_ms)
         return None if found is None else conversation(conversation_id, int(found[0]), orjson.loads(found[1]))
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
-        return bool(await self._run(lua.DELETE_CONVERSATION, owner, conversation_id))
+        return bool(await self._run(conv_lua.DELETE_CONVERSATION, owner, conversation_id))
 
     async def append_conversation_items(
         self, owner: str, conversation_id: str, items: Sequence[Item]
@@ -172,7 +184,7 @@ class RedisStore:
         self._too_large(size)
         pairs = [part for pair in encoded for part in pair]
         done = await self._run(
-            lua.APPEND_ITEMS, owner, conversation_id, self._ttl_ms, self.max_object_bytes, *pairs
+            conv_lua.APPEND_ITEMS, owner, conversation_id, self._ttl_ms, self.max_object_bytes, *pairs
         )
         if done[0] == b"missing":
             return None
@@ -181,26 +193,26 @@ class RedisStore:
         return prepared
 
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None:
-        found = await self._run(lua.CONVERSATION_CONTEXT, owner, conversation_id)
+        found = await self._run(conv_lua.CONVERSATION_CONTEXT, owner, conversation_id)
         if found is None:
             return None
-        return ConversationContext(conversation_id, decode_parts(found[1:]), int(found[0]))
+        return ConversationContext(conversation_id, decode_objects(found[1:]), int(found[0]))
 
     async def list_conversation_items(
         self, owner: str, conversation_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
     ) -> ItemPage | None:
         check_page_args(limit, order)
-        found = await self._run(lua.LIST_ITEMS, owner, conversation_id, limit, order, after or "")
-        return None if found is None else ItemPage(decode_parts(found[1:]), found[0] == b"1")
+        found = await self._run(conv_lua.LIST_ITEMS, owner, conversation_id, limit, order, after or "")
+        return None if found is None else ItemPage(decode_objects(found[1:]), found[0] == b"1")
 
     async def get_conversation_item(self, owner: str, conversation_id: str, item_id: str) -> Item | None:
-        found = await self._run(lua.GET_ITEM, owner, conversation_id, item_id)
+        found = await self._run(conv_lua.GET_ITEM, owner, conversation_id, item_id)
         return None if found is None else orjson.loads(found)
 
     async def delete_conversation_item(
         self, owner: str, conversation_id: str, item_id: str
     ) -> dict[str, Any] | None:
-        found = await self._run(lua.DELETE_ITEM, owner, conversation_id, item_id, self._ttl_ms)
+        found = await self._run(conv_lua.DELETE_ITEM, owner, conversation_id, item_id, self._ttl_ms)
         return None if found is None else conversation(conversation_id, int(found[0]), orjson.loads(found[1]))
 
     async def aclose(self) -> None:

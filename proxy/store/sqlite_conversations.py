@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 
 from .base import Item, ItemPage, ObjectTooLarge
+from .items import decode_objects
 from .shapes import conversation
 from .sqlite_responses import now_ms
-from .sqlite_schema import transaction
+from .sqlite_schema import INDEX_ITEM, transaction
 
 Encoded = Sequence[tuple[str, bytes]]  # (item id, item JSON)
 
@@ -66,7 +67,7 @@ def _append(
         ).rowcount
         if added:
             size += len(body)
-            conn.execute("INSERT OR REPLACE INTO item_index VALUES (?, ?, ?, ?)", (owner, item_id, loc, seq))
+            conn.execute(INDEX_ITEM, (owner, item_id, loc, seq))
     if size > limit:
         raise ObjectTooLarge(size, limit)  # rolls the whole batch back
     conn.execute(
@@ -97,12 +98,16 @@ def delete(conn: sqlite3.Connection, owner: str, conv_id: str) -> bool:
     with transaction(conn):
         if _row(conn, owner, conv_id, now_ms()) is None:
             return False
-        _drop(conn, conv_id)
+        _drop(conn, owner, conv_id)
     return True
 
 
-def _drop(conn: sqlite3.Connection, conv_id: str) -> None:
-    conn.execute("DELETE FROM item_index WHERE loc = ?", ("c:" + conv_id,))
+def _drop(conn: sqlite3.Connection, owner: str, conv_id: str) -> None:
+    conn.execute(
+        "DELETE FROM item_index WHERE owner = ? AND loc = ? AND item_id IN "
+        "(SELECT item_id FROM conversation_items WHERE conv = ?)",
+        (owner, "c:" + conv_id, conv_id),
+    )
     conn.execute("DELETE FROM conversation_items WHERE conv = ?", (conv_id,))
     conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
 
@@ -114,7 +119,7 @@ def context(conn: sqlite3.Connection, owner: str, conv_id: str) -> tuple[list[It
             return None
         rows = conn.execute("SELECT body FROM conversation_items WHERE conv = ? ORDER BY seq", (conv_id,))
         bodies = [body for (body,) in rows]
-    return orjson.loads(b"[" + b",".join(bodies) + b"]"), row[2]
+    return decode_objects(bodies), row[2]
 
 
 def list_items(
@@ -138,8 +143,7 @@ def list_items(
             else "SELECT body FROM conversation_items WHERE conv = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
         )
         bodies = [b for (b,) in conn.execute(sql, (conv_id, start, limit + 1))]
-    items: list[Item] = orjson.loads(b"[" + b",".join(bodies[:limit]) + b"]")
-    return ItemPage(items, len(bodies) > limit)
+    return ItemPage(decode_objects(bodies[:limit]), len(bodies) > limit)
 
 
 def get_item(conn: sqlite3.Connection, owner: str, conv_id: str, item_id: str) -> Item | None:
@@ -175,7 +179,7 @@ def delete_item(
 
 
 def sweep_conversations(conn: sqlite3.Connection, now: int, batch: int) -> int:
-    doomed = [c for (c,) in conn.execute("SELECT id FROM conversations WHERE expires_at <= ? LIMIT ?", (now, batch))]
-    for conv_id in doomed:
-        _drop(conn, conv_id)
+    doomed = conn.execute("SELECT id, owner FROM conversations WHERE expires_at <= ? LIMIT ?", (now, batch)).fetchall()
+    for conv_id, owner in doomed:
+        _drop(conn, owner, conv_id)
     return len(doomed)

@@ -1,12 +1,13 @@
 """The SQLite file: its tables, how a connection to it is opened, and transactions.
 
-Responses are split by how they change: ``responses`` holds the small mutable columns
-(liveness, reference count, lifetimes, the chain of ancestor ids), ``response_bodies`` the
-Response JSON (dropped on DELETE), ``response_items`` the response's own items (kept while a
-descendant needs them). Updating a counter on an ancestor therefore never rewrites its blobs.
+A response is one row of ``responses``: its Response JSON, its own items, the ids of its
+ancestors (``chain``), its ``parent`` and ``kids`` (how many responses built on it are still
+kept). Each put inserts one row and counts one child on its parent — O(1) whatever the chain's
+length. A row goes when it is deleted or expired *and* has no kept children, and then its parent
+is looked at the same way, so a chain is freed from its leaves up (on DELETE, and by the sweep).
 ``item_index`` maps an owner's item id to where the item is (``r:<response id>`` at a position
 in its items, or ``c:<conversation id>``). Times are milliseconds since the epoch; every read
-checks ``expires_at``; the sweep deletes what is past ``keep_until`` (``sqlite_ops.sweep``).
+checks ``expires_at``.
 """
 from __future__ import annotations
 
@@ -21,27 +22,24 @@ DDL = """
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
-    live INTEGER NOT NULL,          -- 0 once deleted (then kept only while descendants need its items)
-    refs INTEGER NOT NULL,          -- itself while live + each live descendant
+    parent TEXT,                    -- the response it was built on (previous_response_id)
+    kids INTEGER NOT NULL,          -- responses built on it that are still kept
+    live INTEGER NOT NULL,          -- 0 once deleted (then kept only while it has kids)
     expires_at INTEGER NOT NULL,    -- its own lifetime: GET, chaining, input_items, item lookups
-    keep_until INTEGER NOT NULL,    -- physical lifetime: at least that of its last descendant
     chain TEXT NOT NULL,            -- JSON array of ancestor ids, oldest first
-    base_conv TEXT,                 -- the conversation a chain's first response was built on
-    base_seq INTEGER                -- … up to this item position
-);
-CREATE INDEX IF NOT EXISTS responses_keep ON responses (keep_until);
-CREATE TABLE IF NOT EXISTS response_bodies (id TEXT PRIMARY KEY, body BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS response_items (
-    id TEXT PRIMARY KEY,
+    ids TEXT NOT NULL,              -- JSON array of its item ids (their index entries)
+    base_conv TEXT,                 -- a chain's first response: the conversation it was built on,
+    base_seq INTEGER,               -- … up to this item position,
+    base_items BLOB,                -- or the history it saw, copied (its predecessors vanished meanwhile)
     n_input INTEGER NOT NULL,       -- the first n_input items are the request's own input
-    items BLOB NOT NULL,            -- its input then output items, the inside of a JSON array
-    base_items BLOB                 -- a chain's first response: the history it was built on, when
-);                                  -- its predecessors vanished while it was generated
+    items BLOB NOT NULL,            -- its input then output items, a JSON array
+    body BLOB                       -- the Response JSON, NULL once deleted
+);
+CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
 CREATE TABLE IF NOT EXISTS item_index (
     owner TEXT NOT NULL, item_id TEXT NOT NULL, loc TEXT NOT NULL, pos INTEGER NOT NULL,
     PRIMARY KEY (owner, item_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS item_index_loc ON item_index (loc);
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -59,6 +57,13 @@ CREATE TABLE IF NOT EXISTS conversation_items (
 CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conv, item_id);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 """
+
+
+# Where an item is, last writer wins (an item id stored again, e.g. a response's input appended to
+# its conversation, points at its newest copy).
+INDEX_ITEM = (
+    "INSERT INTO item_index VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos"
+)
 
 
 def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
@@ -79,7 +84,7 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             with transaction(conn):
-                for statement in DDL.split(";"):
+                for statement in DDL.split(";"):  # (no ";" inside the DDL's comments)
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -39,7 +39,7 @@ def test_a_conversation_lives_until_deleted(backend, store_factory):
         assert await store.get_conversation(owner, cid) == updated
         ctx = await store.conversation_context(owner, cid)
         assert [i["content"][0]["text"] for i in ctx.items] == ["hi", "hello"] and ctx.seq == 2
-        ConversationItemList.model_validate(item_list((await store.list_conversation_items(owner, cid))))
+        ConversationItemList.model_validate(item_list(await store.list_conversation_items(owner, cid)))
         assert await store.delete_conversation(owner, cid) is True
         assert await store.delete_conversation(owner, cid) is False
         assert await store.get_conversation(owner, cid) is None

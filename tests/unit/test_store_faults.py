@@ -131,15 +131,15 @@ def test_history_lost_behind_the_stores_back_is_reported_not_shortened(backend, 
         await store.put_response(owner, first)
         second = response(await store.get_history(owner, first.id))
         await store.put_response(owner, second)
-        if backend == "redis":
+        if backend == "redis":  # eviction takes whole keys: here the chain's hash, not the pointer to it
             with redis_client(store) as client:
-                assert client.delete(f"{store.prefix}r:{owner}:{first.id}") == 1
+                assert client.delete(f"{store.prefix}t:{owner}:{first.id}") == 1
         else:
             with sqlite3.connect(store.path) as conn:
-                conn.execute("DELETE FROM response_items WHERE id = ?", (first.id,))
+                conn.execute("DELETE FROM responses WHERE id = ?", (first.id,))
         with pytest.raises(HistoryIncomplete) as caught:
             await store.get_history(owner, second.id)
-        assert first.id in str(caught.value)
+        assert caught.value.response_id == second.id
 
     run(store, scenario)
 
