@@ -7,14 +7,21 @@ every worker of a host, WAL mode) and ``RedisStore`` (one Redis shared by many h
 What the routes call (all ``await``; an unknown, expired, deleted or foreign id is ``None``/``False``)::
 
     owner = store.owner_of(api_key)                         # never store the key itself
-    items = prepare_items(resolved_input)                   # ids, types, statuses; once per request
-    await store.put_response(owner, NewResponse(id, body_bytes, items, output, previous=history))
-    await store.get_response(owner, id) -> bytes            # GET /v1/responses/{id}
-    await store.get_history(owner, id) -> History           # previous_response_id: one read
+    found = await store.get_items(owner, referenced_ids(body["input"]))        # item_reference
+    raw = resolve_references(body["input"], found)          # InvalidItem names input[i] if unknown
+    history = await store.get_history(owner, previous_id)   # previous_response_id: one read
+    ctx = await store.conversation_context(owner, shapes.conversation_param(body["conversation"]))
+    # the backend sees (history or ctx).items + raw; the stored form is what the translator takes
+    items = prepare_items(raw)                              # ids, types, statuses; once per request
+    await store.put_response(owner, NewResponse(id, body_bytes, items, output, previous=history,
+                                                conversation=ctx))     # before the terminal event
+    await store.append_conversation_items(owner, ctx.conversation_id, items + output)
+    await store.get_response(owner, id) -> bytes            # GET /v1/responses/{id}, as sent
     await store.delete_response(owner, id) -> bool          # then shapes.response_deleted(id)
-    await store.list_input_items(owner, id, limit=, order=, after=) -> ItemPage   # shapes.item_list
-    await store.get_items(owner, ids) -> {id: item}          # item_reference
-    conversation CRUD, append_conversation_items, conversation_context (one read), item pages
+    p = shapes.list_params(limit, order, after)             # InvalidParam names limit / order
+    await store.list_input_items(owner, id, limit=p.limit, order=p.order, after=p.after)
+    #   -> ItemPage, sent as shapes.item_list(page)
+    create/get/update/delete_conversation, list/get/delete_conversation_item (shapes.conversation…)
 
 Errors: ``StoreUnavailable`` (down, hung, locked, full: 503 + ``retry_after``), ``ObjectTooLarge``
 (413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``), ``HistoryIncomplete``.
@@ -93,7 +100,7 @@ from .base import (
     StoreUnavailable,
     owner_of,
 )
-from .items import prepare_items
+from .items import prepare_items, referenced_ids, resolve_references
 
 __all__ = [
     "ConversationContext",
@@ -110,6 +117,8 @@ __all__ = [
     "open_store",
     "owner_of",
     "prepare_items",
+    "referenced_ids",
+    "resolve_references",
 ]
 
 

@@ -115,6 +115,25 @@ def owner_of(key: str, secret: bytes | None = None) -> str:
     return digest.hexdigest()[:OWNER_HEX_CHARS]
 
 
+class StoreBase:
+    """What both implementations share: their limits and how owners are named."""
+
+    backend: str
+
+    def __init__(self, ttl_secs: int, max_object_bytes: int, owner_secret: bytes | None) -> None:
+        self.ttl_secs = ttl_secs
+        self.max_object_bytes = max_object_bytes
+        self._ttl_ms = ttl_secs * 1000
+        self._secret = owner_secret
+
+    def owner_of(self, key: str) -> str:
+        return owner_of(key, self._secret)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_object_bytes:
+            raise ObjectTooLarge(size, self.max_object_bytes)
+
+
 class Store(Protocol):
     """Stored responses, items and conversations, per owner. A foreign id is a missing id: every
     read answers ``None`` (or ``False``) for both, so ids leak nothing.

@@ -87,6 +87,44 @@ def prepare_items(raw: str | Sequence[Any], param: str = "input") -> list[Item]:
     return out
 
 
+def _reference_id(item: Any) -> str | None:
+    """The id an input item refers to: ``{"type": "item_reference", "id"}`` or the SDK's typeless
+    ``{"id"}`` (an item with neither ``type`` nor ``role``)."""
+    if not isinstance(item, dict):
+        return None
+    itype = item.get("type")
+    if itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
+        ref = item.get("id")
+        return ref if isinstance(ref, str) else ""
+    return None
+
+
+def referenced_ids(raw: Any) -> list[str]:
+    """The item ids ``raw`` (a request's ``input``) refers to, for one ``Store.get_items`` call."""
+    if not isinstance(raw, list):
+        return []
+    return [ref for ref in map(_reference_id, raw) if ref]
+
+
+def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -> Any:
+    """``raw`` with every item reference replaced by the stored item ``found`` has for it (the
+    result of ``Store.get_items(owner, referenced_ids(raw))``); raises ``InvalidItem`` naming the
+    first reference that is not there (unknown, expired, deleted or another key's)."""
+    if not isinstance(raw, list):
+        return raw
+    out = []
+    for i, item in enumerate(raw):
+        ref = _reference_id(item)
+        if ref is None:
+            out.append(item)
+        elif ref in found:
+            out.append(found[ref])
+        else:
+            shown = ref[:MAX_ID_CHARS] if ref else ""
+            raise InvalidItem(f"Invalid '{param}[{i}]': no stored item with id '{shown}' found.", f"{param}[{i}]")
+    return out
+
+
 def item_ids(items: Sequence[Item], param: str = "items") -> list[str]:
     """The ids of items that must already have one (output items, prepared input)."""
     ids = []

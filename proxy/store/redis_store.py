@@ -6,7 +6,6 @@ on the server when the call returns (no pipeline or queue in between), so any in
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,8 +26,8 @@ from .base import (
     ItemPage,
     NewResponse,
     ObjectTooLarge,
+    StoreBase,
     StoreError,
-    owner_of,
 )
 from .items import (
     check_page_args,
@@ -42,8 +41,6 @@ from .items import (
 from .redis_link import RedisLink, Script
 from .shapes import conversation
 
-log = logging.getLogger("proxy.store")
-
 DEFAULT_PREFIX = "rp:"
 
 
@@ -51,7 +48,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisStore:
+class RedisStore(StoreBase):
     backend = "redis"
 
     def __init__(
@@ -65,29 +62,19 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         max_connections: int = 64,
     ) -> None:
+        super().__init__(ttl_secs, max_object_bytes, owner_secret)
         self.url = url
         self.prefix = prefix
-        self.ttl_secs = ttl_secs
-        self.max_object_bytes = max_object_bytes
-        self._ttl_ms = ttl_secs * 1000
-        self._secret = owner_secret
         self._link = RedisLink(url, timeout_secs, max_connections)
-
-    def owner_of(self, key: str) -> str:
-        return owner_of(key, self._secret)
 
     async def _run(self, script: Script, owner: str, *args: Any) -> Any:
         return await self._link.run(script, self.prefix, owner, *args)
-
-    def _too_large(self, size: int) -> None:
-        if size > self.max_object_bytes:
-            raise ObjectTooLarge(size, self.max_object_bytes)
 
     # ------------------------------------------------------------------ responses
 
     async def put_response(self, owner: str, response: NewResponse) -> None:
         blob, ids, size = response_parts(response)
-        self._too_large(size)
+        self._check_size(size)
         prev, conv = response.previous, response.conversation
         args = [
             response.id, response.body, blob, len(response.input_items), orjson.dumps(ids), self._ttl_ms,
@@ -97,7 +84,7 @@ class RedisStore:
             return
         # What it was built on vanished while it was generated: keep the history it saw, copied.
         snapshot = encode_items(prev.items if prev else conv.items if conv else [])
-        self._too_large(size + len(snapshot))
+        self._check_size(size + len(snapshot))
         args[6:9] = ["", "", 0]
         if await self._run(lua.PUT_RESPONSE, owner, *args, snapshot) == 0:
             raise StoreError(f"could not store response {response.id}")
@@ -152,7 +139,7 @@ class RedisStore:
         self, owner: str, *, metadata: dict[str, str] | None = None, items: Sequence[Item] = ()
     ) -> dict[str, Any]:
         _, encoded, size = encoded_items(items, "items")
-        self._too_large(size)
+        self._check_size(size)
         conv_id, created_at, meta = new_id("conv"), int(time.time()), metadata or {}
         pairs = [part for pair in encoded for part in pair]
         done = await self._run(
@@ -181,7 +168,7 @@ class RedisStore:
         self, owner: str, conversation_id: str, items: Sequence[Item]
     ) -> list[Item] | None:
         prepared, encoded, size = encoded_items(items, "items")
-        self._too_large(size)
+        self._check_size(size)
         pairs = [part for pair in encoded for part in pair]
         done = await self._run(
             conv_lua.APPEND_ITEMS, owner, conversation_id, self._ttl_ms, self.max_object_bytes, *pairs

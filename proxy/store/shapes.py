@@ -77,6 +77,15 @@ def list_params(limit: str | None, order: str | None, after: str | None) -> List
     return ListParams(n, order, after or None)
 
 
+def conversation_param(value: Any, param: str = "conversation") -> str:
+    """``conversation`` on ``POST /v1/responses``: a conversation id, or ``{"id": …}``."""
+    if isinstance(value, dict):
+        value, param = value.get("id"), param + ".id"
+    if not isinstance(value, str) or not value:
+        raise InvalidParam(f"Invalid '{param}': expected a conversation id string.", param)
+    return value
+
+
 def check_metadata(metadata: Any, param: str = "metadata") -> dict[str, str]:
     """OpenAI's metadata rules: at most 16 pairs, string keys up to 64 characters, string values up
     to 512; ``None`` is no metadata."""

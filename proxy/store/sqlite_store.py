@@ -27,8 +27,7 @@ from .base import (
     Item,
     ItemPage,
     NewResponse,
-    ObjectTooLarge,
-    owner_of,
+    StoreBase,
 )
 from .items import check_page_args, encoded_items, paginate, response_parts
 from .shapes import conversation
@@ -43,7 +42,7 @@ SWEEP_INTERVAL_SECS = 60.0
 SWEEP_BATCH = 500
 
 
-class SQLiteStore:
+class SQLiteStore(StoreBase):
     backend = "sqlite"
 
     def __init__(
@@ -55,16 +54,10 @@ class SQLiteStore:
         timeout_secs: float = DEFAULT_TIMEOUT_SECS,
         owner_secret: bytes | None = None,
     ) -> None:
+        super().__init__(ttl_secs, max_object_bytes, owner_secret)
         self.path = path
-        self.ttl_secs = ttl_secs
-        self.max_object_bytes = max_object_bytes
-        self._ttl_ms = ttl_secs * 1000
-        self._secret = owner_secret
         self._db = SQLiteThreads(lambda: connect(path, timeout_secs), timeout_secs)
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL_SECS
-
-    def owner_of(self, key: str) -> str:
-        return owner_of(key, self._secret)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         result = await self._db.run("write", fn, *args)
@@ -77,8 +70,7 @@ class SQLiteStore:
 
     async def put_response(self, owner: str, response: NewResponse) -> None:
         blob, ids, size = response_parts(response)
-        if size > self.max_object_bytes:
-            raise ObjectTooLarge(size, self.max_object_bytes)
+        self._check_size(size)
         prev, conv = response.previous, response.conversation
         await self._write(
             resp_sql.put_response, owner, response.id, response.body, blob, len(response.input_items), ids,
@@ -116,8 +108,7 @@ class SQLiteStore:
         self, owner: str, *, metadata: dict[str, str] | None = None, items: Sequence[Item] = ()
     ) -> dict[str, Any]:
         _, encoded, size = encoded_items(items, "items")
-        if size > self.max_object_bytes:
-            raise ObjectTooLarge(size, self.max_object_bytes)
+        self._check_size(size)
         conv_id, created_at, meta = new_id("conv"), int(time.time()), metadata or {}
         meta_json, limit = orjson.dumps(meta), self.max_object_bytes
         await self._write(conv_sql.create, owner, conv_id, created_at, meta_json, encoded, self._ttl_ms, limit)
@@ -140,8 +131,7 @@ class SQLiteStore:
         self, owner: str, conversation_id: str, items: Sequence[Item]
     ) -> list[Item] | None:
         prepared, encoded, size = encoded_items(items, "items")
-        if size > self.max_object_bytes:
-            raise ObjectTooLarge(size, self.max_object_bytes)
+        self._check_size(size)
         ok = await self._write(conv_sql.append, owner, conversation_id, encoded, self._ttl_ms, self.max_object_bytes)
         return prepared if ok else None
 

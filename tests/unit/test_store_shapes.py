@@ -136,3 +136,47 @@ def test_owners_are_keyed_hashes_that_never_contain_the_key():
     assert owner_of(key + "x") != plain
     assert "SECRET" not in plain and key[:10] not in keyed
     assert owner_of("\udcff broken surrogate")  # any str, never a crash
+
+
+CHAT_INPUTS = [
+    [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"},
+     {"role": "assistant", "content": "hello"}, {"role": "user", "content": [{"type": "input_text", "text": "and?"}]}],
+    [{"role": "user", "content": "run it"},
+     {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "think"}]},
+     {"type": "function_call", "call_id": "c1", "name": "exec", "arguments": "{}"},
+     {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+     {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+     {"type": "custom_tool_call_output", "call_id": "c2", "output": "done"}],
+]
+
+
+@pytest.mark.parametrize("raw", CHAT_INPUTS)
+def test_stored_items_reach_the_backend_exactly_as_the_input_they_came_from(raw):
+    """History is replayed from stored (prepared) items: the translator must see no difference."""
+    from proxy.translate.request import TranslationPolicy, translate_input
+
+    policy = TranslationPolicy()
+    assert translate_input(prepare_items(raw), "sys", policy) == translate_input(raw, "sys", policy)
+
+
+def test_item_references_resolve_in_place_and_unknown_ones_are_named():
+    from proxy.store import referenced_ids, resolve_references
+
+    stored = prepare_items([{"role": "user", "content": "stored before"}])[0]
+    raw = [{"role": "user", "content": "new"}, {"type": "item_reference", "id": stored["id"]}, {"id": stored["id"]}]
+    assert referenced_ids(raw) == [stored["id"], stored["id"]]
+    assert resolve_references(raw, {stored["id"]: stored}) == [raw[0], stored, stored]
+    assert referenced_ids("plain string") == [] and resolve_references("plain string", {}) == "plain string"
+    with pytest.raises(InvalidItem) as caught:
+        resolve_references([raw[0], {"type": "item_reference", "id": "msg_gone"}], {})
+    assert caught.value.param == "input[1]" and "msg_gone" in str(caught.value)
+    with pytest.raises(InvalidItem):
+        resolve_references([{"type": "item_reference", "id": 5}], {})
+
+
+def test_the_conversation_parameter_is_an_id_or_an_object_with_one():
+    assert sh.conversation_param("conv_1") == "conv_1" == sh.conversation_param({"id": "conv_1"})
+    for bad, param in [("", "conversation"), (7, "conversation"), ({"id": None}, "conversation.id"), ({}, "conversation.id")]:
+        with pytest.raises(sh.InvalidParam) as caught:
+            sh.conversation_param(bad)
+        assert caught.value.param == param
