@@ -111,7 +111,7 @@ class RedisStore(StoreBase):
     ) -> ItemPage | None:
         check_page_args(limit, order)
         found = await self._run(lua.READ_RESPONSE, owner, response_id, "d", "n")
-        if found is None:
+        if found is None or found[0] is None:  # (its chain's hash evicted: nothing to list)
             return None
         return paginate(decode_arrays([found[0]])[: int(found[1])], limit, order, after)
 

@@ -140,6 +140,11 @@ def test_history_lost_behind_the_stores_back_is_reported_not_shortened(backend, 
         with pytest.raises(HistoryIncomplete) as caught:
             await store.get_history(owner, second.id)
         assert caught.value.response_id == second.id
+        if backend == "redis":  # what was in the evicted hash is gone, never a crash
+            assert await store.get_response(owner, first.id) is None
+            assert await store.list_input_items(owner, first.id) is None
+            assert await store.get_items(owner, [first.input_items[0]["id"]]) == {}
+            assert await store.delete_response(owner, first.id) is True  # its pointer goes too
 
     run(store, scenario)
 
