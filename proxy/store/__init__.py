@@ -66,11 +66,13 @@ Writes are O(1) whatever the chain's length: a put inserts one row (or a few has
 counts one child on its parent. A chain is freed from its leaves up: a response goes when it is
 deleted or expired and has no kept children, then its parent is looked at the same way.
 
-Costs per request (``store_bench``, small response, CPU µs in the worker): SQLite put 77, GET 18,
-history 27, turn-10 history + put ~160 uncontended (245 under load); Redis put 60, GET 46,
-history 54, turn 10 150. Hand-offs: SQLite jobs go to two dedicated threads through a queue
-(13 µs, ``run_in_executor`` 27 µs); Redis calls skip ``redis.asyncio.Redis``'s command layer
-(one EVALSHA 40 µs against 71 µs; ``redis_link``).
+Costs per request (``store_bench``, small response, CPU µs in the worker, best of four runs on
+a shared 2-core machine; up to ~30% more when it was busy): SQLite put 77, GET 18, history 27,
+turn 10 (history + put) 245; Redis put 58, GET 42, history 46, turn 10 150. So a plain
+``store: true`` request (one put) fits the 0.15 ms budget on both; a chained one does not yet
+(SQLite ≈ 91 µs put + 41 µs nine-ancestor read + two 13 µs hand-offs). Hand-offs: SQLite jobs go
+to two dedicated threads through a queue (13 µs, ``run_in_executor`` 25–37 µs); Redis calls skip
+``redis.asyncio.Redis``'s command layer (one EVALSHA 38–57 µs against 68–91 µs; ``redis_link``).
 
 Background mode (issue 15) in the same store
 --------------------------------------------
