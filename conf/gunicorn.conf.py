@@ -2,9 +2,10 @@
 
 systemd, the Procfile, the Dockerfile and the tests all use that one line.
 This file runs in the master, before any worker forks: settings are validated
-here (a bad value stops the service with a clear message), and the circuit
-breaker's shared-memory block is created here so every worker, respawned ones
-included, inherits the same state.
+here (a bad value stops the service with a clear message), the circuit
+breakers' shared table is created here so every worker, respawned ones
+included, inherits the same state. gunicorn re-runs this file on SIGHUP; the
+table is get-or-create, so a reload keeps the breakers' state.
 """
 import os
 import sys
@@ -13,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proxy import settings as _settings
-from proxy.breaker import shared_state
+from proxy.breaker import shared_table
 
 try:
     _s = _settings.load()
@@ -22,9 +23,7 @@ except _settings.SettingsError as _exc:
     sys.exit(2)
 
 if _s.breaker_enabled:
-    # Created once in the master (get-or-create: a SIGHUP reload re-reads this
-    # file, and the breaker's state must survive it like it survives workers).
-    shared_state()
+    shared_table(_s.breaker_model_slots)
 
 wsgi_app = "proxy.app:app"
 worker_class = "proxy.worker.Worker"

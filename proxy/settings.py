@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .breaker.table import MAX_SLOTS as MAX_MODEL_SLOTS
+
 DEFAULT_BACKEND_URL = "https://llm.chutes.ai/v1/chat/completions"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
@@ -56,6 +58,7 @@ class Settings:
     breaker_enabled: bool = True
     breaker_threshold: int = 5
     breaker_recovery_secs: float = 30.0
+    breaker_model_slots: int = 256
     builtin_tools: str = "drop"
     max_tokens_field: str = "max_tokens"
     forward_verbosity: bool = False
@@ -199,6 +202,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         breaker_enabled=_bool(env, "CIRCUIT_BREAKER_ENABLED", True),
         breaker_threshold=_int(env, "CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1_000_000),
         breaker_recovery_secs=_float(env, "CIRCUIT_BREAKER_RECOVERY_SECS", 30.0, 0.1, 86400.0),
+        breaker_model_slots=_int(env, "CIRCUIT_BREAKER_MODEL_SLOTS", 256, 1, MAX_MODEL_SLOTS),
         builtin_tools=_choice(env, "BUILTIN_TOOLS", "drop", ("drop", "reject")),
         max_tokens_field=_choice(
             env, "MAX_TOKENS_FIELD", "max_tokens", ("max_tokens", "max_completion_tokens")

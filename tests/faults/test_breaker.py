@@ -1,5 +1,8 @@
 """The circuit breaker on the real process tree: one state for every worker.
 
+The request edge still calls the host breaker's old API (``CircuitBreaker``):
+every backend failure counts for the host, whatever the model.
+
 Which worker serves a request is forced with ``only_worker`` (SIGSTOP the
 other) and checked against the pid in the worker's ``request_completed`` line.
 """
@@ -86,6 +89,7 @@ def test_breaker_shared_by_workers_opens_probes_and_closes(proxy_factory, mock):
     assert status == 200 and doc == {
         "status": "healthy",
         "circuit_breaker": {"enabled": True, "is_open": False, "consecutive_failures": 0},
+        "open_models": [],
     }, doc
     for pid in (a, b):
         with only_worker(svc, pid):
@@ -142,7 +146,6 @@ def test_disabled_breaker_never_refuses(proxy_factory, mock):
     assert status == 200 and doc["circuit_breaker"]["enabled"] is False and doc["status"] == "healthy", doc
 
 
-@pytest.mark.slow
 def _open_for_a_minute(proxy_factory, mock, model: str):
     """A proxy whose breaker three backend 500s have opened (recovery 60 s); its first workers."""
     svc = proxy_factory(CIRCUIT_BREAKER_THRESHOLD="3", CIRCUIT_BREAKER_RECOVERY_SECS="60")
@@ -154,6 +157,7 @@ def _open_for_a_minute(proxy_factory, mock, model: str):
     return svc, first
 
 
+@pytest.mark.slow
 def test_respawned_workers_see_the_open_breaker(proxy_factory, mock):
     svc, first = _open_for_a_minute(proxy_factory, mock, "cb-kill")
     # Kill both original workers (one at a time); gunicorn respawns them by forking the master.
