@@ -18,6 +18,7 @@ from . import logs
 from . import settings as settings_mod
 from .errors import ProxyError
 from .resources.health import HealthResource
+from .resources.metrics import MetricsMiddleware, MetricsResource
 from .resources.request_meta import RECEIVE_SCOPE_KEY, RequestMetaMiddleware
 from .resources.responses import ResponsesResource
 from .resources.stored import StoredResponseResource
@@ -89,7 +90,9 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     settings = settings or settings_mod.load()
     logs.configure(settings.log_level, settings.log_format)
     runtime = Runtime.build(settings)
-    falcon_app = falcon.asgi.App(middleware=[_Lifespan(runtime), RequestMetaMiddleware()])
+    falcon_app = falcon.asgi.App(
+        middleware=[_Lifespan(runtime), RequestMetaMiddleware(), MetricsMiddleware(runtime.metrics)]
+    )
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -99,6 +102,7 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.add_route("/v1/responses/{response_id}", stored)
     falcon_app.add_route("/v1/responses/{response_id}/{action}", stored, suffix="action")
     falcon_app.add_route("/health", HealthResource(runtime))
+    falcon_app.add_route("/metrics", MetricsResource(runtime))
     # `/v1/responses/` is `/v1/responses`, not a response with an empty id.
     falcon_app.req_options.strip_url_path_trailing_slash = True
     falcon_app.add_error_handler(Exception, _unexpected)

@@ -1,4 +1,4 @@
-"""What one worker holds for its lifetime: settings, the upstream pool, the breakers.
+"""What one worker holds for its lifetime: settings, the upstream pool, the breakers, the metrics.
 
 Built at import, with the httpx client opened at ASGI lifespan startup and closed
 at shutdown, so each worker owns its own connection pool.
@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .breaker import Breakers, CircuitBreaker, shared_table
+from .metrics import Metrics
 from .settings import Settings
 from .translate.request import TranslationPolicy
 from .upstream import Upstream, create_client
@@ -18,6 +19,7 @@ class Runtime:
     settings: Settings
     breakers: Breakers
     breaker: CircuitBreaker  # the host breaker under its old API, until the edge calls `breakers`
+    metrics: Metrics
     policy: TranslationPolicy
     upstream: Upstream | None = field(default=None)
 
@@ -34,6 +36,7 @@ class Runtime:
             settings=settings,
             breakers=breakers,
             breaker=CircuitBreaker(breakers),
+            metrics=Metrics(model_labels=settings.breaker_model_slots),
             policy=TranslationPolicy(
                 builtin_tools=settings.builtin_tools,  # type: ignore[arg-type]
                 max_tokens_field=settings.max_tokens_field,  # type: ignore[arg-type]

@@ -69,6 +69,7 @@ class Settings:
     forward_headers: tuple[str, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
     max_event_bytes: int = MAX_EVENT_BYTES
+    metrics_dir: str | None = None
 
     @property
     def bind_port(self) -> int:
@@ -213,4 +214,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         backend_api_key=backend_key,
         proxy_api_keys=proxy_keys,
         forward_headers=forward_headers,
+        metrics_dir=env.get("METRICS_DIR", "").strip() or None,
     )
