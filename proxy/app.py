@@ -19,6 +19,7 @@ from . import settings as settings_mod
 from .errors import ProxyError
 from .resources.health import HealthResource
 from .resources.metrics import MetricsMiddleware, MetricsResource
+from .resources.models import ModelsResource
 from .resources.request_meta import RECEIVE_SCOPE_KEY, RequestMetaMiddleware
 from .resources.responses import ResponsesResource
 from .resources.stored import StoredResponseResource
@@ -103,6 +104,10 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.add_route("/v1/responses/{response_id}/{action}", stored, suffix="action")
     falcon_app.add_route("/health", HealthResource(runtime))
     falcon_app.add_route("/metrics", MetricsResource(runtime))
+    models = ModelsResource(runtime)
+    for prefix in ("/v1/models", "/models"):
+        falcon_app.add_route(prefix, models)
+        falcon_app.add_route(prefix + "/{model_id:path}", models, suffix="model")
     # `/v1/responses/` is `/v1/responses`, not a response with an empty id.
     falcon_app.req_options.strip_url_path_trailing_slash = True
     falcon_app.add_error_handler(Exception, _unexpected)

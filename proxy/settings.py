@@ -70,11 +70,17 @@ class Settings:
     max_body_bytes: int = MAX_BODY_BYTES
     max_event_bytes: int = MAX_EVENT_BYTES
     metrics_dir: str | None = None
+    models_cache_secs: float = 60.0
 
     @property
     def bind_port(self) -> int:
         """``$PORT`` (the Heroku convention) wins over ``HOST_PORT``."""
         return self.port if self.port is not None else self.host_port
+
+    @property
+    def backend_models_url(self) -> str:
+        """``GET /models`` beside the chat endpoint: ``…/v1/chat/completions`` → ``…/v1/models``."""
+        return self.backend_url[: -len("/chat/completions")] + "/models"
 
 
 def backend_chat_url(url: str) -> str:
@@ -215,4 +221,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         proxy_api_keys=proxy_keys,
         forward_headers=forward_headers,
         metrics_dir=env.get("METRICS_DIR", "").strip() or None,
+        models_cache_secs=_float(env, "MODELS_CACHE_SECS", 60.0, 0.0, 86400.0),
     )

@@ -7,7 +7,6 @@ takes a probe slot; the breaker before the network.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +26,9 @@ from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
 from ..translate.stream import StreamTranslator
 from ..upstream import UpstreamError
+from .auth import client_key
+from .auth import is_header_safe as _is_header_safe
+from .auth import scrub as _scrub
 from .request_meta import RequestMeta, watch_disconnect
 
 log = logging.getLogger("proxy.responses")
@@ -230,25 +232,7 @@ class ResponsesResource:
             breaker.release(permit)
 
     def _client_key(self, req: falcon.asgi.Request) -> str:
-        key = _presented_key(req)
-        settings = self._rt.settings
-        if settings.backend_api_key:
-            if key is None or not any(
-                hmac.compare_digest(key.encode(), allowed.encode())
-                for allowed in settings.proxy_api_keys
-            ):
-                raise ProxyError(
-                    401, "Incorrect or missing API key for this proxy.",
-                    code="invalid_api_key",
-                )
-            return key
-        if key is None:
-            raise ProxyError(
-                401,
-                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-                code="missing_api_key",
-            )
-        return key
+        return client_key(req, self._rt.settings)
 
 
 class _ClosingStream:
@@ -310,30 +294,6 @@ def _upstream_headers(
     return headers
 
 
-def _is_header_safe(value: str) -> bool:
-    return value.isascii() and value.isprintable()
-
-
-def _presented_key(req: falcon.asgi.Request) -> str | None:
-    """The client's key from ``Authorization: Bearer …`` or ``x-api-key``.
-
-    A key must be printable ASCII: anything else cannot be sent upstream in a
-    header, so it is refused here as an invalid key (401), not a crash.
-    """
-    key: str | None = None
-    auth = req.get_header("Authorization")
-    if auth:
-        scheme, _, token = auth.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token:
-            key = token
-    if key is None:
-        key = (req.get_header("X-Api-Key") or "").strip() or None
-    if key is not None and not _is_header_safe(key):
-        raise ProxyError(401, "The API key must be printable ASCII.", code="invalid_api_key")
-    return key
-
-
 def _check_content_type(req: falcon.asgi.Request) -> None:
     content_type = req.content_type
     if content_type is None:
@@ -390,9 +350,3 @@ def _loggable_model(model: object) -> str:
     if isinstance(model, str) and 0 < len(model) <= 256 and model.isprintable() and " " not in model:
         return model
     return "-"
-
-
-def _scrub(message: str, key: str | None) -> str:
-    if key and len(key) >= 4 and key in message:
-        return message.replace(key, mask_key(key))
-    return message
