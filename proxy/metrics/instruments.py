@@ -11,6 +11,7 @@ the rest counted under ``other``.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -51,6 +52,27 @@ class _Children(Generic[C]):
             if child is None:
                 child = self._cache[key] = self._make(*key)
         return child
+
+
+class _Observe:
+    """A histogram child's ``observe``: add to its sum and to the one bucket the value falls in.
+
+    The same two writes the library's ``observe`` makes, without its per-call
+    checks and its linear scan of the bounds. Like the request counter and the
+    live gauges (``._value.inc``), this reaches into prometheus_client 0.26's
+    children (pinned in requirements.txt); the metrics tests count every value.
+    """
+
+    __slots__ = ("_sum", "_buckets", "_bounds")
+
+    def __init__(self, child: Histogram) -> None:
+        self._sum = child._sum.inc
+        self._buckets = [bucket.inc for bucket in child._buckets]
+        self._bounds = child._upper_bounds  # sorted, ending with +Inf
+
+    def __call__(self, amount: float) -> None:
+        self._sum(amount)
+        self._buckets[bisect_left(self._bounds, amount)](1)
 
 
 class Metrics:
@@ -95,9 +117,13 @@ class Metrics:
         )
         # Routes x (model labels + "other") x statuses x 2: bounded by construction;
         # the hard limit only guards against a caller passing unbounded routes.
-        self._requests = _Children(requests.labels, 64 * (model_labels + 2), (OTHER, OTHER, "0", "false"))
-        self._duration = _Children(duration.labels, _BOUNDED, (OTHER, "false"))
-        self._first_event = _Children(first_event.labels, _BOUNDED, (OTHER,))
+        self._requests = _Children(
+            lambda *key: requests.labels(*key)._value.inc, 64 * (model_labels + 2), (OTHER, OTHER, "0", "false")
+        )
+        self._duration = _Children(lambda *key: _Observe(duration.labels(*key)), _BOUNDED, (OTHER, "false"))
+        self._first_event = _Children(lambda *key: _Observe(first_event.labels(*key)), _BOUNDED, (OTHER,))
+        self._in_flight_add = self._in_flight._value.inc
+        self._streams_add = self._streams._value.inc
         self._errors = _Children(errors.labels, _BOUNDED, (OTHER,))
         self._store = _Children(
             lambda op, backend: (store_ops.labels(op, backend), store_failures.labels(op, backend),
@@ -107,29 +133,29 @@ class Metrics:
 
     def request_started(self) -> None:
         """A request arrived (before routing: it has no route or model yet)."""
-        self._in_flight.inc()
+        self._in_flight_add(1)
 
     def request_finished(self, route: str, model: str, status: int, streaming: bool, seconds: float) -> None:
         """A request's answer ended (a stream's: its last byte); pairs with ``request_started``."""
         label = model if model in self._models else self._admit_model(model, status)
         flag = "true" if streaming else "false"
-        self._requests.get((route, label, str(status), flag)).inc()
-        self._duration.get((route, flag)).observe(seconds)
-        self._in_flight.dec()
+        self._requests.get((route, label, str(status), flag))(1)
+        self._duration.get((route, flag))(seconds)
+        self._in_flight_add(-1)
 
     def first_event(self, route: str, seconds: float) -> None:
         """A stream's first output from the backend, ``seconds`` after the request arrived."""
-        self._first_event.get((route,)).observe(seconds)
+        self._first_event.get((route,))(seconds)
 
     def upstream_error(self, kind: str) -> None:
         """A backend failure of ``kind`` (the failure taxonomy's name: ``unreachable``, ``timeout``…)."""
         self._errors.get((kind,)).inc()
 
     def stream_opened(self) -> None:
-        self._streams.inc()
+        self._streams_add(1)
 
     def stream_closed(self) -> None:
-        self._streams.dec()
+        self._streams_add(-1)
 
     def store_op(self, op: str, backend: str, ok: bool, seconds: float) -> None:
         ops, failures, latency = self._store.get((op, backend))
