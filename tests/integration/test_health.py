@@ -1,8 +1,9 @@
 """``/health`` and the breaker metrics on the real service, with the breaker tripped by the mock backend.
 
 ``/health`` and ``/metrics`` read the same shared table; both are checked
-against each other here. (Per-model breakers need the request edge to pass
-the model; until then the edge drives the host breaker: see test_breaker.py.)
+against each other here. The host breaker is tripped by two models failing
+with no success between, which opens it whether or not the request edge
+passes models to the breakers yet (per-model tests: tests/faults/test_breaker.py).
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ def test_a_tripped_host_breaker_shows_in_health_and_metrics(proxy_factory, mock)
     s = scrape(svc.url)
     assert s[(P + "breaker_enabled", ())] == 1
     assert breaker_sample(s, "breaker_state", state="closed") == 1
-    mock.script("hl-fail", {"status": 500, "error": {"message": "down"}})
-    for _ in range(2):
-        assert post(svc.url, {"model": "hl-fail", "input": "x"}).status_code == 502
+    # Two models failing with no success between: the backend is down for all models.
+    for model in ("hl-fail-a", "hl-fail-b"):
+        mock.script(model, {"status": 500, "error": {"message": "down"}})
+        assert post(svc.url, {"model": model, "input": "x"}).status_code == 502
     status, doc = health(svc.url)
     assert status == 503 and doc["status"] == "unhealthy", doc
     assert doc["circuit_breaker"] == {"enabled": True, "is_open": True, "consecutive_failures": 2}
