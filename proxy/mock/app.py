@@ -174,14 +174,19 @@ async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await _send_json(send, 500, error_body(500, err))
             record["completed"] = True
             return
-        watch = _Watch(receive, record) if plan.needs_watcher else None
-        try:
-            await _replay(plan, send, record, watch)
-        finally:
-            if watch is not None:
-                watch.close()
+        await _replay_watched(plan, receive, send, record)
     finally:
         record["ended_at"] = time.time()
+
+
+async def _replay_watched(plan: Plan, receive: Any, send: Any, record: dict[str, Any]) -> None:
+    """Replay ``plan``, watching for the client leaving only if the plan waits."""
+    watch = _Watch(receive, record) if plan.needs_watcher else None
+    try:
+        await _replay(plan, send, record, watch)
+    finally:
+        if watch is not None:
+            watch.close()
 
 
 def _record(scope: dict[str, Any], model: str | None) -> dict[str, Any]:
@@ -215,12 +220,7 @@ async def _models(scope: dict[str, Any], receive: Any, send: Any, model_id: str 
     record = _record(scope, model_id)
     try:
         plan = models.build_models_plan(state.next_script(models.QUEUE, wildcard=False), model_id)
-        watch = _Watch(receive, record) if plan.needs_watcher else None
-        try:
-            await _replay(plan, send, record, watch)
-        finally:
-            if watch is not None:
-                watch.close()
+        await _replay_watched(plan, receive, send, record)
     finally:
         record["ended_at"] = time.time()
 

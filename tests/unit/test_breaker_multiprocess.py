@@ -5,12 +5,14 @@ of hanging; no assertion depends on timing.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,6 +45,20 @@ def run_child(target, *args) -> int:
         p.join()
         pytest.fail("child process hung")
     return p.exitcode
+
+
+@contextlib.contextmanager
+def child_until_ready(target) -> Iterator[None]:
+    """Run ``target(ready)`` in a child; once it has set ``ready``, run the body, then SIGKILL the child."""
+    ready = CTX.Event()
+    p = CTX.Process(target=target, args=(ready,))
+    p.start()
+    try:
+        assert ready.wait(GUARD), "the child never got ready"
+        yield
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(GUARD)
 
 
 def refuses(b: Breakers, model: str) -> str | None:
@@ -80,21 +96,15 @@ def test_respawned_workers_inherit_the_table_made_before_fork(monkeypatch):
     created = breaker_pkg.shared_table(8)  # in the "master", before forking
     try:
         assert breaker_pkg.shared_table() is created
-        ready = CTX.Event()
 
-        def worker_then_killed() -> None:
+        def worker_then_killed(ready) -> None:
             b = breakers(None, threshold=1)  # as a worker: no explicit table, the inherited one
             b.record(b.acquire("dead"), MODEL)
             ready.set()
             time.sleep(GUARD)
 
-        p = CTX.Process(target=worker_then_killed)
-        p.start()
-        try:
-            assert ready.wait(GUARD)
-        finally:
-            os.kill(p.pid, signal.SIGKILL)
-            p.join(GUARD)
+        with child_until_ready(worker_then_killed):
+            pass
 
         def respawned() -> None:
             b = breakers(None)
@@ -180,21 +190,15 @@ def test_probe_of_a_killed_worker_is_superseded_after_timeout(table):
     now = [100.0]
     b = breakers(table, threshold=1, recovery_secs=0.0, probe_timeout_secs=50.0, clock=lambda: now[0])
     b.record(b.acquire("m"), MODEL)
-    ready = CTX.Event()
 
-    def probe_then_hang() -> None:
+    def probe_then_hang(ready) -> None:
         child = breakers(table, threshold=1, recovery_secs=0.0, probe_timeout_secs=50.0, clock=lambda: 100.0)
         assert child.acquire("m").model_token
         ready.set()
         time.sleep(GUARD)
 
-    p = CTX.Process(target=probe_then_hang)
-    p.start()
-    try:
-        assert ready.wait(GUARD)
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(GUARD)
+    with child_until_ready(probe_then_hang):
+        pass
     assert refuses(b, "m") == "model"
     now[0] = 150.0
     assert b.acquire("m").model_token
@@ -231,15 +235,11 @@ def test_eviction_across_processes(monkeypatch):
 
 
 def test_worker_killed_while_holding_the_lock_does_not_deadlock(table):
-    holding = CTX.Event()
-
-    def hold_lock_and_hang() -> None:
+    def hold_lock_and_hang(holding) -> None:
         with table.table_lock:
             holding.set()
             time.sleep(GUARD)
 
-    p = CTX.Process(target=hold_lock_and_hang)
-    p.start()
     done = threading.Event()
     b = breakers(table, threshold=1)
 
@@ -248,14 +248,9 @@ def test_worker_killed_while_holding_the_lock_does_not_deadlock(table):
         done.set()
 
     writer = threading.Thread(target=record_failure)
-    try:
-        assert holding.wait(GUARD)
+    with child_until_ready(hold_lock_and_hang):
         writer.start()
         assert not done.wait(0.5), "the child's lock did not exclude this process's writer"
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(GUARD)
-    assert p.exitcode == -signal.SIGKILL
     assert done.wait(GUARD), "the kernel should release a dead process's lock"
     writer.join(GUARD)
     assert refuses(b, "m") == "model"
@@ -268,9 +263,8 @@ def test_worker_killed_mid_store_leaves_a_readable_state(table, nth_store, torn)
     b = breakers(table, threshold=10)
     b.record(b.acquire("m"), MODEL)
     b.record(b.acquire("m"), MODEL)
-    stopped = CTX.Event()
 
-    def fail_and_die_mid_store() -> None:
+    def fail_and_die_mid_store(stopped) -> None:
         stores = [0]
 
         def on_call(frame, event, arg) -> None:
@@ -285,13 +279,8 @@ def test_worker_killed_mid_store_leaves_a_readable_state(table, nth_store, torn)
         sys.setprofile(on_call)
         child.record(permit, MODEL)
 
-    p = CTX.Process(target=fail_and_die_mid_store)
-    p.start()
-    try:
-        assert stopped.wait(GUARD), f"the writer never stored into {torn}"
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(GUARD)
+    with child_until_ready(fail_and_die_mid_store):  # "ready": stopped right after that store
+        pass
 
     def read_then_fail() -> None:
         child = breakers(table, threshold=10)
