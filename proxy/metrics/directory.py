@@ -12,6 +12,8 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import multiprocess as _mp
 from prometheus_client import values
@@ -27,6 +29,10 @@ __all__ = [
 ]
 
 DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# prometheus_client leaves these unannotated: typed once here.
+_mark_process_dead: Callable[[int, str], None] = _mp.mark_process_dead
+_multi_process_value: Callable[..., Any] = values.MultiProcessValue
 
 # -- the master's side --------------------------------------------------------
 
@@ -83,7 +89,7 @@ def worker_exited(pid: int) -> None:
     """gunicorn's ``child_exit``: drop the dead worker's live gauges (its counters stay)."""
     path = multiprocess_dir()
     if path is not None:
-        _mp.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
+        _mark_process_dead(pid, path)
 
 
 _pid = [os.getpid()]
@@ -102,7 +108,5 @@ def install_multiprocess_values() -> bool:
     if multiprocess_dir() is None:
         return False
     if not getattr(values.ValueClass, "_multiprocess", False):
-        values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]  # unannotated upstream
-            process_identifier=lambda: _pid[0]
-        )
+        values.ValueClass = _multi_process_value(process_identifier=lambda: _pid[0])
     return True

@@ -7,7 +7,7 @@ Model labels come from the table's slots, so they are bounded by its size.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,6 +20,9 @@ from .directory import multiprocess_dir
 from .instruments import PREFIX, Metrics
 
 __all__ = ["BreakerCollector", "render"]
+
+# Unannotated in prometheus_client: typed once here. It registers itself with the registry.
+_multi_process_collector: Callable[[CollectorRegistry, str], object] = MultiProcessCollector
 
 
 class BreakerCollector(Collector):
@@ -84,7 +87,7 @@ def render(breakers: Breakers, metrics: Metrics | None = None) -> tuple[bytes, s
     registry = CollectorRegistry()
     path = multiprocess_dir()
     if path is not None:
-        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
+        _multi_process_collector(registry, path)
     elif metrics is not None and metrics.registry is not None:
         registry.register(_Registry(metrics.registry))
     registry.register(BreakerCollector(breakers))
