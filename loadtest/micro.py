@@ -2,13 +2,13 @@
 
 Usage::
 
-    python -m loadtest.micro                 # both, 7 rounds of 200,000 calls
-    python -m loadtest.micro --old-rev main  # the breaker of another revision, side by side
+    python -m loadtest.micro                   # both, 7 rounds of 200,000 calls
+    python -m loadtest.micro --old-rev 331dd6c # the host-wide breaker of that revision
 
 ``breaker``: ``acquire`` + ``record(SUCCESS)`` (closed, nothing counted: the hot
 path) for a model without a slot and for one with a clean slot, next to the
-host-wide breaker of ``--old-rev`` (``acquire`` + ``record_success``), loaded
-from git, in the same run. ``metrics``: ``request_started`` +
+host-wide breaker ``proxy/breaker.py`` of ``--old-rev`` (default: the last
+revision that had it), loaded from git, in the same run. ``metrics``: ``request_started`` +
 ``request_finished`` in multiprocess mode (a temporary directory), as every
 request pays it. Rounds are interleaved and the best round is reported, so
 other load on the machine inflates no variant more than another.
@@ -27,6 +27,15 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _last_with_old_breaker() -> str:
+    """The parent of the commit that replaced ``proxy/breaker.py`` by the package, or HEAD."""
+    deleted = subprocess.run(
+        ["git", "log", "-1", "--format=%h", "--diff-filter=D", "HEAD", "--", "proxy/breaker.py"],
+        cwd=ROOT, capture_output=True, text=True,
+    ).stdout.strip()
+    return f"{deleted}^" if deleted else "HEAD"
 
 
 def _old_breaker(rev: str) -> ModuleType | None:
@@ -108,14 +117,14 @@ def metrics_loops() -> dict[str, Callable[[int], None]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.micro", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old-rev", default="main", help="git revision whose proxy/breaker.py is the old breaker")
+    parser.add_argument("--old-rev", help="git revision whose proxy/breaker.py is the old breaker")
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--only", choices=("breaker", "metrics"))
     args = parser.parse_args(argv)
     loops: dict[str, Callable[[int], None]] = {}
     if args.only in (None, "breaker"):
-        loops.update(breaker_loops(args.old_rev))
+        loops.update(breaker_loops(args.old_rev or _last_with_old_breaker()))
     if args.only in (None, "metrics"):
         loops.update(metrics_loops())
     for name, ns in _best_ns(loops, args.calls, args.rounds).items():

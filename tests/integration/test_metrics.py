@@ -15,6 +15,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.devtools import start_proxy
 from tests.faults.helpers import only_worker, wait_workers, worker_pids
 from tests.http import post, stream_raw, wait_for
 
@@ -173,3 +174,11 @@ def test_other_routes_are_counted_by_template(proxy_factory):
     assert routes["/v1/responses/{response_id}"] == 1
     assert "/v1/nope" not in routes and "/random/abc" not in routes
     assert worker_pids(svc)
+
+
+def test_an_unusable_metrics_dir_stops_the_service_with_its_name(tmp_path, mock_backend):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        start_proxy(mock_backend.url + "/v1", tmp_path / "proxy.log", METRICS_DIR=str(blocker / "metrics"))
+    assert "invalid setting: METRICS_DIR" in (tmp_path / "proxy.log").read_text()
