@@ -2,9 +2,11 @@
 
 systemd, the Procfile, the Dockerfile and the tests all use that one line.
 This file runs in the master, before any worker forks: settings are validated
-here (a bad value stops the service with a clear message), and the circuit
-breaker's shared-memory block is created here so every worker, respawned ones
-included, inherits the same state.
+here (a bad value stops the service with a clear message), the circuit
+breakers' shared table is created here so every worker, respawned ones
+included, inherits the same state, and the metrics directory every worker
+writes to is prepared here. gunicorn re-runs this file on SIGHUP; both are
+get-or-create, so a reload keeps the breakers' state and the counts.
 """
 import os
 import sys
@@ -12,8 +14,9 @@ import sys
 # The project root, so `proxy` imports however gunicorn was started.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from proxy import metrics as _metrics
 from proxy import settings as _settings
-from proxy.breaker import shared_state
+from proxy.breaker import shared_table
 
 try:
     _s = _settings.load()
@@ -22,9 +25,14 @@ except _settings.SettingsError as _exc:
     sys.exit(2)
 
 if _s.breaker_enabled:
-    # Created once in the master (get-or-create: a SIGHUP reload re-reads this
-    # file, and the breaker's state must survive it like it survives workers).
-    shared_state()
+    shared_table(_s.breaker_model_slots)
+# METRICS_DIR, or a temporary directory of this instance's own (removed at exit):
+# two instances on one host must never merge each other's files.
+try:
+    _metrics.prepare_multiprocess_dir(_s.metrics_dir or _metrics.instance_dir())
+except OSError as _exc:
+    sys.stderr.write(f"responses-proxy: invalid setting: METRICS_DIR cannot be used: {_exc}\n")
+    sys.exit(2)
 
 wsgi_app = "proxy.app:app"
 worker_class = "proxy.worker.Worker"
@@ -67,3 +75,13 @@ def on_starting(server):
     # SIGINT (Ctrl-C) drains in-flight streams like SIGTERM does, instead of
     # gunicorn's quick shutdown; a second SIGINT still forces the exit.
     server.handle_int = server.handle_term
+
+
+def child_exit(server, worker):
+    # A dead worker's requests in flight and open streams are no longer live;
+    # its counters stay in its files, so nothing it counted is lost.
+    _metrics.worker_exited(worker.pid)
+
+
+def on_exit(server):
+    _metrics.remove_instance_dir()

@@ -19,6 +19,8 @@ from . import settings as settings_mod
 from .errors import ProxyError, invalid_request
 from .failures import Failure
 from .resources.health import HealthResource
+from .resources.metrics import MetricsMiddleware, MetricsResource
+from .resources.models import ModelsResource
 from .resources.responses import ResponsesResource
 from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
@@ -103,7 +105,7 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     logs.configure(settings.log_level, settings.log_format)
     runtime = Runtime.build(settings)
     # Falcon types a middleware list by one protocol per hook; ours mix hooks.
-    middleware: list[Any] = [_Lifespan(runtime), RequestIdMiddleware()]
+    middleware: list[Any] = [_Lifespan(runtime), RequestIdMiddleware(), MetricsMiddleware(runtime.metrics)]
     falcon_app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -114,6 +116,11 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.add_route("/v1/responses/{response_id}", stored)
     falcon_app.add_route("/v1/responses/{response_id}/{action}", stored, suffix="action")
     falcon_app.add_route("/health", HealthResource(runtime))
+    falcon_app.add_route("/metrics", MetricsResource(runtime))
+    models = ModelsResource(runtime)
+    for prefix in ("/v1/models", "/models"):
+        falcon_app.add_route(prefix, models)
+        falcon_app.add_route(prefix + "/{model_id:path}", models, suffix="model")
     # `/v1/responses/` is `/v1/responses`, not a response with an empty id.
     falcon_app.req_options.strip_url_path_trailing_slash = True
     falcon_app.add_error_handler(Exception, _unexpected)

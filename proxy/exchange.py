@@ -25,8 +25,9 @@ from typing import Any
 import httpx
 import orjson
 
-from .breaker import BreakerOpen, CircuitBreaker, Permit
+from .breaker import BreakerOpen, Breakers, Permit
 from .failures import Cause, Failure, Verdict, client_gone, internal
+from .metrics import Metrics
 from .relay import KEEPALIVE, Batch, Outcome, _Keepalive, redactor, relay
 from .settings import Settings
 from .translate.context import ResponseContext
@@ -41,8 +42,9 @@ class Exchange:
     """See the module docstring. Use as ``async with Exchange(...) as ex:``."""
 
     __slots__ = (
-        "ctx", "translator", "outcome", "_chat", "_headers", "_breaker", "_upstream", "_settings", "_secret",
-        "_masked", "_disconnected", "_deadline", "_permit", "_response", "_closed", "_on_terminal",
+        "ctx", "translator", "outcome", "_chat", "_headers", "_breakers", "_metrics", "_upstream", "_settings",
+        "_secret", "_masked", "_disconnected", "_deadline", "_permit", "_response", "_closed", "_on_terminal",
+        "_created",
     )
 
     live = 0  # exchanges of this worker not yet closed (leak checks, metrics)
@@ -53,7 +55,8 @@ class Exchange:
         chat: dict[str, Any],
         ctx: ResponseContext,
         headers: dict[str, str],
-        breaker: CircuitBreaker,
+        breakers: Breakers,
+        metrics: Metrics,
         upstream: Upstream,
         settings: Settings,
         secret: str,
@@ -73,7 +76,9 @@ class Exchange:
             headers["accept"] = "application/json"
         self._chat = chat
         self._headers = headers
-        self._breaker = breaker
+        self._breakers = breakers
+        self._metrics = metrics
+        self._created = time.perf_counter()
         self._upstream = upstream
         self._settings = settings
         self._secret = secret
@@ -110,10 +115,11 @@ class Exchange:
         """
         try:
             try:
-                self._permit = self._breaker.acquire()
+                self._permit = self._breakers.acquire(self.ctx.model)
             except BreakerOpen as exc:
+                what = f"Model {exc.model!r} is" if exc.scope == "model" else "The backend is"
                 raise Failure(
-                    Cause.BREAKER_OPEN, "The backend is failing and the circuit breaker is open; retry later.",
+                    Cause.BREAKER_OPEN, f"{what} failing and the circuit breaker is open; retry later.",
                     "circuit_open", headers={"Retry-After": str(exc.retry_after)},
                 ) from None
             self._response = await self._open_racing()
@@ -140,6 +146,7 @@ class Exchange:
         assert self._response is not None, "open() first"
         settings = self._settings
         translator = self.translator
+        timed = not self.ctx.stream  # time to first event: streams only
         try:
             async for batch in relay(
                 self._response, translator, self.outcome,
@@ -151,6 +158,9 @@ class Exchange:
                 idle_timeout_secs=settings.backend_idle_timeout_secs,
                 redact=redactor(self._secret, self._masked),
             ):
+                if not timed and batch is not KEEPALIVE:
+                    timed = True
+                    self._metrics.first_event("/v1/responses", time.perf_counter() - self._created)
                 if batch is not KEEPALIVE and translator.done and self._on_terminal is not None:
                     await self._on_terminal(translator.response)
                 yield batch
@@ -191,13 +201,10 @@ class Exchange:
         permit, self._permit = self._permit, None
         if permit is None:
             return
-        verdict = self.verdict()
-        if verdict is Verdict.SUCCESS:
-            self._breaker.record_success(permit)
-        elif verdict in (Verdict.MODEL_FAILURE, Verdict.HOST_FAILURE):
-            self._breaker.record_failure(permit)
-        else:
-            self._breaker.release(permit)
+        self._breakers.record(permit, self.verdict())
+        failure = self.outcome.failure
+        if failure is not None and failure.kind is not None:
+            self._metrics.upstream_error(failure.kind)
 
     async def _open_racing(self) -> httpx.Response:
         """Open upstream, racing the client leaving and (JSON mode) the deadline."""

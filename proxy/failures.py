@@ -21,16 +21,8 @@ import enum
 import logging
 from dataclasses import dataclass, field
 
+from .breaker import Verdict
 from .errors import ProxyError
-
-
-class Verdict(enum.Enum):
-    """What a finished request says about the backend's health (the breaker's input)."""
-
-    SUCCESS = "success"  # the backend answered, and the answer is not a backend failure
-    MODEL_FAILURE = "model_failure"  # the model the request named failed
-    HOST_FAILURE = "host_failure"  # the backend as a whole could not be reached
-    NONE = "none"  # nothing learned: the request never reached the backend, or was abandoned
 
 
 class Cause(enum.Enum):

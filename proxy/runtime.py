@@ -1,4 +1,4 @@
-"""What one worker holds for its lifetime: settings, the upstream pool, the breaker.
+"""What one worker holds for its lifetime: settings, the upstream pool, the breakers, the metrics.
 
 Built at import, with the httpx client opened at ASGI lifespan startup and closed
 at shutdown, so each worker owns its own connection pool.
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .breaker import CircuitBreaker, shared_state
+from .breaker import Breakers, shared_table
+from .metrics import Metrics
 from .settings import Settings
 from .translate.request import TranslationPolicy
 from .upstream import Upstream, create_client
@@ -16,21 +17,24 @@ from .upstream import Upstream, create_client
 @dataclass(slots=True)
 class Runtime:
     settings: Settings
-    breaker: CircuitBreaker
+    breakers: Breakers
+    metrics: Metrics
     policy: TranslationPolicy
     upstream: Upstream | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
+        breakers = Breakers(
+            enabled=settings.breaker_enabled,
+            threshold=settings.breaker_threshold,
+            recovery_secs=settings.breaker_recovery_secs,
+            probe_timeout_secs=settings.backend_timeout_secs,
+            table=shared_table(settings.breaker_model_slots) if settings.breaker_enabled else None,
+        )
         return cls(
             settings=settings,
-            breaker=CircuitBreaker(
-                enabled=settings.breaker_enabled,
-                threshold=settings.breaker_threshold,
-                recovery_secs=settings.breaker_recovery_secs,
-                probe_timeout_secs=settings.backend_timeout_secs,
-                state=shared_state() if settings.breaker_enabled else None,
-            ),
+            breakers=breakers,
+            metrics=Metrics(model_labels=settings.breaker_model_slots),
             policy=TranslationPolicy(
                 builtin_tools=settings.builtin_tools,  # type: ignore[arg-type]
                 max_tokens_field=settings.max_tokens_field,  # type: ignore[arg-type]

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .breaker.table import MAX_SLOTS as MAX_MODEL_SLOTS
+
 DEFAULT_BACKEND_URL = "https://llm.chutes.ai/v1/chat/completions"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
@@ -57,6 +59,7 @@ class Settings:
     breaker_enabled: bool = True
     breaker_threshold: int = 5
     breaker_recovery_secs: float = 30.0
+    breaker_model_slots: int = 256
     builtin_tools: str = "drop"
     max_tokens_field: str = "max_tokens"
     forward_verbosity: bool = False
@@ -75,11 +78,18 @@ class Settings:
     response_store_max_object_bytes: int = 16 * 1024 * 1024
     response_store_timeout_secs: float = 3.0
     response_store_owner_secret: str | None = None
+    metrics_dir: str | None = None
+    models_cache_secs: float = 60.0
 
     @property
     def bind_port(self) -> int:
         """``$PORT`` (the Heroku convention) wins over ``HOST_PORT``."""
         return self.port if self.port is not None else self.host_port
+
+    @property
+    def backend_models_url(self) -> str:
+        """``GET /models`` beside the chat endpoint: ``…/v1/chat/completions`` → ``…/v1/models``."""
+        return self.backend_url[: -len("/chat/completions")] + "/models"
 
 
 def backend_chat_url(url: str) -> str:
@@ -242,6 +252,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         breaker_enabled=_bool(env, "CIRCUIT_BREAKER_ENABLED", True),
         breaker_threshold=_int(env, "CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1_000_000),
         breaker_recovery_secs=_float(env, "CIRCUIT_BREAKER_RECOVERY_SECS", 30.0, 0.1, 86400.0),
+        breaker_model_slots=_int(env, "CIRCUIT_BREAKER_MODEL_SLOTS", 256, 1, MAX_MODEL_SLOTS),
         builtin_tools=_choice(env, "BUILTIN_TOOLS", "drop", ("drop", "reject")),
         max_tokens_field=_choice(
             env, "MAX_TOKENS_FIELD", "max_tokens", ("max_tokens", "max_completion_tokens")
@@ -263,4 +274,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         response_store_timeout_secs=_float(env, "RESPONSE_STORE_TIMEOUT_SECS", 3.0, 0.05, 60.0),
         response_store_owner_secret=env.get("RESPONSE_STORE_OWNER_SECRET", "").strip() or None,
+        metrics_dir=env.get("METRICS_DIR", "").strip() or None,
+        models_cache_secs=_float(env, "MODELS_CACHE_SECS", 60.0, 0.0, 86400.0),
     )

@@ -22,6 +22,11 @@ class MockControl:
         r = self.client.post("/_mock/script", json={"model": model, "responses": list(responses), "replace": replace})
         r.raise_for_status()
 
+    def script_models(self, *responses: dict[str, Any], replace: bool = False) -> None:
+        """Queue ``responses`` for the models endpoints (``GET /v1/models``, ``/v1/models/{id}``)."""
+        r = self.client.post("/_mock/models", json={"responses": list(responses), "replace": replace})
+        r.raise_for_status()
+
     def requests(self, model: str | None = None) -> list[dict[str, Any]]:
         """Recorded chat requests in arrival order."""
         r = self.client.get("/_mock/requests", params={"model": model} if model is not None else None)

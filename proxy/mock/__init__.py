@@ -17,12 +17,22 @@ Built-in models (used when no script is queued for the request's ``model``):
 - ``mock-slow-<ms>``: the echo with ``<ms>`` between chunks.
 - ``mock-error-<status>``: an OpenAI-shaped error with that status.
 
+Also ``GET /v1/models`` (and ``/models``): ``{"object": "list", "data": [...]}`` with the
+built-in names ``mock-echo``, ``mock-tool``, ``mock-reasoning``, ``mock-stream-10``,
+``mock-slow-100``, ``mock-error-500``; ``GET /v1/models/{id}``: that model object for a
+listed name or any ``mock-stream-<N>`` / ``mock-slow-<ms>`` / ``mock-error-<status>``, else
+OpenAI's 404 (``code: model_not_found``).
+
 Control API (JSON; state is per worker process, so script with ``--workers 1``):
 ``POST /_mock/script {"model", "responses": [script, ...], "replace"?}`` queues scripts
 (model ``"*"`` matches any model without its own queue; each request pops one; the last
-one stays and is reused until new scripts replace it); ``POST /_mock/reset``;
-``GET /_mock/requests[?model=]`` → records ``{model, path, client, headers, body, disconnected,
-completed, started_at, ended_at}`` in arrival order; ``GET /_mock/health``.
+one stays and is reused until new scripts replace it); ``POST /_mock/models {"responses":
+[script, ...], "replace"?}`` does the same for the models endpoints (one queue for list and
+retrieve; keys: ``status``, ``error``, ``data`` (ids or objects instead of the built-in list),
+``body`` (the whole JSON answer), ``raw``, ``headers``, ``first_byte_delay``, ``hang``);
+``POST /_mock/reset``; ``GET /_mock/requests[?model=]`` → records ``{model, path, client,
+headers, body, disconnected, completed, started_at, ended_at}`` in arrival order (models
+requests too: ``model`` is the id, or null for the list); ``GET /_mock/health``.
 
 Script keys (all optional): ``status``, ``headers``, ``error`` (body for status >= 400),
 ``text``, ``chunks`` (pre-split text deltas), ``chunk_size`` (4), ``reasoning``,

@@ -13,12 +13,14 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from proxy.mock import models
 from proxy.mock.scripts import JSON_CONTENT_TYPE, Plan, build_plan, builtin_script, error_body
 from proxy.mock.state import MockState
 
 state = MockState()
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+MODELS_PATHS = ("/v1/models", "/models")
 
 
 class DropConnection(Exception):
@@ -144,19 +146,7 @@ def _finish(record: dict[str, Any], watch: _Watch | None) -> None:
 
 
 async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    record: dict[str, Any] = {
-        "model": None,
-        "path": scope["path"],
-        # The caller's (host, port): the same port twice means a reused connection.
-        "client": list(scope["client"]) if scope.get("client") else None,
-        "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-        "body": None,
-        "disconnected": False,
-        "completed": False,
-        "started_at": time.time(),
-        "ended_at": None,
-    }
-    state.records.append(record)
+    record = _record(scope, None)
     try:
         raw = await _read_body(receive)
         if raw is None:
@@ -184,12 +174,53 @@ async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await _send_json(send, 500, error_body(500, err))
             record["completed"] = True
             return
-        watch = _Watch(receive, record) if plan.needs_watcher else None
-        try:
-            await _replay(plan, send, record, watch)
-        finally:
-            if watch is not None:
-                watch.close()
+        await _replay_watched(plan, receive, send, record)
+    finally:
+        record["ended_at"] = time.time()
+
+
+async def _replay_watched(plan: Plan, receive: Any, send: Any, record: dict[str, Any]) -> None:
+    """Replay ``plan``, watching for the client leaving only if the plan waits."""
+    watch = _Watch(receive, record) if plan.needs_watcher else None
+    try:
+        await _replay(plan, send, record, watch)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _record(scope: dict[str, Any], model: str | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "model": model,
+        "path": scope["path"],
+        # The caller's (host, port): the same port twice means a reused connection.
+        "client": list(scope["client"]) if scope.get("client") else None,
+        "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+        "body": None,
+        "disconnected": False,
+        "completed": False,
+        "started_at": time.time(),
+        "ended_at": None,
+    }
+    state.records.append(record)
+    return record
+
+
+def _model_id(path: str) -> str | None:
+    """``None`` for the list, the id for one model, ``""`` for a path that is neither."""
+    for prefix in MODELS_PATHS:
+        if path == prefix:
+            return None
+        if path.startswith(prefix + "/"):
+            return path[len(prefix) + 1 :]
+    return ""
+
+
+async def _models(scope: dict[str, Any], receive: Any, send: Any, model_id: str | None) -> None:
+    record = _record(scope, model_id)
+    try:
+        plan = models.build_models_plan(state.next_script(models.QUEUE, wildcard=False), model_id)
+        await _replay_watched(plan, receive, send, record)
     finally:
         record["ended_at"] = time.time()
 
@@ -205,7 +236,7 @@ async def _control(scope: dict[str, Any], receive: Any, send: Any) -> None:
         model = qs["model"][0] if "model" in qs else None
         await _send_json(send, 200, state.list_records(model))
         return
-    if method != "POST" or path not in ("/_mock/script", "/_mock/reset"):
+    if method != "POST" or path not in ("/_mock/script", "/_mock/reset", "/_mock/models"):
         await _send_json(send, 404, error_body(404, {"message": f"no route {method} {path}"}))
         return
     raw = await _read_body(receive)
@@ -219,6 +250,8 @@ async def _control(scope: dict[str, Any], receive: Any, send: Any) -> None:
         payload = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
         payload = None
+    if path == "/_mock/models" and isinstance(payload, dict):
+        payload = {**payload, "model": models.QUEUE}
     ok = (
         isinstance(payload, dict)
         and isinstance(payload.get("model"), str)
@@ -243,6 +276,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await _chat(scope, receive, send)
             else:
                 await _send_json(send, 405, error_body(405, {"message": "use POST"}))
+        elif (model_id := _model_id(path)) != "":
+            if scope["method"] == "GET":
+                await _models(scope, receive, send, model_id)
+            else:
+                await _send_json(send, 405, error_body(405, {"message": "use GET"}))
         elif path.startswith("/_mock/"):
             await _control(scope, receive, send)
         else:

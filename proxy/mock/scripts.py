@@ -244,13 +244,18 @@ def _tool_deltas(calls: list[dict[str, str]], style: str, size: int) -> list[lis
     return out
 
 
-def build_plan(script: dict[str, Any], body: dict[str, Any], model: str) -> Plan:
-    """Everything a request will receive: status, headers and body pieces (one SSE event each)."""
-    status = int(script.get("status", 200))
-    extra_headers = [
+def script_headers(script: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """A script's ``headers``, as ASGI header pairs."""
+    return [
         (str(k).lower().encode("latin-1"), str(v).encode("latin-1"))
         for k, v in (script.get("headers") or {}).items()
     ]
+
+
+def build_plan(script: dict[str, Any], body: dict[str, Any], model: str) -> Plan:
+    """Everything a request will receive: status, headers and body pieces (one SSE event each)."""
+    status = int(script.get("status", 200))
+    extra_headers = script_headers(script)
     plan = Plan(
         status=status,
         first_byte_delay=float(script.get("first_byte_delay") or 0),

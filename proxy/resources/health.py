@@ -1,10 +1,18 @@
-"""``GET /health``: the reference's body, with the breaker's shared state.
+"""``GET /health``: the reference's body, from the host breaker, plus the models whose breaker is open.
 
-While the breaker refuses requests the answer is 503 ``unhealthy``, so that
-HAProxy's health checks take this host out of rotation. Once the recovery time
-has passed and no probe is in flight, it answers 200 ``recovering``: a load
-balancer sends no traffic to a host it marked down, so without that the probe
-that closes the breaker could never arrive and the host would stay out for good.
+``circuit_breaker`` keeps the reference's keys (``enabled``, ``is_open``,
+``consecutive_failures``), now those of the host-level breaker; ``open_models``
+lists the models refused on their own (``model``, ``state``,
+``consecutive_failures``, ``retry_after``). One failing model is not a
+failing host: the status stays 200 and the balancer keeps sending the other
+models' traffic.
+
+While the host breaker refuses requests the answer is 503 ``unhealthy``, so
+that HAProxy's health checks take this host out of rotation. Once the
+recovery time has passed and no probe is in flight, it answers 200
+``recovering``: a load balancer sends no traffic to a host it marked down, so
+without that the probe that closes the breaker could never arrive and the
+host would stay out for good.
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ class HealthResource:
         self._runtime = runtime
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        snap = self._runtime.breaker.snapshot()
+        snap = self._runtime.breakers.snapshot()
         is_open = bool(snap["is_open"])
         refusing = is_open and not snap["admits_probe"]
         resp.status = 503 if refusing else 200
@@ -32,6 +40,7 @@ class HealthResource:
                     "is_open": is_open,
                     "consecutive_failures": snap["consecutive_failures"],
                 },
+                "open_models": snap["open_models"],
             }
         )
 

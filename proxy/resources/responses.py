@@ -13,7 +13,6 @@ does for an invalid request: to see that, the first upstream batch is awaited
 """
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -30,6 +29,7 @@ from ..runtime import Runtime
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
 from ..translate.sse import KEEPALIVE as SSE_KEEPALIVE
+from .auth import client_key, is_header_safe, scrub, upstream_key
 from .scope import RequestScope
 
 log = logging.getLogger("proxy.responses")
@@ -53,7 +53,7 @@ class ResponsesResource:
         raw = await _read_body(req, settings.max_body_bytes)
         body = _parse_body(raw)
         meta.model = _loggable_model(body.get("model"))
-        key = self._client_key(req)
+        key = client_key(req, settings)
         meta.key = mask_key(key)
         chat, ctx = translate_request(body, self._rt.policy)
         meta.model = ctx.model
@@ -64,18 +64,19 @@ class ResponsesResource:
                 meta.request_id, ctx.model, ctx.stream, meta.key,
                 len(chat["messages"]), len(chat.get("tools") or ()),
             )
-        upstream_key = settings.backend_api_key or key
+        secret = upstream_key(key, settings)
         upstream = self._rt.upstream
         assert upstream is not None, "lifespan startup did not run"
         exchange = Exchange(
             chat=chat,
             ctx=ctx,
-            headers=_upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers),
-            breaker=self._rt.breaker,
+            headers=_upstream_headers(req, secret, meta.request_id, settings.forward_headers),
+            breakers=self._rt.breakers,
+            metrics=self._rt.metrics,
             upstream=upstream,
             settings=settings,
-            secret=upstream_key,
-            masked_secret=mask_key(upstream_key),
+            secret=secret,
+            masked_secret=mask_key(secret),
             disconnected=meta.watch_disconnect(),
             emit_events=ctx.stream,
         )
@@ -83,12 +84,12 @@ class ResponsesResource:
         try:
             await exchange.open()
         except Failure as failure:
-            _fail_request(meta, resp, failure, upstream_key)
+            _fail_request(meta, resp, failure, secret)
             return
         if ctx.stream:
-            await self._stream(meta, resp, exchange, upstream_key)
+            await self._stream(meta, resp, exchange, secret)
         else:
-            await self._json(meta, resp, exchange, upstream_key)
+            await self._json(meta, resp, exchange, secret)
 
     async def _json(self, meta: RequestScope, resp: falcon.asgi.Response, exchange: Exchange, secret: str) -> None:
         async with exchange:
@@ -125,27 +126,6 @@ class ResponsesResource:
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
         resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]
 
-    def _client_key(self, req: falcon.asgi.Request) -> str:
-        key = _presented_key(req)
-        settings = self._rt.settings
-        if settings.backend_api_key:
-            if key is None or not any(
-                hmac.compare_digest(key.encode(), allowed.encode())
-                for allowed in settings.proxy_api_keys
-            ):
-                raise ProxyError(
-                    401, "Incorrect or missing API key for this proxy.",
-                    code="invalid_api_key",
-                )
-            return key
-        if key is None:
-            raise ProxyError(
-                401,
-                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-                code="missing_api_key",
-            )
-        return key
-
 
 def _log_warnings(meta: RequestScope, warnings: list[str]) -> None:
     """Warnings from translation: the request's (dropped built-in tools…) and the
@@ -162,7 +142,7 @@ def _fail_request(meta: RequestScope, resp: falcon.asgi.Response, failure: Failu
         return
     meta.status = "failed" if failure.cause is not Cause.BREAKER_OPEN else "error"
     # A backend may echo the key it was given; it must not reach the client.
-    failure.message = _scrub(failure.message, secret)
+    failure.message = scrub(failure.message, secret)
     raise failure.http_error()
 
 
@@ -233,36 +213,12 @@ def _upstream_headers(
     for name in forward:
         value = req.get_header(name)
         if value is not None:
-            if not _is_header_safe(value):
+            if not is_header_safe(value):
                 raise invalid_request(
                     f"Header {name!r} must be printable ASCII to be forwarded.", code="invalid_header"
                 )
             headers[name] = value
     return headers
-
-
-def _is_header_safe(value: str) -> bool:
-    return value.isascii() and value.isprintable()
-
-
-def _presented_key(req: falcon.asgi.Request) -> str | None:
-    """The client's key from ``Authorization: Bearer …`` or ``x-api-key``.
-
-    A key must be printable ASCII: anything else cannot be sent upstream in a
-    header, so it is refused here as an invalid key (401), not a crash.
-    """
-    key: str | None = None
-    auth = req.get_header("Authorization")
-    if auth:
-        scheme, _, token = auth.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token:
-            key = token
-    if key is None:
-        key = (req.get_header("X-Api-Key") or "").strip() or None
-    if key is not None and not _is_header_safe(key):
-        raise ProxyError(401, "The API key must be printable ASCII.", code="invalid_api_key")
-    return key
 
 
 def _check_content_type(req: falcon.asgi.Request) -> None:
@@ -321,9 +277,3 @@ def _loggable_model(model: object) -> str:
     if isinstance(model, str) and 0 < len(model) <= 256 and model.isprintable() and " " not in model:
         return model
     return "-"
-
-
-def _scrub(message: str, key: str | None) -> str:
-    if key and len(key) >= 4 and key in message:
-        return message.replace(key, mask_key(key))
-    return message

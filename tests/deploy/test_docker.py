@@ -103,8 +103,9 @@ def test_dockerfile_cmd_healthcheck_and_stopsignal(mock_backend, tmp_path):
         with openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
             assert client.responses.create(model="mock-echo", input="in a box").output_text == "You said: in a box"
         assert healthcheck() == 0
-        # One backend failure opens the breaker (threshold 1): /health 503, still alive.
+        # Two models failing in a row open the host breaker (threshold 1): /health 503, still alive.
         assert post(url, {"model": "mock-error-500", "input": "x"}).status_code == 502
+        assert post(url, {"model": "mock-error-503", "input": "x"}).status_code == 502
         assert health(url)[0] == 503
         assert healthcheck() == 0
         # `docker stop`: the STOPSIGNAL, then gunicorn drains and exits 0.

@@ -106,9 +106,10 @@ def test_open_breaker_takes_an_instance_out_and_the_probe_brings_it_back(fleet_f
     hap = fleet.haproxy
     sick = fleet.instances["proxy1"]
     with StatusWatch(hap) as watch:
-        # Two backend failures seen by proxy1 alone (sent to it directly) open its breaker.
-        for _ in range(2):
-            assert post(sick.url, {"model": "mock-error-500", "input": "x"}).status_code == 502
+        # Two backend failures on two models, seen by proxy1 alone (sent to it directly), open its
+        # host breaker (one failing model would open only that model's).
+        for model in ("mock-error-500", "mock-error-503"):
+            assert post(sick.url, {"model": model, "input": "x"}).status_code == 502
         opened = time.time()
         assert health(sick.url)[0] == 503
         down = watch.first("proxy1", "DOWN", after=opened)

@@ -139,11 +139,16 @@ def raw_backend() -> Iterator[type[_RawBackend]]:
 # --------------------------------------------------------------------------- defects
 
 
-def test_health_allows_traffic_back_once_recovery_time_has_passed(proxy_factory, mock):
-    svc = proxy_factory(CIRCUIT_BREAKER_THRESHOLD="1", CIRCUIT_BREAKER_RECOVERY_SECS="1")
-    mock.script("edge-cb", {"status": 500, "error": {"message": "down"}})
+def test_health_allows_traffic_back_once_recovery_time_has_passed(proxy_factory):
+    """The host breaker (a backend that refuses connections opens it) must let /health say
+    "recovering" once its recovery time is over. (One model's failures open only that model's.)"""
+    from proxy.devtools import free_port
+
+    svc = proxy_factory(
+        backend_url=f"http://127.0.0.1:{free_port()}/v1", CIRCUIT_BREAKER_THRESHOLD="1", CIRCUIT_BREAKER_RECOVERY_SECS="1"
+    )
     r = httpx.post(svc.url + "/v1/responses", json={"model": "edge-cb", "input": "x"}, headers=AUTH, timeout=10)
-    assert r.status_code == 502
+    assert r.status_code == 502 and error_of(r)["code"] == "backend_unreachable"
     assert httpx.get(svc.url + "/health").status_code == 503  # open: out of rotation, rightly
     time.sleep(1.5)  # recovery_secs passed; no client traffic (HAProxy sends none to a DOWN server)
     r = httpx.get(svc.url + "/health")

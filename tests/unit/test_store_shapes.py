@@ -153,10 +153,11 @@ CHAT_INPUTS = [
 @pytest.mark.parametrize("raw", CHAT_INPUTS)
 def test_stored_items_reach_the_backend_exactly_as_the_input_they_came_from(raw):
     """History is replayed from stored (prepared) items: the translator must see no difference."""
-    from proxy.translate.request import TranslationPolicy, translate_input
+    from proxy.translate.messages import translate_input
 
-    policy = TranslationPolicy()
-    assert translate_input(prepare_items(raw), "sys", policy) == translate_input(raw, "sys", policy)
+    assert translate_input(prepare_items(raw), "sys", keep_reasoning=True) == translate_input(
+        raw, "sys", keep_reasoning=True
+    )
 
 
 def test_item_references_resolve_in_place_and_unknown_ones_are_named():
