@@ -67,6 +67,12 @@ class Settings:
     json_upstream: str = "json"
     max_body_bytes: int = MAX_BODY_BYTES
     max_event_bytes: int = MAX_EVENT_BYTES
+    # WebSocket mode: a connection's lifetime (OpenAI's is 60 minutes), and the
+    # interval of the server's keep-alive pings (a peer silent for as long again is dropped).
+    websocket_max_secs: float = 3600.0
+    websocket_ping_secs: float = 20.0
+    # What the backend is asked when a conversation is compacted (None: the built-in prompt).
+    compaction_prompt: str | None = None
 
     @property
     def bind_port(self) -> int:
@@ -171,6 +177,27 @@ def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
 
 
+def compaction_prompt(env: Mapping[str, str]) -> str | None:
+    """``COMPACTION_PROMPT`` (the text), else the file ``COMPACTION_PROMPT_FILE`` names, else None.
+
+    Read once at start, so a missing or unreadable file stops the service
+    instead of failing the first compaction.
+    """
+    text = env.get("COMPACTION_PROMPT", "").strip()
+    path = env.get("COMPACTION_PROMPT_FILE", "").strip()
+    if text and path:
+        raise SettingsError("Set COMPACTION_PROMPT or COMPACTION_PROMPT_FILE, not both")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().strip()
+        except (OSError, UnicodeError) as exc:
+            raise SettingsError(f"COMPACTION_PROMPT_FILE cannot be read: {exc}") from None
+        if not text:
+            raise SettingsError(f"COMPACTION_PROMPT_FILE {path!r} is empty")
+    return text or None
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ``SettingsError`` naming the bad one."""
     env = os.environ if env is None else env
@@ -213,4 +240,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         json_upstream=_choice(env, "JSON_UPSTREAM", "json", ("json", "stream")),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 1024 * 1024 * 1024),
         max_event_bytes=_int(env, "MAX_UPSTREAM_EVENT_BYTES", MAX_EVENT_BYTES, 1024, 256 * 1024 * 1024),
+        websocket_max_secs=_float(env, "WEBSOCKET_MAX_SECS", 3600.0, 1.0, 7 * 86400.0),
+        websocket_ping_secs=_float(env, "WEBSOCKET_PING_SECS", 20.0, 1.0, 3600.0),
+        compaction_prompt=compaction_prompt(env),
     )

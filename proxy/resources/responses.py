@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Protocol
 
 import falcon
 import falcon.asgi
@@ -27,6 +28,8 @@ from ..failures import Cause, Failure
 from ..logs import mask_key
 from ..relay import KEEPALIVE, Batch, _Keepalive
 from ..runtime import Runtime
+from ..settings import Settings
+from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
 from ..translate.sse import KEEPALIVE as SSE_KEEPALIVE
@@ -42,9 +45,18 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 FIRST_BATCH_GRACE_SECS = 1.0
 
 
+class TriggerHandler(Protocol):
+    """Answers a request ending with a ``compaction_trigger`` item (``proxy.resources.compact``)."""
+
+    async def respond_http(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, meta: RequestScope, body: dict, key: str
+    ) -> None: ...
+
+
 class ResponsesResource:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, compaction: TriggerHandler | None = None) -> None:
         self._rt = runtime
+        self._compaction = compaction
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         meta: RequestScope = req.context.meta
@@ -53,8 +65,11 @@ class ResponsesResource:
         raw = await _read_body(req, settings.max_body_bytes)
         body = _parse_body(raw)
         meta.model = _loggable_model(body.get("model"))
-        key = self._client_key(req)
+        key = client_key(req, settings)
         meta.key = mask_key(key)
+        if self._compaction is not None and has_trigger(body):  # Codex's remote compaction v2
+            await self._compaction.respond_http(req, resp, meta, body, key)
+            return
         chat, ctx = translate_request(body, self._rt.policy)
         meta.model = ctx.model
         _log_warnings(meta, ctx.warnings)
@@ -126,26 +141,28 @@ class ResponsesResource:
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
         resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]
 
-    def _client_key(self, req: falcon.asgi.Request) -> str:
-        key = _presented_key(req)
-        settings = self._rt.settings
-        if settings.backend_api_key:
-            if key is None or not any(
-                hmac.compare_digest(key.encode(), allowed.encode())
-                for allowed in settings.proxy_api_keys
-            ):
-                raise ProxyError(
-                    401, "Incorrect or missing API key for this proxy.",
-                    code="invalid_api_key",
-                )
-            return key
-        if key is None:
+
+def client_key(req: falcon.asgi.Request, settings: Settings) -> str:
+    """The client's key, checked as the settings require (operator mode: one of
+    ``PROXY_API_KEYS``); a 401 otherwise. Every transport authenticates with it."""
+    key = _presented_key(req)
+    if settings.backend_api_key:
+        if key is None or not any(
+            hmac.compare_digest(key.encode(), allowed.encode())
+            for allowed in settings.proxy_api_keys
+        ):
             raise ProxyError(
-                401,
-                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-                code="missing_api_key",
+                401, "Incorrect or missing API key for this proxy.",
+                code="invalid_api_key",
             )
         return key
+    if key is None:
+        raise ProxyError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            code="missing_api_key",
+        )
+    return key
 
 
 def _log_warnings(meta: RequestScope, warnings: list[str]) -> None:

@@ -50,9 +50,9 @@ def encode_reasoning(text: str, key: bytes | None = None) -> str:
     With ``key`` the blob is authenticated (HMAC) so only this proxy's
     operator can mint blobs ``decode_reasoning(..., key)`` accepts.
     """
-    payload = zlib.compress(text.encode("utf-8"), 6)
     if key is None:
-        return PREFIX + _b64encode(payload)
+        return pack(PREFIX, text)
+    payload = zlib.compress(text.encode("utf-8"), 6)
     return SIGNED_PREFIX + _b64encode(_mac(key, payload) + payload)
 
 
@@ -62,26 +62,43 @@ def decode_reasoning(blob: object, key: bytes | None = None) -> str | None:
     Without ``key`` only unsigned blobs are accepted; with ``key`` only blobs
     signed with that key.
     """
-    if not isinstance(blob, str):
+    if key is None:
+        return unpack(PREFIX, blob)
+    if not isinstance(blob, str) or not blob.startswith(SIGNED_PREFIX):
         return None
     try:
-        if key is None:
-            if not blob.startswith(PREFIX):
-                return None
-            payload = _b64decode(blob[len(PREFIX):])
-        else:
-            if not blob.startswith(SIGNED_PREFIX):
-                return None
-            raw = _b64decode(blob[len(SIGNED_PREFIX):])
-            mac, payload = raw[:_MAC_LEN], raw[_MAC_LEN:]
-            if len(mac) != _MAC_LEN or not hmac.compare_digest(mac, _mac(key, payload)):
-                return None
-        inflater = zlib.decompressobj()
-        data = inflater.decompress(payload, MAX_DECODED_BYTES)
-        if inflater.unconsumed_tail or not inflater.eof:
-            return None  # too large, truncated, or trailing garbage
-        if inflater.unused_data:
+        raw = _b64decode(blob[len(SIGNED_PREFIX):])
+        mac, payload = raw[:_MAC_LEN], raw[_MAC_LEN:]
+        if len(mac) != _MAC_LEN or not hmac.compare_digest(mac, _mac(key, payload)):
             return None
-        return data.decode("utf-8")
+        return _inflate(payload)
     except (ValueError, binascii.Error, zlib.error, UnicodeError):
         return None
+
+
+def pack(prefix: str, text: str) -> str:
+    """``prefix`` + base64url (unpadded) of the zlib-compressed UTF-8 ``text``.
+
+    The stateless carrier of every opaque blob we hand out (reasoning here,
+    compaction summaries in ``proxy.translate.compaction``); the prefix says
+    what a blob holds, so one kind is never read as another.
+    """
+    return prefix + _b64encode(zlib.compress(text.encode("utf-8"), 6))
+
+
+def unpack(prefix: str, blob: object) -> str | None:
+    """The text ``pack(prefix, …)`` packed, or None for anything else (never raises)."""
+    if not isinstance(blob, str) or not blob.startswith(prefix):
+        return None
+    try:
+        return _inflate(_b64decode(blob[len(prefix):]))
+    except (ValueError, binascii.Error, zlib.error, UnicodeError):
+        return None
+
+
+def _inflate(payload: bytes) -> str | None:
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(payload, MAX_DECODED_BYTES)
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        return None  # too large, truncated, or trailing garbage
+    return data.decode("utf-8")

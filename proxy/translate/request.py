@@ -35,6 +35,7 @@ import orjson
 
 from proxy.errors import invalid_request
 from proxy.translate import validate as v
+from proxy.translate.compaction import TRIGGER, summary_message
 from proxy.translate.context import ResponseContext
 from proxy.translate.ids import new_id
 from proxy.translate.reasoning_codec import decode_reasoning
@@ -333,6 +334,16 @@ def translate_input(raw: Any, instructions: str | None, policy: TranslationPolic
                 h.add({"role": "tool", "tool_call_id": call_id, "content": _tool_output(item, param)})
             elif itype == "reasoning":
                 h.add_reasoning(item)
+            elif itype == "compaction":
+                # The summary stands in for the history it replaced (proxy.translate.compaction).
+                h.add({"role": "user", "content": summary_message(item, param)})
+            elif itype == TRIGGER:
+                # The edge answers a request ending with one; anywhere else it is a mistake.
+                raise invalid_request(
+                    f"Invalid '{param}': a compaction_trigger item must be the last input item.",
+                    param,
+                    "invalid_compaction_trigger",
+                )
             elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
                 # The openai SDK's ItemReference: {"id": ...} with an optional type.
                 raise invalid_request(
