@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from proxy.mock.scripts import JSON_CONTENT_TYPE, Plan, build_plan, builtin_script, error_body
+from proxy.mock.scripts import JSON_CONTENT_TYPE, Plan, build_plan, builtin_script, compaction_script, error_body
 from proxy.mock.state import MockState
 
 state = MockState()
@@ -174,7 +174,7 @@ async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
         model = body.get("model")
         model = model if isinstance(model, str) else ""
         record["model"] = model
-        script = state.next_script(model)
+        script = compaction_script(body) or state.next_script(model)
         if script is None:
             script = builtin_script(model, body)
         try:

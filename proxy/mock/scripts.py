@@ -14,10 +14,13 @@ from typing import Any
 
 import orjson
 
+from proxy.translate.compaction import DEFAULT_PROMPT
+
 SSE_CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE = b"application/json"
 
 _ids = itertools.count(1)
+_COMPACTION_MARKER = DEFAULT_PROMPT.split("\n", 1)[0]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -102,6 +105,26 @@ def _tool_script(body: dict[str, Any]) -> dict[str, Any]:
                 args = {k: _placeholder(props.get(k)) for k in required if isinstance(k, str)}
                 return {"tool_calls": [{"id": "call_mock_1", "name": name, "arguments": orjson.dumps(args).decode()}]}
     return {"tool_calls": [{"id": "call_mock_1", "name": "get_weather", "arguments": '{"location":"Paris"}'}]}
+
+
+def compaction_script(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary the proxy's compaction call gets, or None for any other request.
+
+    A request whose last message is a user message starting with the first line
+    of the proxy's default compaction prompt is answered ``"Summary of N earlier
+    messages. The user asked: <their texts, ' / '-joined>"`` — whatever scripts
+    are queued, so a client compacting in the middle of a scripted loop (Codex)
+    does not shift the scripts.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    last = messages[-1]
+    if last.get("role") != "user" or not _content_text(last.get("content")).startswith(_COMPACTION_MARKER):
+        return None
+    earlier = [m for m in messages[:-1] if isinstance(m, dict) and m.get("role") != "system"]
+    asked = " / ".join(_content_text(m.get("content")) for m in earlier if m.get("role") == "user")
+    return {"text": f"Summary of {len(earlier)} earlier messages. The user asked: {asked}"}
 
 
 def builtin_script(model: str, body: dict[str, Any]) -> dict[str, Any]:
