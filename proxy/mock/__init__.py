@@ -17,10 +17,11 @@ Built-in models (used when no script is queued for the request's ``model``):
 - ``mock-slow-<ms>``: the echo with ``<ms>`` between chunks.
 - ``mock-error-<status>``: an OpenAI-shaped error with that status.
 
-Compaction (any model, before queued scripts, which it leaves in place): a request whose
-last message is a user message starting with the first line of the proxy's default
-compaction prompt (``proxy.translate.compaction.DEFAULT_PROMPT``) is answered
-``"Summary of N earlier messages. The user asked: <the user texts, ' / '-joined>"``.
+Compaction: a request whose last message is a user message starting with the first line of
+the proxy's default compaction prompt (``proxy.translate.compaction.DEFAULT_PROMPT``) never
+takes the model's own scripts (so a client compacting in the middle of a scripted loop does
+not shift them): it takes a script queued for model ``compaction:<model>`` if any, else it is
+answered ``"Summary of N earlier messages. The user asked: <the user texts, ' / '-joined>"``.
 
 Control API (JSON; state is per worker process, so script with ``--workers 1``):
 ``POST /_mock/script {"model", "responses": [script, ...], "replace"?}`` queues scripts

@@ -107,21 +107,20 @@ def _tool_script(body: dict[str, Any]) -> dict[str, Any]:
     return {"tool_calls": [{"id": "call_mock_1", "name": "get_weather", "arguments": '{"location":"Paris"}'}]}
 
 
-def compaction_script(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The summary the proxy's compaction call gets, or None for any other request.
-
-    A request whose last message is a user message starting with the first line
-    of the proxy's default compaction prompt is answered ``"Summary of N earlier
-    messages. The user asked: <their texts, ' / '-joined>"`` — whatever scripts
-    are queued, so a client compacting in the middle of a scripted loop (Codex)
-    does not shift the scripts.
-    """
+def is_compaction(body: dict[str, Any]) -> bool:
+    """Whether this is the proxy's compaction call: the last message is a user message
+    starting with the first line of its default compaction prompt."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        return None
+        return False
     last = messages[-1]
-    if last.get("role") != "user" or not _content_text(last.get("content")).startswith(_COMPACTION_MARKER):
-        return None
+    return last.get("role") == "user" and _content_text(last.get("content")).startswith(_COMPACTION_MARKER)
+
+
+def compaction_script(body: dict[str, Any]) -> dict[str, Any]:
+    """The built-in answer to a compaction call: ``"Summary of N earlier messages. The user
+    asked: <their texts, ' / '-joined>"``."""
+    messages = body["messages"]
     earlier = [m for m in messages[:-1] if isinstance(m, dict) and m.get("role") != "system"]
     asked = " / ".join(_content_text(m.get("content")) for m in earlier if m.get("role") == "user")
     return {"text": f"Summary of {len(earlier)} earlier messages. The user asked: {asked}"}

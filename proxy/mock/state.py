@@ -33,9 +33,9 @@ class MockState:
         queue.extend(scripts)
         return len(queue)
 
-    def next_script(self, model: str) -> dict[str, Any] | None:
+    def next_script(self, model: str, wildcard: bool = True) -> dict[str, Any] | None:
         """Pop the next script for ``model`` (or the ``*`` queue); the last one stays and is reused."""
-        for name in (model, WILDCARD):
+        for name in (model, WILDCARD) if wildcard else (model,):
             queue = self._queues.get(name)
             if queue:
                 if len(queue) > 1:
