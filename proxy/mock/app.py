@@ -182,6 +182,7 @@ async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
         model = body.get("model")
         model = model if isinstance(model, str) else ""
         record["model"] = model
+        script: dict[str, Any] | None
         if is_compaction(body):  # never takes the model's own scripts (see the package docstring)
             script = state.next_script("compaction:" + model, wildcard=False) or compaction_script(body)
         else:
