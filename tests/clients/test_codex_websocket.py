@@ -152,3 +152,16 @@ def test_codex_compacts_remotely_mid_loop_and_finishes(proxy, mock, tmp_path, tr
         check_chat_request(body)
         # The summary stands in for the history: the exec_command results it replaced are gone.
         assert EXEC_OUTPUT not in json.dumps(body["messages"]), "the history the summary replaced reached the backend"
+
+
+def test_readme_websocket_lines_are_the_tested_ones():
+    """The README's WebSocket/compaction config lines are the ones these tests run Codex with."""
+    import re
+
+    from proxy.devtools import ROOT
+
+    section = (ROOT / "README.md").read_text().split("## WebSocket mode and compaction", 1)[1].split("\n## ", 1)[0]
+    (toml,) = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    tested = websocket_config("http://127.0.0.1:8282/v1", compact_at=200000).splitlines()
+    lines = [line for line in toml.splitlines() if line and not line.startswith("#")]
+    assert len(lines) == 4 and all(line in tested for line in lines), lines
