@@ -32,6 +32,7 @@ from ..exchange import Exchange
 from ..failures import Cause, Failure
 from ..logs import mask_key
 from ..runtime import Runtime
+from ..settings import Settings
 from ..translate import compaction as cmp
 from ..translate import validate as v
 from ..translate.context import ResponseContext
@@ -39,16 +40,7 @@ from ..translate.history import input_items, with_context
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
 from .chaining import ContextStore, not_found, owner_of
-from .responses import (
-    _SSE_HEADERS,
-    _check_content_type,
-    _fail_request,
-    _loggable_model,
-    _parse_body,
-    _read_body,
-    _upstream_headers,
-    client_key,
-)
+from .responses import _SSE_HEADERS, _fail_request, _upstream_headers, read_request
 from .scope import RequestScope
 
 Watch = Callable[[], "asyncio.Future[None]"]
@@ -60,6 +52,10 @@ class Compaction:
     def __init__(self, runtime: Runtime, store: ContextStore) -> None:
         self._rt = runtime
         self.store = store
+
+    @property
+    def settings(self) -> Settings:
+        return self._rt.settings
 
     @property
     def prompt(self) -> str:
@@ -136,18 +132,13 @@ class Compaction:
 class CompactResource:
     """``POST /v1/responses/compact``."""
 
-    def __init__(self, runtime: Runtime, compaction: Compaction) -> None:
-        self._rt = runtime
+    def __init__(self, compaction: Compaction) -> None:
         self._compaction = compaction
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         meta: RequestScope = req.context.meta
-        settings = self._rt.settings
-        _check_content_type(req)
-        body = _parse_body(await _read_body(req, settings.max_body_bytes))
-        meta.model = _loggable_model(body.get("model"))
-        key = client_key(req, settings)
-        meta.key = mask_key(key)
+        settings = self._compaction.settings
+        body, key = await read_request(req, meta, settings)
         v.model_name(body)
         previous = body.get("previous_response_id")
         if previous is not None:

@@ -61,12 +61,7 @@ class ResponsesResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         meta: RequestScope = req.context.meta
         settings = self._rt.settings
-        _check_content_type(req)
-        raw = await _read_body(req, settings.max_body_bytes)
-        body = _parse_body(raw)
-        meta.model = _loggable_model(body.get("model"))
-        key = client_key(req, settings)
-        meta.key = mask_key(key)
+        body, key = await read_request(req, meta, settings)
         if self._compaction is not None and has_trigger(body):  # Codex's remote compaction v2
             await self._compaction.respond_http(req, resp, meta, body, key)
             return
@@ -140,6 +135,17 @@ class ResponsesResource:
         meta.status = "in_progress"
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
         resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]
+
+
+async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: Settings) -> tuple[dict, str]:
+    """A POST's JSON body and the client's key, in the order of the checks (see the module
+    docstring): content type, size, JSON, then the key; the scope learns the model and masked key."""
+    _check_content_type(req)
+    body = _parse_body(await _read_body(req, settings.max_body_bytes))
+    meta.model = _loggable_model(body.get("model"))
+    key = client_key(req, settings)
+    meta.key = mask_key(key)
+    return body, key
 
 
 def client_key(req: falcon.asgi.Request, settings: Settings) -> str:

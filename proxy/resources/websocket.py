@@ -73,11 +73,20 @@ class WebSocketMode:
         except ProxyError as refusal:
             await _refuse(ws, refusal)
             return
-        await ws.accept()
         connection = Connection(
             self._rt, self._compaction, ws, key=key, upstream_key=upstream_key, headers=headers
         )
-        await connection.run()
+        try:
+            await ws.accept()
+            await connection.run()
+        except WebSocketDisconnected:
+            pass  # gone during the handshake, or while we were closing
+        except Exception:  # a bug of ours: this connection ends, the worker goes on
+            log.exception("unhandled error on a WebSocket connection")
+            try:
+                await ws.close(1011, "internal_error")
+            except Exception:
+                pass
 
 
 async def _refuse(ws: falcon.asgi.WebSocket, refusal: ProxyError) -> None:

@@ -91,12 +91,8 @@ def parse_frame(text: str) -> Frame:
 
 
 def _create(doc: dict[str, Any]) -> Create:
-    generate = doc.get("generate")
-    if generate is not None and not isinstance(generate, bool):
-        raise v.fail("generate", "a boolean", generate)
-    stream_id = doc.get("stream_id")
-    if stream_id is not None and not isinstance(stream_id, str):
-        raise v.fail("stream_id", "a string", stream_id)
+    generate = v.opt_bool(doc, "generate")
+    stream_id = v.opt_str(doc, "stream_id", max_len=v.MAX_ID_STRING)
     if doc.get("background") is True:
         raise invalid_request(
             "background mode is not supported over a WebSocket (the connection streams every response); "

@@ -77,10 +77,13 @@ def test_a_frame_over_the_body_limit_gets_413_and_a_huge_one_closes_cleanly(tigh
         check_ws_error(recv(ws), 413, "request_too_large")
         send(ws, {"type": "response.create", "model": "mock-echo", "input": "small"})
         assert check_ws_stream(read_response(ws))["status"] == "completed"
-        send(ws, {"type": "response.create", "model": "ws-big", "input": "x" * (MAX_BODY + 2 * 1024 * 1024)})
         with pytest.raises(ConnectionClosed) as closed:
+            send(ws, {"type": "response.create", "model": "ws-big", "input": "x" * (MAX_BODY + 2 * 1024 * 1024)})
             recv(ws, timeout=20)
-    assert closed.value.rcvd.code == 1009  # message too big: refused by the protocol before it is buffered
+    # Refused by the protocol before it is buffered: close 1009 (message too big). The server may
+    # close while the client is still writing the rest, and then its close frame can be lost in
+    # the reset; either way the message never reaches the app or the backend.
+    assert closed.value.rcvd is None or closed.value.rcvd.code == 1009, closed.value
     assert mock.requests("ws-big") == []
     assert health(tight.url)[0] == 200
     with open_ws(tight.url) as ws:  # the worker lives on
