@@ -33,6 +33,7 @@ from ..runtime import Runtime
 from ..translate import compaction as cmp
 from ..translate import validate as v
 from ..translate import ws_frames as wf
+from ..translate.context import ResponseContext
 from ..translate.history import input_items, next_context, with_context
 from ..translate.request import translate_request
 from .chaining import Item
@@ -128,7 +129,16 @@ class Responder:
         chat, ctx = translate_request(body, self._rt.policy)
         ctx.echo["previous_response_id"] = previous
         run.model = ctx.model
+        try:
+            await self._answer(link, frame, run, chat, ctx, context, own)
+        finally:  # dropped built-in tools, calls outside allowed_tools…, as the HTTP path logs them
+            for warning in ctx.warnings:
+                log.warning("request_id=%s model=%s: %s", run.request_id, run.model, warning)
 
+    async def _answer(
+        self, link: Link, frame: wf.Create, run: Run, chat: dict[str, Any], ctx: ResponseContext,
+        context: list[Item], own: list[Item],
+    ) -> None:
         async def remember(response: dict[str, Any]) -> None:
             await link.remember(response, next_context(context, own, response))
 
