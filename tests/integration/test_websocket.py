@@ -181,9 +181,10 @@ def test_backend_refusal_before_output_is_a_protocol_error_with_its_status(proxy
         assert frames[-2]["error"]["message"] == "upstream error: boom" and frames[-2]["error"]["type"] == "server_error"
 
 
-def test_both_paths_upgrade(proxy, mock):
+def test_both_paths_upgrade_and_client_pings_are_answered(proxy, mock):
     from websockets.sync.client import connect
 
     with connect(proxy.url.replace("http", "ws") + "/responses", additional_headers={"Authorization": f"Bearer {API_KEY}"}) as ws:
+        assert ws.ping().wait(10), "no pong to the client's ping"
         send(ws, {"type": "response.create", "model": "mock-echo", "input": "short path"})
         assert check_ws_stream(read_response(ws))["status"] == "completed"
