@@ -16,7 +16,7 @@ import orjson
 
 from . import logs
 from . import settings as settings_mod
-from .errors import ProxyError
+from .errors import ProxyError, invalid_request
 from .failures import Failure
 from .resources.chaining import NO_STORE
 from .resources.compact import Compaction, CompactResource
@@ -26,6 +26,7 @@ from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
 from .resources.websocket import ResponsesEndpoint, WebSocketMode
 from .runtime import Runtime
+from .translate.errors import InvalidRequest
 
 log = logging.getLogger("proxy.app")
 
@@ -55,6 +56,13 @@ async def _proxy_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex:
 
 async def _failure(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Failure, params: dict[str, Any]) -> None:
     await _proxy_error(req, resp, ex.http_error(), params)
+
+
+async def _invalid_request(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: InvalidRequest, params: dict[str, Any]
+) -> None:
+    """The translation core's refusal: always a 400 invalid_request_error."""
+    await _proxy_error(req, resp, invalid_request(ex.message, ex.param, ex.code), params)
 
 
 async def _unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict) -> None:
@@ -119,6 +127,7 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.add_error_handler(Exception, _unexpected)
     falcon_app.add_error_handler(ProxyError, _proxy_error)
     falcon_app.add_error_handler(Failure, _failure)
+    falcon_app.add_error_handler(InvalidRequest, _invalid_request)
     falcon_app.set_error_serializer(_serialize_http_error)
 
     async def asgi(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:

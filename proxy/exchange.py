@@ -30,10 +30,11 @@ from .failures import Cause, Failure, Verdict, client_gone, internal
 from .relay import KEEPALIVE, Batch, Outcome, _Keepalive, redactor, relay
 from .settings import Settings
 from .translate.context import ResponseContext
+from .translate.shapes import Response
 from .translate.stream import StreamTranslator
 from .upstream import Upstream
 
-TerminalHook = Callable[[dict[str, Any]], Awaitable[None]]
+TerminalHook = Callable[[Response], Awaitable[None]]
 
 
 class Exchange:
@@ -90,7 +91,7 @@ class Exchange:
         return self.outcome.failure
 
     @property
-    def response(self) -> dict[str, Any]:
+    def response(self) -> Response:
         """The Response object: in progress until the terminal event, final after."""
         return self.translator.response
 

@@ -254,9 +254,9 @@ def _feed_chunk(translator: StreamTranslator, chunk: dict[str, Any], outcome: Ou
     events = translator.feed(chunk)
     if translator.done and translator.response.get("status") == "failed":
         # finish_reason "error"/"abort", or a chunk of a shape the translator could not read.
-        error = translator.response.get("error") or {}
+        error = translator.response["error"]
         outcome.failure = Failure(
-            Cause.BACKEND_FAILED, error.get("message") or "The backend failed mid-stream.", "backend_error",
+            Cause.BACKEND_FAILED, error["message"] if error else "The backend failed mid-stream.", "backend_error",
             kind="mid_stream_error",
         )
     return events

@@ -14,6 +14,7 @@ DEFAULT_BACKEND_URL = "https://llm.chutes.ai/v1/chat/completions"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_SECS = 10.0
+STORE_FILE_NAME = "responses-proxy.sqlite3"
 
 _LEVELS = {
     "trace": "DEBUG",
@@ -61,12 +62,19 @@ class Settings:
     forward_verbosity: bool = False
     forward_prompt_cache_key: bool = False
     forward_service_tier: bool = False
+    reasoning_in_history: bool = True
     backend_api_key: str | None = None
     proxy_api_keys: frozenset[str] = frozenset()
     forward_headers: tuple[str, ...] = ()
     json_upstream: str = "json"
     max_body_bytes: int = MAX_BODY_BYTES
     max_event_bytes: int = MAX_EVENT_BYTES
+    # The response store (proxy/store): "none", "sqlite:///<absolute path>" or "redis://host:port/db".
+    response_store_url: str = "none"
+    response_store_ttl_secs: int = 30 * 24 * 3600
+    response_store_max_object_bytes: int = 16 * 1024 * 1024
+    response_store_timeout_secs: float = 3.0
+    response_store_owner_secret: str | None = None
     # WebSocket mode: a connection's lifetime (OpenAI's is 60 minutes), and the
     # interval of the server's keep-alive pings (a peer silent for as long again is dropped).
     websocket_max_secs: float = 3600.0
@@ -89,6 +97,40 @@ def backend_chat_url(url: str) -> str:
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
     return parts._replace(path=path).geturl()
+
+
+def store_url(raw: str) -> str:
+    """``RESPONSE_STORE_URL``: ``none``; ``sqlite:///<absolute path>`` (``sqlite:////abs`` works
+    too: either way the path is absolute, so every worker opens the same file whatever its
+    working directory), its directory existing and writable; or ``redis[s]://host[:port][/db]``
+    (``unix:///path.sock`` too). Empty: a file in the working directory."""
+    name = "RESPONSE_STORE_URL"
+    if not raw:
+        return "sqlite:///" + os.path.join(os.getcwd(), STORE_FILE_NAME)
+    if raw.lower() == "none":
+        return "none"
+    parts = urlsplit(raw)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        if parts.netloc or not parts.path.strip("/") or parts.query:
+            raise SettingsError(f"{name} must be sqlite:///<absolute path to a file>, got {raw!r}")
+        path = "/" + parts.path.lstrip("/")
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise SettingsError(f"{name}: the directory {folder!r} does not exist or is not writable")
+        return "sqlite:///" + path
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            _ = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            raise SettingsError(f"{name} has a bad port: {raw!r}") from None
+        db = parts.path.strip("/")
+        if scheme != "unix" and (not parts.hostname or (db and not db.isdigit())):
+            raise SettingsError(f"{name} must be redis://host[:port][/db] with a numeric db, got {raw!r}")
+        if scheme == "unix" and not parts.path:
+            raise SettingsError(f"{name} must be unix:///path/to/redis.sock, got {raw!r}")
+        return raw
+    raise SettingsError(f"{name} must be none, sqlite:///<absolute path> or redis://host:port/db, got {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -234,12 +276,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         forward_verbosity=_bool(env, "FORWARD_VERBOSITY", False),
         forward_prompt_cache_key=_bool(env, "FORWARD_PROMPT_CACHE_KEY", False),
         forward_service_tier=_bool(env, "FORWARD_SERVICE_TIER", False),
+        reasoning_in_history=_bool(env, "REASONING_IN_HISTORY", True),
         backend_api_key=backend_key,
         proxy_api_keys=proxy_keys,
         forward_headers=forward_headers,
         json_upstream=_choice(env, "JSON_UPSTREAM", "json", ("json", "stream")),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 1024 * 1024 * 1024),
         max_event_bytes=_int(env, "MAX_UPSTREAM_EVENT_BYTES", MAX_EVENT_BYTES, 1024, 256 * 1024 * 1024),
+        response_store_url=store_url(env.get("RESPONSE_STORE_URL", "").strip()),
+        response_store_ttl_secs=_int(env, "RESPONSE_STORE_TTL_SECS", 30 * 24 * 3600, 1, 10 * 365 * 24 * 3600),
+        response_store_max_object_bytes=_int(
+            env, "RESPONSE_STORE_MAX_OBJECT_BYTES", 16 * 1024 * 1024, 64 * 1024, 512 * 1024 * 1024
+        ),
+        response_store_timeout_secs=_float(env, "RESPONSE_STORE_TIMEOUT_SECS", 3.0, 0.05, 60.0),
+        response_store_owner_secret=env.get("RESPONSE_STORE_OWNER_SECRET", "").strip() or None,
         websocket_max_secs=_float(env, "WEBSOCKET_MAX_SECS", 3600.0, 1.0, 7 * 86400.0),
         websocket_ping_secs=_float(env, "WEBSOCKET_PING_SECS", 20.0, 1.0, 3600.0),
         compaction_prompt=compaction_prompt(env),

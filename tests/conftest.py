@@ -14,6 +14,8 @@ import pytest
 
 from proxy.devtools import Service, start_mock, start_proxy
 from tests.mock_client import MockControl
+from tests.redis_server import RedisServer
+from tests.store_kit import StoreFactory
 
 API_KEY = "sk-test-0123456789abcdef-SECRET"
 
@@ -75,3 +77,22 @@ def openai_client(proxy: Service):
         with openai.OpenAI(base_url=tap.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
             yield client
         check_exchanges(tap)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis for the session: CI's (``TEST_REDIS_URL``), else a ``redis-server`` started
+    here. Tests keep apart by key prefix (``store_factory``) or by db number."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def store_factory(tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
+    """``store_factory("sqlite" | "redis", **options)``: a store on this test's SQLite file or
+    under this test's Redis key prefix (Redis is started only when a test asks for it)."""
+    return StoreFactory(tmp_path, lambda: request.getfixturevalue("redis_url"))

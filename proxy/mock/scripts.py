@@ -81,7 +81,12 @@ def _placeholder(schema: Any) -> Any:
     kind = schema.get("type") if isinstance(schema, dict) else None
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
-    return {"integer": 1, "number": 1, "boolean": True, "array": [], "object": {}}.get(kind, "test")
+    placeholders: dict[Any, Any] = {"integer": 1, "number": 1, "boolean": True, "array": [], "object": {}}
+    return placeholders.get(kind, "test")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _tool_script(body: dict[str, Any]) -> dict[str, Any]:
@@ -96,12 +101,14 @@ def _tool_script(body: dict[str, Any]) -> dict[str, Any]:
         for tool in tools:
             if not isinstance(tool, dict):
                 continue
-            fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            inner = tool.get("function")
+            fn: dict[str, Any] = inner if isinstance(inner, dict) else tool
             name = fn.get("name")
             if isinstance(name, str) and name:
-                params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
-                props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
-                required = params.get("required") if isinstance(params.get("required"), list) else []
+                params = _dict(fn.get("parameters"))
+                props = _dict(params.get("properties"))
+                required = params.get("required")
+                required = required if isinstance(required, list) else []
                 args = {k: _placeholder(props.get(k)) for k in required if isinstance(k, str)}
                 return {"tool_calls": [{"id": "call_mock_1", "name": name, "arguments": orjson.dumps(args).decode()}]}
     return {"tool_calls": [{"id": "call_mock_1", "name": "get_weather", "arguments": '{"location":"Paris"}'}]}

@@ -17,6 +17,7 @@ key (``owner_of``), never the key itself.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..errors import ProxyError
@@ -30,7 +31,7 @@ class ContextStore(Protocol):
         output, recursively), or None when this owner has no such stored response."""
         ...
 
-    async def save(self, response: dict[str, Any], context: list[Item], *, owner: str) -> None:
+    async def save(self, response: Mapping[str, Any], context: list[Item], *, owner: str) -> None:
         """Keep a finished ``store: true`` response and the context a request chaining from it
         stands on (``next_context``). Raises ``proxy.failures.Failure(STORE_UNAVAILABLE)`` when it cannot."""
         ...
@@ -42,7 +43,7 @@ class _NoStore:
     async def load(self, response_id: str, *, owner: str) -> list[Item] | None:
         return None
 
-    async def save(self, response: dict[str, Any], context: list[Item], *, owner: str) -> None:
+    async def save(self, response: Mapping[str, Any], context: list[Item], *, owner: str) -> None:
         return None
 
 

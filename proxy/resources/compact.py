@@ -38,6 +38,7 @@ from ..translate import validate as v
 from ..translate.context import ResponseContext
 from ..translate.history import input_items, with_context
 from ..translate.request import translate_request
+from ..translate.shapes import Usage
 from ..translate.sse import DONE, encode_events
 from .chaining import ContextStore, not_found, owner_of
 from .responses import _SSE_HEADERS, _fail_request, _upstream_headers, read_request
@@ -63,7 +64,7 @@ class Compaction:
 
     async def summarize(
         self, body: dict[str, Any], *, key: str, headers: dict[str, str], watch: Watch
-    ) -> tuple[str, dict[str, Any] | None]:
+    ) -> tuple[str, Usage | None]:
         """(summary, usage) of ``body``'s conversation. Raises ``ProxyError`` for bad input,
         ``Failure`` when the backend did not give a usable summary. ``watch()`` starts watching
         for the client to leave (called once the request is known to be valid)."""
@@ -87,7 +88,7 @@ class Compaction:
                 Cause.BACKEND_FAILED, "The backend answered the compaction request with no summary.",
                 "empty_summary", kind="malformed",
             )
-        return summary, response.get("usage")
+        return summary, response["usage"]
 
     async def answer_trigger(
         self, body: dict[str, Any], *, key: str, headers: dict[str, str], watch: Watch,

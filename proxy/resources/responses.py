@@ -101,11 +101,10 @@ class ResponsesResource:
             await self._json(meta, resp, exchange, upstream_key)
 
     async def _json(self, meta: RequestScope, resp: falcon.asgi.Response, exchange: Exchange, secret: str) -> None:
-        start = len(exchange.ctx.warnings)
         async with exchange:
             async for _ in exchange.batches():
                 pass
-        _log_warnings(meta, exchange.ctx.warnings[start:])
+        _log_warnings(meta, exchange.translator.warnings)
         failure = exchange.failure
         if failure is not None:
             _fail_request(meta, resp, failure, secret)
@@ -172,7 +171,8 @@ def client_key(req: falcon.asgi.Request, settings: Settings) -> str:
 
 
 def _log_warnings(meta: RequestScope, warnings: list[str]) -> None:
-    """Warnings from translation (dropped built-in tools, calls outside allowed_tools…)."""
+    """Warnings from translation: the request's (dropped built-in tools…) and the
+    stream translator's (calls outside allowed_tools…)."""
     for warning in warnings:
         log.warning("request_id=%s model=%s: %s", meta.request_id, meta.model, warning)
 
@@ -202,7 +202,6 @@ async def _sse_body(
 ) -> AsyncGenerator[bytes, None]:
     """The SSE bytes: the head events with the first batch, then one write per batch, then ``[DONE]``."""
     translator = exchange.translator
-    start = len(exchange.ctx.warnings)
     try:
         if isinstance(first, _Keepalive):  # the grace time passed: start, and keep it alive
             yield encode_events(head) + SSE_KEEPALIVE
@@ -216,7 +215,7 @@ async def _sse_body(
     finally:
         await batches.aclose()
         await exchange.aclose()
-        _log_warnings(meta, exchange.ctx.warnings[start:])
+        _log_warnings(meta, translator.warnings)
         failure = exchange.failure
         if failure is not None and failure.cause is Cause.CLIENT_GONE:
             meta.status = "client_disconnected"

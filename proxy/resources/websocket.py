@@ -31,11 +31,12 @@ from falcon.errors import PayloadTypeError, WebSocketDisconnected
 from ..errors import ProxyError
 from ..logs import request_completed
 from ..runtime import Runtime
-from ..translate.ws_frames import encode, error_event
+from ..translate.ws_frames import encode
 from .compact import Compaction
 from .responses import ResponsesResource, _upstream_headers, client_key
 from .scope import _new_request_id
 from .ws_connection import Connection
+from .ws_response import protocol_error
 
 log = logging.getLogger("proxy.websocket")
 
@@ -98,7 +99,7 @@ async def _refuse(ws: falcon.asgi.WebSocket, refusal: ProxyError) -> None:
     except (TimeoutError, WebSocketDisconnected):
         pass
     try:
-        await ws.send_text(encode(error_event(refusal)))
+        await ws.send_text(encode(protocol_error(refusal)))
         await ws.close(1008, refusal.code or "refused")
     except WebSocketDisconnected:
         pass

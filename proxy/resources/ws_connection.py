@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import falcon.asgi
@@ -39,10 +40,11 @@ from ..errors import ProxyError, invalid_request
 from ..failures import Failure
 from ..runtime import Runtime
 from ..translate import ws_frames as wf
+from ..translate.errors import InvalidRequest
 from .chaining import Item, not_found, owner_of
 from .compact import Compaction
 from .responses import _too_large
-from .ws_response import Responder, Run
+from .ws_response import Responder, Run, protocol_error
 
 log = logging.getLogger("proxy.websocket")
 
@@ -91,21 +93,21 @@ class Connection:
             except WebSocketDisconnected:
                 return
             except PayloadTypeError:
-                await self.send(wf.error_event(invalid_request(
+                await self.send(protocol_error(invalid_request(
                     "Binary messages are not supported: send each event as a JSON text message.",
                     code="invalid_frame",
                 )))
                 continue
             if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-                await self.send(wf.error_event(_too_large(limit)))
+                await self.send(protocol_error(_too_large(limit)))
                 continue
             await self._on_message(text)
 
     async def _on_message(self, text: str) -> None:
         try:
             frame = wf.parse_frame(text)
-        except ProxyError as refusal:
-            await self.send(wf.error_event(refusal))
+        except InvalidRequest as refusal:
+            await self.send(protocol_error(refusal))
             return
         if isinstance(frame, wf.Ignored):
             return
@@ -114,10 +116,10 @@ class Connection:
             await self.send(wf.steer_failed_event(frame, self._events - 1))
             return
         if self._expired:
-            await self.send(wf.error_event(self._limit_reached()))
+            await self.send(protocol_error(self._limit_reached()))
             return
         if self._busy is not None:
-            await self.send(wf.error_event(ProxyError(
+            await self.send(protocol_error(ProxyError(
                 409,
                 "A response is already in progress on this connection: wait for its terminal event "
                 "(response.completed, response.incomplete or response.failed), or open another connection.",
@@ -166,7 +168,7 @@ class Connection:
             raise not_found(response_id)
         return context
 
-    async def remember(self, response: dict[str, Any], context: list[Item]) -> None:
+    async def remember(self, response: Mapping[str, Any], context: list[Item]) -> None:
         if response.get("status") not in _CHAINABLE:
             return
         self._last = (response["id"], context)
@@ -184,7 +186,7 @@ class Connection:
         task = self._task
         if task is not None and not task.done():
             await asyncio.wait((task,))  # a running response finishes first
-        if await self.send(wf.error_event(self._limit_reached())):
+        if await self.send(protocol_error(self._limit_reached())):
             await self._ws.close(1000, "websocket_connection_limit_reached")
 
     def _limit_reached(self) -> ProxyError:

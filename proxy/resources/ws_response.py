@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ..errors import ProxyError
+from ..errors import ProxyError, invalid_request
 from ..exchange import Exchange
 from ..failures import Cause, Failure
 from ..logs import mask_key, request_completed
@@ -34,8 +35,10 @@ from ..translate import compaction as cmp
 from ..translate import validate as v
 from ..translate import ws_frames as wf
 from ..translate.context import ResponseContext
+from ..translate.errors import InvalidRequest
 from ..translate.history import input_items, next_context, with_context
 from ..translate.request import translate_request
+from ..translate.shapes import Response
 from .chaining import Item
 from .compact import Compaction
 from .responses import FIRST_BATCH_GRACE_SECS, _has_output, _loggable_model, _scrub
@@ -44,6 +47,14 @@ from .scope import _new_request_id
 log = logging.getLogger("proxy.websocket")
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def protocol_error(refusal: ProxyError | InvalidRequest) -> dict[str, Any]:
+    """The ``error`` frame for a request refused before its response began: the HTTP status and
+    the OpenAI-shaped error a ``POST`` gets (the core's ``InvalidRequest`` is a 400, as in ``proxy.app``)."""
+    if isinstance(refusal, InvalidRequest):
+        refusal = invalid_request(refusal.message, refusal.param, refusal.code)
+    return wf.error_event(refusal.status, refusal.body()["error"], refusal.headers)
 
 
 class Run:
@@ -67,7 +78,7 @@ class Link(Protocol):
     def watch(self) -> asyncio.Future[None]: ...  # done when the client leaves
     def gone(self) -> bool: ...
     async def context_of(self, response_id: str) -> list[Item]: ...  # ProxyError 404 when unknown
-    async def remember(self, response: dict[str, Any], context: list[Item]) -> None: ...
+    async def remember(self, response: Mapping[str, Any], context: list[Item]) -> None: ...
 
 
 class Responder:
@@ -85,9 +96,10 @@ class Responder:
     async def respond(self, link: Link, frame: wf.Create, run: Run) -> None:
         try:
             await self._create(link, frame, run)
-        except ProxyError as refusal:
-            run.http_status = refusal.status
-            await link.send(wf.error_event(refusal))
+        except (ProxyError, InvalidRequest) as refusal:
+            frame_out = protocol_error(refusal)
+            run.http_status = frame_out["status"]
+            await link.send(frame_out)
         except Failure as failure:
             if failure.cause is Cause.CLIENT_GONE:
                 run.status, run.http_status = "client_disconnected", 499
@@ -97,14 +109,14 @@ class Responder:
                 failure.message = _scrub(failure.message, self._upstream_key)
                 error = failure.http_error()
                 run.http_status = error.status
-                await link.send(wf.error_event(error))
+                await link.send(protocol_error(error))
         except asyncio.CancelledError:
             run.status, run.http_status = "client_disconnected", 499
             raise
         except Exception:  # a bug of ours: this response fails, the connection and the worker live on
             log.exception("request_id=%s: unhandled error in a WebSocket response", run.request_id)
             run.http_status = 500
-            await link.send(wf.error_event(ProxyError(
+            await link.send(protocol_error(ProxyError(
                 500, "Internal proxy error.", type="server_error", code="internal_error"
             )))
         finally:
@@ -139,7 +151,7 @@ class Responder:
         self, link: Link, frame: wf.Create, run: Run, chat: dict[str, Any], ctx: ResponseContext,
         context: list[Item], own: list[Item],
     ) -> None:
-        async def remember(response: dict[str, Any]) -> None:
+        async def remember(response: Response) -> None:
             await link.remember(response, next_context(context, own, response))
 
         if not frame.generate:  # state prepared, nothing generated, no backend call

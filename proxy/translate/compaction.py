@@ -19,13 +19,14 @@ the trigger's stream and requires exactly one, then ``response.completed``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypedDict
 
-from proxy.errors import invalid_request
 from proxy.translate.context import ResponseContext
+from proxy.translate.errors import InvalidRequest
 from proxy.translate.history import input_items
 from proxy.translate.ids import new_id
 from proxy.translate.reasoning_codec import pack, unpack
+from proxy.translate.shapes import Response, Usage
 from proxy.translate.stream import StreamTranslator
 from proxy.translate.usage import map_usage
 
@@ -78,19 +79,22 @@ def summary_request(body: dict[str, Any], prompt: str) -> dict[str, Any]:
     return request
 
 
-def summary_of(response: dict[str, Any]) -> str:
+def summary_of(response: Response) -> str:
     """The text of a finished summarizing response ('' when it answered none)."""
-    texts = [
-        part["text"]
-        for item in response.get("output") or ()
-        if item.get("type") == "message"
-        for part in item.get("content") or ()
-        if part.get("type") == "output_text"
-    ]
+    texts = []
+    for item in response["output"]:
+        if item["type"] == "message":
+            texts += [part["text"] for part in item["content"] if part["type"] == "output_text"]
     return "".join(texts).strip()
 
 
-def compaction_item(summary: str) -> dict[str, Any]:
+class CompactionItem(TypedDict):
+    id: str
+    type: Literal["compaction"]
+    encrypted_content: str
+
+
+def compaction_item(summary: str) -> CompactionItem:
     return {"id": new_id("cmp"), "type": "compaction", "encrypted_content": pack(PREFIX, summary)}
 
 
@@ -98,7 +102,7 @@ def summary_message(item: dict[str, Any], param: str) -> str:
     """What a ``compaction`` input item tells the backend; a 400 for a blob not ours (never lose it silently)."""
     summary = unpack(PREFIX, item.get("encrypted_content"))
     if summary is None:
-        raise invalid_request(
+        raise InvalidRequest(
             f"Invalid '{param}.encrypted_content': this compaction item was not produced by this server, "
             "so its content cannot be read; send the conversation it replaced instead.",
             param + ".encrypted_content",
@@ -126,7 +130,7 @@ def user_messages(items: list[Any]) -> list[dict[str, Any]]:
 
 
 def compacted_response(
-    *, items: list[Any], summary: str, usage: dict[str, Any] | None, created_at: int
+    *, items: list[Any], summary: str, usage: Usage | None, created_at: int
 ) -> dict[str, Any]:
     """``POST /v1/responses/compact``'s answer (the SDK's ``CompactedResponse``)."""
     return {
@@ -138,16 +142,17 @@ def compacted_response(
     }
 
 
-def trigger_response(
-    in_progress: dict[str, Any], item: dict[str, Any], usage: dict[str, Any] | None, now: int
-) -> dict[str, Any]:
-    """The finished Response of a ``compaction_trigger`` request: its one output is the compaction item."""
+def trigger_response(in_progress: Response, item: CompactionItem, usage: Usage | None, now: int) -> dict[str, Any]:
+    """The finished Response of a ``compaction_trigger`` request: its one output is the compaction item.
+
+    A plain dict, not a ``shapes.Response``: that type's output items are what the
+    stream translator builds, and a compaction item is not one of them."""
     return {
         **in_progress, "status": "completed", "completed_at": now, "output": [item], "usage": usage or map_usage(None),
     }
 
 
-def in_progress(ctx: ResponseContext) -> dict[str, Any]:
+def in_progress(ctx: ResponseContext) -> Response:
     """The in-progress Response for ``ctx``, as the stream translator builds every one."""
     return StreamTranslator(ctx, emit_events=False).response
 

@@ -14,17 +14,17 @@ import orjson
 _TEXT_FIELDS = ("reasoning_content", "reasoning", "content", "refusal")
 
 
-def completion_to_chunks(doc: Any) -> list[dict]:
+def completion_to_chunks(doc: Any) -> list[dict[str, Any]]:
     """Chunks equivalent to ``doc`` (only ``choices[0]`` is used, as in streaming)."""
     if not isinstance(doc, dict):
         return [{"error": {"message": "the backend answered with JSON that is not an object"}}]
     if doc.get("error"):  # some servers send "error": null on success
         return [doc]
-    chunks: list[dict] = []
+    chunks: list[dict[str, Any]] = []
     choices = doc.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        choice = choices[0]
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        choice: dict[str, Any] = choices[0]
+        message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
         delta: dict[str, Any] = {"role": "assistant"}
         for key in _TEXT_FIELDS:
             if isinstance(message.get(key), str) and message[key]:

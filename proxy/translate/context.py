@@ -1,7 +1,9 @@
 """What the response side must know about the request it answers.
 
 ``translate_request`` builds one ``ResponseContext`` per request; the stream
-translator reads it. It is plain data so the core stays free of I/O.
+translator and the Response assembler read it. It is plain data so the core
+stays free of I/O, and frozen: nothing downstream writes to it (the stream
+translator's own findings are its ``warnings`` and ``dropped_calls``).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ ECHO_KEYS: tuple[str, ...] = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class ResponseContext:
     """Per-request facts the Chat → Responses direction needs."""
 
@@ -64,5 +66,5 @@ class ResponseContext:
     reasoning_as_summary: bool = False
     # include: ["message.output_text.logprobs"] or top_logprobs set.
     include_logprobs: bool = False
-    # Warnings produced while translating (dropped built-in tools, ...), for logs.
+    # Warnings of the request's translation (dropped built-in tools, ...), for logs.
     warnings: list[str] = field(default_factory=list)

@@ -3,10 +3,10 @@
 Clients such as Codex run with ``store: false`` and replay every reasoning item
 of the previous turn with its ``encrypted_content``. We keep no state, so the
 blob itself carries the reasoning text back to us: ``rpx1.`` followed by
-base64url (unpadded) of the zlib-compressed UTF-8 text. Plain encoding is
-enough by default because the client has already seen that text; an operator
-who wants to be sure a replayed blob was produced by this proxy can pass a
-``key``: the blob then becomes ``rpx1s.`` + base64url(HMAC-SHA256[:16] + payload).
+base64url (unpadded) of the zlib-compressed UTF-8 text. An encoding, not a
+secret, and unsigned: the client has already seen that text, and a forged blob
+can only put words in the model's past reasoning that the client could have
+written into ``input`` anyway.
 
 ``decode_reasoning`` never raises: blobs from OpenAI, from another proxy, stubs
 such as ``"enc_stub_opaque_blob"``, truncated or tampered blobs all decode to
@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import zlib
 
 PREFIX = "rpx1."
-SIGNED_PREFIX = "rpx1s."
-_MAC_LEN = 16
 # Refuse to inflate more than this (a tiny hostile blob must not expand into
 # gigabytes of memory).
 MAX_DECODED_BYTES = 16 * 1024 * 1024
@@ -40,40 +36,14 @@ def _b64decode(text: str) -> bytes:
     return base64.b64decode(raw, altchars=b"-_", validate=True)
 
 
-def _mac(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_LEN]
+def encode_reasoning(text: str) -> str:
+    """Pack reasoning ``text`` into an opaque ``encrypted_content`` string."""
+    return pack(PREFIX, text)
 
 
-def encode_reasoning(text: str, key: bytes | None = None) -> str:
-    """Pack reasoning ``text`` into an opaque ``encrypted_content`` string.
-
-    With ``key`` the blob is authenticated (HMAC) so only this proxy's
-    operator can mint blobs ``decode_reasoning(..., key)`` accepts.
-    """
-    if key is None:
-        return pack(PREFIX, text)
-    payload = zlib.compress(text.encode("utf-8"), 6)
-    return SIGNED_PREFIX + _b64encode(_mac(key, payload) + payload)
-
-
-def decode_reasoning(blob: object, key: bytes | None = None) -> str | None:
-    """Return the text packed by ``encode_reasoning``, or ``None`` if ``blob`` is not ours.
-
-    Without ``key`` only unsigned blobs are accepted; with ``key`` only blobs
-    signed with that key.
-    """
-    if key is None:
-        return unpack(PREFIX, blob)
-    if not isinstance(blob, str) or not blob.startswith(SIGNED_PREFIX):
-        return None
-    try:
-        raw = _b64decode(blob[len(SIGNED_PREFIX):])
-        mac, payload = raw[:_MAC_LEN], raw[_MAC_LEN:]
-        if len(mac) != _MAC_LEN or not hmac.compare_digest(mac, _mac(key, payload)):
-            return None
-        return _inflate(payload)
-    except (ValueError, binascii.Error, zlib.error, UnicodeError):
-        return None
+def decode_reasoning(blob: object) -> str | None:
+    """Return the text packed by ``encode_reasoning``, or ``None`` if ``blob`` is not ours."""
+    return unpack(PREFIX, blob)
 
 
 def pack(prefix: str, text: str) -> str:
@@ -91,14 +61,11 @@ def unpack(prefix: str, blob: object) -> str | None:
     if not isinstance(blob, str) or not blob.startswith(prefix):
         return None
     try:
-        return _inflate(_b64decode(blob[len(prefix):]))
+        payload = _b64decode(blob[len(prefix):])
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(payload, MAX_DECODED_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+            return None  # too large, truncated, or trailing garbage
+        return data.decode("utf-8")
     except (ValueError, binascii.Error, zlib.error, UnicodeError):
         return None
-
-
-def _inflate(payload: bytes) -> str | None:
-    inflater = zlib.decompressobj()
-    data = inflater.decompress(payload, MAX_DECODED_BYTES)
-    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
-        return None  # too large, truncated, or trailing garbage
-    return data.decode("utf-8")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import orjson
 
+from .shapes import Event
+
 __all__ = ["DONE", "KEEPALIVE", "EventTooLarge", "SSEDecoder", "encode_event"]
 
 DONE: bytes = b"data: [DONE]\n\n"
@@ -122,16 +124,17 @@ class SSEDecoder:
         # comments (":"), event:, id:, retry: and unknown fields are ignored
 
 
-def encode_event(event: dict) -> bytes:
+def encode_event(event: Event) -> bytes:
     """``event: <type>\\ndata: <one-line JSON>\\n\\n`` — the whole event in one write.
 
     orjson escapes control characters inside strings, so the JSON never
     contains a raw newline and always fits on one ``data:`` line.
     """
-    return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event) + b"\n\n"
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + _dumps(event) + b"\n\n"
 
 
-def encode_events(events: list[dict]) -> bytes:
+def encode_events(events: list[Event]) -> bytes:
     """Several events as one write (one ``send`` per upstream read, not per event)."""
     if len(events) == 1:
         return encode_event(events[0])

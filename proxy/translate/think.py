@@ -46,10 +46,13 @@ class ThinkSplitter:
     leading whitespace included.
     """
 
-    __slots__ = ("_state", "_held", "_ws")
+    __slots__ = ("_state", "_held", "_ws", "passthrough")
 
     def __init__(self) -> None:
         self._state = _START
+        # True once content can no longer contain reasoning: a plain attribute,
+        # not a property, because callers test it for every content delta.
+        self.passthrough = False
         # In _START: a proper prefix of OPEN_TAG seen after the leading
         # whitespace; in _THINK: a possible start of CLOSE_TAG.
         self._held = ""
@@ -57,10 +60,9 @@ class ThinkSplitter:
         # streams thousands of "\n" tokens before anything else costs linear time.
         self._ws: list[str] = []
 
-    @property
-    def passthrough(self) -> bool:
-        """True once content can no longer contain reasoning (fast path for callers)."""
-        return self._state == _PASS
+    def _pass(self) -> None:
+        self._state = _PASS
+        self.passthrough = True
 
     def feed(self, text: str) -> tuple[str, str]:
         state = self._state
@@ -87,7 +89,7 @@ class ThinkSplitter:
                 self._held = buf  # still could become "<think>"
                 return _EMPTY
             self._held = ""
-            self._state = _PASS
+            self._pass()
             if self._ws:
                 buf = "".join(self._ws) + buf
                 self._ws = []
@@ -98,7 +100,7 @@ class ThinkSplitter:
         stripped = text.lstrip()
         if not stripped:
             return _EMPTY
-        self._state = _PASS
+        self._pass()
         return ("", stripped)
 
     def _feed_think(self, text: str) -> tuple[str, str]:
@@ -127,7 +129,7 @@ class ThinkSplitter:
         """
         held, self._held = self._held, ""
         if self._state == _START and (held or self._ws):
-            self._state = _PASS
+            self._pass()
             lead, self._ws = "".join(self._ws), []
             return ("", lead + held)
         if held and self._state == _THINK:

@@ -1,4 +1,4 @@
-"""Responses ``tools`` / ``tool_choice`` → Chat Completions ``tools`` / ``tool_choice``.
+"""Responses ``tools`` → Chat Completions ``tools`` (``tool_choice`` is ``tool_choice.py``).
 
 A chat backend only knows function tools, so:
 
@@ -25,11 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy.errors import invalid_request
-from proxy.translate.validate import fail, missing
+from .errors import InvalidRequest
+from .validate import fail, missing
 
 NAMESPACE_SEPARATOR = "__"
-_TOOL_CHOICE_VALUES = ("auto", "none", "required")
 
 BuiltinPolicy = Literal["drop", "reject"]
 
@@ -45,16 +44,6 @@ class ToolSet:
     custom: set[str] = field(default_factory=set)
     namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
     dropped_builtins: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ToolChoice:
-    """The translated ``tool_choice``: ``upstream`` None means "omit the field"."""
-
-    upstream: Any
-    echo: Any
-    allowed: frozenset[str] | None = None
-    warning: str | None = None
 
 
 def flat_name(namespace: str, name: str) -> str:
@@ -83,7 +72,7 @@ def custom_input_schema(description: str | None, fmt: Any) -> dict[str, Any]:
     }
 
 
-def _name_and_description(tool: dict, param: str, kind: str) -> tuple[str, str | None]:
+def _name_and_description(tool: dict[str, Any], param: str, kind: str) -> tuple[str, str | None]:
     name = tool.get("name")
     if name is None:
         raise missing(param + ".name", f"every {kind} tool needs a name")
@@ -95,7 +84,7 @@ def _name_and_description(tool: dict, param: str, kind: str) -> tuple[str, str |
     return name, description
 
 
-def _function_fields(tool: dict, param: str) -> tuple[str, Any, Any, Any]:
+def _function_fields(tool: dict[str, Any], param: str) -> tuple[str, Any, Any, Any]:
     name, description = _name_and_description(tool, param, "function")
     parameters = tool.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
@@ -106,7 +95,7 @@ def _function_fields(tool: dict, param: str) -> tuple[str, Any, Any, Any]:
     return name, description, parameters, strict
 
 
-def _custom_fields(tool: dict, param: str) -> tuple[str, str | None, dict[str, Any]]:
+def _custom_fields(tool: dict[str, Any], param: str) -> tuple[str, str | None, dict[str, Any]]:
     name, description = _name_and_description(tool, param, "custom")
     fmt = tool.get("format")
     if fmt is not None:
@@ -129,7 +118,7 @@ class _Builder:
 
     def add(self, upstream_name: str, description: Any, parameters: Any, strict: Any, param: str) -> None:
         if upstream_name in self.param_of:
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid '{param}': duplicate tool name {upstream_name!r} "
                 f"(also defined by '{self.param_of[upstream_name]}'). Tool names must be unique.",
                 param,
@@ -207,7 +196,7 @@ def translate_tools(raw: Any, builtin_policy: BuiltinPolicy) -> ToolSet:
                 ts.namespaced[upstream] = (ns, name)
         else:
             if builtin_policy == "reject":
-                raise invalid_request(
+                raise InvalidRequest(
                     f"Invalid '{param}': the built-in tool type {ttype!r} is not supported by this server "
                     "(it forwards to a Chat Completions backend that only runs function tools). "
                     "Remove the tool or use a function tool.",
@@ -217,109 +206,12 @@ def translate_tools(raw: Any, builtin_policy: BuiltinPolicy) -> ToolSet:
             ts.dropped_builtins.append(ttype)
     # Namespaced tools are also addressable by their inner name when unambiguous.
     inner_names: dict[str, str | None] = {}
-    for upstream, (_, name) in ts.namespaced.items():
-        inner_names[name] = None if name in inner_names else upstream
-    for name, upstream in inner_names.items():
-        if upstream is not None and name not in ts.by_name:
-            ts.by_name[name] = upstream
+    for flat, (_, inner) in ts.namespaced.items():
+        inner_names[inner] = None if inner in inner_names else flat
+    for inner, only in inner_names.items():
+        if only is not None and inner not in ts.by_name:
+            ts.by_name[inner] = only
     return ts
-
-
-def _resolve(ts: ToolSet, entry: dict, param: str) -> str:
-    name = entry.get("name")
-    if not isinstance(name, str) or not name:
-        raise fail(param + ".name", "the name of a tool in 'tools'", name) if name is not None else missing(
-            param + ".name", "the name of a tool in 'tools'"
-        )
-    ns = entry.get("namespace")
-    key = flat_name(ns, name) if isinstance(ns, str) and ns else name
-    upstream = ts.by_name.get(key)
-    if upstream is None:
-        raise invalid_request(
-            f"Invalid '{param}': tool {name!r} is not among the request's 'tools'. "
-            "tool_choice may only name a tool that the request defines.",
-            param,
-        )
-    return upstream
-
-
-def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) -> ToolChoice:
-    """Translate ``tool_choice`` against the already translated tools.
-
-    ``allowed_tools`` is a hard constraint in the spec, so only the allowed
-    tools are offered upstream (the caller filters ``ts.upstream`` by
-    ``ToolChoice.allowed``) and the response side can refuse calls to others.
-    """
-    if raw is None:
-        return ToolChoice(upstream=None, echo="auto")
-    if isinstance(raw, str):
-        if raw not in _TOOL_CHOICE_VALUES:
-            raise fail("tool_choice", "'auto', 'none', 'required' or a tool choice object", raw)
-        return ToolChoice(upstream=raw, echo=raw)
-    if not isinstance(raw, dict):
-        raise fail("tool_choice", "a string or an object", raw)
-    ctype = raw.get("type")
-    if ctype in ("function", "custom"):
-        upstream = _resolve(ts, raw, "tool_choice")
-        return ToolChoice(
-            upstream={"type": "function", "function": {"name": upstream}},
-            echo={"type": "function", "name": upstream},
-        )
-    if ctype == "allowed_tools":
-        mode = raw.get("mode")
-        if mode not in _TOOL_CHOICE_VALUES:
-            raise fail("tool_choice.mode", "'auto', 'required' or 'none'", mode)
-        entries = raw.get("tools")
-        if not isinstance(entries, list):
-            raise fail("tool_choice.tools", "an array of tool references", entries)
-        allowed: dict[str, None] = {}  # ordered set: no quadratic dedup on long lists
-        skipped: list[str] = []
-        for k, entry in enumerate(entries):
-            eparam = f"tool_choice.tools[{k}]"
-            if not isinstance(entry, dict):
-                raise fail(eparam, "an object like {\"type\": \"function\", \"name\": ...}", entry)
-            etype = entry.get("type")
-            if etype in ("function", "custom"):
-                allowed[_resolve(ts, entry, eparam)] = None
-            elif isinstance(etype, str) and etype:
-                if builtin_policy == "reject":
-                    raise invalid_request(
-                        f"Invalid '{eparam}': the built-in tool type {etype!r} is not supported by this server.",
-                        eparam,
-                        "unsupported_tool",
-                    )
-                skipped.append(etype)
-            else:
-                raise fail(eparam + ".type", "a tool type such as 'function'", etype)
-        warning = None
-        if skipped:
-            warning = "tool_choice.allowed_tools: ignored built-in tool types " + ", ".join(skipped)
-        return ToolChoice(
-            upstream=mode,
-            echo={
-                "type": "allowed_tools",
-                "mode": mode,
-                "tools": [{"type": "function", "name": n} for n in allowed],
-            },
-            allowed=frozenset(allowed),
-            warning=warning,
-        )
-    if isinstance(ctype, str) and ctype:
-        # A built-in tool type (web_search, file_search, mcp, ...).
-        if builtin_policy == "reject":
-            raise invalid_request(
-                f"Invalid 'tool_choice': the built-in tool type {ctype!r} is not supported by this server.",
-                "tool_choice",
-                "unsupported_tool",
-            )
-        return ToolChoice(
-            upstream=None,
-            echo="auto",
-            warning=f"tool_choice of built-in type {ctype!r} replaced by 'auto'",
-        )
-    raise fail("tool_choice.type", "'function', 'custom' or 'allowed_tools'", ctype) if ctype is not None else missing(
-        "tool_choice.type"
-    )
 
 
 def history_name(name: str, namespace: Any) -> str:
@@ -331,11 +223,9 @@ def history_name(name: str, namespace: Any) -> str:
 
 __all__ = [
     "NAMESPACE_SEPARATOR",
-    "ToolChoice",
     "ToolSet",
     "custom_input_schema",
     "flat_name",
     "history_name",
-    "translate_tool_choice",
     "translate_tools",
 ]

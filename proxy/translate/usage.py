@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .shapes import Usage
+
 # Larger counts are garbage. orjson parses integers beyond 64 bits as floats,
 # and int() of such a float (or a sum of two u64s) is an integer orjson cannot
 # serialize: the whole response would fail to encode.
@@ -24,11 +26,11 @@ def _int(value: Any) -> int:
     return 0
 
 
-def _dict(value: Any) -> dict:
+def _dict(value: Any) -> dict[str, Any]:
     return value if type(value) is dict else {}
 
 
-def map_usage(usage: Any) -> dict[str, Any]:
+def map_usage(usage: Any) -> Usage:
     """Translate one chat ``usage`` dict (or ``None``) into a Responses usage dict."""
     u = _dict(usage)
     prompt = _dict(u.get("prompt_tokens_details"))

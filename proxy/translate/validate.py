@@ -7,9 +7,9 @@ of ``int``): every numeric check rejects them explicitly.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
-from proxy.errors import ProxyError, invalid_request
+from .errors import InvalidRequest
 
 MAX_MODEL_LEN = 256
 MAX_INPUT_STRING = 10_485_760  # spec: input string maxLength
@@ -47,25 +47,25 @@ def _show(value: Any) -> str:
     return "a value of type " + type_name(value)
 
 
-def fail(param: str, expected: str, value: Any) -> ProxyError:
+def fail(param: str, expected: str, value: Any) -> InvalidRequest:
     """``Invalid '<param>': expected <expected>, got <value>.``"""
-    return invalid_request(f"Invalid '{param}': expected {expected}, got {_show(value)}.", param)
+    return InvalidRequest(f"Invalid '{param}': expected {expected}, got {_show(value)}.", param)
 
 
-def missing(param: str, what: str = "") -> ProxyError:
+def missing(param: str, what: str = "") -> InvalidRequest:
     extra = f" ({what})" if what else ""
-    return invalid_request(f"Missing required parameter: '{param}'{extra}.", param, "missing_required_parameter")
+    return InvalidRequest(f"Missing required parameter: '{param}'{extra}.", param, "missing_required_parameter")
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def opt_number(body: dict, key: str, lo: float, hi: float) -> float | int | None:
+def opt_number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | int | None:
     """An optional number in ``[lo, hi]`` (null counts as absent)."""
     value = body.get(key)
     if value is None:
@@ -75,7 +75,7 @@ def opt_number(body: dict, key: str, lo: float, hi: float) -> float | int | None
     return value
 
 
-def opt_int(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
+def opt_int(body: dict[str, Any], key: str, lo: int, hi: int | None = None) -> int | None:
     """An optional integer ``>= lo`` (and ``<= hi``); null counts as absent."""
     value = body.get(key)
     if value is None:
@@ -86,21 +86,21 @@ def opt_int(body: dict, key: str, lo: int, hi: int | None = None) -> int | None:
     return value
 
 
-def opt_bool(body: dict, key: str, param: str | None = None) -> bool | None:
+def opt_bool(body: dict[str, Any], key: str, param: str | None = None) -> bool | None:
     value = body.get(key)
     if value is None or isinstance(value, bool):
         return value
     raise fail(param or key, "a boolean", value)
 
 
-def opt_str(body: dict, key: str, param: str | None = None, max_len: int | None = None) -> str | None:
+def opt_str(body: dict[str, Any], key: str, param: str | None = None, max_len: int | None = None) -> str | None:
     value = body.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise fail(param or key, "a string", value)
     if max_len is not None and len(value) > max_len:
-        raise invalid_request(
+        raise InvalidRequest(
             f"Invalid '{param or key}': string too long, expected at most {max_len} characters, got {len(value)}.",
             param or key,
             "string_above_max_length",
@@ -108,7 +108,7 @@ def opt_str(body: dict, key: str, param: str | None = None, max_len: int | None 
     return value
 
 
-def opt_enum(body: dict, key: str, allowed: tuple[str, ...], param: str | None = None) -> str | None:
+def opt_enum(body: dict[str, Any], key: str, allowed: tuple[str, ...], param: str | None = None) -> str | None:
     value = body.get(key)
     if value is None:
         return None
@@ -117,7 +117,7 @@ def opt_enum(body: dict, key: str, allowed: tuple[str, ...], param: str | None =
     return value
 
 
-def req_str(obj: dict, key: str, param: str) -> str:
+def req_str(obj: dict[str, Any], key: str, param: str) -> str:
     """A required non-empty string field of a nested object."""
     value = obj.get(key)
     if value is None:
@@ -125,11 +125,11 @@ def req_str(obj: dict, key: str, param: str) -> str:
     if not isinstance(value, str):
         raise fail(param, "a string", value)
     if not value:
-        raise invalid_request(f"Invalid '{param}': expected a non-empty string.", param, "empty_string")
+        raise InvalidRequest(f"Invalid '{param}': expected a non-empty string.", param, "empty_string")
     return value
 
 
-def model_name(body: dict) -> str:
+def model_name(body: dict[str, Any]) -> str:
     """``model``: a non-empty string without whitespace or control characters."""
     value = body.get("model")
     if value is None:
@@ -137,19 +137,19 @@ def model_name(body: dict) -> str:
     if not isinstance(value, str):
         raise fail("model", "a string", value)
     if not value:
-        raise invalid_request("Invalid 'model': expected a non-empty string.", "model", "empty_string")
+        raise InvalidRequest("Invalid 'model': expected a non-empty string.", "model", "empty_string")
     if len(value) > MAX_MODEL_LEN:
-        raise invalid_request(
+        raise InvalidRequest(
             f"Invalid 'model': expected at most {MAX_MODEL_LEN} characters, got {len(value)}.", "model"
         )
     if not value.isprintable() or any(c.isspace() for c in value):
-        raise invalid_request(
+        raise InvalidRequest(
             "Invalid 'model': the model name must not contain whitespace or control characters.", "model"
         )
     return value
 
 
-def metadata(body: dict) -> dict[str, str]:
+def metadata(body: dict[str, Any]) -> dict[str, str]:
     """``metadata``: at most 16 string pairs, keys ≤ 64 and values ≤ 512 characters."""
     value = body.get("metadata")
     if value is None:
@@ -157,23 +157,23 @@ def metadata(body: dict) -> dict[str, str]:
     if not isinstance(value, dict):
         raise fail("metadata", "an object of string key-value pairs", value)
     if len(value) > MAX_METADATA_PAIRS:
-        raise invalid_request(
+        raise InvalidRequest(
             f"Invalid 'metadata': expected at most {MAX_METADATA_PAIRS} key-value pairs, got {len(value)}.",
             "metadata",
         )
     for k, v in value.items():
         if len(k) > MAX_METADATA_KEY:
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid 'metadata': keys must be at most {MAX_METADATA_KEY} characters, "
                 f"got a key of {len(k)} characters.",
                 "metadata",
             )
         if not isinstance(v, str):
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid 'metadata': values must be strings, got {type_name(v)} for key {k!r}.", "metadata"
             )
         if len(v) > MAX_METADATA_VALUE:
-            raise invalid_request(
+            raise InvalidRequest(
                 f"Invalid 'metadata': values must be at most {MAX_METADATA_VALUE} characters, "
                 f"got {len(v)} for key {k!r}.",
                 "metadata",

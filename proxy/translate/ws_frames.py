@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import ProxyError, invalid_request
 from proxy.translate import validate as v
 from proxy.translate.context import ResponseContext
+from proxy.translate.errors import InvalidRequest
 from proxy.translate.stream import StreamTranslator
 
 # Client frames that need no answer (Codex acknowledges each response it has processed).
@@ -60,15 +60,15 @@ Frame = Create | Steer | Ignored
 
 
 def parse_frame(text: str) -> Frame:
-    """Read one client text frame; raise ``ProxyError`` (a 400 naming ``param``) if it is not one we take."""
+    """Read one client text frame; raise ``InvalidRequest`` (a 400 naming ``param``) if it is not one we take."""
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise invalid_request(
+        raise InvalidRequest(
             f"The message is not valid JSON: {exc.msg} at position {exc.pos}.", code="invalid_json"
         ) from None
     if not isinstance(doc, dict):
-        raise invalid_request(
+        raise InvalidRequest(
             f"The message must be a JSON object, got {v.type_name(doc)}.", code="invalid_json"
         )
     kind = doc.get("type")
@@ -82,7 +82,7 @@ def parse_frame(text: str) -> Frame:
         raise v.missing("type", "'response.create'")
     if not isinstance(kind, str):
         raise v.fail("type", "a string such as 'response.create'", kind)
-    raise invalid_request(
+    raise InvalidRequest(
         f"Unknown message type {kind[:64]!r}: this server takes 'response.create' (and answers "
         "'response.steer').",
         "type",
@@ -94,7 +94,7 @@ def _create(doc: dict[str, Any]) -> Create:
     generate = v.opt_bool(doc, "generate")
     stream_id = v.opt_str(doc, "stream_id", max_len=v.MAX_ID_STRING)
     if doc.get("background") is True:
-        raise invalid_request(
+        raise InvalidRequest(
             "background mode is not supported over a WebSocket (the connection streams every response); "
             "omit 'background', or use POST /v1/responses.",
             "background",
@@ -116,12 +116,13 @@ def _steer(doc: dict[str, Any]) -> Steer:
     return Steer(previous, doc["input"])
 
 
-def error_event(error: ProxyError) -> dict[str, Any]:
-    """A protocol error: the request was refused before any response began."""
-    body: dict[str, Any] = dict(error.body()["error"])
-    if error.headers:
-        body["headers"] = dict(error.headers)
-    return {"type": "error", "status": error.status, "error": body}
+def error_event(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A protocol error: the request was refused before any response began. ``error`` is the
+    OpenAI-shaped error object (``message``, ``type``, ``param``, ``code``) an HTTP client gets
+    with ``status``; ``headers`` (e.g. ``Retry-After``) ride inside it."""
+    if headers:
+        error = {**error, "headers": dict(headers)}
+    return {"type": "error", "status": status, "error": error}
 
 
 def stream_error_event(event: dict[str, Any], error_type: str) -> dict[str, Any]:

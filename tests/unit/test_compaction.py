@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from proxy import settings
-from proxy.errors import ProxyError
 from proxy.translate import compaction as cmp
+from proxy.translate.errors import InvalidRequest
 from proxy.translate.reasoning_codec import PREFIX as REASONING_PREFIX
 from proxy.translate.reasoning_codec import encode_reasoning
 from proxy.translate.request import TranslationPolicy, translate_request
@@ -43,7 +43,7 @@ def test_a_compaction_item_round_trips_as_the_summary_and_foreign_ones_are_refus
     assert chat["messages"] == [{"role": "user", "content": cmp.SUMMARY_HEADING + "the summary"},
                                 {"role": "user", "content": "go"}]
     for blob in ("gAAAA-sealed", encode_reasoning("a reasoning blob is not a summary"), cmp.PREFIX + "!!"):
-        with pytest.raises(ProxyError) as refused:
+        with pytest.raises(InvalidRequest) as refused:
             translate_request({"model": "m", "input": [{"type": "compaction", "encrypted_content": blob}]}, TranslationPolicy())
         assert refused.value.param == "input[0].encrypted_content"
     assert encode_reasoning("x").startswith(REASONING_PREFIX) and not REASONING_PREFIX.startswith(cmp.PREFIX)

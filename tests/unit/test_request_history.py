@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.errors import ProxyError
+from proxy.translate.errors import InvalidRequest
 from proxy.translate.reasoning_codec import encode_reasoning
 from proxy.translate.request import TranslationPolicy, translate_request
 
@@ -125,9 +125,9 @@ def test_custom_tool_call_round_trip() -> None:
     ],
 )
 def test_malformed_calls_are_400(item: dict[str, Any], param: str) -> None:
-    with pytest.raises(ProxyError) as info:
+    with pytest.raises(InvalidRequest) as info:
         msgs([{"role": "user", "content": "x"}, item])
-    assert info.value.status == 400 and info.value.param == param
+    assert info.value.param == param
 
 
 # ---------------------------------------------------------------- reasoning
@@ -287,6 +287,6 @@ def test_codex_fallback_turn1_namespace_tools() -> None:
 
 
 def test_codex_turns_rejected_when_builtins_policy_is_reject() -> None:
-    with pytest.raises(ProxyError) as info:
+    with pytest.raises(InvalidRequest) as info:
         translate_request(codex("gpt55_turn1"), TranslationPolicy(builtin_tools="reject"), now=1)
     assert info.value.param == "tools[8]"  # tool_search

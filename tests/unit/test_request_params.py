@@ -10,28 +10,26 @@ from hypothesis import strategies as st
 from openai.types.responses import Response
 from openresponses_types import ResponseResource
 
-from proxy.errors import ProxyError
 from proxy.translate.context import ECHO_KEYS
+from proxy.translate.errors import InvalidRequest
 from proxy.translate.request import TranslationPolicy, translate_request
+from proxy.translate.response import response_object
 
 
 def tr(body: dict[str, Any], **policy: Any) -> tuple[dict[str, Any], Any]:
     return translate_request({"model": "m", "input": "hi", **body}, TranslationPolicy(**policy), now=1)
 
 
-def err(body: dict[str, Any], **policy: Any) -> ProxyError:
-    with pytest.raises(ProxyError) as info:
+def err(body: dict[str, Any], **policy: Any) -> InvalidRequest:
+    """The core's refusal (the edge answers it as a 400 invalid_request_error: tests/integration/test_core_edge.py)."""
+    with pytest.raises(InvalidRequest) as info:
         translate_request(body, TranslationPolicy(**policy), now=1)
-    assert info.value.status == 400 and info.value.type == "invalid_request_error"
     return info.value
 
 
 def response_from(ctx: Any) -> dict[str, Any]:
-    return {
-        "id": ctx.response_id, "object": "response", "created_at": ctx.created_at, "completed_at": ctx.created_at,
-        "status": "completed", "incomplete_details": None, "model": ctx.model, "output": [], "error": None,
-        "usage": None, **ctx.echo,
-    }
+    """The Response the service would send for this context (the real assembler)."""
+    return dict(response_object(ctx, status="completed", completed_at=ctx.created_at))
 
 
 def test_context_basics() -> None:
@@ -262,7 +260,7 @@ def test_reasoning_validation(reasoning: Any, param: str) -> None:
 
 @pytest.mark.parametrize("body", [None, [], "text", 5])
 def test_body_must_be_object(body: Any) -> None:
-    assert err(body).status == 400
+    assert err(body).code == "invalid_body"
 
 
 _ECHO_BODIES: list[dict[str, Any]] = [

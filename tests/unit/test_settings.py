@@ -71,3 +71,68 @@ def test_gunicorn_refuses_to_start_on_a_bad_setting():
     )
     assert done.returncode == 2
     assert "invalid setting: BACKEND_TIMEOUT_SECS must be a number of seconds, got 'forever'" in done.stderr
+
+
+def test_the_response_store_defaults_to_a_sqlite_file_in_the_working_directory():
+    cfg = s.load({})
+    assert cfg.response_store_url == "sqlite:///" + os.path.join(os.getcwd(), "responses-proxy.sqlite3")
+    assert cfg.response_store_ttl_secs == 30 * 24 * 3600
+    assert cfg.response_store_max_object_bytes == 16 * 1024 * 1024
+    assert cfg.response_store_timeout_secs == 3.0 and cfg.response_store_owner_secret is None
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # "sqlite:///" + the absolute path; three slashes name the same absolute file (never a relative one)
+        ("sqlite:////{tmp}/x.db", "sqlite:////{tmp}/x.db"),
+        ("sqlite:///{tmp}/x.db", "sqlite:////{tmp}/x.db"),
+        ("none", "none"),
+        ("NONE", "none"),
+        ("redis://cache:6379/2", "redis://cache:6379/2"),
+        ("rediss://user:pw@cache.example:6380/0", "rediss://user:pw@cache.example:6380/0"),
+        ("redis://cache", "redis://cache"),
+        ("unix:///run/redis/redis.sock", "unix:///run/redis/redis.sock"),
+    ],
+)
+def test_response_store_url_forms(tmp_path, raw, expected):
+    tmp = str(tmp_path).lstrip("/")
+    cfg = s.load({"RESPONSE_STORE_URL": raw.format(tmp=tmp)})
+    assert cfg.response_store_url == expected.format(tmp=tmp)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"RESPONSE_STORE_URL": "postgres://db/x"},
+        {"RESPONSE_STORE_URL": "sqlite://relative.db"},
+        {"RESPONSE_STORE_URL": "sqlite:///"},
+        {"RESPONSE_STORE_URL": "sqlite:///no/such/directory/x.db"},
+        {"RESPONSE_STORE_URL": "redis://cache/abc"},
+        {"RESPONSE_STORE_URL": "redis:///0"},
+        {"RESPONSE_STORE_URL": "redis://cache:99999/0"},
+        {"RESPONSE_STORE_TTL_SECS": "0"},
+        {"RESPONSE_STORE_TTL_SECS": "a month"},
+        {"RESPONSE_STORE_MAX_OBJECT_BYTES": "10"},
+        {"RESPONSE_STORE_TIMEOUT_SECS": "forever"},
+    ],
+)
+def test_bad_response_store_settings_name_the_variable(env):
+    (name,) = env
+    with pytest.raises(s.SettingsError, match=name):
+        s.load(env)
+
+
+def test_open_store_builds_what_the_url_names(tmp_path):
+    from proxy.store import open_store
+    from proxy.store.redis_store import RedisStore
+    from proxy.store.sqlite_store import SQLiteStore
+
+    assert open_store(s.load({"RESPONSE_STORE_URL": "none"})) is None
+    env = {"RESPONSE_STORE_TTL_SECS": "60", "RESPONSE_STORE_OWNER_SECRET": "pepper"}
+    sqlite = open_store(s.load({**env, "RESPONSE_STORE_URL": f"sqlite://{tmp_path}/x.db"}))
+    assert isinstance(sqlite, SQLiteStore) and sqlite.path == f"{tmp_path}/x.db" and sqlite.ttl_secs == 60
+    assert not (tmp_path / "x.db").exists()  # opened at the first operation, in a worker
+    redis = open_store(s.load({**env, "RESPONSE_STORE_URL": "redis://127.0.0.1:1/3"}))
+    assert isinstance(redis, RedisStore) and redis.max_object_bytes == 16 * 1024 * 1024
+    assert sqlite.owner_of("sk-a") == redis.owner_of("sk-a") != open_store(s.load({})).owner_of("sk-a")

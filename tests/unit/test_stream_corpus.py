@@ -7,12 +7,12 @@ and both must produce the same final Response.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
-from proxy.translate import stream as stream_mod
 from proxy.translate.context import ResponseContext
 from proxy.translate.reasoning_codec import decode_reasoning
 from proxy.translate.stream import StreamTranslator
@@ -63,18 +63,13 @@ def tc(index: int | None = None, id: str | None = None, name: str | None = None,
     return call
 
 
-@pytest.fixture(autouse=True)
-def deterministic(monkeypatch):
+def counting_ids() -> Callable[[str], str]:
     counter = itertools.count()
-    monkeypatch.setattr(stream_mod, "new_id", lambda prefix: f"{prefix}_{next(counter):04d}")
-    monkeypatch.setattr(stream_mod, "_now", lambda: NOW)
-    return counter
+    return lambda prefix: f"{prefix}_{next(counter):04d}"
 
 
 def run(ctx_kw: dict, chunks: list, *, emit: bool = True, finish: bool = True) -> tuple[list[dict], dict]:
-    counter = itertools.count()
-    stream_mod.new_id = lambda prefix: f"{prefix}_{next(counter):04d}"  # restored by monkeypatch
-    t = StreamTranslator(make_ctx(**ctx_kw), emit_events=emit)
+    t = StreamTranslator(make_ctx(**ctx_kw), emit_events=emit, clock=lambda: NOW, new_id=counting_ids())
     events = t.start()
     for c in chunks:
         events += t.feed(c)
@@ -327,7 +322,7 @@ def test_allowed_tools_drop_other_calls():
         t.feed(c)
     t.finish()
     assert t.dropped_calls == ["forbidden"]
-    assert any("forbidden" in w for w in t.ctx.warnings)
+    assert any("forbidden" in w for w in t.warnings)
     assert both(ctx_kw, chunks) == resp
 
 

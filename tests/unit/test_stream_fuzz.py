@@ -14,7 +14,6 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.translate import stream as stream_mod
 from proxy.translate.context import ResponseContext
 from proxy.translate.stream import StreamTranslator
 from tests.conformance import check_response, check_stream, default_echo
@@ -103,23 +102,18 @@ CTX = st.fixed_dictionaries(
 
 def _run(chunks: list, ctx_kw: dict, ending: str, emit: bool) -> tuple[list[dict], dict]:
     counter = itertools.count()
-    original = stream_mod.new_id
-    stream_mod.new_id = lambda prefix: f"{prefix}_{next(counter):04d}"
-    try:
-        ctx = ResponseContext(response_id="resp_z", created_at=1, model="m", echo=default_echo(), **ctx_kw)
-        t = StreamTranslator(ctx, emit_events=emit)
-        events = t.start()
-        for c in chunks:
-            events += t.feed(c)
-        events += t.finish() if ending == "finish" else t.fail("client went away", "backend_error")
-        assert t.done
-        assert t.finish() == [] and t.fail("again") == [] and t.feed({"choices": []}) == []
-        # Every event must serialize as we send it.
-        for ev in events:
-            orjson.dumps(ev)
-        return events, t.response
-    finally:
-        stream_mod.new_id = original
+    ctx = ResponseContext(response_id="resp_z", created_at=1, model="m", echo=default_echo(), **ctx_kw)
+    t = StreamTranslator(ctx, emit_events=emit, new_id=lambda prefix: f"{prefix}_{next(counter):04d}")
+    events = t.start()
+    for c in chunks:
+        events += t.feed(c)
+    events += t.finish() if ending == "finish" else t.fail("client went away", "backend_error")
+    assert t.done
+    assert t.finish() == [] and t.fail("again") == [] and t.feed({"choices": []}) == []
+    # Every event must serialize as we send it.
+    for ev in events:
+        orjson.dumps(ev)
+    return events, t.response
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,6 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.translate import stream as stream_mod
 from proxy.translate.context import ResponseContext
 from proxy.translate.sse import SSEDecoder
 from proxy.translate.stream import StreamTranslator
@@ -23,20 +22,15 @@ TEXT = st.lists(
 def translate_payloads(payloads: list[bytes], **ctx_kw) -> list[dict]:
     """Feed decoded SSE payloads through a translator with a deterministic id source."""
     counter = itertools.count()
-    original = stream_mod.new_id
-    stream_mod.new_id = lambda prefix: f"{prefix}_{next(counter):04d}"
-    try:
-        ctx = ResponseContext(response_id="resp_p", created_at=1, model="m", echo=default_echo(), **ctx_kw)
-        t = StreamTranslator(ctx)
-        events = t.start()
-        for p in payloads:
-            if p == b"[DONE]":
-                break
-            events += t.feed(orjson.loads(p))
-        events += t.finish()
-        return events
-    finally:
-        stream_mod.new_id = original
+    ctx = ResponseContext(response_id="resp_p", created_at=1, model="m", echo=default_echo(), **ctx_kw)
+    t = StreamTranslator(ctx, new_id=lambda prefix: f"{prefix}_{next(counter):04d}")
+    events = t.start()
+    for p in payloads:
+        if p == b"[DONE]":
+            break
+        events += t.feed(orjson.loads(p))
+    events += t.finish()
+    return events
 
 
 def build_chunks(reasoning: list[str], content: list[str], args: list[str]) -> list[dict]:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import pytest
 from openai.types.responses import Response, ResponseReasoningItem
 from openresponses_types import ReasoningBody
 
-from proxy.translate import stream as stream_mod
 from proxy.translate.context import ResponseContext
 from proxy.translate.reasoning_codec import decode_reasoning
 from proxy.translate.stream import TRUNCATED_MESSAGE, StreamTranslator
@@ -32,32 +30,22 @@ SUMMARY_EVENTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fixed_clock(monkeypatch):
-    monkeypatch.setattr(stream_mod, "_now", lambda: NOW)
-
-
 def ch(delta: dict | None = None, finish: str | None = None) -> dict:
     return {"choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}]}
 
 
 def run(chunks: list, *, summary: bool = True, emit: bool = True, finish: bool = True, **kw: Any) -> tuple[list[dict], dict]:
     counter = itertools.count()
-    original = stream_mod.new_id
-    stream_mod.new_id = lambda prefix: f"{prefix}_{next(counter):04d}"
-    try:
-        echo = default_echo(reasoning=SUMMARY_ECHO if summary else None)
-        ctx = ResponseContext(response_id="resp_s", created_at=NOW - 1, model="m", echo=echo,
-                              reasoning_as_summary=summary, **kw)
-        t = StreamTranslator(ctx, emit_events=emit)
-        events = t.start()
-        for c in chunks:
-            events += t.feed(c)
-        if finish:
-            events += t.finish()
-        return events, t.response
-    finally:
-        stream_mod.new_id = original
+    echo = default_echo(reasoning=SUMMARY_ECHO if summary else None)
+    ctx = ResponseContext(response_id="resp_s", created_at=NOW - 1, model="m", echo=echo,
+                          reasoning_as_summary=summary, **kw)
+    t = StreamTranslator(ctx, emit_events=emit, clock=lambda: NOW, new_id=lambda prefix: f"{prefix}_{next(counter):04d}")
+    events = t.start()
+    for c in chunks:
+        events += t.feed(c)
+    if finish:
+        events += t.finish()
+    return events, t.response
 
 
 def both(chunks: list, **kw: Any) -> tuple[list[dict], dict]:

@@ -9,7 +9,9 @@ from openai.types.responses.response_steer_failed_event import ResponseSteerFail
 from openai.types.responses.responses_server_event import ResponseWsError
 
 from proxy.errors import ProxyError
+from proxy.resources.ws_response import protocol_error
 from proxy.translate import ws_frames as wf
+from proxy.translate.errors import InvalidRequest
 from proxy.translate.request import TranslationPolicy, translate_request
 from tests.conformance_ws import check_ws_error, check_ws_stream
 
@@ -35,9 +37,9 @@ def test_create_carries_the_request_and_the_envelope_apart():
     ('{"type": "response.steer", "previous_response_id": "resp_1"}', "input", "missing_required_parameter"),
 ])
 def test_refusals_name_what_is_wrong(text, param, code):
-    with pytest.raises(ProxyError) as refused:
+    with pytest.raises(InvalidRequest) as refused:
         wf.parse_frame(text)
-    error = check_ws_error(wf.error_event(refused.value), 400, code)
+    error = check_ws_error(protocol_error(refused.value), 400, code)
     assert error["param"] == param
 
 
@@ -51,7 +53,7 @@ def test_ignored_and_steer_frames():
 
 
 def test_protocol_error_keeps_retry_after_and_stream_error_keeps_its_sequence_number():
-    frame = wf.error_event(ProxyError(429, "slow down", type="rate_limit_error", headers={"Retry-After": "3"}))
+    frame = protocol_error(ProxyError(429, "slow down", type="rate_limit_error", headers={"Retry-After": "3"}))
     ResponseWsError.model_validate(frame)
     assert frame["status"] == 429 and frame["error"]["headers"] == {"Retry-After": "3"}
     flat = {"type": "error", "sequence_number": 7, "code": "backend_error", "message": "boom", "param": None}

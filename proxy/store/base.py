@@ -1,0 +1,182 @@
+"""The store's contract: the ``Store`` protocol, the records it takes and gives, its errors.
+
+Everything here is plain data: routes build a ``NewResponse``, read a ``History``
+or a ``ConversationContext``, and map the four exceptions to HTTP answers. No
+transport type (Falcon, redis, sqlite3) crosses this boundary.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Item = dict[str, Any]
+
+DEFAULT_TTL_SECS = 30 * 24 * 3600
+DEFAULT_MAX_OBJECT_BYTES = 16 * 1024 * 1024
+DEFAULT_TIMEOUT_SECS = 3.0
+OWNER_HEX_CHARS = 32  # 128 bits: no collision between keys in practice, half the key bytes of full SHA-256
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (a bug or a broken invariant, not the client's fault)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store is down, locked too long, or full: retry later (``Retry-After: retry_after``)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ObjectTooLarge(StoreError):
+    """One stored object (a response with its own items, or a conversation's items) would exceed
+    ``RESPONSE_STORE_MAX_OBJECT_BYTES``. Nothing was written; nothing is ever truncated."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the object to store is {size} bytes, over the store's limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class HistoryIncomplete(StoreError):
+    """Part of a response's stored history is gone although the response itself is there: its
+    conversation was deleted, or Redis evicted keys (a ``maxmemory-policy`` other than
+    ``noeviction``). Raised instead of handing the backend a silently shortened context."""
+
+    def __init__(self, response_id: str, what: str) -> None:
+        super().__init__(f"the stored history of response {response_id!r} is incomplete: {what}")
+        self.response_id = response_id
+
+
+class InvalidItem(StoreError, ValueError):
+    """An item given to the store is not an item object (``param`` names it, e.g. ``items[2]``)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a new turn needs from its ``previous_response_id``: the whole chain's input and output
+    items in order (the predecessors' included), read in one store operation."""
+
+    response_id: str
+    items: list[Item]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationContext:
+    """A conversation's items in order, and ``seq``, the position of the last one: a response built
+    on this context records it, so chaining from that response later sees what it saw."""
+
+    conversation_id: str
+    items: list[Item]
+    seq: int
+
+
+@dataclass(slots=True)
+class NewResponse:
+    """A response to store, as the client received it.
+
+    ``input_items`` are the request's own input after references were resolved, as returned by
+    ``prepare_items`` (every item has an id; the same list is what goes to the conversation);
+    ``output_items`` are the Response's ``output``. ``previous`` is the ``History`` the request
+    was built on (``previous_response_id``), ``conversation`` the context it read (``conversation``);
+    at most one of them.
+    """
+
+    id: str
+    body: bytes
+    input_items: list[Item]
+    output_items: list[Item]
+    previous: History | None = None
+    conversation: ConversationContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    """One page of a list: ``items`` in the order asked, and whether more follow."""
+
+    items: list[Item]
+    has_more: bool = False
+
+
+def owner_of(key: str, secret: bytes | None = None) -> str:
+    """The owner id of everything an API key stores: HMAC-SHA256 with the deployment's secret when
+    one is configured (a leaked store then cannot confirm a guessed key), else SHA-256; truncated hex.
+    The key itself is never stored."""
+    raw = key.encode("utf-8", "surrogatepass")
+    digest = hmac.new(secret, raw, hashlib.sha256) if secret else hashlib.sha256(raw)
+    return digest.hexdigest()[:OWNER_HEX_CHARS]
+
+
+class StoreBase:
+    """What both implementations share: their limits and how owners are named."""
+
+    backend: str
+
+    def __init__(self, ttl_secs: int, max_object_bytes: int, owner_secret: bytes | None) -> None:
+        self.ttl_secs = ttl_secs
+        self.max_object_bytes = max_object_bytes
+        self._ttl_ms = ttl_secs * 1000
+        self._secret = owner_secret
+
+    def owner_of(self, key: str) -> str:
+        return owner_of(key, self._secret)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_object_bytes:
+            raise ObjectTooLarge(size, self.max_object_bytes)
+
+
+class Store(Protocol):
+    """Stored responses, items and conversations, per owner. A foreign id is a missing id: every
+    read answers ``None`` (or ``False``) for both, so ids leak nothing.
+
+    Every method may raise ``StoreUnavailable`` (promptly: each operation is bounded by the store's
+    timeout). Writes are visible to every worker of every instance sharing the store when they return.
+    """
+
+    backend: str
+    ttl_secs: int
+    max_object_bytes: int
+
+    def owner_of(self, key: str) -> str: ...
+
+    # Responses
+    async def put_response(self, owner: str, response: NewResponse) -> None: ...
+    async def get_response(self, owner: str, response_id: str) -> bytes | None: ...
+    async def get_history(self, owner: str, response_id: str) -> History | None: ...
+    async def delete_response(self, owner: str, response_id: str) -> bool: ...
+    async def list_input_items(
+        self, owner: str, response_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> ItemPage | None: ...
+    async def get_items(self, owner: str, item_ids: Sequence[str]) -> dict[str, Item]: ...
+
+    # Conversations
+    async def create_conversation(
+        self, owner: str, *, metadata: dict[str, str] | None = None, items: Sequence[Item] = ()
+    ) -> dict[str, Any]: ...
+    async def get_conversation(self, owner: str, conversation_id: str) -> dict[str, Any] | None: ...
+    async def update_conversation(
+        self, owner: str, conversation_id: str, metadata: dict[str, str]
+    ) -> dict[str, Any] | None: ...
+    async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
+    async def append_conversation_items(
+        self, owner: str, conversation_id: str, items: Sequence[Item]
+    ) -> list[Item] | None: ...
+    async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None: ...
+    async def list_conversation_items(
+        self, owner: str, conversation_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> ItemPage | None: ...
+    async def get_conversation_item(self, owner: str, conversation_id: str, item_id: str) -> Item | None: ...
+    async def delete_conversation_item(
+        self, owner: str, conversation_id: str, item_id: str
+    ) -> dict[str, Any] | None: ...
+
+    async def aclose(self) -> None: ...

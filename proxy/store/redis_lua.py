@@ -1,0 +1,108 @@
+"""The Lua side of the Redis store: the key layout and the functions every script shares.
+
+Each store operation is one script (``redis_scripts``, ``redis_conversation_scripts``): atomic,
+one round trip. ``P`` is the key prefix (``rp:`` by default), ``O`` the owner's hash, so a
+foreign id is simply a missing key.
+
+Responses — a chain of responses (a root and everything built on it, branches included) is
+one *thread*:
+
+- ``P r:O:<response id>`` string: the thread's id (its root's response id). Its TTL is the
+  response's own lifetime, and a DELETE removes it: it exists while the response is visible.
+- ``P t:O:<root id>`` hash, every response of the thread as fields ``<id>:b`` (the Response
+  JSON), ``<id>:d`` (its input then output items, a JSON array), ``<id>:n``
+  (number of input items), ``<id>:c`` (ancestor ids, JSON, oldest first), ``<id>:p`` (parent),
+  ``<id>:k`` (kept children), ``<id>:i`` (its item ids, JSON); and what the root was built on:
+  ``:bc``/``:bs`` (a conversation, up to a position) or ``:s`` (a copied history). Its TTL is
+  the longest own lifetime of its responses: each put extends it (``PEXPIREAT … GT``), so a
+  descendant never outlives its ancestors' items. A DELETE frees a response's fields when it has
+  no kept children, then its parent's the same way; the whole key goes with its root.
+- ``P i:O:<item id>`` string: ``<pos>:<response id>`` or ``c:<conversation id>``, where an item is.
+
+Conversations:
+
+- ``P c:O:<id>`` hash ``a`` created_at, ``m`` metadata JSON, ``q`` last position, ``z`` items'
+  bytes, ``x`` until when its item pointers are kept; ``P ci:O:<id>`` zset item id → position;
+  ``P cb:O:<id>`` hash item id → item JSON. The three share one TTL, refreshed by every write.
+
+Background mode (issue 15) fits beside these, per response and with its TTL: ``P ev:O:<id>``
+a Stream of its events (XADD; XRANGE after a sequence number; XREAD BLOCK to follow live from
+any host), ``P job:<id>`` a lease (SET PX, renewed by the running worker) plus a zset ``P jobs``
+of lease deadlines any worker scans for dead jobs, ``P cancel:<id>`` a flag (and a PUBLISH on
+``P cancel`` so the running worker hears it at once).
+
+Checks come before writes (a Lua error does not roll back), and a script that deletes starts
+with a command Redis allows under ``maxmemory`` (DEL, HDEL, ZREM), so a full Redis still lets
+clients delete. Times come from the server (``TIME``), shared by every host. Keys are computed
+in the scripts, so this needs a standalone Redis (or one primary with replicas), not a Cluster.
+"""
+from __future__ import annotations
+
+from .redis_link import Script
+
+_PRELUDE = """
+local P, O = ARGV[1], ARGV[2]
+local function rk(id) return P .. 'r:' .. O .. ':' .. id end
+local function ik(id) return P .. 'i:' .. O .. ':' .. id end
+local function ck(id) return P .. 'c:' .. O .. ':' .. id end
+local function cik(id) return P .. 'ci:' .. O .. ':' .. id end
+local function cbk(id) return P .. 'cb:' .. O .. ':' .. id end
+local function tk(id) return P .. 't:' .. O .. ':' .. id end
+local function fmt(n) return string.format('%d', n) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function hmget_all(key, ids)
+  local out = {}
+  for i = 1, #ids, 1000 do
+    local part = redis.call('HMGET', key, unpack(ids, i, math.min(i + 999, #ids)))
+    for j = 1, #part do out[i + j - 1] = part[j] end
+  end
+  return out
+end
+local function touch_conv(cid, exp, ttl)
+  local h = ck(cid)
+  local ts = fmt(math.max(exp, tonumber(redis.call('PEXPIRETIME', h))))
+  redis.call('PEXPIREAT', h, ts)
+  redis.call('PEXPIREAT', cik(cid), ts)
+  redis.call('PEXPIREAT', cbk(cid), ts)
+  if tonumber(ts) > tonumber(redis.call('HGET', h, 'x') or '0') then
+    local keep = fmt(tonumber(ts) + ttl)
+    local ids = redis.call('ZRANGE', cik(cid), 0, -1)
+    for i = 1, #ids do redis.call('PEXPIREAT', ik(ids[i]), keep) end
+    redis.call('HSET', h, 'x', keep)
+  end
+end
+local function plan_items(cid, first, limit)
+  local size = tonumber(redis.call('HGET', ck(cid), 'z') or '0')
+  local new, seen = {}, {}
+  for i = first, #ARGV, 2 do
+    local id = ARGV[i]
+    if not seen[id] and not redis.call('ZSCORE', cik(cid), id) then
+      seen[id] = true
+      new[#new + 1] = i
+      size = size + #ARGV[i + 1]
+    end
+  end
+  return new, size
+end
+local function write_items(cid, new, size)
+  local h = ck(cid)
+  local seq = tonumber(redis.call('HGET', h, 'q') or '0')
+  for _, i in ipairs(new) do
+    seq = seq + 1
+    redis.call('ZADD', cik(cid), fmt(seq), ARGV[i])
+    redis.call('HSET', cbk(cid), ARGV[i], ARGV[i + 1])
+  end
+  redis.call('HSET', h, 'q', fmt(seq), 'z', fmt(size))
+end
+local function point_items(cid, new)
+  local keep = redis.call('HGET', ck(cid), 'x')
+  for _, i in ipairs(new) do redis.call('SET', ik(ARGV[i]), 'c:' .. cid, 'PXAT', keep) end
+end
+"""
+
+
+def script(body: str) -> Script:
+    return Script(_PRELUDE + body)

@@ -1,0 +1,146 @@
+"""The response scripts of the Redis store (key layout: ``redis_lua``).
+
+A put writes its own fields into its thread's hash, counts itself on its parent and extends the
+hash's TTL: O(1) commands whatever the chain's length. A history read is one script however long
+the chain: the response's ancestor ids are stored with it, so it gathers their items directly.
+"""
+from __future__ import annotations
+
+from .redis_lua import script
+
+# ARGV: P O rid body items n_input ids_json ttl_ms prev_id conv_id conv_seq snapshot
+# → 1 stored, -1 already stored (a retried write), 0 what it was built on vanished (copy it instead).
+PUT_RESPONSE = script("""
+local rid = ARGV[3]
+if redis.call('EXISTS', rk(rid)) == 1 then return -1 end
+local now = now_ms()
+local ttl = tonumber(ARGV[8])
+local es = fmt(now + ttl)
+local prev, conv = ARGV[9], ARGV[10]
+local thread, chain = rid, '[]'
+if prev ~= '' then
+  thread = redis.call('GET', rk(prev))
+  if not thread then return 0 end
+  local f = redis.call('HMGET', tk(thread), prev .. ':c', prev .. ':d', ':bc')
+  if not f[2] then return 0 end
+  if f[3] and redis.call('EXISTS', ck(f[3])) == 0 then return 0 end
+  local ids = cjson.decode(f[1])
+  ids[#ids + 1] = prev
+  chain = cjson.encode(ids)
+  conv = f[3] or ''
+  redis.call('HINCRBY', tk(thread), prev .. ':k', 1)
+elseif conv ~= '' then
+  if redis.call('EXISTS', ck(conv)) == 0 then return 0 end
+end
+local t = tk(thread)
+redis.call('HSET', t, rid .. ':b', ARGV[4], rid .. ':d', ARGV[5], rid .. ':n', ARGV[6], rid .. ':c', chain,
+  rid .. ':p', prev, rid .. ':k', '0', rid .. ':i', ARGV[7])
+if thread == rid then
+  if conv ~= '' then redis.call('HSET', t, ':bc', conv, ':bs', ARGV[11]) end
+  if ARGV[12] ~= '' then redis.call('HSET', t, ':s', ARGV[12]) end
+  redis.call('PEXPIREAT', t, es)
+else
+  redis.call('PEXPIREAT', t, es, 'GT')
+end
+if conv ~= '' then touch_conv(conv, now + ttl, ttl) end
+redis.call('SET', rk(rid), thread, 'PXAT', es)
+local ids = cjson.decode(ARGV[7])
+for i = 1, #ids do redis.call('SET', ik(ids[i]), fmt(i - 1) .. ':' .. rid, 'PXAT', es) end
+return 1
+""")
+
+# ARGV: P O rid → nil | {'incomplete', why} | {'ok', n, n conversation items…, stored item arrays…}
+HISTORY = script("""
+local rid = ARGV[3]
+local thread = redis.call('GET', rk(rid))
+if not thread then return false end
+local t = tk(thread)
+local f = redis.call('HMGET', t, rid .. ':c', rid .. ':d', ':bc', ':bs', ':s')
+if not f[2] then return {'incomplete', 'its items are gone'} end
+local out = {'ok', '0'}
+if f[3] then
+  if redis.call('EXISTS', ck(f[3])) == 0 then return {'incomplete', 'its conversation ' .. f[3] .. ' was deleted'} end
+  local ids = redis.call('ZRANGEBYSCORE', cik(f[3]), '-inf', f[4])
+  local bodies = hmget_all(cbk(f[3]), ids)
+  for i = 1, #ids do if bodies[i] then out[#out + 1] = bodies[i] end end
+  out[2] = fmt(#out - 2)
+end
+if f[5] then out[#out + 1] = f[5] end
+local chain = cjson.decode(f[1])
+for i = 1, #chain do
+  local d = redis.call('HGET', t, chain[i] .. ':d')
+  if not d then return {'incomplete', 'the items of ' .. chain[i] .. ' are gone'} end
+  out[#out + 1] = d
+end
+out[#out + 1] = f[2]
+return out
+""")
+
+# ARGV: P O rid field… → nil | {value…} of a visible response's fields
+READ_RESPONSE = script("""
+local rid = ARGV[3]
+local thread = redis.call('GET', rk(rid))
+if not thread then return false end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = rid .. ':' .. ARGV[i] end
+return redis.call('HMGET', tk(thread), unpack(fields))
+""")
+
+# ARGV: P O rid → 1 deleted | 0 not found
+DELETE_RESPONSE = script("""
+local rid = ARGV[3]
+local thread = redis.call('GET', rk(rid))
+if not thread then return 0 end
+redis.call('DEL', rk(rid))
+local t = tk(thread)
+redis.call('HDEL', t, rid .. ':b')
+local ids = cjson.decode(redis.call('HGET', t, rid .. ':i') or '[]')
+for i = 1, #ids do
+  local p = redis.call('GET', ik(ids[i]))
+  if p and string.match(p, '^%d+:(.*)$') == rid then redis.call('DEL', ik(ids[i])) end
+end
+local node = rid
+while node do
+  if redis.call('EXISTS', rk(node)) == 1 then break end
+  if tonumber(redis.call('HGET', t, node .. ':k') or '0') > 0 then break end
+  local parent = redis.call('HGET', t, node .. ':p') or ''
+  local f = {}
+  for _, k in ipairs({'b', 'd', 'n', 'c', 'p', 'k', 'i'}) do f[#f + 1] = node .. ':' .. k end
+  redis.call('HDEL', t, unpack(f))
+  if parent == '' then
+    redis.call('UNLINK', t)
+    break
+  end
+  redis.call('HINCRBY', t, parent .. ':k', -1)
+  node = parent
+end
+return 1
+""")
+
+# ARGV: P O item_id… → {id, pos, response id, items (or '' when sent already) | id, '-1', conv id, item}…
+GET_ITEMS = script("""
+local out, sent = {}, {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local p = redis.call('GET', ik(id))
+  if p then
+    local pos, rid = string.match(p, '^(%d+):(.*)$')
+    if rid then
+      local thread = redis.call('GET', rk(rid))
+      local d = thread and redis.call('HGET', tk(thread), rid .. ':d')
+      if d then
+        if sent[rid] then d = '' end
+        sent[rid] = true
+        out[#out + 1] = id; out[#out + 1] = pos; out[#out + 1] = rid; out[#out + 1] = d
+      end
+    elseif string.sub(p, 1, 2) == 'c:' then
+      local cid = string.sub(p, 3)
+      local body = redis.call('HGET', cbk(cid), id)
+      if body then
+        out[#out + 1] = id; out[#out + 1] = '-1'; out[#out + 1] = cid; out[#out + 1] = body
+      end
+    end
+  end
+end
+return out
+""")

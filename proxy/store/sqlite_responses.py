@@ -1,0 +1,250 @@
+"""Stored responses in SQLite: each function runs on a store thread with its connection.
+
+A response's row points at its ancestors (``chain``) instead of copying their items; one read
+transaction gathers the whole history. A put inserts its row and counts itself on its parent's
+``kids``, so a parent (and, through it, every ancestor) stays while a descendant needs it, even
+past its own TTL or after a DELETE; ``_free`` drops a row only when it is dead (deleted or
+expired) with no kids left, then looks at its parent the same way.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from .base import HistoryIncomplete, Item, ObjectTooLarge
+from .items import decode_arrays, decode_objects, encode_items
+from .sqlite_schema import INDEX_ITEM, transaction
+
+
+class _Vanished(Exception):
+    """What the response was built on went away while it was generated."""
+
+
+def _json(ids: Sequence[str]) -> str:
+    """JSON as TEXT: SQLite's JSON functions read a BLOB argument as JSONB (3.45+), not as JSON."""
+    return orjson.dumps(ids).decode()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _live(row: Any, now: int) -> bool:
+    return row is not None and row[0] == 1 and row[1] > now
+
+
+def _keep_conversation(conn: sqlite3.Connection, owner: str, conv_id: str, exp: int, now: int) -> None:
+    kept = conn.execute(
+        "UPDATE conversations SET expires_at = max(expires_at, ?) WHERE id = ? AND owner = ? AND expires_at > ?",
+        (exp, conv_id, owner, now),
+    ).rowcount
+    if not kept:
+        raise _Vanished
+
+
+def put_response(
+    conn: sqlite3.Connection,
+    owner: str,
+    response_id: str,
+    body: bytes,
+    items: bytes,
+    n_input: int,
+    ids: Sequence[str],
+    prev_id: str | None,
+    conv: tuple[str, int] | None,
+    base: Sequence[Item],
+    ttl_ms: int,
+    limit: int,
+) -> None:
+    """Store a response in one transaction. If what it was built on vanished meanwhile (its
+    predecessor freed, its conversation deleted), store it with the history it saw, copied."""
+    now = now_ms()
+    exp = now + ttl_ms
+    ids_json = _json(ids)
+
+    def row(parent: str | None, chain: str, conv_ref: tuple[str, int] | None, copied: bytes | None) -> tuple[Any, ...]:
+        base_conv, base_seq = conv_ref or (None, None)
+        return (response_id, owner, parent, 0, 1, exp, chain, ids_json, base_conv, base_seq, copied, n_input, items,
+                body)
+
+    try:
+        with transaction(conn):
+            if prev_id:
+                found = conn.execute(
+                    "SELECT chain FROM responses WHERE id = ? AND owner = ?", (prev_id, owner)
+                ).fetchone()
+                if found is None:  # an expired or deleted predecessor is still here while it has kids
+                    raise _Vanished
+                chain: list[str] = orjson.loads(found[0])
+                chain.append(prev_id)
+                conn.execute("UPDATE responses SET kids = kids + 1 WHERE id = ?", (prev_id,))
+                root = conn.execute("SELECT base_conv FROM responses WHERE id = ?", (chain[0],)).fetchone()
+                if root[0] is not None:
+                    _keep_conversation(conn, owner, root[0], exp, now)
+                _insert(conn, owner, response_id, row(prev_id, _json(chain), None, None), ids)
+            else:
+                if conv is not None:
+                    _keep_conversation(conn, owner, conv[0], exp, now)
+                _insert(conn, owner, response_id, row(None, "[]", conv, None), ids)
+        return
+    except _Vanished:
+        pass
+    snapshot = encode_items(base)
+    if len(body) + len(items) + len(snapshot) > limit:
+        raise ObjectTooLarge(len(body) + len(items) + len(snapshot), limit)
+    with transaction(conn):
+        _insert(conn, owner, response_id, row(None, "[]", None, snapshot), ids)
+
+
+def _insert(conn: sqlite3.Connection, owner: str, rid: str, row: tuple[Any, ...], ids: Sequence[str]) -> None:
+    conn.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+    loc = "r:" + rid
+    conn.executemany(INDEX_ITEM, [(owner, item_id, loc, pos) for pos, item_id in enumerate(ids)])
+
+
+def get_body(conn: sqlite3.Connection, owner: str, response_id: str) -> bytes | None:
+    row = conn.execute(
+        "SELECT live, expires_at, body FROM responses WHERE id = ? AND owner = ?", (response_id, owner)
+    ).fetchone()
+    return row[2] if _live(row, now_ms()) else None
+
+
+def get_history(conn: sqlite3.Connection, owner: str, response_id: str) -> list[Item] | None:
+    now = now_ms()
+    with transaction(conn, write=False):
+        row = conn.execute(
+            "SELECT live, expires_at, chain, items, base_conv, base_seq, base_items FROM responses "
+            "WHERE id = ? AND owner = ?",
+            (response_id, owner),
+        ).fetchone()
+        if not _live(row, now):
+            return None
+        base = row[4:7]
+        ancestors = []
+        if row[2] != "[]":
+            ancestors = conn.execute(
+                "SELECT j.value, r.items, r.base_conv, r.base_seq, r.base_items FROM json_each(?) j "
+                "LEFT JOIN responses r ON r.id = j.value ORDER BY j.key",
+                (row[2],),
+            ).fetchall()
+            base = ancestors[0][2:5]
+        prefix: list[bytes] = []
+        if base[0] is not None:
+            prefix = _conversation_prefix(conn, owner, response_id, base[0], base[1], now)
+        parts: list[bytes] = [] if base[2] is None else [base[2]]
+        for rid, items, *_ in ancestors:
+            if items is None:
+                raise HistoryIncomplete(response_id, f"the items of {rid} are gone")
+            parts.append(items)
+        parts.append(row[3])
+    return decode_objects(prefix) + decode_arrays(parts) if prefix else decode_arrays(parts)
+
+
+def _conversation_prefix(
+    conn: sqlite3.Connection, owner: str, response_id: str, conv_id: str, seq: int, now: int
+) -> list[bytes]:
+    conv = conn.execute("SELECT expires_at FROM conversations WHERE id = ? AND owner = ?", (conv_id, owner)).fetchone()
+    if conv is None or conv[0] <= now:
+        raise HistoryIncomplete(response_id, f"its conversation {conv_id} was deleted")
+    rows = conn.execute("SELECT body FROM conversation_items WHERE conv = ? AND seq <= ? ORDER BY seq", (conv_id, seq))
+    return [body for (body,) in rows]
+
+
+def get_input(conn: sqlite3.Connection, owner: str, response_id: str) -> list[Item] | None:
+    row = conn.execute(
+        "SELECT live, expires_at, n_input, items FROM responses WHERE id = ? AND owner = ?", (response_id, owner)
+    ).fetchone()
+    if not _live(row, now_ms()):
+        return None
+    return decode_arrays([row[3]])[: row[2]]
+
+
+def delete_response(conn: sqlite3.Connection, owner: str, response_id: str) -> bool:
+    now = now_ms()
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT live, expires_at, ids FROM responses WHERE id = ? AND owner = ?", (response_id, owner)
+        ).fetchone()
+        if not _live(row, now):
+            return False
+        conn.execute("UPDATE responses SET live = 0, body = NULL WHERE id = ?", (response_id,))
+        _unindex(conn, owner, response_id, row[2])
+        _free(conn, response_id, now)
+    return True
+
+
+def _unindex(conn: sqlite3.Connection, owner: str, rid: str, ids_json: str) -> None:
+    """Drop the index entries that still point at this response's items."""
+    conn.execute(
+        "DELETE FROM item_index WHERE owner = ? AND loc = ? AND item_id IN (SELECT value FROM json_each(?))",
+        (owner, "r:" + rid, ids_json),
+    )
+
+
+def _free(conn: sqlite3.Connection, rid: str | None, now: int, budget: int = 1000) -> int:
+    """Drop ``rid`` if nothing needs it any more, then its parent if that frees it, and so on, at
+    most ``budget`` rows (an ancestor left over is expired with no kids: the next sweep finds it)."""
+    freed = 0
+    while rid is not None and freed < budget:
+        row = conn.execute(
+            "SELECT live, expires_at, kids, parent, owner, ids FROM responses WHERE id = ?", (rid,)
+        ).fetchone()
+        if row is None or row[2] > 0 or _live(row, now):
+            break
+        if row[0]:  # expired without a DELETE: its items were still indexed
+            _unindex(conn, row[4], rid, row[5])
+        conn.execute("DELETE FROM responses WHERE id = ?", (rid,))
+        freed += 1
+        rid = row[3]
+        if rid is not None:
+            conn.execute("UPDATE responses SET kids = kids - 1 WHERE id = ?", (rid,))
+    return freed
+
+
+def get_items(conn: sqlite3.Connection, owner: str, item_ids: Sequence[str]) -> dict[str, Item]:
+    """Items by id, wherever the owner stored them (a live response's items, a conversation's)."""
+    now = now_ms()
+    found: dict[str, Item] = {}
+    with transaction(conn, write=False):
+        where = conn.execute(
+            "SELECT item_id, loc, pos FROM item_index WHERE owner = ? AND item_id IN (SELECT value FROM json_each(?))",
+            (owner, _json(list(item_ids))),
+        ).fetchall()
+        decoded: dict[str, list[Item] | None] = {}
+        for item_id, loc, pos in where:
+            kind, _, key = loc.partition(":")
+            if kind == "r":
+                if key not in decoded:
+                    row = conn.execute(
+                        "SELECT live, expires_at, items FROM responses WHERE id = ? AND owner = ?", (key, owner)
+                    ).fetchone()
+                    decoded[key] = decode_arrays([row[2]]) if _live(row, now) else None
+                items = decoded[key]
+                if items is not None and pos < len(items):
+                    found[item_id] = items[pos]
+                continue
+            row = conn.execute(
+                "SELECT ci.body FROM conversation_items ci JOIN conversations c ON c.id = ci.conv "
+                "WHERE ci.conv = ? AND ci.item_id = ? AND c.owner = ? AND c.expires_at > ?",
+                (key, item_id, owner, now),
+            ).fetchone()
+            if row is not None:
+                found[item_id] = orjson.loads(row[0])
+    return found
+
+
+def sweep_responses(conn: sqlite3.Connection, now: int, batch: int) -> int:
+    """Free up to ``batch`` expired responses nothing needs (and the ancestors that frees)."""
+    doomed = conn.execute(
+        "SELECT id FROM responses WHERE expires_at <= ? AND kids = 0 LIMIT ?", (now, batch)
+    ).fetchall()
+    freed = 0
+    for (rid,) in doomed:
+        freed += _free(conn, rid, now, batch - freed)
+        if freed >= batch:
+            break
+    return freed

@@ -1,0 +1,108 @@
+"""The SQLite file: its tables, how a connection to it is opened, and transactions.
+
+A response is one row of ``responses``: its Response JSON, its own items, the ids of its
+ancestors (``chain``), its ``parent`` and ``kids`` (how many responses built on it are still
+kept). Each put inserts one row and counts one child on its parent — O(1) whatever the chain's
+length. A row goes when it is deleted or expired *and* has no kept children, and then its parent
+is looked at the same way, so a chain is freed from its leaves up (on DELETE, and by the sweep).
+``item_index`` maps an owner's item id to where the item is (``r:<response id>`` at a position
+in its items, or ``c:<conversation id>``). Times are milliseconds since the epoch; every read
+checks ``expires_at``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    parent TEXT,                    -- the response it was built on (previous_response_id)
+    kids INTEGER NOT NULL,          -- responses built on it that are still kept
+    live INTEGER NOT NULL,          -- 0 once deleted (then kept only while it has kids)
+    expires_at INTEGER NOT NULL,    -- its own lifetime: GET, chaining, input_items, item lookups
+    chain TEXT NOT NULL,            -- JSON array of ancestor ids, oldest first
+    ids TEXT NOT NULL,              -- JSON array of its item ids (their index entries)
+    base_conv TEXT,                 -- a chain's first response: the conversation it was built on,
+    base_seq INTEGER,               -- … up to this item position,
+    base_items BLOB,                -- or the history it saw, copied (its predecessors vanished meanwhile)
+    n_input INTEGER NOT NULL,       -- the first n_input items are the request's own input
+    items BLOB NOT NULL,            -- its input then output items, a JSON array
+    body BLOB                       -- the Response JSON, NULL once deleted
+);
+CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
+CREATE TABLE IF NOT EXISTS item_index (
+    owner TEXT NOT NULL, item_id TEXT NOT NULL, loc TEXT NOT NULL, pos INTEGER NOT NULL,
+    PRIMARY KEY (owner, item_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_at INTEGER NOT NULL,    -- seconds, as the API shows it
+    metadata BLOB NOT NULL,
+    expires_at INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL,      -- position of the last item appended
+    bytes INTEGER NOT NULL          -- size of its items, bounded by the object limit
+);
+CREATE INDEX IF NOT EXISTS conversations_exp ON conversations (expires_at);
+CREATE TABLE IF NOT EXISTS conversation_items (
+    conv TEXT NOT NULL, seq INTEGER NOT NULL, item_id TEXT NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (conv, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conv, item_id);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+"""
+
+
+# Where an item is, last writer wins (an item id stored again, e.g. a response's input appended to
+# its conversation, points at its newest copy).
+INDEX_ITEM = (
+    "INSERT INTO item_index VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos"
+)
+
+
+def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
+    """Open ``path`` (created 0600 on first use, in WAL mode) with the schema in place.
+
+    ``synchronous=NORMAL`` in WAL mode: a commit is durable against a crash of any process (it
+    is in the WAL file when ``put_response`` returns, visible to every connection), not against
+    power loss of the host, which costs an fsync per request otherwise.
+    """
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    conn = sqlite3.connect(path, timeout=timeout_secs, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout_secs * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot use WAL mode on {path} (journal_mode is {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with transaction(conn):
+                for statement in DDL.split(";"):  # (no ";" inside the DDL's comments)
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (take the write lock now, waiting at most ``busy_timeout``) or a read
+    transaction (one consistent snapshot for several SELECTs); commit, or roll back on error."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,153 @@
+"""Input content parts → chat content: text joined, images and files as chat parts.
+
+A message or tool result whose parts are all text becomes one plain string
+(what every chat template accepts); with an image or file it becomes the chat
+parts list, text parts kept in place. Images and files are allowed only where
+Chat Completions takes them (user messages and tool results); ``file_id``
+references are refused, this server has no file store.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import validate as v
+from .errors import InvalidRequest
+
+IMAGE_DETAILS = ("auto", "low", "high")
+_TEXT_PARTS = ("input_text", "output_text")
+
+ChatContent = str | list[dict[str, Any]]
+
+
+def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
+    url = part.get("image_url")
+    if url is None:
+        if part.get("file_id") is not None:
+            raise InvalidRequest(
+                f"Invalid '{param}': 'file_id' images are not supported (this server has no file store); "
+                "send 'image_url' with a URL or a data URL instead.",
+                param + ".file_id",
+            )
+        raise v.missing(param + ".image_url", "a URL or a base64 data URL")
+    if isinstance(url, dict):  # Chat-style {"url": ...}, tolerated
+        url = url.get("url")
+    if not isinstance(url, str) or not url:
+        raise v.fail(param + ".image_url", "a URL or data URL string", url)
+    image: dict[str, Any] = {"url": url}
+    detail = part.get("detail")
+    if detail is not None:
+        if not isinstance(detail, str):
+            raise v.fail(param + ".detail", "'auto', 'low' or 'high'", detail)
+        if detail in IMAGE_DETAILS:
+            image["detail"] = detail
+        # other values (e.g. "original") have no chat equivalent: backend default
+    return {"type": "image_url", "image_url": image}
+
+
+def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
+    file: dict[str, Any] = {}
+    data = part.get("file_data")
+    url = part.get("file_url")
+    if data is not None:
+        if not isinstance(data, str):
+            raise v.fail(param + ".file_data", "a base64 string or data URL", data)
+        file["file_data"] = data
+    elif url is not None:
+        if not isinstance(url, str):
+            raise v.fail(param + ".file_url", "a URL string", url)
+        file["file_url"] = url
+    elif part.get("file_id") is not None:
+        raise InvalidRequest(
+            f"Invalid '{param}': 'file_id' files are not supported (this server has no file store); "
+            "send 'file_data' or 'file_url' instead.",
+            param + ".file_id",
+        )
+    else:
+        raise v.missing(param + ".file_data", "or 'file_url'")
+    filename = part.get("filename")
+    if filename is not None:
+        if not isinstance(filename, str):
+            raise v.fail(param + ".filename", "a string", filename)
+        file["filename"] = filename
+    return {"type": "file", "file": file}
+
+
+def _text_of(part: dict[str, Any], key: str, param: str) -> str:
+    text = part.get(key)
+    if not isinstance(text, str):
+        raise v.fail(f"{param}.{key}", "a string", text) if text is not None else v.missing(f"{param}.{key}")
+    return text
+
+
+def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatContent:
+    """Content parts → a plain string when all are text, else chat parts.
+
+    ``rich`` says whether images/files are allowed (user messages and tool
+    results); assistant and system content must be text.
+    """
+    texts: list[str] = []
+    parts: list[dict[str, Any]] | None = None
+    for j, part in enumerate(content):
+        pparam = f"{param}[{j}]"
+        if not isinstance(part, dict):
+            raise v.fail(pparam, "a content part object", part)
+        ptype = part.get("type")
+        if ptype in _TEXT_PARTS or ptype == "summary_text" or ptype == "reasoning_text":
+            chat = {"type": "text", "text": _text_of(part, "text", pparam)}
+        elif ptype == "refusal":
+            chat = {"type": "text", "text": _text_of(part, "refusal", pparam)}
+        elif ptype in ("input_image", "input_file") and rich:
+            chat = _image_part(part, pparam) if ptype == "input_image" else _file_part(part, pparam)
+        elif ptype in ("input_image", "input_file"):
+            raise InvalidRequest(
+                f"Invalid '{pparam}': {ptype} is only supported in user messages and tool outputs.",
+                pparam + ".type",
+            )
+        elif ptype == "input_audio" or ptype == "input_video":
+            raise InvalidRequest(
+                f"Invalid '{pparam}': {ptype} content is not supported by this server; "
+                "send text, images (input_image) or files (input_file).",
+                pparam + ".type",
+                "unsupported_content_type",
+            )
+        else:
+            raise v.fail(pparam + ".type", "a content part type such as 'input_text'", ptype)
+        if parts is None:
+            if chat["type"] == "text":
+                texts.append(chat["text"])
+                continue
+            parts = [{"type": "text", "text": t} for t in texts]
+        parts.append(chat)
+    return joiner.join(texts) if parts is None else parts
+
+
+def message_content(item: dict[str, Any], param: str, rich: bool, joiner: str) -> ChatContent:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return _parts(content, param + ".content", rich, joiner)
+    if content is None:
+        raise v.missing(param + ".content")
+    raise v.fail(param + ".content", "a string or an array of content parts", content)
+
+
+def text_content(item: dict[str, Any], param: str, joiner: str) -> str:
+    """Content that must be text (assistant, system, developer messages): one string.
+
+    Without images or files allowed, every part is text, so the parts are always joined.
+    """
+    content = message_content(item, param, False, joiner)
+    assert isinstance(content, str)
+    return content
+
+
+def tool_output(item: dict[str, Any], param: str) -> ChatContent:
+    output = item.get("output")
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return _parts(output, param + ".output", True, "\n")
+    if output is None:
+        raise v.missing(param + ".output")
+    raise v.fail(param + ".output", "a string or an array of content parts", output)

@@ -1,0 +1,201 @@
+"""``instructions`` + ``input`` → chat ``messages``.
+
+Choices worth knowing:
+
+- **One system message.** ``instructions`` and every ``system``/``developer``
+  message, wherever it appears in ``input``, are merged (instructions first,
+  in order, joined by a blank line) into a single leading ``system`` message.
+  Many open-model chat templates reject ``developer`` and reject a system
+  message that is not first; Codex sends its prompt as several developer
+  messages.
+- **Tool calls.** Consecutive ``function_call``/``custom_tool_call`` items
+  become one assistant message with ``tool_calls`` (merged into a directly
+  preceding assistant message), placed before their ``tool`` results.
+- **Reasoning** items are never rejected: their text (our own
+  ``encrypted_content``, else ``content``, else ``summary``) becomes
+  ``reasoning_content`` of the next assistant message, or is dropped (also
+  when the backend must not get it: ``keep_reasoning`` false).
+- ``item_reference`` cannot be honoured without storage: a clear 400.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from . import validate as v
+from .compaction import TRIGGER, summary_message
+from .content import message_content, text_content, tool_output
+from .errors import InvalidRequest
+from .reasoning_codec import decode_reasoning
+from .tools import history_name
+
+_CALL_TYPES = ("function_call", "custom_tool_call")
+_OUTPUT_TYPES = ("function_call_output", "custom_tool_call_output")
+_MESSAGE_ROLES = ("user", "assistant", "system", "developer")
+
+
+def reasoning_text(item: dict[str, Any]) -> str:
+    """The text a replayed reasoning item stands for ('' if none).
+
+    Our own ``encrypted_content`` holds the full text; otherwise visible
+    ``content`` (reasoning_text) beats ``summary``. Malformed parts are
+    skipped, never rejected: every Codex turn replays these items.
+    """
+    text = decode_reasoning(item.get("encrypted_content"))
+    if text is not None:
+        return text
+    for field, joiner in (("content", "\n"), ("summary", "\n\n")):
+        parts = item.get(field)
+        if isinstance(parts, list):
+            texts = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+            if texts:
+                return joiner.join(texts)
+    return ""
+
+
+class _History:
+    """Accumulates chat messages; owns call grouping and reasoning attachment."""
+
+    __slots__ = ("system", "messages", "pending_reasoning", "keep_reasoning")
+
+    def __init__(self, keep_reasoning: bool) -> None:
+        self.system: list[str] = []
+        self.messages: list[dict[str, Any]] = []
+        self.pending_reasoning: list[str] = []
+        self.keep_reasoning = keep_reasoning
+
+    def _attach(self, msg: dict[str, Any]) -> None:
+        if self.pending_reasoning:
+            text = "\n\n".join(self.pending_reasoning)
+            self.pending_reasoning = []
+            prev = msg.get("reasoning_content")
+            msg["reasoning_content"] = prev + "\n\n" + text if prev else text
+
+    def add(self, msg: dict[str, Any]) -> None:
+        if msg["role"] == "assistant":
+            self._attach(msg)
+        else:
+            self.pending_reasoning = []  # reasoning with no assistant answer: nothing to attach to
+        self.messages.append(msg)
+
+    def add_call(self, call: dict[str, Any]) -> None:
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == "assistant":
+            self._attach(last)
+            calls = last.get("tool_calls")
+            if calls is None:
+                last["tool_calls"] = [call]
+            else:
+                calls.append(call)
+        else:
+            self.add({"role": "assistant", "content": None, "tool_calls": [call]})
+
+    def add_reasoning(self, item: dict[str, Any]) -> None:
+        if self.keep_reasoning:
+            text = reasoning_text(item)
+            if text:
+                self.pending_reasoning.append(text)
+
+
+def _message(h: _History, item: dict[str, Any], param: str) -> None:
+    role = item.get("role")
+    if role not in _MESSAGE_ROLES:
+        if role is None:
+            raise v.missing(param + ".role", "'user', 'assistant', 'system' or 'developer'")
+        raise v.fail(param + ".role", "'user', 'assistant', 'system' or 'developer'", role)
+    if role == "user":
+        h.add({"role": "user", "content": message_content(item, param, True, "\n")})
+    elif role == "assistant":
+        h.add({"role": "assistant", "content": text_content(item, param, "")})
+    else:
+        h.system.append(text_content(item, param, "\n"))
+
+
+def _call(h: _History, item: dict[str, Any], itype: str, param: str) -> None:
+    call_id = v.req_str(item, "call_id", param + ".call_id")
+    name = v.req_str(item, "name", param + ".name")
+    if itype == "function_call":
+        arguments = item.get("arguments")
+        if not isinstance(arguments, str):
+            if arguments is None:
+                raise v.missing(param + ".arguments", "a JSON string")
+            raise v.fail(param + ".arguments", "a JSON-encoded string", arguments)
+    else:
+        data = item.get("input")
+        if not isinstance(data, str):
+            if data is None:
+                raise v.missing(param + ".input")
+            raise v.fail(param + ".input", "a string", data)
+        arguments = orjson.dumps({"input": data}).decode()
+    h.add_call(
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": history_name(name, item.get("namespace")), "arguments": arguments},
+        }
+    )
+
+
+def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool) -> list[dict[str, Any]]:
+    """``instructions`` + ``input`` → chat ``messages`` (see the module docstring)."""
+    h = _History(keep_reasoning)
+    if instructions:
+        h.system.append(instructions)
+    if isinstance(raw, str):
+        if len(raw) > v.MAX_INPUT_STRING:
+            raise InvalidRequest(
+                f"Invalid 'input': string too long, expected at most {v.MAX_INPUT_STRING} characters.", "input"
+            )
+        h.add({"role": "user", "content": raw})
+    elif isinstance(raw, list):
+        for i, item in enumerate(raw):
+            param = f"input[{i}]"
+            if not isinstance(item, dict):
+                raise v.fail(param, "an input item object", item)
+            itype = item.get("type")
+            if itype == "message" or (itype is None and "role" in item):
+                _message(h, item, param)
+            elif itype in _CALL_TYPES:
+                _call(h, item, itype, param)
+            elif itype in _OUTPUT_TYPES:
+                call_id = v.req_str(item, "call_id", param + ".call_id")
+                h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
+            elif itype == "reasoning":
+                h.add_reasoning(item)
+            elif itype == "compaction":
+                # The summary stands in for the history it replaced (proxy.translate.compaction).
+                h.add({"role": "user", "content": summary_message(item, param)})
+            elif itype == TRIGGER:
+                # The edge answers a request ending with one; anywhere else it is a mistake.
+                raise InvalidRequest(
+                    f"Invalid '{param}': a compaction_trigger item must be the last input item.",
+                    param,
+                    "invalid_compaction_trigger",
+                )
+            elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
+                # The openai SDK's ItemReference: {"id": ...} with an optional type.
+                raise InvalidRequest(
+                    f"Invalid '{param}': item_reference is not supported because this server stores no "
+                    "responses; send the referenced item itself.",
+                    param,
+                    "unsupported_input_item",
+                )
+            elif itype is None:
+                raise v.missing(param + ".type", "or 'role' for a message")
+            else:
+                raise InvalidRequest(
+                    f"Invalid '{param}': input item type {str(itype)[:64]!r} is not supported by this server "
+                    "(it forwards to a Chat Completions backend).",
+                    param,
+                    "unsupported_input_item",
+                )
+    elif raw is None:
+        raise v.missing("input", "a string or an array of input items")
+    else:
+        raise v.fail("input", "a string or an array of input items", raw)
+    if h.system:
+        h.messages.insert(0, {"role": "system", "content": "\n\n".join(h.system)})
+    if not h.messages:
+        raise InvalidRequest("Invalid 'input': expected at least one input item.", "input", "empty_array")
+    return h.messages

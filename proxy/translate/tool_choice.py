@@ -1,0 +1,125 @@
+"""Responses ``tool_choice`` → Chat Completions ``tool_choice``, against the translated tools.
+
+A choice may only name a tool the request defines (by its plain, flattened or
+unambiguous inner namespaced name). ``allowed_tools`` is a hard constraint in
+the spec, so only the allowed tools are offered upstream and the response side
+drops calls to any other (``ctx.allowed_tools``). Built-in tool types are
+ignored with a warning, or refused, per the built-in tools policy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidRequest
+from .tools import BuiltinPolicy, ToolSet, flat_name
+from .validate import fail, missing
+
+_TOOL_CHOICE_VALUES = ("auto", "none", "required")
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    """The translated ``tool_choice``: ``upstream`` None means "omit the field"."""
+
+    upstream: Any
+    echo: Any
+    allowed: frozenset[str] | None = None
+    warning: str | None = None
+
+
+def _resolve(ts: ToolSet, entry: dict[str, Any], param: str) -> str:
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise fail(param + ".name", "the name of a tool in 'tools'", name) if name is not None else missing(
+            param + ".name", "the name of a tool in 'tools'"
+        )
+    ns = entry.get("namespace")
+    key = flat_name(ns, name) if isinstance(ns, str) and ns else name
+    upstream = ts.by_name.get(key)
+    if upstream is None:
+        raise InvalidRequest(
+            f"Invalid '{param}': tool {name!r} is not among the request's 'tools'. "
+            "tool_choice may only name a tool that the request defines.",
+            param,
+        )
+    return upstream
+
+
+def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) -> ToolChoice:
+    """Translate ``tool_choice`` against the already translated tools.
+
+    ``allowed_tools`` is a hard constraint in the spec, so only the allowed
+    tools are offered upstream (the caller filters ``ts.upstream`` by
+    ``ToolChoice.allowed``) and the response side can refuse calls to others.
+    """
+    if raw is None:
+        return ToolChoice(upstream=None, echo="auto")
+    if isinstance(raw, str):
+        if raw not in _TOOL_CHOICE_VALUES:
+            raise fail("tool_choice", "'auto', 'none', 'required' or a tool choice object", raw)
+        return ToolChoice(upstream=raw, echo=raw)
+    if not isinstance(raw, dict):
+        raise fail("tool_choice", "a string or an object", raw)
+    ctype = raw.get("type")
+    if ctype in ("function", "custom"):
+        upstream = _resolve(ts, raw, "tool_choice")
+        return ToolChoice(
+            upstream={"type": "function", "function": {"name": upstream}},
+            echo={"type": "function", "name": upstream},
+        )
+    if ctype == "allowed_tools":
+        mode = raw.get("mode")
+        if mode not in _TOOL_CHOICE_VALUES:
+            raise fail("tool_choice.mode", "'auto', 'required' or 'none'", mode)
+        entries = raw.get("tools")
+        if not isinstance(entries, list):
+            raise fail("tool_choice.tools", "an array of tool references", entries)
+        allowed: dict[str, None] = {}  # ordered set: no quadratic dedup on long lists
+        skipped: list[str] = []
+        for k, entry in enumerate(entries):
+            eparam = f"tool_choice.tools[{k}]"
+            if not isinstance(entry, dict):
+                raise fail(eparam, "an object like {\"type\": \"function\", \"name\": ...}", entry)
+            etype = entry.get("type")
+            if etype in ("function", "custom"):
+                allowed[_resolve(ts, entry, eparam)] = None
+            elif isinstance(etype, str) and etype:
+                if builtin_policy == "reject":
+                    raise InvalidRequest(
+                        f"Invalid '{eparam}': the built-in tool type {etype!r} is not supported by this server.",
+                        eparam,
+                        "unsupported_tool",
+                    )
+                skipped.append(etype)
+            else:
+                raise fail(eparam + ".type", "a tool type such as 'function'", etype)
+        warning = None
+        if skipped:
+            warning = "tool_choice.allowed_tools: ignored built-in tool types " + ", ".join(skipped)
+        return ToolChoice(
+            upstream=mode,
+            echo={
+                "type": "allowed_tools",
+                "mode": mode,
+                "tools": [{"type": "function", "name": n} for n in allowed],
+            },
+            allowed=frozenset(allowed),
+            warning=warning,
+        )
+    if isinstance(ctype, str) and ctype:
+        # A built-in tool type (web_search, file_search, mcp, ...).
+        if builtin_policy == "reject":
+            raise InvalidRequest(
+                f"Invalid 'tool_choice': the built-in tool type {ctype!r} is not supported by this server.",
+                "tool_choice",
+                "unsupported_tool",
+            )
+        return ToolChoice(
+            upstream=None,
+            echo="auto",
+            warning=f"tool_choice of built-in type {ctype!r} replaced by 'auto'",
+        )
+    raise fail("tool_choice.type", "'function', 'custom' or 'allowed_tools'", ctype) if ctype is not None else missing(
+        "tool_choice.type"
+    )

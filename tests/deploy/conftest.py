@@ -1,0 +1,83 @@
+"""The fleet the deployment tests drive: two proxy instances behind the shipped HAProxy config.
+
+Each instance is ``gunicorn -c conf/gunicorn.conf.py`` with 2 workers
+(``proxy.devtools.start_proxy``), both in front of the session's mock backend.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.devtools import Service, free_port, start_proxy
+from tests.deploy.haproxy import SERVERS, HAProxy
+from tests.deploy.tools import kill_group
+
+
+class Fleet:
+    """``proxy1`` and ``proxy2`` on fixed ports (a restart reuses its port) behind HAProxy."""
+
+    def __init__(self, backend_url: str, logs_dir: Path, env: dict[str, str]) -> None:
+        self.backend_url = backend_url
+        self.env = {"SSE_KEEPALIVE_SECS": "1", "GRACEFUL_TIMEOUT_SECS": "30", **env}
+        self._tag = os.urandom(3).hex()
+        self._logs = logs_dir
+        self.ports = {name: free_port() for name in SERVERS}
+        self.instances: dict[str, Service] = {}
+        self.haproxy: HAProxy | None = None
+        try:
+            for name in SERVERS:
+                self.start(name)
+            self.haproxy = HAProxy(self.ports, logs_dir / f"haproxy-{self._tag}.log")
+            for name in SERVERS:
+                self.haproxy.wait_status(name, "UP")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        assert self.haproxy is not None
+        return self.haproxy.url
+
+    def log_path(self, name: str) -> Path:
+        return self._logs / f"{name}-{self._tag}.log"
+
+    def start(self, name: str) -> Service:
+        """Start (or restart) an instance on its own port."""
+        service = start_proxy(self.backend_url, self.log_path(name), port=self.ports[name], **self.env)
+        self.instances[name] = service
+        return service
+
+    def kill(self, name: str) -> tuple[float, float]:
+        """SIGKILL the instance's whole process group (master and workers): (when sent, when all dead)."""
+        service = self.instances[name]
+        sent = time.time()
+        done = kill_group(service.pid)
+        service.proc.wait(5)
+        service.stop()  # closes its log file; the process is gone
+        return sent, done
+
+    def stop(self) -> None:
+        if self.haproxy is not None:
+            self.haproxy.stop()
+        for service in self.instances.values():
+            service.stop()
+
+
+@pytest.fixture
+def fleet_factory(mock_backend: Service, logs_dir: Path) -> Iterator[Callable[..., Fleet]]:
+    """Start fleets with extra instance settings; every one is stopped after the test."""
+    fleets: list[Fleet] = []
+
+    def make(**env: str) -> Fleet:
+        fleet = Fleet(mock_backend.url + "/v1", logs_dir, env)
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.stop()

@@ -1,0 +1,155 @@
+"""HAProxy, with the shipped ``conf/haproxy.cfg``, in front of two proxy instances.
+
+- The file as shipped parses (``haproxy -c``), with its defaults.
+- One instance SIGKILLed (master and workers) under continuous load: the only
+  failures are requests in flight on it at the kill; HAProxy retries refused
+  connections on the survivor, marks the dead one down, and takes it back
+  when it is restarted on the same port.
+- An instance whose circuit breaker opens (``/health`` 503) leaves rotation, and
+  comes back through ``/health``'s "recovering" answer, whose probe closes it.
+- A graceful HAProxy reload under load loses nothing.
+
+Each test prints its figures (``pytest -s`` shows them).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.deploy.haproxy import CFG, StatusWatch
+from tests.deploy.load import KINDS, Load, Outcome
+from tests.deploy.tools import binary
+from tests.http import health, post, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_shipped_config_is_valid_as_is():
+    """`haproxy -c` on the file with none of its variables set: the defaults must parse, warning-free."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HAPROXY_", "RESPONSES_PROXY_"))}
+    out = subprocess.run([binary("haproxy"), "-c", "-f", str(CFG)], env=env, capture_output=True, text=True, timeout=30)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "WARNING" not in text and "ALERT" not in text, text
+
+
+def _served(lines, server: str, after: float = 0.0) -> list:
+    return [ln for ln in lines if ln.server == server and ln.status == 200 and ln.received >= after]
+
+
+def test_kill_one_instance_under_load(fleet_factory):
+    """Every kind of request in ``KINDS`` must go on on the survivor: a new kind (chained
+    ``previous_response_id`` turns, once the instances share a store) is one more entry."""
+    fleet = fleet_factory()
+    hap = fleet.haproxy
+    with StatusWatch(hap) as watch, Load(fleet.url, KINDS, threads=8) as load:
+        wait_for(lambda: all(len(_served(hap.log_lines(), s)) >= 5 for s in ("proxy1", "proxy2")), 30,
+                 what="both instances serving")
+        # Kill while proxy1 holds requests (streams last ~1.6 s; slow JSON ~1 s).
+        wait_for(lambda: hap.current_sessions("proxy1") >= 2, 30, interval=0.01, what="requests in flight on proxy1")
+        sessions_at_kill = hap.current_sessions("proxy1")
+        kill_sent, kill_done = fleet.kill("proxy1")
+        marked_down = watch.first("proxy1", "DOWN", after=kill_sent)
+        # The survivor carries everything, every kind of request.
+        load.wait_until(
+            lambda out: all(sum(o.ok and o.kind == k and o.started > marked_down for o in out) >= 3 for k in KINDS),
+            60, "every kind served after the mark-down",
+        )
+        restarted = time.time()
+        fleet.start("proxy1")  # the same port
+        ready = time.time()
+        rejoined = watch.first("proxy1", "UP", after=ready)
+        wait_for(lambda: len(_served(hap.log_lines(), "proxy1", after=rejoined)) >= 5, 30, what="traffic on proxy1 again")
+    outcomes = load.outcomes()
+    lines = {ln.request_id: ln for ln in hap.log_lines()}
+
+    def where(o: Outcome) -> str:
+        line = lines.get(o.request_id)
+        return line.server if line else "unlogged"
+
+    failures = [o for o in outcomes if not o.ok]
+    # In flight on proxy1 at the kill: begun before it was dead, not ended before the signal, and
+    # not logged elsewhere. (HAProxy logs no line when it closes a keep-alive client connection
+    # silently because a reused server connection died under its request: the client may retry.)
+    in_flight = [o for o in outcomes if o.started < kill_done and o.ended >= kill_sent and where(o) in ("proxy1", "unlogged")]
+    redispatched = [ln for ln in lines.values() if ln.redispatched]
+    after_down = [o for o in outcomes if o.started > marked_down]
+    on_survivor = [o for o in outcomes if kill_done < o.started < rejoined and o.ok and where(o) == "proxy2"]
+    after_rejoin = _served(lines.values(), "proxy1", after=rejoined)
+    figures = (
+        f"kill test: {len(outcomes)} requests, {len(failures)} failed; proxy1 held {sessions_at_kill} sessions at the "
+        f"kill, {len(in_flight)} requests in flight there; kill took {kill_done - kill_sent:.3f} s; marked down "
+        f"{marked_down - kill_done:.3f} s after; {len(redispatched)} requests redispatched after a refused "
+        f"connection; {len(after_down)} sent after the mark-down ({sum(not o.ok for o in after_down)} failed); "
+        f"{len(on_survivor)} served by proxy2 alone; proxy1 back {rejoined - ready:.3f} s after its restart "
+        f"(restart took {ready - restarted:.2f} s), {len(after_rejoin)} served by it since"
+    )
+    print("\n" + figures)
+    detail = figures + "\n" + "\n".join(f"{o.describe()} [{where(o)}]" for o in failures[:20])
+    assert in_flight, "the kill hit no request: " + detail
+    for o in failures:
+        assert o in in_flight, f"a failure that was not in flight on proxy1 at the kill: {o.describe()} [{where(o)}]\n" + detail
+        assert "NOT OpenAI-shaped" not in o.detail, detail
+    assert not [o for o in after_down if not o.ok], detail
+    for kind in KINDS:
+        assert any(o.kind == kind for o in on_survivor), f"no {kind} request served by the survivor alone\n" + detail
+    # Traffic reached the restarted process itself (its own log), not just HAProxy's idea of it.
+    new_log = fleet.instances["proxy1"].log_text()
+    assert sum(ln.request_id in new_log for ln in after_rejoin) >= 5, detail
+
+
+def test_open_breaker_takes_an_instance_out_and_the_probe_brings_it_back(fleet_factory):
+    fleet = fleet_factory(CIRCUIT_BREAKER_THRESHOLD="2", CIRCUIT_BREAKER_RECOVERY_SECS="3")
+    hap = fleet.haproxy
+    sick = fleet.instances["proxy1"]
+    with StatusWatch(hap) as watch:
+        # Two backend failures seen by proxy1 alone (sent to it directly) open its breaker.
+        for _ in range(2):
+            assert post(sick.url, {"model": "mock-error-500", "input": "x"}).status_code == 502
+        opened = time.time()
+        assert health(sick.url)[0] == 503
+        down = watch.first("proxy1", "DOWN", after=opened)
+        # While it is out, clients never see its 503 circuit_open: the other instance answers.
+        statuses = [post(fleet.url, {"model": "mock-echo", "input": "hi"}).status_code for _ in range(10)]
+        assert statuses == [200] * 10, statuses
+        # After the recovery time /health says "recovering" (200): HAProxy takes it back, and
+        # the next requests through HAProxy include the probe that closes the breaker.
+        up = watch.first("proxy1", "UP", after=down, timeout=30)
+        assert health(sick.url)[1]["status"] == "recovering"
+
+        def closed() -> bool:
+            post(fleet.url, {"model": "mock-echo", "input": "probe"}).raise_for_status()
+            return health(sick.url)[1]["status"] == "healthy"
+
+        wait_for(closed, 30, interval=0.1, what="the probe through HAProxy to close proxy1's breaker")
+    print(f"\nbreaker test: proxy1 marked down {down - opened:.3f} s after its breaker opened, "
+          f"back up {up - down:.3f} s later (recovery time 3 s)")
+
+
+def test_haproxy_reload_under_load_loses_nothing(fleet_factory):
+    """`kill -USR2` to the master: a new worker takes the sockets, the old one finishes its streams and exits."""
+    fleet = fleet_factory()
+    hap = fleet.haproxy
+    with Load(fleet.url, KINDS) as load:
+        load.wait_until(lambda out: sum(o.ok for o in out) >= 20, 30, "load running")
+        reloads = []
+        for _ in range(2):
+            old = set(hap.worker_pids())
+            sent = time.time()
+            hap.reload()
+            new = wait_for(lambda: set(hap.worker_pids()) - old, 30, what="a new HAProxy worker")
+            # The old worker stays while it still carries streams, then leaves on its own.
+            wait_for(lambda: not set(hap.worker_pids()) & old, 60, what="the old HAProxy worker to finish and exit")
+            reloads.append(time.time() - sent)
+            assert len(new) == 1
+            load.wait_until(lambda out: sum(o.ok and o.started > sent for o in out) >= 10, 30, "traffic after the reload")
+    outcomes = load.outcomes()
+    failures = [o for o in outcomes if not o.ok]
+    across = [o for o in outcomes if o.kind == "stream" and o.started < sent < o.ended]
+    print(f"\nhaproxy reload: {len(outcomes)} requests, {len(failures)} failed; old worker gone "
+          + ", ".join(f"{s:.2f}" for s in reloads) + " s after each reload")
+    assert not failures, "\n".join(o.describe() for o in failures[:20])
+    assert across, "no stream was in flight across the last reload"

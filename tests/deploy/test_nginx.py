@@ -1,0 +1,117 @@
+"""nginx with the shipped ``conf/nginx.conf`` in front of one proxy instance.
+
+The copy nginx runs differs from the shipped file only in its two addresses
+(``tests/deploy/nginx.py``); the main file around it turns gzip on for SSE.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conformance import check_response, check_stream, parse_sse
+from tests.conftest import API_KEY
+from tests.deploy.nginx import SITE, Nginx, check, make_prefix, render_site
+from tests.http import auth, error_of, health, post, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_nginx_accepts_the_config():
+    prefix = make_prefix(render_site(18080, 18282))
+    try:
+        out = check(prefix)
+        assert out.returncode == 0, out.stderr
+        assert "test is successful" in out.stderr and "[warn]" not in out.stderr, out.stderr
+        # nginx -t is not a formality: a broken copy fails it.
+        broken = (prefix / "site.conf").read_text().replace("proxy_buffering off;", "proxy_buffering of;")
+        (prefix / "site.conf").write_text(broken)
+        assert check(prefix).returncode != 0
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def test_rendered_copy_differs_only_in_addresses():
+    shipped = SITE.read_text().splitlines()
+    rendered = render_site(18080, 18282).splitlines()
+    changed = [(a, b) for a, b in zip(shipped, rendered) if a != b]
+    assert len(shipped) == len(rendered) and [a.strip() for a, _ in changed] == ["server 127.0.0.1:8282;", "listen 80;"]
+
+
+@pytest.fixture
+def nginx(proxy_factory):
+    instance = proxy_factory(SSE_KEEPALIVE_SECS="1")
+    server = Nginx(instance.port)
+    server.instance = instance
+    yield server
+    server.stop()
+
+
+def _first_delta_time(url: str, body: dict, request_id: str) -> tuple[float, bytes, httpx.Headers]:
+    """Stream through ``url``; (when the first text delta arrived, the whole body, the headers)."""
+    first = None
+    chunks = []
+    headers = {**auth(), "X-Request-ID": request_id, "Accept-Encoding": "gzip"}
+    with httpx.stream("POST", url + "/v1/responses", json={**body, "stream": True}, headers=headers, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        for chunk in r.iter_raw():
+            if first is None and b"response.output_text.delta" in chunk:
+                first = time.time()
+            chunks.append(chunk)
+        response_headers = r.headers
+    assert first is not None
+    return first, b"".join(chunks), response_headers
+
+
+def test_stream_arrives_unbuffered_through_nginx(nginx, mock):
+    # mock-slow-300: the echo in 4-character deltas, 300 ms apart (~3 s for this input).
+    request_id = "nginx-stream-" + os.urandom(4).hex()
+    first, raw, headers = _first_delta_time(nginx.url, {"model": "mock-slow-300", "input": "stream me, not later"}, request_id)
+    record = wait_for(lambda: [r for r in mock.requests("mock-slow-300") if r["headers"].get("x-request-id") == request_id
+                               and r["ended_at"]], 10, what="the mock's record of the stream")[0]
+    # Ordering, not a time bound: the first delta reached the client before the backend had
+    # produced its last chunk, so nginx forwarded it as it came.
+    assert first < record["ended_at"], (first, record["started_at"], record["ended_at"])
+    assert "content-encoding" not in headers, headers  # not gzipped, despite the http-level gzip_types
+    check_stream(parse_sse(raw))
+
+
+def test_json_health_and_large_bodies_through_nginx(nginx):
+    with openai.OpenAI(base_url=nginx.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+        raw = client.responses.with_raw_response.create(model="mock-echo", input="hello through nginx")
+    assert raw.parse().output_text == "You said: hello through nginx"
+    check_response(raw.http_response.json())
+    status, body = health(nginx.url)
+    assert status == 200 and body["status"] == "healthy", body
+    # 2 MB: past nginx's default 1 MB limit, within the proxy's 10 MB.
+    big = post(nginx.url, {"model": "mock-stream-2", "input": "x" * 2_000_000}, timeout=60)
+    assert big.status_code == 200, big.text[:500]
+    # Over 10 MB: the proxy's own 413; over 11 MB: nginx's, in the same shape.
+    for size, code in ((10_600_000, None), (12_000_000, "request_too_large")):
+        r = post(nginx.url, {"model": "mock-echo", "input": "x" * size}, timeout=60)
+        assert r.status_code == 413, r.text[:500]
+        err = error_of(r)
+        assert code is None or err["code"] == code, err
+
+
+def test_websocket_upgrade_reaches_the_proxy(nginx):
+    """Until WebSocket mode exists the proxy refuses the handshake (403), but it must get it:
+    without the Upgrade/Connection pass-through it would see a plain GET and answer 405."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as s:
+        s.sendall(
+            f"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {API_KEY}\r\n\r\n".encode()
+        )
+        answer = s.recv(65536)
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.split()[1] == b"403", answer
+    # uvicorn logs a WebSocket handshake, and only that, as `"WebSocket /v1/responses" <status>`.
+    wait_for(lambda: '"WebSocket /v1/responses" 403' in nginx.instance.log_text(), 10,
+             what="the proxy's log line for the WebSocket handshake")

@@ -1,0 +1,136 @@
+"""The SQLite store as a host's workers share it: several processes on one file see each other's
+writes at once, the file survives a reopen, and the sweep deletes what expired in bounded steps."""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import sqlite3
+import stat
+import time
+
+from proxy.store import NewResponse, prepare_items
+from proxy.store.sqlite_store import SQLiteStore
+from proxy.translate.ids import new_id
+from tests.store_kit import run, stored_rows
+from tests.unit.test_store_responses import turn
+
+
+def _writer(path: str, cid: str, count: int, conn) -> None:
+    """Another process: store responses and conversation items, announcing each after it returned."""
+
+    async def work(store):
+        owner = store.owner_of("sk-alice")
+        for n in range(count):
+            r = turn(n)
+            await store.put_response(owner, r)
+            await store.append_conversation_items(owner, cid, [{"id": f"msg_{n}", "role": "user", "content": str(n)}])
+            conn.send(r.id)
+            conn.recv()  # the reader has looked
+        conn.send(None)
+
+    run(SQLiteStore(path), work)
+
+
+def test_a_write_is_visible_to_another_process_the_moment_it_returns(tmp_path):
+    path = str(tmp_path / "shared.sqlite3")
+    reader = SQLiteStore(path)
+    owner = reader.owner_of("sk-alice")
+    cid = run(reader, lambda s: s.create_conversation(owner))["id"]
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    writer = ctx.Process(target=_writer, args=(path, cid, 25, theirs))
+    writer.start()
+
+    async def read_along(store):
+        seen = 0
+        while (rid := await asyncio.to_thread(ours.recv)) is not None:
+            assert await store.get_response(owner, rid) is not None, f"{rid} not visible after its write returned"
+            assert await store.get_history(owner, rid) is not None
+            seen += 1
+            assert len((await store.conversation_context(owner, cid)).items) == seen
+            ours.send("next")
+        return seen
+
+    try:
+        assert run(SQLiteStore(path), read_along) == 25
+        writer.join(60)
+        assert writer.exitcode == 0
+    finally:
+        if writer.is_alive():
+            writer.kill()
+
+
+def test_the_file_survives_a_reopen_and_is_private(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    store = SQLiteStore(path)
+    owner = store.owner_of("sk-alice")
+    first = turn(0)
+
+    async def write(store):
+        await store.put_response(owner, first)
+        second = turn(1, await store.get_history(owner, first.id))
+        await store.put_response(owner, second)
+        conv = await store.create_conversation(owner, metadata={"a": "b"}, items=[{"role": "user", "content": "x"}])
+        return second, conv
+
+    second, conv = run(store, write)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # conversations are private data
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    async def read(store):
+        assert await store.get_response(owner, first.id) == first.body
+        assert (await store.get_history(owner, second.id)).items == (
+            first.input_items + first.output_items + second.input_items + second.output_items
+        )
+        assert await store.get_conversation(owner, conv["id"]) == conv
+
+    run(SQLiteStore(path), read)
+
+
+def test_the_sweep_deletes_expired_rows_in_bounded_batches_one_worker_at_a_time(tmp_path):
+    path = str(tmp_path / "store.sqlite3")
+    store = SQLiteStore(path, ttl_secs=1)
+    other_worker = SQLiteStore(path, ttl_secs=1)
+    owner = store.owner_of("sk-alice")
+
+    async def scenario(store):
+        history = None
+        for n in range(30):
+            r = turn(n, history if n % 2 else None)
+            await store.put_response(owner, r)
+            history = await store.get_history(owner, r.id)
+        for _ in range(5):
+            await store.create_conversation(owner, items=[{"role": "user", "content": "x"}])
+        await asyncio.sleep(1.3)
+        assert await store.sweep(force=True, batch=10) == 10 + 2
+        assert await other_worker.sweep() == 0  # swept within the interval already: it leaves it
+        total = 12
+        while swept := await store.sweep(force=True, batch=10):
+            total += swept
+        await other_worker.aclose()
+        return total
+
+    assert run(store, scenario) == 30 + 5
+    assert not any(stored_rows(SQLiteStore(path)).values())
+
+
+def test_writes_trigger_a_background_sweep_when_the_interval_has_passed(tmp_path):
+    store = SQLiteStore(str(tmp_path / "store.sqlite3"), ttl_secs=1)
+    owner = store.owner_of("sk-alice")
+
+    async def scenario(store):
+        for n in range(5):
+            await store.put_response(owner, turn(n))
+        await asyncio.sleep(1.3)
+        store._next_sweep = 0.0  # as if a minute had passed
+        fresh = NewResponse(new_id("resp"), b"{}", prepare_items("hi"), [])
+        await store.put_response(owner, fresh)  # returns at once; the sweep follows on the writer thread
+        deadline = time.monotonic() + 10
+        while stored_rows(store)["responses"] > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert stored_rows(store)["responses"] == 1
+        assert await store.get_response(owner, fresh.id) == b"{}"
+
+    run(store, scenario)
