@@ -18,12 +18,15 @@ from . import logs
 from . import settings as settings_mod
 from .errors import ProxyError, invalid_request
 from .failures import Failure
+from .resources.chaining import NO_STORE
+from .resources.compact import Compaction, CompactResource
 from .resources.health import HealthResource
 from .resources.metrics import MetricsMiddleware, MetricsResource
 from .resources.models import ModelsResource
 from .resources.responses import ResponsesResource
 from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
+from .resources.websocket import ResponsesEndpoint, WebSocketMode
 from .runtime import Runtime
 from .translate.errors import InvalidRequest
 
@@ -110,8 +113,13 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
-    falcon_app.add_route("/v1/responses", ResponsesResource(runtime))
-    falcon_app.add_route("/responses", ResponsesResource(runtime))
+    # POST, its WebSocket mode and Codex's compaction trigger on one path; compaction beside it.
+    compaction = Compaction(runtime, NO_STORE)  # the response store implements ContextStore (chaining.py)
+    responses = ResponsesEndpoint(ResponsesResource(runtime, compaction), WebSocketMode(runtime, compaction))
+    falcon_app.add_route("/v1/responses", responses)
+    falcon_app.add_route("/responses", responses)
+    falcon_app.add_route("/v1/responses/compact", CompactResource(compaction))
+    falcon_app.add_route("/responses/compact", CompactResource(compaction))
     stored = StoredResponseResource()
     falcon_app.add_route("/v1/responses/{response_id}", stored)
     falcon_app.add_route("/v1/responses/{response_id}/{action}", stored, suffix="action")

@@ -5,11 +5,16 @@ at shutdown, so each worker owns its own connection pool.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from .breaker import Breakers, shared_table
+from .exchange import Exchange, TerminalHook
+from .logs import mask_key
 from .metrics import Metrics
 from .settings import Settings
+from .translate.context import ResponseContext
 from .translate.request import TranslationPolicy
 from .upstream import Upstream, create_client
 
@@ -52,3 +57,25 @@ class Runtime:
         if self.upstream is not None:
             await self.upstream.aclose()
             self.upstream = None
+
+    def exchange(
+        self,
+        *,
+        chat: dict[str, Any],
+        ctx: ResponseContext,
+        headers: dict[str, str],
+        secret: str,
+        disconnected: asyncio.Future[None],
+        emit_events: bool,
+        on_terminal: TerminalHook | None = None,
+    ) -> Exchange:
+        """A new ``Exchange`` over this worker's breakers, metrics and upstream pool.
+
+        ``secret`` is the key sent upstream (masked wherever the backend echoes it).
+        """
+        assert self.upstream is not None, "lifespan startup did not run"
+        return Exchange(
+            chat=chat, ctx=ctx, headers=headers, breakers=self.breakers, metrics=self.metrics,
+            upstream=self.upstream, settings=self.settings, secret=secret, masked_secret=mask_key(secret),
+            disconnected=disconnected, emit_events=emit_events, on_terminal=on_terminal,
+        )

@@ -80,6 +80,12 @@ class Settings:
     response_store_owner_secret: str | None = None
     metrics_dir: str | None = None
     models_cache_secs: float = 60.0
+    # WebSocket mode: a connection's lifetime (OpenAI's is 60 minutes), and the
+    # interval of the server's keep-alive pings (a peer silent for as long again is dropped).
+    websocket_max_secs: float = 3600.0
+    websocket_ping_secs: float = 20.0
+    # What the backend is asked when a conversation is compacted (None: the built-in prompt).
+    compaction_prompt: str | None = None
 
     @property
     def bind_port(self) -> int:
@@ -223,6 +229,27 @@ def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
 
 
+def compaction_prompt(env: Mapping[str, str]) -> str | None:
+    """``COMPACTION_PROMPT`` (the text), else the file ``COMPACTION_PROMPT_FILE`` names, else None.
+
+    Read once at start, so a missing or unreadable file stops the service
+    instead of failing the first compaction.
+    """
+    text = env.get("COMPACTION_PROMPT", "").strip()
+    path = env.get("COMPACTION_PROMPT_FILE", "").strip()
+    if text and path:
+        raise SettingsError("Set COMPACTION_PROMPT or COMPACTION_PROMPT_FILE, not both")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().strip()
+        except (OSError, UnicodeError) as exc:
+            raise SettingsError(f"COMPACTION_PROMPT_FILE cannot be read: {exc}") from None
+        if not text:
+            raise SettingsError(f"COMPACTION_PROMPT_FILE {path!r} is empty")
+    return text or None
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ``SettingsError`` naming the bad one."""
     env = os.environ if env is None else env
@@ -276,4 +303,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         response_store_owner_secret=env.get("RESPONSE_STORE_OWNER_SECRET", "").strip() or None,
         metrics_dir=env.get("METRICS_DIR", "").strip() or None,
         models_cache_secs=_float(env, "MODELS_CACHE_SECS", 60.0, 0.0, 86400.0),
+        websocket_max_secs=_float(env, "WEBSOCKET_MAX_SECS", 3600.0, 1.0, 7 * 86400.0),
+        websocket_ping_secs=_float(env, "WEBSOCKET_PING_SECS", 20.0, 1.0, 3600.0),
+        compaction_prompt=compaction_prompt(env),
     )

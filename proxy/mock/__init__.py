@@ -23,6 +23,12 @@ built-in names ``mock-echo``, ``mock-tool``, ``mock-reasoning``, ``mock-stream-1
 listed name or any ``mock-stream-<N>`` / ``mock-slow-<ms>`` / ``mock-error-<status>``, else
 OpenAI's 404 (``code: model_not_found``).
 
+Compaction: a request whose last message is a user message starting with the first line of
+the proxy's default compaction prompt (``proxy.translate.compaction.DEFAULT_PROMPT``) never
+takes the model's own scripts (so a client compacting in the middle of a scripted loop does
+not shift them): it takes a script queued for model ``compaction:<model>`` if any, else it is
+answered ``"Summary of N earlier messages. The user asked: <the user texts, ' / '-joined>"``.
+
 Control API (JSON; state is per worker process, so script with ``--workers 1``):
 ``POST /_mock/script {"model", "responses": [script, ...], "replace"?}`` queues scripts
 (model ``"*"`` matches any model without its own queue; each request pops one; the last

@@ -14,7 +14,15 @@ from urllib.parse import parse_qs
 import orjson
 
 from proxy.mock import models
-from proxy.mock.scripts import JSON_CONTENT_TYPE, Plan, build_plan, builtin_script, error_body
+from proxy.mock.scripts import (
+    JSON_CONTENT_TYPE,
+    Plan,
+    build_plan,
+    builtin_script,
+    compaction_script,
+    error_body,
+    is_compaction,
+)
 from proxy.mock.state import MockState
 
 state = MockState()
@@ -164,7 +172,11 @@ async def _chat(scope: dict[str, Any], receive: Any, send: Any) -> None:
         model = body.get("model")
         model = model if isinstance(model, str) else ""
         record["model"] = model
-        script = state.next_script(model)
+        script: dict[str, Any] | None
+        if is_compaction(body):  # never takes the model's own scripts (see the package docstring)
+            script = state.next_script("compaction:" + model, wildcard=False) or compaction_script(body)
+        else:
+            script = state.next_script(model)
         if script is None:
             script = builtin_script(model, body)
         try:

@@ -14,10 +14,13 @@ from typing import Any
 
 import orjson
 
+from proxy.translate.compaction import DEFAULT_PROMPT
+
 SSE_CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE = b"application/json"
 
 _ids = itertools.count(1)
+_COMPACTION_MARKER = DEFAULT_PROMPT.split("\n", 1)[0]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -109,6 +112,25 @@ def _tool_script(body: dict[str, Any]) -> dict[str, Any]:
                 args = {k: _placeholder(props.get(k)) for k in required if isinstance(k, str)}
                 return {"tool_calls": [{"id": "call_mock_1", "name": name, "arguments": orjson.dumps(args).decode()}]}
     return {"tool_calls": [{"id": "call_mock_1", "name": "get_weather", "arguments": '{"location":"Paris"}'}]}
+
+
+def is_compaction(body: dict[str, Any]) -> bool:
+    """Whether this is the proxy's compaction call: the last message is a user message
+    starting with the first line of its default compaction prompt."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return False
+    last = messages[-1]
+    return last.get("role") == "user" and _content_text(last.get("content")).startswith(_COMPACTION_MARKER)
+
+
+def compaction_script(body: dict[str, Any]) -> dict[str, Any]:
+    """The built-in answer to a compaction call: ``"Summary of N earlier messages. The user
+    asked: <their texts, ' / '-joined>"``."""
+    messages = body["messages"]
+    earlier = [m for m in messages[:-1] if isinstance(m, dict) and m.get("role") != "system"]
+    asked = " / ".join(_content_text(m.get("content")) for m in earlier if m.get("role") == "user")
+    return {"text": f"Summary of {len(earlier)} earlier messages. The user asked: {asked}"}
 
 
 def builtin_script(model: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Protocol
 
 import falcon
 import falcon.asgi
@@ -26,6 +27,8 @@ from ..failures import Cause, Failure
 from ..logs import mask_key
 from ..relay import KEEPALIVE, Batch, _Keepalive
 from ..runtime import Runtime
+from ..settings import Settings
+from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
 from ..translate.sse import KEEPALIVE as SSE_KEEPALIVE
@@ -42,19 +45,26 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 FIRST_BATCH_GRACE_SECS = 1.0
 
 
+class TriggerHandler(Protocol):
+    """Answers a request ending with a ``compaction_trigger`` item (``proxy.resources.compact``)."""
+
+    async def respond_http(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, meta: RequestScope, body: dict, key: str
+    ) -> None: ...
+
+
 class ResponsesResource:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, compaction: TriggerHandler | None = None) -> None:
         self._rt = runtime
+        self._compaction = compaction
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         meta: RequestScope = req.context.meta
         settings = self._rt.settings
-        _check_content_type(req)
-        raw = await _read_body(req, settings.max_body_bytes)
-        body = _parse_body(raw)
-        meta.model = _loggable_model(body.get("model"))
-        key = client_key(req, settings)
-        meta.key = mask_key(key)
+        body, key = await read_request(req, meta, settings)
+        if self._compaction is not None and has_trigger(body):  # Codex's remote compaction v2
+            await self._compaction.respond_http(req, resp, meta, body, key)
+            return
         chat, ctx = translate_request(body, self._rt.policy)
         meta.model = ctx.model
         _log_warnings(meta, ctx.warnings)
@@ -65,18 +75,11 @@ class ResponsesResource:
                 len(chat["messages"]), len(chat.get("tools") or ()),
             )
         secret = upstream_key(key, settings)
-        upstream = self._rt.upstream
-        assert upstream is not None, "lifespan startup did not run"
-        exchange = Exchange(
+        exchange = self._rt.exchange(
             chat=chat,
             ctx=ctx,
             headers=_upstream_headers(req, secret, meta.request_id, settings.forward_headers),
-            breakers=self._rt.breakers,
-            metrics=self._rt.metrics,
-            upstream=upstream,
-            settings=settings,
             secret=secret,
-            masked_secret=mask_key(secret),
             disconnected=meta.watch_disconnect(),
             emit_events=ctx.stream,
         )
@@ -125,6 +128,17 @@ class ResponsesResource:
         meta.status = "in_progress"
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
         resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]
+
+
+async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: Settings) -> tuple[dict, str]:
+    """A POST's JSON body and the client's key, in the order of the checks (see the module
+    docstring): content type, size, JSON, then the key; the scope learns the model and masked key."""
+    _check_content_type(req)
+    body = _parse_body(await _read_body(req, settings.max_body_bytes))
+    meta.model = _loggable_model(body.get("model"))
+    key = client_key(req, settings)
+    meta.key = mask_key(key)
+    return body, key
 
 
 def _log_warnings(meta: RequestScope, warnings: list[str]) -> None:

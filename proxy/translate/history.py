@@ -15,6 +15,7 @@ is what ``tests/unit/test_round_trip.py`` proves for everything we emit.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 Item = dict[str, Any]
@@ -51,7 +52,7 @@ def with_context(body: dict[str, Any], context: list[Item]) -> dict[str, Any]:
     return chained
 
 
-def next_context(context: list[Item], own_input: list[Item], response: dict[str, Any]) -> list[Item]:
+def next_context(context: list[Item], own_input: list[Item], response: Mapping[str, Any]) -> list[Item]:
     """The context a request chaining from ``response`` stands on: everything its
     request stood on, its own input, then its output."""
     output = response.get("output")

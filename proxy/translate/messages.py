@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from . import validate as v
+from .compaction import TRIGGER, summary_message
 from .content import message_content, text_content, tool_output
 from .errors import InvalidRequest
 from .reasoning_codec import decode_reasoning
@@ -162,6 +163,16 @@ def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool)
                 h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
             elif itype == "reasoning":
                 h.add_reasoning(item)
+            elif itype == "compaction":
+                # The summary stands in for the history it replaced (proxy.translate.compaction).
+                h.add({"role": "user", "content": summary_message(item, param)})
+            elif itype == TRIGGER:
+                # The edge answers a request ending with one; anywhere else it is a mistake.
+                raise InvalidRequest(
+                    f"Invalid '{param}': a compaction_trigger item must be the last input item.",
+                    param,
+                    "invalid_compaction_trigger",
+                )
             elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
                 # The openai SDK's ItemReference: {"id": ...} with an optional type.
                 raise InvalidRequest(

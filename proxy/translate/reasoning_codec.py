@@ -38,21 +38,34 @@ def _b64decode(text: str) -> bytes:
 
 def encode_reasoning(text: str) -> str:
     """Pack reasoning ``text`` into an opaque ``encrypted_content`` string."""
-    return PREFIX + _b64encode(zlib.compress(text.encode("utf-8"), 6))
+    return pack(PREFIX, text)
 
 
 def decode_reasoning(blob: object) -> str | None:
     """Return the text packed by ``encode_reasoning``, or ``None`` if ``blob`` is not ours."""
-    if not isinstance(blob, str) or not blob.startswith(PREFIX):
+    return unpack(PREFIX, blob)
+
+
+def pack(prefix: str, text: str) -> str:
+    """``prefix`` + base64url (unpadded) of the zlib-compressed UTF-8 ``text``.
+
+    The stateless carrier of every opaque blob we hand out (reasoning here,
+    compaction summaries in ``proxy.translate.compaction``); the prefix says
+    what a blob holds, so one kind is never read as another.
+    """
+    return prefix + _b64encode(zlib.compress(text.encode("utf-8"), 6))
+
+
+def unpack(prefix: str, blob: object) -> str | None:
+    """The text ``pack(prefix, …)`` packed, or None for anything else (never raises)."""
+    if not isinstance(blob, str) or not blob.startswith(prefix):
         return None
     try:
-        payload = _b64decode(blob[len(PREFIX):])
+        payload = _b64decode(blob[len(prefix):])
         inflater = zlib.decompressobj()
         data = inflater.decompress(payload, MAX_DECODED_BYTES)
-        if inflater.unconsumed_tail or not inflater.eof:
+        if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
             return None  # too large, truncated, or trailing garbage
-        if inflater.unused_data:
-            return None
         return data.decode("utf-8")
     except (ValueError, binascii.Error, zlib.error, UnicodeError):
         return None

@@ -111,11 +111,12 @@ class CodexRun:
 
 def run_codex(
     binary: Path, home: Path, workspace: Path, base_url: str, model: str, prompt: str,
-    api_key: str, extra_env: dict[str, str], timeout: float = 120.0,
+    api_key: str, extra_env: dict[str, str], timeout: float = 120.0, config_toml: str | None = None,
 ) -> CodexRun:
-    """``codex exec --json`` non-interactively (stdin closed) with a fresh config in ``home``."""
+    """``codex exec --json`` non-interactively (stdin closed) with a fresh config in ``home``
+    (``config_toml``, else the README's ``codex_config_toml(base_url)``)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(codex_config_toml(base_url))
+    (home / "config.toml").write_text(config_toml if config_toml is not None else codex_config_toml(base_url))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),

@@ -101,8 +101,8 @@ def test_json_health_and_large_bodies_through_nginx(nginx):
 
 
 def test_websocket_upgrade_reaches_the_proxy(nginx):
-    """Until WebSocket mode exists the proxy refuses the handshake (403), but it must get it:
-    without the Upgrade/Connection pass-through it would see a plain GET and answer 405."""
+    """The proxy upgrades the handshake (WebSocket mode, 101), which it can only do if nginx passes
+    Upgrade/Connection through: without them it would see a plain GET and answer 405."""
     key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as s:
         s.sendall(
@@ -111,7 +111,7 @@ def test_websocket_upgrade_reaches_the_proxy(nginx):
         )
         answer = s.recv(65536)
     status_line = answer.split(b"\r\n", 1)[0]
-    assert status_line.split()[1] == b"403", answer
-    # uvicorn logs a WebSocket handshake, and only that, as `"WebSocket /v1/responses" <status>`.
-    wait_for(lambda: '"WebSocket /v1/responses" 403' in nginx.instance.log_text(), 10,
+    assert status_line.split()[1] == b"101", answer
+    # uvicorn logs a WebSocket handshake, and only that, as `"WebSocket /v1/responses" [accepted]`.
+    wait_for(lambda: '"WebSocket /v1/responses" [accepted]' in nginx.instance.log_text(), 10,
              what="the proxy's log line for the WebSocket handshake")

@@ -173,7 +173,7 @@ def test_images_not_allowed_in_assistant_or_system_content() -> None:
     [
         ({"type": "item_reference", "id": "msg_1"}, "input[1]"),
         ({"type": "web_search_call", "id": "ws_1", "status": "completed"}, "input[1]"),
-        ({"type": "compaction", "encrypted_content": "x"}, "input[1]"),
+        ({"type": "compaction", "encrypted_content": "x"}, "input[1].encrypted_content"),  # not one of ours
         ({"type": "something_new"}, "input[1]"),
         ({"content": "no role, no type"}, "input[1].type"),
         ({"role": "tool", "content": "x"}, "input[1].role"),

@@ -1,0 +1,168 @@
+"""Compaction at the edge: ``POST /v1/responses/compact`` and Codex's ``compaction_trigger``.
+
+Both ask the backend one question — summarize this conversation — through an
+ordinary ``Exchange`` (breaker, pool, deadline, failure taxonomy as any JSON
+request), with the configured prompt (``COMPACTION_PROMPT``/``_FILE``, else
+``proxy.translate.compaction.DEFAULT_PROMPT``) as the last user message and no
+tools offered, then wrap the answer (``proxy.translate.compaction``):
+
+- ``/responses/compact`` answers the SDK's ``CompactedResponse``: the
+  conversation's user messages, then one ``compaction`` item, and the usage;
+- a request whose last input is a ``compaction_trigger`` answers an ordinary
+  Response (JSON, SSE, or WebSocket frames) whose single output is that item.
+
+The summary is asked for before anything is sent, so a failure is answered like
+any request that failed before its first byte (HTTP status, or a WebSocket
+protocol error). ``previous_response_id`` on ``/compact`` goes through the store
+seam (``proxy.resources.chaining``).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from ..errors import invalid_request
+from ..failures import Cause, Failure
+from ..runtime import Runtime
+from ..settings import Settings
+from ..translate import compaction as cmp
+from ..translate import validate as v
+from ..translate.context import ResponseContext
+from ..translate.history import input_items, with_context
+from ..translate.request import translate_request
+from ..translate.shapes import Usage
+from ..translate.sse import DONE, encode_events
+from .chaining import ContextStore, not_found, owner_of
+from .responses import _SSE_HEADERS, _fail_request, _upstream_headers, read_request
+from .scope import RequestScope
+
+Watch = Callable[[], "asyncio.Future[None]"]
+
+
+class Compaction:
+    """Summaries from the backend, for every transport (see the module docstring)."""
+
+    def __init__(self, runtime: Runtime, store: ContextStore) -> None:
+        self._rt = runtime
+        self.store = store
+
+    @property
+    def settings(self) -> Settings:
+        return self._rt.settings
+
+    @property
+    def prompt(self) -> str:
+        return self._rt.settings.compaction_prompt or cmp.DEFAULT_PROMPT
+
+    async def summarize(
+        self, body: dict[str, Any], *, key: str, headers: dict[str, str], watch: Watch
+    ) -> tuple[str, Usage | None]:
+        """(summary, usage) of ``body``'s conversation. Raises ``ProxyError`` for bad input,
+        ``Failure`` when the backend did not give a usable summary. ``watch()`` starts watching
+        for the client to leave (called once the request is known to be valid)."""
+        rt = self._rt
+        chat, ctx = translate_request(cmp.summary_request(body, self.prompt), rt.policy)
+        exchange = rt.exchange(
+            chat=chat, ctx=ctx, headers=headers, secret=key, disconnected=watch(), emit_events=False
+        )
+        async with exchange:
+            await exchange.open()
+            async for _ in exchange.batches():
+                pass
+        if exchange.failure is not None:
+            raise exchange.failure
+        response = exchange.response
+        summary = cmp.summary_of(response)
+        if not summary:
+            raise Failure(
+                Cause.BACKEND_FAILED, "The backend answered the compaction request with no summary.",
+                "empty_summary", kind="malformed",
+            )
+        return summary, response["usage"]
+
+    async def answer_trigger(
+        self, body: dict[str, Any], *, key: str, headers: dict[str, str], watch: Watch,
+        previous_response_id: str | None = None,
+    ) -> tuple[ResponseContext, dict[str, Any]]:
+        """A request ending with a ``compaction_trigger``: (its context, its finished Response)."""
+        stripped = cmp.split_trigger(body)
+        assert stripped is not None, "answer_trigger needs a request ending with a compaction_trigger"
+        # The request itself is validated and echoed as any other (its tools too);
+        # only the summarizing call goes without them.
+        _, ctx = translate_request(stripped, self._rt.policy)
+        ctx.echo["previous_response_id"] = previous_response_id
+        summary, usage = await self.summarize(stripped, key=key, headers=headers, watch=watch)
+        item = cmp.compaction_item(summary)
+        return ctx, cmp.trigger_response(cmp.in_progress(ctx), item, usage, int(time.time()))
+
+    async def respond_http(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, meta: RequestScope, body: dict, key: str
+    ) -> None:
+        """``POST /v1/responses`` ending with a ``compaction_trigger``: JSON, or SSE when ``stream`` is set."""
+        settings = self._rt.settings
+        upstream_key = settings.backend_api_key or key
+        headers = _upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers)
+        try:
+            ctx, final = await self.answer_trigger(
+                body, key=upstream_key, headers=headers, watch=meta.watch_disconnect
+            )
+        except Failure as failure:
+            _fail_request(meta, resp, failure, upstream_key)
+            return
+        meta.model = ctx.model
+        meta.status = final["status"]
+        if not ctx.stream:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = orjson.dumps(final)
+            return
+        resp.content_type = "text/event-stream"
+        resp.set_headers(_SSE_HEADERS)
+        resp.data = encode_events(cmp.trigger_stream(ctx, final)) + DONE
+
+
+class CompactResource:
+    """``POST /v1/responses/compact``."""
+
+    def __init__(self, compaction: Compaction) -> None:
+        self._compaction = compaction
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        meta: RequestScope = req.context.meta
+        settings = self._compaction.settings
+        body, key = await read_request(req, meta, settings)
+        v.model_name(body)
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            if not isinstance(previous, str):
+                raise v.fail("previous_response_id", "a string", previous)
+            context = await self._compaction.store.load(previous, owner=owner_of(key))
+            if context is None:
+                raise not_found(previous)
+            body = with_context(body, context)
+        if body.get("input") is None or not input_items(body):
+            raise invalid_request(
+                "Nothing to compact: send 'input' (the conversation) and/or 'previous_response_id'.", "input",
+                "missing_required_parameter",
+            )
+        upstream_key = settings.backend_api_key or key
+        headers = _upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers)
+        try:
+            summary, usage = await self._compaction.summarize(
+                body, key=upstream_key, headers=headers, watch=meta.watch_disconnect
+            )
+        except Failure as failure:
+            _fail_request(meta, resp, failure, upstream_key)
+            return
+        meta.status = "completed"
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = orjson.dumps(
+            cmp.compacted_response(
+                items=input_items(body), summary=summary, usage=usage, created_at=int(time.time())
+            )
+        )

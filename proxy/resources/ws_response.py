@@ -1,0 +1,229 @@
+"""One ``response.create`` of a WebSocket connection, from frame to terminal event.
+
+Each response is an ``Exchange`` — the same round trip, translator, failure
+taxonomy and breaker as ``POST /v1/responses`` — whose events go out as one text
+message each (``proxy.translate.ws_frames`` for the shapes). Three kinds:
+
+- an ordinary request: streamed from the backend; if the backend refuses it
+  before any output (4xx, 5xx, breaker open…), one protocol ``error`` event with
+  the HTTP status a ``POST`` would have had, and no response events — as a stream
+  refused before its first output gets a JSON error over HTTP;
+- ``generate: false`` (Codex's warm-up): prepared without calling the backend;
+- ending with a ``compaction_trigger``: compacted (``proxy.resources.compact``).
+
+``previous_response_id`` is resolved by the connection (its last response, else
+the store seam); the context a later request will chain from is recorded before
+the terminal event is sent (the exchange's ``on_terminal`` hook), and the
+connection is free for the next ``response.create`` the moment that event is
+out. Each response writes one ``request_completed`` line.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..errors import ProxyError, invalid_request
+from ..exchange import Exchange
+from ..failures import Cause, Failure
+from ..logs import mask_key, request_completed
+from ..relay import KEEPALIVE, Batch, _Keepalive
+from ..runtime import Runtime
+from ..translate import compaction as cmp
+from ..translate import validate as v
+from ..translate import ws_frames as wf
+from ..translate.context import ResponseContext
+from ..translate.errors import InvalidRequest
+from ..translate.history import input_items, next_context, with_context
+from ..translate.request import translate_request
+from ..translate.shapes import Response
+from .auth import scrub
+from .chaining import Item
+from .compact import Compaction
+from .responses import FIRST_BATCH_GRACE_SECS, _has_output, _loggable_model
+from .scope import _new_request_id
+
+log = logging.getLogger("proxy.websocket")
+
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def protocol_error(refusal: ProxyError | InvalidRequest) -> dict[str, Any]:
+    """The ``error`` frame for a request refused before its response began: the HTTP status and
+    the OpenAI-shaped error a ``POST`` gets (the core's ``InvalidRequest`` is a 400, as in ``proxy.app``)."""
+    if isinstance(refusal, InvalidRequest):
+        refusal = invalid_request(refusal.message, refusal.param, refusal.code)
+    return wf.error_event(refusal.status, refusal.body()["error"], refusal.headers)
+
+
+class Run:
+    """One ``response.create``'s bookkeeping: its metrics line (and, while it runs, the connection's busy mark)."""
+
+    __slots__ = ("request_id", "started", "model", "status", "http_status")
+
+    def __init__(self, model: object) -> None:
+        self.request_id = _new_request_id()
+        self.started = time.perf_counter()
+        self.model = _loggable_model(model)
+        self.status = "error"
+        self.http_status = 200
+
+
+class Link(Protocol):
+    """What a response needs from its connection (``proxy.resources.ws_connection``)."""
+
+    async def send(self, event: dict[str, Any]) -> bool: ...  # False once the client is gone
+    def sent_terminal(self, run: Run) -> None: ...  # the connection may take the next response.create
+    def watch(self) -> asyncio.Future[None]: ...  # done when the client leaves
+    def gone(self) -> bool: ...
+    async def context_of(self, response_id: str) -> list[Item]: ...  # ProxyError 404 when unknown
+    async def remember(self, response: Mapping[str, Any], context: list[Item]) -> None: ...
+
+
+class Responder:
+    """Answers the ``response.create`` frames of one connection (see the module docstring)."""
+
+    def __init__(
+        self, runtime: Runtime, compaction: Compaction, *, key: str, upstream_key: str, headers: dict[str, str]
+    ) -> None:
+        self._rt = runtime
+        self._compaction = compaction
+        self._masked_key = mask_key(key)
+        self._upstream_key = upstream_key
+        self._headers = headers
+
+    async def respond(self, link: Link, frame: wf.Create, run: Run) -> None:
+        try:
+            await self._create(link, frame, run)
+        except (ProxyError, InvalidRequest) as refusal:
+            frame_out = protocol_error(refusal)
+            run.http_status = frame_out["status"]
+            await link.send(frame_out)
+        except Failure as failure:
+            if failure.cause is Cause.CLIENT_GONE:
+                run.status, run.http_status = "client_disconnected", 499
+            else:
+                run.status = "failed" if failure.cause is not Cause.BREAKER_OPEN else "error"
+                # A backend may echo the key it was given; it must not reach the client.
+                failure.message = scrub(failure.message, self._upstream_key)
+                error = failure.http_error()
+                run.http_status = error.status
+                await link.send(protocol_error(error))
+        except asyncio.CancelledError:
+            run.status, run.http_status = "client_disconnected", 499
+            raise
+        except Exception:  # a bug of ours: this response fails, the connection and the worker live on
+            log.exception("request_id=%s: unhandled error in a WebSocket response", run.request_id)
+            run.http_status = 500
+            await link.send(protocol_error(ProxyError(
+                500, "Internal proxy error.", type="server_error", code="internal_error"
+            )))
+        finally:
+            request_completed(
+                model=run.model, duration_ms=(time.perf_counter() - run.started) * 1000.0, status=run.status,
+                http_status=run.http_status, key=self._masked_key, request_id=run.request_id,
+            )
+
+    async def _create(self, link: Link, frame: wf.Create, run: Run) -> None:
+        body = frame.body
+        previous = body.get("previous_response_id")
+        context: list[Item] = []
+        if previous is not None:
+            if not isinstance(previous, str):
+                raise v.fail("previous_response_id", "a string", previous)
+            context = await link.context_of(previous)
+            body = with_context(body, context)
+        if cmp.has_trigger(body):
+            await self._compact(link, body, previous, frame, run)
+            return
+        own = input_items(frame.body) if frame.body.get("input") is not None else []
+        chat, ctx = translate_request(body, self._rt.policy)
+        ctx.echo["previous_response_id"] = previous
+        run.model = ctx.model
+        try:
+            await self._answer(link, frame, run, chat, ctx, context, own)
+        finally:  # dropped built-in tools, calls outside allowed_tools…, as the HTTP path logs them
+            for warning in ctx.warnings:
+                log.warning("request_id=%s model=%s: %s", run.request_id, run.model, warning)
+
+    async def _answer(
+        self, link: Link, frame: wf.Create, run: Run, chat: dict[str, Any], ctx: ResponseContext,
+        context: list[Item], own: list[Item],
+    ) -> None:
+        async def remember(response: Response) -> None:
+            await link.remember(response, next_context(context, own, response))
+
+        if not frame.generate:  # state prepared, nothing generated, no backend call
+            events = wf.prepared_events(ctx)
+            await remember(events[-1]["response"])
+            run.status = "completed"
+            await self._send_events(link, events, frame, run)
+            return
+        rt = self._rt
+        exchange = rt.exchange(
+            chat=chat, ctx=ctx, headers={**self._headers, "x-request-id": run.request_id},
+            secret=self._upstream_key, disconnected=link.watch(), emit_events=True, on_terminal=remember,
+        )
+        await exchange.open()
+        async with exchange:
+            await self._stream(link, exchange, frame, run)
+
+    async def _stream(self, link: Link, exchange: Exchange, frame: wf.Create, run: Run) -> None:
+        head = exchange.start()
+        batches = exchange.batches(first_wait_secs=FIRST_BATCH_GRACE_SECS)
+        try:
+            first: Batch | _Keepalive = await batches.__anext__()
+        except StopAsyncIteration:  # the client left
+            first = KEEPALIVE
+        try:
+            failure = exchange.failure
+            if failure is not None and not isinstance(first, _Keepalive) and not _has_output(first):
+                raise failure  # nothing but the refusal so far: a protocol error, as over HTTP
+            events = head if isinstance(first, _Keepalive) else head + first
+            if await self._send_events(link, events, frame, run, exchange) and not exchange.translator.done:
+                async for batch in batches:
+                    if isinstance(batch, _Keepalive):
+                        continue  # the protocol's own pings keep the connection alive
+                    if not await self._send_events(link, batch, frame, run, exchange):
+                        break
+        finally:
+            await batches.aclose()
+        failure = exchange.failure
+        if (failure is not None and failure.cause is Cause.CLIENT_GONE) or link.gone():
+            run.status, run.http_status = "client_disconnected", 499
+        else:
+            run.status = exchange.response.get("status", "failed")
+
+    async def _compact(
+        self, link: Link, body: dict[str, Any], previous: str | None, frame: wf.Create, run: Run
+    ) -> None:
+        ctx, final = await self._compaction.answer_trigger(
+            body, key=self._upstream_key, headers={**self._headers, "x-request-id": run.request_id},
+            watch=link.watch, previous_response_id=previous,
+        )
+        run.model = ctx.model
+        # What the conversation stands on from here: its user messages, then the summary.
+        await link.remember(final, [*cmp.user_messages(input_items(body)[:-1]), final["output"][0]])
+        run.status = "completed"
+        await self._send_events(link, cmp.trigger_stream(ctx, final), frame, run)
+
+    async def _send_events(
+        self, link: Link, events: Batch, frame: wf.Create, run: Run, exchange: Exchange | None = None
+    ) -> bool:
+        """Send each event as one message; False once the client is gone."""
+        stream_id = frame.stream_id
+        for event in events:
+            kind = event["type"]
+            if kind == "error":
+                failure = exchange.failure if exchange is not None else None
+                error_type = (failure.error_type or failure.row.error_type) if failure is not None else "server_error"
+                event = wf.stream_error_event(event, error_type)
+            if stream_id is not None:
+                event = {**event, "stream_id": stream_id}
+            if not await link.send(event):
+                return False
+            if kind in _TERMINAL:
+                link.sent_terminal(run)
+        return True

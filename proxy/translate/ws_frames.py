@@ -1,0 +1,177 @@
+"""The Responses WebSocket protocol's frames: what a client may send, and our frames back.
+
+Pure functions over text and dicts, so the connection loop in
+``proxy.resources.websocket`` only moves frames. The shapes are the openai SDK's
+WebSocket types (openai 3.57, ``types/responses/responses_client_event.py`` and
+``responses_server_event.py``), which Codex 0.171 and the Agents SDK 0.24 parse too:
+
+- client → server: ``response.create`` (the ``POST /v1/responses`` body plus
+  ``type``, and the WebSocket-only ``generate`` and ``stream_id``),
+  ``response.steer``; Codex also sends ``response.processed`` after each
+  response, which needs no answer and gets none.
+- server → client: every event of a response exactly as the SSE ``data:`` line,
+  except ``error``: over a WebSocket it nests ``code``/``message``/``param``/``type``
+  under ``error`` (``ResponseWsError``). A protocol error — the request refused
+  before any response exists — also carries the HTTP ``status`` it would have had,
+  which is how Codex tells a 400 from a 401 or a 429 on this transport; an error
+  inside a response's stream carries its ``sequence_number`` instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.translate import validate as v
+from proxy.translate.context import ResponseContext
+from proxy.translate.errors import InvalidRequest
+from proxy.translate.stream import StreamTranslator
+
+# Client frames that need no answer (Codex acknowledges each response it has processed).
+IGNORED_TYPES = frozenset({"response.processed"})
+# Keys of `response.create` that belong to the WebSocket envelope, not to the request.
+_ENVELOPE_KEYS = ("type", "generate", "stream_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """A ``response.create``: ``body`` is the Responses request it carries (always streamed)."""
+
+    body: dict[str, Any]
+    generate: bool
+    stream_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Steer:
+    """A ``response.steer``: more input for a response that is running."""
+
+    previous_response_id: str
+    input: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    type: str
+
+
+Frame = Create | Steer | Ignored
+
+
+def parse_frame(text: str) -> Frame:
+    """Read one client text frame; raise ``InvalidRequest`` (a 400 naming ``param``) if it is not one we take."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The message is not valid JSON: {exc.msg} at position {exc.pos}.", code="invalid_json"
+        ) from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest(
+            f"The message must be a JSON object, got {v.type_name(doc)}.", code="invalid_json"
+        )
+    kind = doc.get("type")
+    if kind == "response.create":
+        return _create(doc)
+    if kind == "response.steer":
+        return _steer(doc)
+    if isinstance(kind, str) and kind in IGNORED_TYPES:
+        return Ignored(kind)
+    if kind is None:
+        raise v.missing("type", "'response.create'")
+    if not isinstance(kind, str):
+        raise v.fail("type", "a string such as 'response.create'", kind)
+    raise InvalidRequest(
+        f"Unknown message type {kind[:64]!r}: this server takes 'response.create' (and answers "
+        "'response.steer').",
+        "type",
+        "unknown_event_type",
+    )
+
+
+def _create(doc: dict[str, Any]) -> Create:
+    generate = v.opt_bool(doc, "generate")
+    stream_id = v.opt_str(doc, "stream_id", max_len=v.MAX_ID_STRING)
+    if doc.get("background") is True:
+        raise InvalidRequest(
+            "background mode is not supported over a WebSocket (the connection streams every response); "
+            "omit 'background', or use POST /v1/responses.",
+            "background",
+            "unsupported_parameter",
+        )
+    body = {k: value for k, value in doc.items() if k not in _ENVELOPE_KEYS}
+    body["stream"] = True  # implicit over a WebSocket
+    return Create(body, generate is not False, stream_id)
+
+
+def _steer(doc: dict[str, Any]) -> Steer:
+    previous = doc.get("previous_response_id")
+    if previous is None:
+        raise v.missing("previous_response_id", "the response to steer")
+    if not isinstance(previous, str):
+        raise v.fail("previous_response_id", "a string", previous)
+    if doc.get("input") is None:
+        raise v.missing("input", "the input to steer with")
+    return Steer(previous, doc["input"])
+
+
+def error_event(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A protocol error: the request was refused before any response began. ``error`` is the
+    OpenAI-shaped error object (``message``, ``type``, ``param``, ``code``) an HTTP client gets
+    with ``status``; ``headers`` (e.g. ``Retry-After``) ride inside it."""
+    if headers:
+        error = {**error, "headers": dict(headers)}
+    return {"type": "error", "status": status, "error": error}
+
+
+def stream_error_event(event: dict[str, Any], error_type: str) -> dict[str, Any]:
+    """A response stream's (flat) ``error`` event in the WebSocket shape, same sequence number."""
+    return {
+        "type": "error",
+        "sequence_number": event["sequence_number"],
+        "error": {
+            "type": error_type,
+            "code": event.get("code"),
+            "message": event.get("message"),
+            "param": event.get("param"),
+        },
+    }
+
+
+def steer_failed_event(steer: Steer, sequence_number: int) -> dict[str, Any]:
+    """``response.steer.failed``: steering is not supported; the input goes back to the client."""
+    return {
+        "type": "response.steer.failed",
+        "sequence_number": sequence_number,
+        "error": {
+            "type": "invalid_request_error",
+            "code": "steering_not_supported",
+            "message": "Steering is not supported by this server: the response runs to its end. Send the input "
+            "in a new 'response.create' with 'previous_response_id' once this response is done.",
+        },
+        "steer": {"input": steer.input, "previous_response_id": steer.previous_response_id},
+    }
+
+
+def encode(event: dict[str, Any]) -> str:
+    """One event as the text of one message."""
+    return orjson.dumps(event).decode()
+
+
+# A chat "answer" with nothing in it: what `generate: false` feeds the translator.
+_NOTHING_GENERATED: dict[str, Any] = {
+    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+}
+
+
+def prepared_events(ctx: ResponseContext) -> list[dict[str, Any]]:
+    """``generate: false`` (Codex's warm-up): the request's state is prepared and nothing is generated.
+
+    The same translator as every response builds the events — ``response.created``,
+    ``response.in_progress``, then ``response.completed`` with no output and zero
+    usage — and the backend is never called; the response's id can be chained from.
+    """
+    translator = StreamTranslator(ctx)
+    return translator.start() + translator.feed(_NOTHING_GENERATED) + translator.finish()
