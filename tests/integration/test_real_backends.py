@@ -64,10 +64,11 @@ def test_json(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> N
     body = fx.request_body(stream=False)
     if fx.expect["status"] == "failed":
         # A failed answer reaches a JSON client as an OpenAI-shaped error (the tap checks
-        # the shape) that carries what the server said.
+        # the shape) that carries what the server said. Which status (502, or 4xx for an
+        # error the request caused, like Groq's tool_use_failed) is the proxy's choice.
         with pytest.raises(openai.APIStatusError) as info:
             openai_client.responses.create(**body)
-        assert info.value.status_code >= 500, info.value.status_code
+        assert info.value.status_code >= 400, info.value.status_code
         needle = fx.expect.get("error_message_contains")
         assert needle is None or needle in info.value.message, _explain(
             fx, [f"error: got {info.value.message!r}, it should carry {needle!r}"]
