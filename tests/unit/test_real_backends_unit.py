@@ -1,24 +1,28 @@
-"""Recorded answers of real servers, fed straight through the translator (the fast twin of
-``tests/integration/test_real_backends.py``).
+"""Recorded answers of real servers, fed through the relay's own loop in-process (the fast twin
+of ``tests/integration/test_real_backends.py``).
 
-Each fixture's bytes go through ``SSEDecoder`` → ``StreamTranslator`` the way
-``proxy/relay.py`` drives them — including its payload handling (``[DONE]``, chunks that
-are not JSON, ``{"error": …}``) and its JSON-body fallback (``completion_as_sse``) — both
-streaming (every event checked by ``tests/conformance.py``) and in JSON mode. The output
-must be what the server meant (``tests/fixtures/backends/manifest.json``). Many of these fail
-until the translator learns the shapes the survey found; the failure message names each
-difference.
+Each fixture's bytes are the body of an ``httpx.Response`` (the recorded content type, one
+network read per recorded write, or reads of a few bytes) handed to ``proxy.relay.relay`` —
+the very loop the service runs: content-type sniffing, SSE decoding, ``[DONE]``, chunks that
+are not JSON, error payloads, a whole JSON body through ``completion_to_chunks``, the end of
+the stream — and the events it yields are checked by ``tests/conformance.py``. Each fixture
+is replayed for the request modes that would really receive it: an SSE recording answers a
+streaming client, and a JSON client under ``JSON_UPSTREAM=stream``; a JSON body answers a
+JSON client, and a streaming client of a backend that ignores ``stream: true``. The output
+must be what the server meant (``tests/fixtures/backends/manifest.json``); a failure names
+each difference.
 """
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
-from proxy.relay import Outcome, _feed_payload, _finish  # the relay's own payload rules, not a copy
-from proxy.translate.completion import completion_as_sse
+from proxy.relay import KEEPALIVE, Outcome, relay
 from proxy.translate.request import TranslationPolicy, translate_request
-from proxy.translate.sse import SSEDecoder
 from proxy.translate.stream import StreamTranslator
 from tests.conformance import check_response, check_stream
 from tests.fixtures.backends import Fixture, load_all, meaning, mismatches
@@ -26,37 +30,46 @@ from tests.fixtures.backends import Fixture, load_all, meaning, mismatches
 FIXTURES = load_all()
 
 
-def _network_reads(fx: Fixture, split: int | None) -> list[bytes]:
-    """What the relay would read: a JSON body recast as SSE (as ``relay._json_as_sse`` does),
-    else the recorded bytes, one read per event or in ``split``-byte reads."""
-    ctype = fx.content_type
-    if "json" in ctype and "event-stream" not in ctype:
-        return [completion_as_sse(fx.body)]
+class _Body(httpx.AsyncByteStream):
+    """The recorded bytes as the network reads a transport would hand the relay."""
+
+    def __init__(self, reads: list[bytes]) -> None:
+        self._reads = reads
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for data in self._reads:
+            yield data
+
+
+def _reads(fx: Fixture, split: int | None) -> list[bytes]:
     if split is None:
         return fx.pieces()
     body = fx.body
     return [body[i : i + split] for i in range(0, len(body), split)]
 
 
-def replay(fx: Fixture, *, stream: bool, split: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Events and final Response for this fixture, decoded and translated as ``relay`` does."""
+async def _relay(fx: Fixture, translator: StreamTranslator, outcome: Outcome, split: int | None) -> list[dict[str, Any]]:
+    response = httpx.Response(200, headers={"content-type": fx.content_type}, stream=_Body(_reads(fx, split)))
+    disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    events: list[dict[str, Any]] = []
+    async for batch in relay(
+        response, translator, outcome,
+        disconnected=disconnected, keepalive_secs=None, deadline=None,
+        max_event_bytes=1 << 20, idle_timeout_secs=60.0, redact=lambda payload: payload,
+    ):
+        assert batch is not KEEPALIVE
+        events += batch
+    return events
+
+
+def replay(fx: Fixture, *, stream: bool, split: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
+    """Events, final Response and outcome for this fixture, as the service's relay makes them."""
     _, ctx = translate_request(fx.request_body(stream=stream), TranslationPolicy())
     translator = StreamTranslator(ctx, emit_events=stream)
     outcome = Outcome()
-    decoder = SSEDecoder()
-    events = translator.start()
-    for data in [*_network_reads(fx, split), None]:  # None: the connection closed
-        payloads = decoder.feed(data) if data is not None else decoder.flush()
-        for payload in payloads:
-            events += _feed_payload(translator, translator.feed, payload, outcome)
-            if translator.done:
-                break
-        if data is None and not translator.done:
-            events += _finish(translator, outcome)
-        if translator.done:
-            break
-    assert translator.done, "the translator never ended the response"
-    return events, translator.response
+    events = translator.start() + asyncio.run(_relay(fx, translator, outcome, split))
+    assert translator.done, "the relay ended without a terminal event"
+    return events, translator.response, outcome
 
 
 def _explain(fx: Fixture, problems: list[str]) -> str:
@@ -65,27 +78,30 @@ def _explain(fx: Fixture, problems: list[str]) -> str:
 
 @pytest.mark.parametrize("fx", FIXTURES, ids=lambda fx: fx.id)
 def test_streamed_events_are_valid_and_mean_what_the_server_meant(fx: Fixture) -> None:
-    events, response = replay(fx, stream=True)
+    events, response, outcome = replay(fx, stream=True)
     final = check_stream(events)
     assert final == response
+    assert (outcome.failure is not None) == (final["status"] == "failed")
     problems = mismatches(meaning(final), fx)
     assert not problems, _explain(fx, problems)
 
 
 @pytest.mark.parametrize("fx", FIXTURES, ids=lambda fx: fx.id)
 def test_json_response_is_valid_and_means_what_the_server_meant(fx: Fixture) -> None:
-    _, response = replay(fx, stream=False)
+    events, response, outcome = replay(fx, stream=False)
+    assert events == []
     check_response(response)
+    assert (outcome.failure is not None) == (response["status"] == "failed")
     problems = mismatches(meaning(response), fx)
     assert not problems, _explain(fx, problems)
 
 
-@pytest.mark.parametrize("fx", [f for f in FIXTURES if f.format == "sse"], ids=lambda fx: fx.id)
+@pytest.mark.parametrize("fx", FIXTURES, ids=lambda fx: fx.id)
 def test_network_read_boundaries_change_nothing(fx: Fixture) -> None:
-    """7-byte reads split lines, multi-byte characters and ``data:`` prefixes: same answer as event-sized reads."""
-    _, by_event = replay(fx, stream=False)
-    _, by_7_bytes = replay(fx, stream=False, split=7)
-    assert meaning(by_7_bytes) == meaning(by_event)
+    """7-byte reads split lines, multi-byte characters and ``data:`` prefixes: same answer as recorded-write reads."""
+    _, by_write, _ = replay(fx, stream=False)
+    _, by_7_bytes, _ = replay(fx, stream=False, split=7)
+    assert meaning(by_7_bytes) == meaning(by_write)
 
 
 def test_fixture_pieces_are_the_recorded_bytes() -> None:
