@@ -2,12 +2,19 @@
 backend, through the real service (gunicorn, 2 Uvicorn workers), to the official openai SDK.
 
 The fixtures and what each server meant are in ``tests/fixtures/backends`` (see its
-``manifest.json``). For every fixture the client gets, streamed and as JSON, strictly valid
-output (the ``openai_client`` tap validates every event and body with ``tests/conformance.py``)
-that says what the server meant: text, reasoning, tool calls, usage numbers, status. Many of
-these fail until the translator learns the shapes the survey found (issue 12, phase B); the
-failure message names each difference. ``tests/unit/test_real_backends_unit.py`` is the fast
-twin that feeds the same bytes straight through the translator.
+``manifest.json``). Each recording is replayed for the client that would really receive it:
+
+* an SSE recording answers a streaming client, and a JSON client of a service run with
+  ``JSON_UPSTREAM=stream`` (which streams upstream for JSON clients too);
+* a JSON body answers a JSON client (the default ``JSON_UPSTREAM=json`` asks for one), and a
+  streaming client of a backend that ignores ``stream: true``.
+
+Every time the client gets strictly valid output (the tap validates every event and body with
+``tests/conformance.py``) that says what the server meant: text, reasoning, tool calls, usage
+numbers, status; the failure message names each difference. Each streamed recording is also
+cut short (the connection broken half-way): that must never read as completed.
+``tests/unit/test_real_backends_unit.py`` is the fast twin that feeds the same bytes through
+the relay in-process.
 """
 from __future__ import annotations
 
@@ -18,56 +25,80 @@ import openai
 import pytest
 
 from proxy.devtools import Service, start_proxy
+from tests.conftest import API_KEY
 from tests.fixtures.backends import Fixture, load_all, meaning, mismatches
 from tests.mock_client import MockControl
+from tests.tap import RecordingTap, check_exchanges
 
 FIXTURES = load_all()
-STREAMED = [fx for fx in FIXTURES if fx.format == "sse" and len(fx.pieces()) > 1]
+SSE = [fx for fx in FIXTURES if fx.format == "sse"]
+JSON = [fx for fx in FIXTURES if fx.format == "json"]
+STREAMED = [fx for fx in SSE if len(fx.pieces()) > 1]
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _service(mock_backend: Service, log: Path, **env: str) -> Service:
+    # The circuit breaker is off: several recordings are failures by design (a mid-stream
+    # error, a stream cut short), and they must neither open a breaker shared with other
+    # tests nor turn the next fixture's answer into a 503.
+    return start_proxy(mock_backend.url + "/v1", log, CIRCUIT_BREAKER_ENABLED="false", **env)
 
 
 @pytest.fixture(scope="module")
 def proxy(mock_backend: Service, logs_dir: Path) -> Iterator[Service]:
-    """The deployed service in front of the session's mock, with the circuit breaker off.
+    """The deployed service (default ``JSON_UPSTREAM=json``) in front of the session's mock.
 
-    Overrides the session ``proxy`` (and so the ``openai_client`` built on it) for this module:
-    several recordings are failures by design (a mid-stream error, a stream cut short), and
-    they must not open a breaker shared with every other test, nor must an open breaker turn
-    the next fixture's answer into a 503.
+    Overrides the session ``proxy`` (and so the ``openai_client`` built on it) for this module.
     """
-    service = start_proxy(
-        mock_backend.url + "/v1", logs_dir / "proxy-real-backends.log", CIRCUIT_BREAKER_ENABLED="false"
-    )
+    service = _service(mock_backend, logs_dir / "proxy-real-backends.log")
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="module")
+def stream_upstream(mock_backend: Service, logs_dir: Path) -> Iterator[Service]:
+    """The same service with ``JSON_UPSTREAM=stream``: JSON clients' answers are streamed upstream."""
+    service = _service(mock_backend, logs_dir / "proxy-real-backends-stream.log", JSON_UPSTREAM="stream")
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def stream_upstream_client(stream_upstream: Service) -> Iterator[openai.OpenAI]:
+    with RecordingTap(stream_upstream.url) as tap:
+        with openai.OpenAI(base_url=tap.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+            yield client
+        check_exchanges(tap)
 
 
 def _explain(fx: Fixture, problems: list[str]) -> str:
     return f"{fx.id} ({fx.server}; quirks: {'; '.join(fx.quirks)}):\n  " + "\n  ".join(problems)
 
 
-@pytest.mark.parametrize("fx", FIXTURES, ids=lambda fx: fx.id)
-def test_streamed(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
-    mock.script(fx.model, fx.mock_script(), replace=True)
-    events = list(openai_client.responses.create(**fx.request_body(stream=True)))
+def _upstream_stream_flag(mock: MockControl, fx: Fixture) -> bool:
+    """What the service asked the backend for (the recorded bytes were its answer); one request only."""
+    requests = mock.requests(fx.model)
+    assert len(requests) == 1, len(requests)
+    return requests[0]["body"].get("stream") is True
+
+
+def _check_streamed(fx: Fixture, client: openai.OpenAI) -> None:
+    events = list(client.responses.create(**fx.request_body(stream=True)))
     assert events and events[-1].type in TERMINAL, [e.type for e in events][-5:]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     problems = mismatches(meaning(events[-1].response.model_dump(mode="json")), fx)
     assert not problems, _explain(fx, problems)
-    # the backend got exactly one request, and the recorded bytes were what it answered
-    assert len(mock.requests(fx.model)) == 1
 
 
-@pytest.mark.parametrize("fx", FIXTURES, ids=lambda fx: fx.id)
-def test_json(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
-    mock.script(fx.model, fx.mock_script(), replace=True)
+def _check_json(fx: Fixture, client: openai.OpenAI) -> None:
     body = fx.request_body(stream=False)
     if fx.expect["status"] == "failed":
         # A failed answer reaches a JSON client as an OpenAI-shaped error (the tap checks
         # the shape) that carries what the server said. Which status (502, or 4xx for an
-        # error the request caused, like Groq's tool_use_failed) is the proxy's choice.
+        # error the request caused, like Groq's tool_use_failed) is the taxonomy's
+        # (tests/integration/test_taxonomy.py pins it).
         with pytest.raises(openai.APIStatusError) as info:
-            openai_client.responses.create(**body)
+            client.responses.create(**body)
         assert info.value.status_code >= 400, info.value.status_code
         needle = fx.expect.get("error_message_contains")
         assert needle is None or needle in info.value.message, _explain(
@@ -75,19 +106,60 @@ def test_json(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> N
         )
         return
     try:
-        response = openai_client.responses.create(**body)
+        response = client.responses.create(**body)
     except openai.APIStatusError as exc:
         pytest.fail(_explain(fx, [f"the proxy answered {exc.status_code} {exc.message!r}, the server meant {fx.expect['status']}"]))
     problems = mismatches(meaning(response.model_dump(mode="json")), fx)
     assert not problems, _explain(fx, problems)
 
 
+@pytest.mark.parametrize("fx", SSE, ids=lambda fx: fx.id)
+def test_sse_to_streaming_client(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
+    mock.script(fx.model, fx.mock_script(), replace=True)
+    _check_streamed(fx, openai_client)
+    assert _upstream_stream_flag(mock, fx) is True
+
+
+@pytest.mark.parametrize("fx", SSE, ids=lambda fx: fx.id)
+def test_sse_to_json_client_with_stream_upstream(
+    fx: Fixture, stream_upstream_client: openai.OpenAI, mock: MockControl
+) -> None:
+    mock.script(fx.model, fx.mock_script(), replace=True)
+    _check_json(fx, stream_upstream_client)
+    assert _upstream_stream_flag(mock, fx) is True
+
+
+@pytest.mark.parametrize("fx", JSON, ids=lambda fx: fx.id)
+def test_json_body_to_json_client(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
+    mock.script(fx.model, fx.mock_script(), replace=True)
+    _check_json(fx, openai_client)
+    assert _upstream_stream_flag(mock, fx) is False
+
+
+@pytest.mark.parametrize("fx", JSON, ids=lambda fx: fx.id)
+def test_json_body_to_streaming_client(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
+    """A backend that ignores ``stream: true`` and answers with one JSON body."""
+    mock.script(fx.model, fx.mock_script(), replace=True)
+    _check_streamed(fx, openai_client)
+    assert _upstream_stream_flag(mock, fx) is True
+
+
 @pytest.mark.parametrize("fx", STREAMED, ids=lambda fx: fx.id)
 def test_cut_short_is_never_completed(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
     """The same recording with the connection broken half-way: whatever rule makes a clean end
-    without a finish reason count as completed, a stream cut short must end as failed."""
+    without a finish reason count as completed, a stream cut short must end as failed.
+
+    The recorded writes go out a few ms apart (a server's pace, not one coalesced write), so the
+    answer has begun when the connection breaks and the client sees ``response.failed``. Should
+    the break reach the service before any output (a busy machine can merge the reads), the
+    client gets the HTTP error a JSON client would get instead: still never completed.
+    """
     model = fx.model + "-cut"
-    mock.script(model, fx.mock_script(drop_after=len(fx.pieces()) // 2), replace=True)
-    events = list(openai_client.responses.create(**{**fx.request_body(stream=True), "model": model}))
+    mock.script(model, fx.mock_script(drop_after=len(fx.pieces()) // 2, delay=0.005), replace=True)
+    try:
+        events = list(openai_client.responses.create(**{**fx.request_body(stream=True), "model": model}))
+    except openai.APIStatusError as exc:
+        assert exc.status_code == 502 and exc.code == "backend_error", (exc.status_code, exc.code)
+        return
     assert events[-1].type == "response.failed", (fx.id, [e.type for e in events][-3:])
     assert events[-1].response.status == "failed"
