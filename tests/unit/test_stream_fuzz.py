@@ -129,3 +129,15 @@ def test_feed_never_raises_and_stream_stays_valid(chunks, ctx_kw, ending):
     check_response(json_final)
     strip = lambda r: {**r, "completed_at": None}  # noqa: E731
     assert strip(json_final) == strip(final)
+
+
+def test_arguments_too_deep_to_re_encode_are_malformed_not_a_crash():
+    """orjson parses 1024 levels but encodes 254: an arguments object in between (TGI sends the
+    object itself) cannot become the arguments string. That is the chunk's fault, named as such.
+    (Not in the golden corpus: a trace of it cannot be recorded, for the same reason.)"""
+    deep = orjson.loads(b"[" * 300 + b"]" * 300)
+    chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "c", "function": {"name": "f", "arguments": deep}}]}}]}
+    events, final = _run([{"choices": [{"index": 0, "delta": {"content": "kept"}}]}, chunk], {}, "finish", emit=True)
+    assert check_stream(events) == final and final["status"] == "failed"
+    assert final["error"]["message"] == "malformed chunk from upstream: choices[].delta.tool_calls[].function.arguments"
