@@ -53,10 +53,12 @@ def map_usage(usage: Any) -> Usage:
     # Cache writes: OpenAI-style details, or the Anthropic-style top-level name
     # some compatible servers (LiteLLM, OpenRouter) pass through.
     cache_write = _int(prompt.get("cache_write_tokens")) or _int(u.get("cache_creation_input_tokens"))
+    # Cache hits: OpenAI-style details, or DeepSeek's top-level name (older DeepSeek sends only that).
+    cached = _int(prompt.get("cached_tokens")) or _int(u.get("prompt_cache_hit_tokens"))
     return {
         "input_tokens": input_tokens,
         "input_tokens_details": {
-            "cached_tokens": _int(prompt.get("cached_tokens")),
+            "cached_tokens": cached,
             "cache_write_tokens": cache_write,
         },
         "output_tokens": output_tokens,
@@ -71,6 +73,8 @@ def map_usage(usage: Any) -> Usage:
 # names every other non-empty field.
 READ_FIELDS: dict[str, frozenset[str] | None] = {
     "prompt_tokens": None, "completion_tokens": None, "total_tokens": None, "cache_creation_input_tokens": None,
+    # DeepSeek: the hits are read; the misses are prompt_tokens minus them, nothing more.
+    "prompt_cache_hit_tokens": None, "prompt_cache_miss_tokens": None,
     "prompt_tokens_details": frozenset({"cached_tokens", "cache_write_tokens"}),
     "completion_tokens_details": frozenset({"reasoning_tokens"}),
 }

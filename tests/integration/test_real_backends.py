@@ -12,13 +12,15 @@ The fixtures and what each server meant are in ``tests/fixtures/backends`` (see 
 Every time the client gets strictly valid output (the tap validates every event and body with
 ``tests/conformance.py``) that says what the server meant: text, reasoning, tool calls, usage
 numbers, status; the failure message names each difference. Each streamed recording is also
-cut short (the connection broken half-way): that must never read as completed.
+cut short (the connection broken half-way): that must never read as completed. And what the
+service cannot carry into the Response is logged once per request at debug level.
 ``tests/unit/test_real_backends_unit.py`` is the fast twin that feeds the same bytes through
 the relay in-process.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -163,3 +165,47 @@ def test_cut_short_is_never_completed(fx: Fixture, openai_client: openai.OpenAI,
         return
     assert events[-1].type == "response.failed", (fx.id, [e.type for e in events][-3:])
     assert events[-1].response.status == "failed"
+
+
+# Recordings with fields the Response cannot carry, and without; answered, failed mid-stream.
+LOGGED = ["openrouter/annotations-in-delta.sse", "groq/compound-reasoning-executed-tools-x-groq-usage.sse",
+          "groq/event-error-tool-use-failed.sse", "azure/content-filter-results.json", "xai/reasoning.json",
+          "mistral/thinking-content-parts.sse", "llamacpp/error-field-line-then-done.sse"]
+
+
+def test_what_cannot_be_mapped_is_logged_once_per_request_at_debug(
+    proxy_factory: Callable[..., Service], mock: MockControl
+) -> None:
+    """With LOG_LEVEL=debug, each request whose answer carried fields the Response cannot hold
+    logs them in one line (the manifest's ``unmapped`` list), and a request without any logs none."""
+    service = proxy_factory(LOG_LEVEL="debug", CIRCUIT_BREAKER_ENABLED="false")
+    by_id = {fx.id: fx for fx in FIXTURES}
+    sent: list[tuple[str, Fixture]] = []
+    with openai.OpenAI(base_url=service.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+        for n, fx in enumerate(by_id[i] for i in LOGGED):
+            mock.script(fx.model, fx.mock_script(), replace=True)
+            request_id = f"req-unmapped-{n}"
+            body = fx.request_body(stream=fx.format == "sse")
+            try:
+                result = client.responses.create(**body, extra_headers={"X-Request-ID": request_id})
+                if body["stream"]:
+                    list(result)  # type: ignore[arg-type]  # a Stream when stream=True
+            except openai.APIStatusError:
+                assert fx.expect["status"] == "failed", fx.id
+            sent.append((request_id, fx))
+    deadline = time.monotonic() + 30
+    while True:  # each request's lines are all written once its request_completed line is
+        log = service.log_text()
+        if all(f"request_id={rid}\n" in log for rid, _ in sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert any(fx.unmapped for _, fx in sent) and any(not fx.unmapped for _, fx in sent)
+    for request_id, fx in sent:
+        assert f"request_id={request_id}\n" in log, f"no request_completed line for {fx.id}"
+        lines = [line for line in log.splitlines()
+                 if f"request_id={request_id} " in line and "upstream fields not mapped" in line]
+        if not fx.unmapped:
+            assert lines == [], fx.id
+            continue
+        assert len(lines) == 1, (fx.id, lines)
+        assert " DEBUG " in lines[0] and lines[0].endswith("upstream fields not mapped: " + ", ".join(fx.unmapped))

@@ -63,12 +63,17 @@ async def _relay(fx: Fixture, translator: StreamTranslator, outcome: Outcome, sp
 
 
 def replay(fx: Fixture, *, stream: bool, split: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], Outcome]:
-    """Events, final Response and outcome for this fixture, as the service's relay makes them."""
+    """Events, final Response and outcome for this fixture, as the service's relay makes them.
+
+    What the translator names as unmapped must be the manifest's list for the body: nothing
+    it drops goes unnamed, and nothing it maps is named.
+    """
     _, ctx = translate_request(fx.request_body(stream=stream), TranslationPolicy())
     translator = StreamTranslator(ctx, emit_events=stream)
     outcome = Outcome()
     events = translator.start() + asyncio.run(_relay(fx, translator, outcome, split))
     assert translator.done, "the relay ended without a terminal event"
+    assert sorted(translator.unmapped) == fx.unmapped, fx.id
     return events, translator.response, outcome
 
 

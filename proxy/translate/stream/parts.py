@@ -53,11 +53,14 @@ def reasoning_details_text(details: Any, unmapped: set[str]) -> str:
             continue
         kind = d.get("type")
         field = "text" if kind == "reasoning.text" else "summary" if kind == "reasoning.summary" else None
-        value = d.get(field) if field else None
-        if type(value) is not str:
+        if field is None:  # reasoning.encrypted and the like: nothing a client can be shown
             unmapped.add(f"choices[].delta.reasoning_details[type={kind}]")
             continue
-        texts.append(value)
+        value = d.get(field)
+        if type(value) is str:
+            texts.append(value)
+        elif value is not None:
+            unmapped.add(f"choices[].delta.reasoning_details[type={kind}].{field} (not a string)")
         for key, extra in d.items():
             if extra and key not in _DETAIL_KEYS:
                 unmapped.add(f"choices[].delta.reasoning_details[type={kind}].{key}")
