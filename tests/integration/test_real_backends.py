@@ -19,6 +19,7 @@ the relay in-process.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,12 +66,19 @@ def stream_upstream(mock_backend: Service, logs_dir: Path) -> Iterator[Service]:
     service.stop()
 
 
-@pytest.fixture
-def stream_upstream_client(stream_upstream: Service) -> Iterator[openai.OpenAI]:
-    with RecordingTap(stream_upstream.url) as tap:
+@contextlib.contextmanager
+def tapped_client(service: Service) -> Iterator[openai.OpenAI]:
+    """The openai SDK on ``service`` through the conformance tap (every answer validated on exit)."""
+    with RecordingTap(service.url) as tap:
         with openai.OpenAI(base_url=tap.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
             yield client
         check_exchanges(tap)
+
+
+@pytest.fixture
+def stream_upstream_client(stream_upstream: Service) -> Iterator[openai.OpenAI]:
+    with tapped_client(stream_upstream) as client:
+        yield client
 
 
 def _explain(fx: Fixture, problems: list[str]) -> str:
