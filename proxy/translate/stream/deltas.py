@@ -1,7 +1,7 @@
 """The delta of a chat chunk: reasoning, text, refusal and tool-call fragments to their builders.
 
-Every delta field the translator maps is read here, after ``shape.choice_of``
-admitted the chunk: reasoning from ``reasoning_content``, ``reasoning`` or
+Every delta field the translator maps is read here, after the shape check
+(``shape``) admitted the chunk: reasoning from ``reasoning_content``, ``reasoning`` or
 ``reasoning_details`` (``parts``); content as a string (through the ``<think>``
 splitter, with logprobs) or as a list of parts; refusals; tool calls, also in the
 legacy ``function_call`` form. The common one-field deltas take fast paths that
@@ -68,7 +68,10 @@ class DeltaReader:
                     return
         if content:
             if type(content) is str:
-                self._content(content, choice)
+                if self._logprobs or not self.think.passthrough or not self._message.is_open:
+                    self._content(content, choice)
+                else:  # the common token: straight to the open message
+                    self._message.text(content, None)
             else:  # a list of parts (shape-checked): Mistral's thinking parts, then text
                 for is_reasoning, text in content_parts(content):
                     if is_reasoning:

@@ -1,6 +1,6 @@
 """Reasoning and text in the shapes beyond plain strings: content parts and ``reasoning_details``.
 
-Both are read only after ``shape.choice_of`` admitted the chunk, so the types the
+Both are read only after the shape check (``shape``) admitted the chunk, so the types the
 translator relies on are known; anything else is skipped and named in ``unmapped``.
 
 * Content as a list of parts (Mistral's Magistral): ``{"type": "text", "text"}`` is

@@ -1,6 +1,7 @@
 """What a chat chunk must look like before the translator reads it, and what in it we cannot map.
 
-``choice_of(chunk, unmapped)`` runs before any field of a chunk is used. A field
+The check runs before any field of a chunk is used (``StreamTranslator.feed`` does the
+common chunk inline, with these helpers for everything else). A field
 the translator reads must have the type it reads — ``choices`` a list of objects,
 ``delta`` an object, ``content`` a string, a list of parts or null, a text part's
 ``text`` a string, ``tool_calls`` a list of objects, ``function`` an object, its
@@ -37,7 +38,7 @@ CHUNK_KEYS = frozenset(
      "provider"}
 )
 _X_GROQ_KEYS = frozenset({"usage", "id"})  # x_groq.usage is read when the chunk has no usage of its own
-_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
+CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _DELTA_KEYS = frozenset(
     {"role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls", "function_call",
      "reasoning_details"}
@@ -46,66 +47,60 @@ _TOOL_CALL_KEYS = frozenset({"index", "id", "type", "function"})
 _FUNCTION_KEYS = frozenset({"name", "arguments"})
 
 
+# Bound subset tests: ``known(obj)`` is True when every key of ``obj`` is read (one C call each).
+chunk_known = CHUNK_KEYS.issuperset
+choice_known = CHOICE_KEYS.issuperset
+_delta_known = _DELTA_KEYS.issuperset
+_tool_call_known = _TOOL_CALL_KEYS.issuperset
+_function_known = _FUNCTION_KEYS.issuperset
+
+
 class MalformedChunk(Exception):
     """A chunk field the translator reads has the wrong type; ``args[0]`` is its path."""
 
 
-def choice_of(chunk: dict[str, Any], unmapped: set[str]) -> dict[str, Any] | None:
-    """The choice the translator reads (choice 0 wherever it sits), or None; raises ``MalformedChunk``.
-
-    ``chunk`` is an object already, and its own keys were looked at (``chunk_extras``).
-    """
-    choices = chunk.get("choices")
-    if not choices:
-        return None
-    if type(choices) is not list:
-        raise MalformedChunk("choices")
-    first = choices[0]
-    if len(choices) > 1:
-        for c in choices:
-            if type(c) is not dict:
-                raise MalformedChunk("choices[]")
-        unmapped.add("choices[index!=0]")
-    elif type(first) is not dict:
-        raise MalformedChunk("choices[]")
-    choice: dict[str, Any] = first
-    if first.get("index", 0) not in (0, None):
-        # n > 1 (a backend default we never ask for): only choice 0 is translated.
-        zero = choice_zero(choices)
-        if zero is None:
-            unmapped.add("choices[index!=0]")
-            return None
-        choice = zero
-    check_choice(choice, unmapped)
-    return choice
+def other_choices(choices: list[Any], unmapped: set[str]) -> dict[str, Any] | None:
+    """n > 1, or a first choice that is not 0 (a backend default we never ask for): only choice 0
+    is translated, wherever it sits; the others are named. Every choice must be an object."""
+    for c in choices:
+        if type(c) is not dict:
+            raise MalformedChunk("choices[]")
+    unmapped.add("choices[index!=0]")
+    first: dict[str, Any] = choices[0]
+    if first.get("index", 0) in (0, None):
+        return first
+    return choice_zero(choices)
 
 
-def check_choice(choice: dict[str, Any], unmapped: set[str]) -> None:
-    if not choice.keys() <= _CHOICE_KEYS:
-        _extras(choice, _CHOICE_KEYS, "choices[].", unmapped)
-    finish = choice.get("finish_reason")
-    if finish and type(finish) is not str:
-        raise MalformedChunk("choices[].finish_reason")
-    delta = choice.get("delta")
-    if not delta:
-        return
-    if type(delta) is not dict:
-        raise MalformedChunk("choices[].delta")
+def check_delta(delta: dict[str, Any], unmapped: set[str]) -> None:
+    """Every delta but the common ``{"content": token}`` (which ``feed`` checks inline)."""
+    tool_calls = delta.get("tool_calls")
+    if tool_calls:  # first: a delta of one argument fragment is done after this loop
+        if type(tool_calls) is not list:
+            raise MalformedChunk("choices[].delta.tool_calls")
+        for tc in tool_calls:
+            if type(tc) is not dict:
+                raise MalformedChunk("choices[].delta.tool_calls[]")
+            index = tc.get("index")
+            if type(index) is list or type(index) is dict:  # an identifier: any JSON scalar
+                raise MalformedChunk("choices[].delta.tool_calls[].index")
+            if not _tool_call_known(tc):
+                extras(tc, _TOOL_CALL_KEYS, "choices[].delta.tool_calls[].", unmapped)
+            fn = tc.get("function")
+            if fn:
+                if type(fn) is not dict:
+                    raise MalformedChunk("choices[].delta.tool_calls[].function")
+                if len(fn) != 1 or type(fn.get("arguments")) is not str:  # not one argument fragment
+                    _check_function(fn, "choices[].delta.tool_calls[].function", unmapped)
+        if len(delta) == 1:
+            return
+    if not _delta_known(delta):
+        extras(delta, _DELTA_KEYS, "choices[].delta.", unmapped)
     content = delta.get("content")
-    if len(delta) == 1 and type(content) is str:  # the common token delta: nothing else to look at
-        return
-    if not delta.keys() <= _DELTA_KEYS:
-        _extras(delta, _DELTA_KEYS, "choices[].delta.", unmapped)
     if content and type(content) is not str:
         if type(content) is not list:
             raise MalformedChunk("choices[].delta.content")
         _check_parts(content, unmapped)
-    tool_calls = delta.get("tool_calls")
-    if tool_calls:
-        if type(tool_calls) is not list:
-            raise MalformedChunk("choices[].delta.tool_calls")
-        for tc in tool_calls:
-            _check_tool_call(tc, unmapped)
     fc = delta.get("function_call")
     if fc:
         if type(fc) is not dict:
@@ -117,24 +112,9 @@ def check_choice(choice: dict[str, Any], unmapped: set[str]) -> None:
             unmapped.add(f"choices[].delta.{key} (not a string)")
 
 
-def _check_tool_call(tc: Any, unmapped: set[str]) -> None:
-    if type(tc) is not dict:
-        raise MalformedChunk("choices[].delta.tool_calls[]")
-    index = tc.get("index")
-    if type(index) is list or type(index) is dict:  # an identifier: any JSON scalar
-        raise MalformedChunk("choices[].delta.tool_calls[].index")
-    if not tc.keys() <= _TOOL_CALL_KEYS:
-        _extras(tc, _TOOL_CALL_KEYS, "choices[].delta.tool_calls[].", unmapped)
-    fn = tc.get("function")
-    if fn:
-        if type(fn) is not dict:
-            raise MalformedChunk("choices[].delta.tool_calls[].function")
-        _check_function(fn, "choices[].delta.tool_calls[].function", unmapped)
-
-
 def _check_function(fn: dict[str, Any], path: str, unmapped: set[str]) -> None:
-    if not fn.keys() <= _FUNCTION_KEYS:
-        _extras(fn, _FUNCTION_KEYS, path + ".", unmapped)
+    if not _function_known(fn):
+        extras(fn, _FUNCTION_KEYS, path + ".", unmapped)
     args = fn.get("arguments")
     if args and type(args) is not str:
         # Some servers send the arguments object itself; it is re-encoded as the
@@ -179,7 +159,7 @@ def chunk_extras(chunk: dict[str, Any], unmapped: set[str]) -> Any:
             continue
         if key == "x_groq" and type(value) is dict:
             usage = value.get("usage")
-            _extras(value, _X_GROQ_KEYS, "x_groq.", unmapped)
+            extras(value, _X_GROQ_KEYS, "x_groq.", unmapped)
         elif not is_empty(value):
             unmapped.add(key)
     return usage
@@ -193,13 +173,13 @@ def late_choices(chunk: dict[str, Any], unmapped: set[str]) -> None:
     for choice in choices:
         if type(choice) is not dict:
             continue
-        _extras(choice, _CHOICE_KEYS, "choices[].", unmapped)
+        extras(choice, CHOICE_KEYS, "choices[].", unmapped)
         delta = choice.get("delta")
         if type(delta) is dict and any(k != "role" and not is_empty(v) for k, v in delta.items()):
             unmapped.add("choices[].delta (after finish_reason)")
 
 
-def _extras(obj: dict[str, Any], known: frozenset[str], prefix: str, unmapped: set[str]) -> None:
+def extras(obj: dict[str, Any], known: frozenset[str], prefix: str, unmapped: set[str]) -> None:
     for key, value in obj.items():
         if key not in known and not is_empty(value):
             unmapped.add(prefix + key)
@@ -218,7 +198,7 @@ def unmapped_usage(usage: Any, unmapped: set[str]) -> None:
             continue
         inner = READ_FIELDS[key]
         if inner is not None and type(value) is dict:
-            _extras(value, inner, f"usage.{key}.", unmapped)
+            extras(value, inner, f"usage.{key}.", unmapped)
 
 
 def is_empty(value: Any) -> bool:

@@ -41,7 +41,18 @@ from .chunks import FAILED_REASONS, INCOMPLETE_REASONS, TRUNCATED_MESSAGE, Strea
 from .deltas import DeltaReader
 from .events import Emitter
 from .segments import Segments
-from .shape import CHUNK_KEYS, MalformedChunk, choice_of, chunk_extras, late_choices, unmapped_usage
+from .shape import (
+    CHOICE_KEYS,
+    MalformedChunk,
+    check_delta,
+    choice_known,
+    chunk_extras,
+    chunk_known,
+    extras,
+    late_choices,
+    other_choices,
+    unmapped_usage,
+)
 from .silent import SilentEmitter
 from .tool_calls import ToolCalls
 
@@ -127,7 +138,9 @@ class StreamTranslator:
         self._em.out = out
         if type(chunk) is not dict:
             return self._failed(StreamFailure("malformed", "malformed chunk from upstream: not a JSON object"))
-        usage = self._read_usage(chunk)
+        usage = False
+        if "usage" in chunk or not chunk_known(chunk):  # most chunks have neither
+            usage = self._read_usage(chunk)
         err = chunk.get("error")
         if err:
             return self._error(err, None, None)
@@ -135,17 +148,38 @@ class StreamTranslator:
             if chunk.get("choices"):
                 late_choices(chunk, self.unmapped)
             return out
-        try:
-            choice = choice_of(chunk, self.unmapped)
-        except MalformedChunk as exc:
-            return self._failed(StreamFailure("malformed", f"malformed chunk from upstream: {exc.args[0]}"))
-        if choice is None:
+        choices = chunk.get("choices")
+        if not choices:
             self._clean_eof = usage
             return out
-        delta = choice.get("delta")
+        # The shape check (shape.py), before anything of the chunk is used; inline for
+        # the common chunk (one choice, one token), in shape's helpers for the rest.
+        try:
+            if type(choices) is not list:
+                raise MalformedChunk("choices")
+            choice = choices[0]
+            if type(choice) is not dict:
+                raise MalformedChunk("choices[]")
+            if len(choices) > 1 or choice.get("index", 0) not in (0, None):
+                zero = other_choices(choices, self.unmapped)
+                if zero is None:
+                    return out
+                choice = zero
+            if not choice_known(choice):
+                extras(choice, CHOICE_KEYS, "choices[].", self.unmapped)
+            delta = choice.get("delta")
+            finish = choice.get("finish_reason")
+            if finish and type(finish) is not str:
+                raise MalformedChunk("choices[].finish_reason")
+            if delta:
+                if type(delta) is not dict:
+                    raise MalformedChunk("choices[].delta")
+                if len(delta) != 1 or type(delta.get("content")) is not str:  # not the common token delta
+                    check_delta(delta, self.unmapped)
+        except MalformedChunk as exc:
+            return self._failed(StreamFailure("malformed", f"malformed chunk from upstream: {exc.args[0]}"))
         if delta:
             self._read_delta(delta, choice)
-        finish = choice.get("finish_reason")
         if finish:
             if finish in FAILED_REASONS:
                 return self._failed(StreamFailure("finish_error", f"upstream reported finish_reason {finish!r}",
@@ -208,7 +242,7 @@ class StreamTranslator:
     def _read_usage(self, chunk: dict[str, Any]) -> bool:
         """Keep the chunk's usage (Groq's is in ``x_groq``) and name its unread keys; True if it had usage."""
         usage = chunk.get("usage")
-        if not chunk.keys() <= CHUNK_KEYS:
+        if not chunk_known(chunk):
             groq = chunk_extras(chunk, self.unmapped)
             if not usage:
                 usage = groq
