@@ -123,35 +123,34 @@ def _check_json(fx: Fixture, client: openai.OpenAI) -> None:
     assert not problems, _explain(fx, problems)
 
 
+def _replay(fx: Fixture, client: openai.OpenAI, mock: MockControl, *, stream: bool, upstream_streams: bool) -> None:
+    """The recording answers a streaming or a JSON request; the service asked the backend for a stream or not."""
+    mock.script(fx.model, fx.mock_script(), replace=True)
+    (_check_streamed if stream else _check_json)(fx, client)
+    assert _upstream_stream_flag(mock, fx) is upstream_streams
+
+
 @pytest.mark.parametrize("fx", SSE, ids=lambda fx: fx.id)
 def test_sse_to_streaming_client(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
-    mock.script(fx.model, fx.mock_script(), replace=True)
-    _check_streamed(fx, openai_client)
-    assert _upstream_stream_flag(mock, fx) is True
+    _replay(fx, openai_client, mock, stream=True, upstream_streams=True)
 
 
 @pytest.mark.parametrize("fx", SSE, ids=lambda fx: fx.id)
 def test_sse_to_json_client_with_stream_upstream(
     fx: Fixture, stream_upstream_client: openai.OpenAI, mock: MockControl
 ) -> None:
-    mock.script(fx.model, fx.mock_script(), replace=True)
-    _check_json(fx, stream_upstream_client)
-    assert _upstream_stream_flag(mock, fx) is True
+    _replay(fx, stream_upstream_client, mock, stream=False, upstream_streams=True)
 
 
 @pytest.mark.parametrize("fx", JSON, ids=lambda fx: fx.id)
 def test_json_body_to_json_client(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
-    mock.script(fx.model, fx.mock_script(), replace=True)
-    _check_json(fx, openai_client)
-    assert _upstream_stream_flag(mock, fx) is False
+    _replay(fx, openai_client, mock, stream=False, upstream_streams=False)
 
 
 @pytest.mark.parametrize("fx", JSON, ids=lambda fx: fx.id)
 def test_json_body_to_streaming_client(fx: Fixture, openai_client: openai.OpenAI, mock: MockControl) -> None:
     """A backend that ignores ``stream: true`` and answers with one JSON body."""
-    mock.script(fx.model, fx.mock_script(), replace=True)
-    _check_streamed(fx, openai_client)
-    assert _upstream_stream_flag(mock, fx) is True
+    _replay(fx, openai_client, mock, stream=True, upstream_streams=True)
 
 
 @pytest.mark.parametrize("fx", STREAMED, ids=lambda fx: fx.id)

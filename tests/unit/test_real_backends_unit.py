@@ -81,21 +81,16 @@ def _explain(fx: Fixture, problems: list[str]) -> str:
     return f"{fx.id} ({fx.server}; quirks: {'; '.join(fx.quirks)}):\n  " + "\n  ".join(problems)
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "json"])
 @pytest.mark.parametrize("fx", FIXTURES, ids=lambda fx: fx.id)
-def test_streamed_events_are_valid_and_mean_what_the_server_meant(fx: Fixture) -> None:
-    events, response, outcome = replay(fx, stream=True)
-    final = check_stream(events)
-    assert final == response
-    assert (outcome.failure is not None) == (final["status"] == "failed")
-    problems = mismatches(meaning(final), fx)
-    assert not problems, _explain(fx, problems)
-
-
-@pytest.mark.parametrize("fx", FIXTURES, ids=lambda fx: fx.id)
-def test_json_response_is_valid_and_means_what_the_server_meant(fx: Fixture) -> None:
-    events, response, outcome = replay(fx, stream=False)
-    assert events == []
-    check_response(response)
+def test_valid_and_means_what_the_server_meant(fx: Fixture, stream: bool) -> None:
+    """Streamed: every event is checked and ends in the Response; JSON mode: no events, a valid Response."""
+    events, response, outcome = replay(fx, stream=stream)
+    if stream:
+        assert check_stream(events) == response
+    else:
+        assert events == []
+        check_response(response)
     assert (outcome.failure is not None) == (response["status"] == "failed")
     problems = mismatches(meaning(response), fx)
     assert not problems, _explain(fx, problems)
