@@ -159,7 +159,8 @@ async def stand(
     raw = body.get("input")
     refs = referenced_ids(raw)
     if refs and store is not None:
-        raw = resolve_references(raw, await store.get_items(owner, refs))
+        wanted = [ref for ref in refs if ref]
+        raw = resolve_references(raw, await store.get_items(owner, wanted) if wanted else {})
     if previous:
         if known is not None and previous == known.response_id:
             history: History | None = known

@@ -100,10 +100,12 @@ def _reference_id(item: Any) -> str | None:
 
 
 def referenced_ids(raw: Any) -> list[str]:
-    """The item ids ``raw`` (a request's ``input``) refers to, for one ``Store.get_items`` call."""
+    """The item ids ``raw`` (a request's ``input``) refers to, for one ``Store.get_items`` call;
+    ``""`` for a reference without a usable id, so that the caller still resolves ``raw`` and
+    ``resolve_references`` refuses it by its position (pass only the non-empty ids to the store)."""
     if not isinstance(raw, list):
         return []
-    return [ref for ref in map(_reference_id, raw) if ref]
+    return [ref for ref in map(_reference_id, raw) if ref is not None]
 
 
 def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -> Any:
@@ -119,9 +121,12 @@ def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -
             out.append(item)
         elif ref in found:
             out.append(found[ref])
+        elif not ref:
+            raise InvalidItem(f"Invalid '{param}[{i}].id': an item reference needs a non-empty id string.",
+                              f"{param}[{i}]")
         else:
-            shown = ref[:MAX_ID_CHARS] if ref else ""
-            raise InvalidItem(f"Invalid '{param}[{i}]': no stored item with id '{shown}' found.", f"{param}[{i}]")
+            raise InvalidItem(f"Invalid '{param}[{i}]': no stored item with id '{ref[:MAX_ID_CHARS]}' found.",
+                              f"{param}[{i}]")
     return out
 
 
