@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,16 +76,25 @@ def auth(key: str = KEY_A) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# One client for the plain calls (a new httpx client per call costs ~40 ms: its TLS context), with
+# a new connection per request, so that a worker stopped by ``only_worker`` never holds one.
+HTTP = httpx.Client(timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def call(url: str, method: str, path: str, key: str = KEY_A, body: Any = None, **headers: str) -> httpx.Response:
+    return HTTP.request(method, url + path, headers={**auth(key), **headers}, json=body)
+
+
 def get(url: str, path: str, key: str = KEY_A, **params: Any) -> httpx.Response:
-    return httpx.get(url + path, headers=auth(key), params=params or None, timeout=30)
+    return HTTP.get(url + path, headers=auth(key), params=params or None)
 
 
 def delete(url: str, path: str, key: str = KEY_A) -> httpx.Response:
-    return httpx.delete(url + path, headers=auth(key), timeout=30)
+    return HTTP.delete(url + path, headers=auth(key))
 
 
 def post(url: str, path: str, body: dict[str, Any], key: str = KEY_A, **headers: str) -> httpx.Response:
-    return httpx.post(url + path, json=body, headers={**auth(key), **headers}, timeout=60)
+    return HTTP.post(url + path, json=body, headers={**auth(key), **headers})
 
 
 def error(r: httpx.Response, status: int) -> dict[str, Any]:
@@ -151,7 +159,3 @@ def stored_bytes(path: Path) -> bytes:
         if p.exists():
             out += p.read_bytes()
     return out
-
-
-def env_without_store_url() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "RESPONSE_STORE_URL"}
