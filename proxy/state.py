@@ -136,10 +136,22 @@ async def stand(
     does not know is then OpenAI's 404 ``previous_response_not_found`` (Codex
     answers that by resending the whole conversation), not the stateless 400.
 
-    Raises ``ProxyError`` (400, 404) for references that are bad or not found —
-    for another key's ids too, so ids leak nothing — and lets the store's own
-    errors (``StoreUnavailable``…) through for the app to answer.
+    Raises ``ProxyError`` for references that are bad or not found (400, 404) —
+    for another key's ids too, so ids leak nothing — and for the store's own
+    faults, already in their HTTP form (``store_http_error``: 503 with
+    ``Retry-After`` for an unavailable store…, logged here), so that every
+    transport answers them as it answers any refusal: a WebSocket ``error`` frame
+    with that status as much as an HTTP response.
     """
+    try:
+        return await _stand(store, key, body, request_id, known, chaining)
+    except (StoreError, InvalidParam) as exc:
+        raise refusal(exc, request_id) from None
+
+
+async def _stand(
+    store: Store | None, key: str, body: dict[str, Any], request_id: str, known: History | None, chaining: bool
+) -> Standing:
     previous = body.get("previous_response_id")
     if store is None and (known is None or previous != known.response_id):
         if chaining and isinstance(previous, str):
@@ -194,6 +206,14 @@ def _previous_not_found(response_id: str) -> ProxyError:
         404, f"Previous response with id '{response_id[:256]}' not found.",
         param="previous_response_id", code="previous_response_not_found",
     )
+
+
+def refusal(exc: StoreError | InvalidParam, request_id: str = "-", where: str = "") -> ProxyError:
+    """``store_http_error(exc)``, with the store's own faults (not the client's bad ids, items or
+    sizes) logged: store errors never hold a key."""
+    if not isinstance(exc, (InvalidParam, InvalidItem, ObjectTooLarge)):
+        log.warning("request_id=%s: %sstore error: %s", request_id, where, exc)
+    return store_http_error(exc)
 
 
 def store_http_error(exc: StoreError | InvalidParam) -> ProxyError:

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.state_kit import KEY_B, error, get, post, sdk, state_proxy, upstream
+from tests.wsclient import open_ws, read_response, send
 
 __all__ = ["state_proxy"]
 
@@ -78,3 +79,21 @@ def test_an_unknown_or_foreign_reference_is_a_400_naming_it(state_proxy, mock, r
     assert caught.value.body["param"] == "input[0]"
     assert mock.requests() == []
     assert get(svc.url, f"/v1/responses/{foreign['id']}", key=KEY_B).json() == foreign
+
+
+def test_references_over_a_websocket_resolve_and_refuse_as_over_http(state_proxy, mock):
+    """WebSocket mode reads the store through the same code: a reference resolves; an unknown one
+    is an ``error`` frame with the 400 a POST gets, and the connection stays usable."""
+    svc = state_proxy
+    stored = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "kept for the socket"}).json()
+    mock.reset()
+    with open_ws(svc.url) as ws:
+        send(ws, {"type": "response.create", "model": "mock-echo",
+                  "input": [{"type": "item_reference", "id": "msg_" + "0" * 32}]})
+        [frame] = read_response(ws)
+        assert (frame["type"], frame["status"], frame["error"]["param"]) == ("error", 400, "input[0]"), frame
+        send(ws, {"type": "response.create", "model": "mock-echo",
+                  "input": [{"id": stored["output"][0]["id"]}, {"role": "user", "content": "and?"}]})
+        assert read_response(ws)[-1]["type"] == "response.completed"
+    assert upstream(mock, "mock-echo") == [[{"role": "assistant", "content": "You said: kept for the socket"},
+                                            {"role": "user", "content": "and?"}]]

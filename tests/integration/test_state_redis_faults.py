@@ -20,6 +20,7 @@ from tests.faults.helpers import worker_pids
 from tests.integration.test_metrics import scrape
 from tests.redis_server import RedisServer
 from tests.state_kit import KEY_A, call, get, post, upstream
+from tests.wsclient import open_ws, read_response, send
 
 TIMEOUT_SECS = 1.0
 HANG_BOUND_SECS = 4 * TIMEOUT_SECS + 6  # two waits (a stale connection, then a fresh one) and slack
@@ -87,7 +88,18 @@ def test_redis_stopped_mid_run(proxy_factory, mock, how):
                                               "type": "server_error", "param": None, "code": "store_unavailable"}}
                 assert int(r.headers["retry-after"]) >= 1
                 assert took < HANG_BOUND_SECS, f"{method} {path} took {took:.1f} s"
-            assert len(upstream(mock, model)) == calls, "a request that could not read its context went upstream"
+            # WebSocket mode and compaction read through the same code: the same 503, as their frames.
+            with open_ws(svc.url) as ws:
+                send(ws, {"type": "response.create", "model": model, "input": "x", "previous_response_id": s["id"]})
+                [frame] = read_response(ws, timeout=HANG_BOUND_SECS)
+                assert (frame["type"], frame["status"]) == ("error", 503), frame
+                assert frame["error"]["code"] == "store_unavailable", frame
+                send(ws, {"type": "response.create", "model": model, "input": "still usable?", "store": False})
+                assert read_response(ws)[-1]["type"] == "response.completed"
+            r = call(svc.url, "POST", "/v1/responses/compact", body={"model": model, "input": "x",
+                                                                      "previous_response_id": s["id"]})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+            assert len(upstream(mock, model)) == calls + 1, "a request that could not read its context went upstream"
 
             # Requests that only write are answered in full; the lost writes are logged and counted.
             failed_before = _failures(svc.url, "put_response")
