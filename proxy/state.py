@@ -41,7 +41,7 @@ from .store import (
     StoreUnavailable,
     prepare_items,
 )
-from .store.items import referenced_ids, resolve_references
+from .store.items import encode_items, referenced_ids, resolve_references
 from .store.shapes import InvalidParam, conversation_param
 from .translate.history import CONTEXT_KEYS, input_items
 from .translate.shapes import Response
@@ -65,6 +65,8 @@ class Standing:
     conversation: ConversationContext | None = None
     # The Response's JSON as stored: the JSON transport sends these same bytes.
     stored_body: bytes | None = None
+    # ``own_input`` encoded once by ``prepare()`` (its size is checked there; the store reuses it).
+    input_json: bytes | None = None
 
     @property
     def keeps(self) -> bool:
@@ -83,9 +85,34 @@ class Standing:
 
     def prepare(self) -> None:
         """Give the own input items their ids, once the request translated (so a bad item got
-        the translator's precise 400 first). Only needed when something will be stored."""
-        if self.keeps:
+        the translator's precise 400 first), and refuse, before the backend is called, an input
+        the store could not keep: over ``max_object_bytes`` by itself, or with the items of its
+        conversation (413 ``object_too_large``). Without that check the answer would be given and
+        then not stored — a chain or a conversation silently missing this turn. (An output that
+        pushes a response over the bound can only be found after the fact: that write fails as
+        a store fault does, logged and counted.) Only needed when something will be stored."""
+        if not self.keeps:
+            return
+        assert self.store is not None
+        try:
             self.own_input = prepare_items(self.own_input)
+        except InvalidItem as exc:
+            raise refusal(exc, self.request_id) from None
+        self.input_json = encode_items(self.own_input)
+        size, limit = len(self.input_json), self.store.max_object_bytes
+        if size > limit:
+            raise ProxyError(
+                413, f"The input is {size} bytes once stored, over the response store's limit of {limit} bytes "
+                "per object; send it with 'store': false, or in smaller parts.",
+                param="input", code="object_too_large",
+            )
+        conversation = self.conversation
+        if conversation is not None and conversation.size + size > limit:
+            raise ProxyError(
+                413, f"Conversation '{conversation.conversation_id}' holds {conversation.size} bytes of items; with "
+                f"this input ({size} bytes) it would exceed the response store's limit of {limit} bytes per object.",
+                param="conversation", code="object_too_large",
+            )
 
     def next_history(self, response: Response) -> History:
         """The history a request chaining from ``response`` stands on."""
@@ -101,7 +128,8 @@ class Standing:
         body = orjson.dumps(response)
         self.stored_body = body
         record = NewResponse(
-            response["id"], body, self.own_input, output, previous=self.history, conversation=self.conversation
+            response["id"], body, self.own_input, output, previous=self.history, conversation=self.conversation,
+            input_json=self.input_json,
         )
         try:
             await store.put_response(self.owner, record)

@@ -72,11 +72,14 @@ class History:
 @dataclass(frozen=True, slots=True)
 class ConversationContext:
     """A conversation's items in order, and ``seq``, the position of the last one: a response built
-    on this context records it, so chaining from that response later sees what it saw."""
+    on this context records it, so chaining from that response later sees what it saw. ``size``
+    is what its items weigh against ``max_object_bytes`` (their JSON), so that a request that could
+    not be appended is refused before the backend is called."""
 
     conversation_id: str
     items: list[Item]
     seq: int
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -87,7 +90,9 @@ class NewResponse:
     ``prepare_items`` (every item has an id; the same list is what goes to the conversation);
     ``output_items`` are the Response's ``output``. ``previous`` is the ``History`` the request
     was built on (``previous_response_id``), ``conversation`` the context it read (``conversation``);
-    at most one of them.
+    at most one of them. ``input_json`` is ``input_items`` already encoded (a JSON array), when the
+    caller had to encode them anyway (to check their size before calling the backend): the store
+    then does not encode them again.
     """
 
     id: str
@@ -96,6 +101,7 @@ class NewResponse:
     output_items: list[Item]
     previous: History | None = None
     conversation: ConversationContext | None = None
+    input_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

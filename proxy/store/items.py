@@ -185,10 +185,22 @@ def encoded_items(items: Sequence[Item], param: str) -> tuple[list[Item], list[t
     return prepared, encoded, sum(len(body) for _, body in encoded)
 
 
+def join_arrays(first: bytes, second: bytes) -> bytes:
+    """Two encoded JSON arrays as one (``orjson.dumps`` of a list: ``[`` … ``]``, no spaces)."""
+    if first == b"[]":
+        return second
+    if second == b"[]":
+        return first
+    return first[:-1] + b"," + second[1:]
+
+
 def response_parts(response: NewResponse) -> tuple[bytes, list[str], int]:
     """The items blob, the item ids and the size of a response to store; checks what every backend checks."""
     if response.previous is not None and response.conversation is not None:
         raise ValueError("a response is built on a previous response or on a conversation, not both")
     ids = item_ids(response.input_items, "input") + item_ids(response.output_items, "output")
-    blob = encode_items(response.input_items + response.output_items)
+    if response.input_json is None:
+        blob = encode_items(response.input_items + response.output_items)
+    else:
+        blob = join_arrays(response.input_json, encode_items(response.output_items))
     return blob, ids, len(response.body) + len(blob)

@@ -183,7 +183,8 @@ class RedisStore(StoreBase):
         found = await self._run(conv_lua.CONVERSATION_CONTEXT, owner, conversation_id)
         if found is None:
             return None
-        return ConversationContext(conversation_id, decode_objects(found[1:]), int(found[0]))
+        bodies = found[1:]
+        return ConversationContext(conversation_id, decode_objects(bodies), int(found[0]), sum(map(len, bodies)))
 
     async def list_conversation_items(
         self, owner: str, conversation_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None

@@ -185,3 +185,16 @@ def test_the_conversation_parameter_is_an_id_or_an_object_with_one():
         with pytest.raises(sh.InvalidParam) as caught:
             sh.conversation_param(bad)
         assert caught.value.param == param
+
+
+def test_input_encoded_beforehand_is_stored_as_if_encoded_with_the_output():
+    from proxy.store import NewResponse
+    from proxy.store.items import encode_items, response_parts
+
+    given = prepare_items([{"role": "user", "content": "one"}, {"role": "user", "content": "two"}])
+    output = [{"id": "msg_out", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": "three", "annotations": []}]}]
+    for own, out in ((given, output), ([], output), (given, []), ([], [])):
+        plain = response_parts(NewResponse("resp_1", b"{}", own, out))
+        reused = response_parts(NewResponse("resp_1", b"{}", own, out, input_json=encode_items(own)))
+        assert reused == plain
