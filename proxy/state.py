@@ -239,7 +239,10 @@ def _previous_not_found(response_id: str) -> ProxyError:
 def refusal(exc: StoreError | InvalidParam, request_id: str = "-", where: str = "") -> ProxyError:
     """``store_http_error(exc)``, with the store's own faults (not the client's bad ids, items or
     sizes) logged: store errors never hold a key."""
-    if not isinstance(exc, (InvalidParam, InvalidItem, ObjectTooLarge)):
+    client = isinstance(exc, (InvalidParam, InvalidItem, ObjectTooLarge)) or (
+        isinstance(exc, HistoryIncomplete) and exc.conversation_id is not None
+    )
+    if not client:
         log.warning("request_id=%s: %sstore error: %s", request_id, where, exc)
     return store_http_error(exc)
 
@@ -256,6 +259,12 @@ def store_http_error(exc: StoreError | InvalidParam) -> ProxyError:
         return invalid_request(str(exc), exc.param)
     if isinstance(exc, ObjectTooLarge):
         return ProxyError(413, f"Cannot store this: {exc}.", code="object_too_large")
+    if isinstance(exc, HistoryIncomplete) and exc.conversation_id is not None:
+        return invalid_request(
+            f"Previous response '{exc.response_id[:256]}' was built on conversation '{exc.conversation_id[:256]}', "
+            "which was deleted: the context it stands on is gone. Send that context in 'input' instead.",
+            "previous_response_id", "conversation_deleted",
+        )
     if isinstance(exc, HistoryIncomplete):
         return ProxyError(
             500, f"{exc}; the request was not sent rather than with part of its context missing.",

@@ -44,12 +44,14 @@ class ObjectTooLarge(StoreError):
 
 class HistoryIncomplete(StoreError):
     """Part of a response's stored history is gone although the response itself is there: its
-    conversation was deleted, or Redis evicted keys (a ``maxmemory-policy`` other than
-    ``noeviction``). Raised instead of handing the backend a silently shortened context."""
+    conversation was deleted (``conversation_id`` names it: the client's doing, not a fault), or
+    Redis evicted keys (a ``maxmemory-policy`` other than ``noeviction``). Raised instead of
+    handing the backend a silently shortened context."""
 
-    def __init__(self, response_id: str, what: str) -> None:
+    def __init__(self, response_id: str, what: str, conversation_id: str | None = None) -> None:
         super().__init__(f"the stored history of response {response_id!r} is incomplete: {what}")
         self.response_id = response_id
+        self.conversation_id = conversation_id
 
 
 class InvalidItem(StoreError, ValueError):

@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.state_kit import error, get, post, redis_db, sdk, state_proxy, upstream
+from tests.state_kit import delete, error, get, post, redis_db, sdk, state_proxy, upstream
 
 __all__ = ["redis_db", "state_proxy"]
 
@@ -172,3 +172,29 @@ def test_concurrent_responses_append_to_one_conversation_losing_nothing(proxy_fa
     for doc in answers.values():
         if doc:
             assert doc["output"][0]["id"] in {i["id"] for i in items}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_chaining_from_a_response_whose_conversation_was_deleted(proxy_factory, mock, request, backend):
+    """The conversation a response stood on is gone once deleted: chaining from that response (or
+    one built on it) is the client's 400 naming ``previous_response_id`` — not a server error an
+    SDK would retry — and no shortened context reaches the backend; the responses stay readable."""
+    url = request.getfixturevalue("redis_db") if backend == "redis" else None
+    svc = proxy_factory(**({"RESPONSE_STORE_URL": url} if url else {}))
+    conv = post(svc.url, "/v1/conversations", {"items": [{"role": "user", "content": "ctx"}]}).json()
+    first = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "in it", "conversation": conv["id"]}).json()
+    second = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "on it",
+                                             "previous_response_id": first["id"]}).json()
+    assert post(svc.url, f"/v1/conversations/{conv['id']}", {}).status_code == 400  # (metadata is required)
+    assert get(svc.url, f"/v1/conversations/{conv['id']}").status_code == 200
+    assert delete(svc.url, f"/v1/conversations/{conv['id']}").status_code == 200
+    calls = len(upstream(mock, "mock-echo"))
+    for rid in (first["id"], second["id"]):
+        err = error(post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "x", "previous_response_id": rid}),
+                    400)
+        assert (err["param"], err["code"], err["type"]) == ("previous_response_id", "conversation_deleted",
+                                                             "invalid_request_error")
+        assert rid in err["message"] and conv["id"] in err["message"]
+        assert get(svc.url, f"/v1/responses/{rid}").status_code == 200
+    assert len(upstream(mock, "mock-echo")) == calls
+    assert "store error" not in svc.log_text()  # not logged as a fault of the store
