@@ -10,11 +10,13 @@ readers never wait for writers — one reader thread keeps ``GET`` routes and hi
 from ever queuing behind a write that waits for the lock.
 
 Jobs that queued up while the thread was busy run as one batch: their results are handed back in
-one wake-up of the event loop, and the writer runs a batch in one transaction (each job in a
-savepoint of its own: a job's error undoes only its own changes) committed once, before any of
-them is answered. A commit writes its pages to the WAL and takes the file's locks, about half of
-a small put's cost, so under load N queued puts pay it once. If SQLite itself fails inside a
-batch, nothing of it was committed and each job runs again on its own, as it would have alone.
+one wake-up of the event loop, and the writer runs a batch in one transaction committed once,
+before any of them is answered (each job's own ``transaction()`` is then a savepoint of it). A
+commit writes its pages to the WAL and takes the file's locks, about half of a small put's cost,
+so under load N queued puts pay it once. If a job of a batch fails (SQLite itself, or the job's
+own error such as ``ObjectTooLarge``), nothing of the batch was committed and each job runs again
+on its own, exactly as it would have alone — so a write job must do its writing inside
+``sqlite_schema.transaction``, as every one does.
 
 Every job carries a deadline: one that waited in the queue past the store's timeout is failed
 with ``StoreUnavailable`` without running (so a write the caller gave up on never lands
@@ -133,7 +135,7 @@ class SQLiteThreads:
     def _write_batch(
         self, conn: sqlite3.Connection | None, batch: list[Job]
     ) -> tuple[sqlite3.Connection | None, list[Outcome]]:
-        """Several writes in one transaction, each in its own savepoint, committed once (module doc)."""
+        """Several writes in one transaction, committed once (module doc)."""
         outcomes: list[Outcome] = []
         try:
             if conn is None:
@@ -143,21 +145,10 @@ class SQLiteThreads:
                 if time.monotonic() > deadline:
                     outcomes.append((fut, None, _overdue()))
                     continue
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = fn(conn, *args)
-                except sqlite3.Error:
-                    raise
-                except BaseException as e:  # the job's own error (ObjectTooLarge, …): undo its part only
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((fut, None, e))
-                    continue
-                conn.execute("RELEASE job")
-                outcomes.append((fut, result, None))
+                outcomes.append((fut, fn(conn, *args), None))
             conn.execute("COMMIT")
             return conn, outcomes
-        except sqlite3.Error:
+        except Exception:  # SQLite's or the job's own: rerun them one by one
             if conn is not None and conn.in_transaction:
                 try:
                     conn.rollback()
