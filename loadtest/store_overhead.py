@@ -6,6 +6,7 @@ Usage::
     python -m loadtest.store_overhead                          # ~1 min
     python -m loadtest.store_overhead --rounds 5 --duration 4 --conc 8
     python -m loadtest.store_overhead --variant before=/tmp/proxy-main   # another checkout beside it
+    python -m loadtest.store_overhead --micro --variant before=/tmp/proxy-main  # the stored path alone
 
 Issue 10's budget: the stored path may add at most 0.15 ms of CPU per JSON request, on each
 backend. What it starts: the mock backend, a ``redis-server`` of its own (no persistence), and per
@@ -19,10 +20,16 @@ threads live in the workers, so their work is included; Redis's server CPU is sh
 two bodies alternate for ``--rounds`` rounds on each proxy and the median of each is reported, so
 the machine's drift (other tenants on a shared host) hits both alike; "added" is the median of the
 per-round differences (each pair measured back to back), with their interquartile range.
+
+``--micro``: no HTTP; ``loadtest/store_micro.py`` runs what ``store: true`` adds (``stand``,
+``prepare``, ``remember`` through the instrumented store) in one process per checkout, at one and
+at four requests in flight, best of its rounds — the difference the HTTP table has to find in the
+noise of a shared machine.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -115,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="proxy WEB_CONCURRENCY (default 2)")
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=DIR: another checkout of the proxy, measured the same way in the same run")
+    ap.add_argument("--micro", action="store_true", help="the stored path alone, in process (no HTTP)")
     args = ap.parse_args(argv)
 
     checkouts = [("this", ROOT)] + [(n, Path(d).resolve()) for n, _, d in (v.partition("=") for v in args.variant)]
     tmp = Path(tempfile.mkdtemp(prefix="store-overhead-"))
+    if args.micro:
+        return _micro(args, checkouts, tmp)
     mock = start_mock(2, tmp)
     server, redis_url = _start_redis(tmp)
     redis_proc = psutil.Process(server.pid)
@@ -163,6 +173,33 @@ def main(argv: list[str] | None = None) -> int:
         server.terminate()
         server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _micro(args: argparse.Namespace, checkouts: list[tuple[str, Path]], tmp: Path) -> int:
+    server, redis_url = _start_redis(tmp)
+    rows = []
+    try:
+        for conc in (1, 4):
+            for i, (name, root) in enumerate(checkouts):
+                out = subprocess.run(
+                    [sys.executable, str(ROOT / "loadtest" / "store_micro.py"), "--redis-url",
+                     f"{redis_url[:-1]}{i}", "--conc", str(conc), "--rounds", str(max(args.rounds, 6))],
+                    cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, check=True,
+                ).stdout
+                rows.append((name, orjson.loads(out.splitlines()[-1])))
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"CPU per request of the stored path in one process, µs (best of {max(args.rounds, 6)} rounds); "
+          f"budget: +{BUDGET_MS * 1000:.0f} µs")
+    print(f"{'checkout':<10} {'in flight':>9} {'backend':<7} {'store:false':>11} {'store:true':>10} {'added':>8}")
+    for name, doc in rows:
+        for backend in ("sqlite", "redis"):
+            r = doc[backend]
+            print(f"{name:<10} {doc['conc']:>9} {backend:<7} {r['store_false_us']:>11.1f} {r['store_true_us']:>10.1f} "
+                  f"{r['added_us']:>+8.1f}")
     return 0
 
 
