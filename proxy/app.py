@@ -28,8 +28,8 @@ from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
 from .resources.websocket import ResponsesEndpoint, WebSocketMode
 from .runtime import Runtime
-from .state import store_http_error
-from .store import InvalidItem, ObjectTooLarge, StoreError
+from .state import refusal
+from .store import StoreError
 from .store.shapes import InvalidParam
 from .translate.errors import InvalidRequest
 
@@ -73,11 +73,11 @@ async def _invalid_request(
 async def _store_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: StoreError | InvalidParam, params: dict[str, Any]
 ) -> None:
-    """The store's refusals and faults (``proxy.state.store_http_error``); faults are logged."""
-    if not isinstance(ex, (InvalidParam, InvalidItem, ObjectTooLarge)):
-        meta = getattr(req.context, "meta", None)
-        log.warning("request_id=%s: %s %s: store error: %s", getattr(meta, "request_id", "-"), req.method, req.path, ex)
-    await _proxy_error(req, resp, store_http_error(ex), params)
+    """The store's refusals and faults on the stored-object routes (``proxy.state.refusal``: faults
+    are logged)."""
+    meta = getattr(req.context, "meta", None)
+    error = refusal(ex, getattr(meta, "request_id", "-"), f"{req.method} {req.path}: ")
+    await _proxy_error(req, resp, error, params)
 
 
 async def _unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict) -> None:

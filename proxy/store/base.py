@@ -44,12 +44,14 @@ class ObjectTooLarge(StoreError):
 
 class HistoryIncomplete(StoreError):
     """Part of a response's stored history is gone although the response itself is there: its
-    conversation was deleted, or Redis evicted keys (a ``maxmemory-policy`` other than
-    ``noeviction``). Raised instead of handing the backend a silently shortened context."""
+    conversation was deleted (``conversation_id`` names it: the client's doing, not a fault), or
+    Redis evicted keys (a ``maxmemory-policy`` other than ``noeviction``). Raised instead of
+    handing the backend a silently shortened context."""
 
-    def __init__(self, response_id: str, what: str) -> None:
+    def __init__(self, response_id: str, what: str, conversation_id: str | None = None) -> None:
         super().__init__(f"the stored history of response {response_id!r} is incomplete: {what}")
         self.response_id = response_id
+        self.conversation_id = conversation_id
 
 
 class InvalidItem(StoreError, ValueError):
@@ -72,11 +74,14 @@ class History:
 @dataclass(frozen=True, slots=True)
 class ConversationContext:
     """A conversation's items in order, and ``seq``, the position of the last one: a response built
-    on this context records it, so chaining from that response later sees what it saw."""
+    on this context records it, so chaining from that response later sees what it saw. ``size``
+    is what its items weigh against ``max_object_bytes`` (their JSON), so that a request that could
+    not be appended is refused before the backend is called."""
 
     conversation_id: str
     items: list[Item]
     seq: int
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -87,7 +92,9 @@ class NewResponse:
     ``prepare_items`` (every item has an id; the same list is what goes to the conversation);
     ``output_items`` are the Response's ``output``. ``previous`` is the ``History`` the request
     was built on (``previous_response_id``), ``conversation`` the context it read (``conversation``);
-    at most one of them.
+    at most one of them. ``input_json`` is ``input_items`` already encoded (a JSON array), when the
+    caller had to encode them anyway (to check their size before calling the backend): the store
+    then does not encode them again.
     """
 
     id: str
@@ -96,6 +103,7 @@ class NewResponse:
     output_items: list[Item]
     previous: History | None = None
     conversation: ConversationContext | None = None
+    input_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ for i = 1, #ids do redis.call('SET', ik(ids[i]), fmt(i - 1) .. ':' .. rid, 'PXAT
 return 1
 """)
 
-# ARGV: P O rid → nil | {'incomplete', why} | {'ok', n, n conversation items…, stored item arrays…}
+# ARGV: P O rid → nil | {'incomplete', why[, conversation id]} | {'ok', n, n conversation items…, item arrays…}
 HISTORY = script("""
 local rid = ARGV[3]
 local thread = redis.call('GET', rk(rid))
@@ -59,7 +59,9 @@ local f = redis.call('HMGET', t, rid .. ':c', rid .. ':d', ':bc', ':bs', ':s')
 if not f[2] then return {'incomplete', 'its items are gone'} end
 local out = {'ok', '0'}
 if f[3] then
-  if redis.call('EXISTS', ck(f[3])) == 0 then return {'incomplete', 'its conversation ' .. f[3] .. ' was deleted'} end
+  if redis.call('EXISTS', ck(f[3])) == 0 then
+    return {'incomplete', 'its conversation ' .. f[3] .. ' was deleted', f[3]}
+  end
   local ids = redis.call('ZRANGEBYSCORE', cik(f[3]), '-inf', f[4])
   local bodies = hmget_all(cbk(f[3]), ids)
   for i = 1, #ids do if bodies[i] then out[#out + 1] = bodies[i] end end

@@ -98,7 +98,7 @@ class RedisStore(StoreBase):
         if found is None:
             return None
         if found[0] != b"ok":
-            raise HistoryIncomplete(response_id, _text(found[1]))
+            raise HistoryIncomplete(response_id, _text(found[1]), _text(found[2]) if len(found) > 2 else None)
         n_conv = int(found[1])  # conversation items (objects) first, then stored arrays
         items = decode_objects(found[2 : 2 + n_conv]) if n_conv else []
         return History(response_id, items + decode_arrays(found[2 + n_conv :]))
@@ -183,7 +183,8 @@ class RedisStore(StoreBase):
         found = await self._run(conv_lua.CONVERSATION_CONTEXT, owner, conversation_id)
         if found is None:
             return None
-        return ConversationContext(conversation_id, decode_objects(found[1:]), int(found[0]))
+        bodies = found[1:]
+        return ConversationContext(conversation_id, decode_objects(bodies), int(found[0]), sum(map(len, bodies)))
 
     async def list_conversation_items(
         self, owner: str, conversation_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None

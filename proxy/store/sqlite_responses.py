@@ -149,7 +149,7 @@ def _conversation_prefix(
 ) -> list[bytes]:
     conv = conn.execute("SELECT expires_at FROM conversations WHERE id = ? AND owner = ?", (conv_id, owner)).fetchone()
     if conv is None or conv[0] <= now:
-        raise HistoryIncomplete(response_id, f"its conversation {conv_id} was deleted")
+        raise HistoryIncomplete(response_id, f"its conversation {conv_id} was deleted", conv_id)
     rows = conn.execute("SELECT body FROM conversation_items WHERE conv = ? AND seq <= ? ORDER BY seq", (conv_id, seq))
     return [body for (body,) in rows]
 

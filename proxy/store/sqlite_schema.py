@@ -97,7 +97,21 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection, write: bool = True) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` (take the write lock now, waiting at most ``busy_timeout``) or a read
-    transaction (one consistent snapshot for several SELECTs); commit, or roll back on error."""
+    transaction (one consistent snapshot for several SELECTs); commit, or roll back on error.
+
+    Inside a transaction already (a batch of writes the writer thread commits together,
+    ``sqlite_threads``) it is a savepoint of that one: an error undoes only what it did."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT tx")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # (SQLite rolls a whole transaction back on some errors)
+                conn.execute("ROLLBACK TO tx")
+                conn.execute("RELEASE tx")
+            raise
+        conn.execute("RELEASE tx")
+        return
     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         yield conn

@@ -137,7 +137,7 @@ class SQLiteStore(StoreBase):
 
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None:
         found = await self._db.run("read", conv_sql.context, owner, conversation_id)
-        return None if found is None else ConversationContext(conversation_id, found[0], found[1])
+        return None if found is None else ConversationContext(conversation_id, *found)
 
     async def list_conversation_items(
         self, owner: str, conversation_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
