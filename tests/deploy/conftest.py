@@ -26,7 +26,9 @@ from tests.mock_client import MockControl
 class Fleet:
     """``proxy1`` and ``proxy2`` on fixed ports (a restart reuses its port) behind HAProxy."""
 
-    def __init__(self, backend_url: str, logs_dir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, backend_url: str, logs_dir: Path, env: dict[str, str], haproxy_env: dict[str, str] | None = None
+    ) -> None:
         self.backend_url = backend_url
         self.env = {"SSE_KEEPALIVE_SECS": "1", "GRACEFUL_TIMEOUT_SECS": "30", **env}
         self._tag = os.urandom(3).hex()
@@ -37,7 +39,7 @@ class Fleet:
         try:
             for name in SERVERS:
                 self.start(name)
-            self.haproxy = HAProxy(self.ports, logs_dir / f"haproxy-{self._tag}.log")
+            self.haproxy = HAProxy(self.ports, logs_dir / f"haproxy-{self._tag}.log", **(haproxy_env or {}))
             for name in SERVERS:
                 self.haproxy.wait_status(name, "UP")
         except BaseException:
@@ -92,14 +94,14 @@ def fleet_store(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def fleet_factory(mock_backend: Service, logs_dir: Path, fleet_store: str) -> Iterator[Callable[..., Fleet]]:
-    """Start fleets with extra instance settings; every one is stopped after the test."""
+    """Start fleets with extra instance settings (and HAProxy variables); every one is stopped after the test."""
     control = MockControl(mock_backend.url)
     script_mock(control)
     control.close()
     fleets: list[Fleet] = []
 
-    def make(**env: str) -> Fleet:
-        fleet = Fleet(mock_backend.url + "/v1", logs_dir, {"RESPONSE_STORE_URL": fleet_store, **env})
+    def make(haproxy_env: dict[str, str] | None = None, **env: str) -> Fleet:
+        fleet = Fleet(mock_backend.url + "/v1", logs_dir, {"RESPONSE_STORE_URL": fleet_store, **env}, haproxy_env)
         fleets.append(fleet)
         return fleet
 
