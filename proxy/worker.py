@@ -38,10 +38,16 @@ marks the instance down after ``fall`` failed checks ``inter`` apart (3 × 2 s);
 the default of 10 s outlasts both, and stays far below gunicorn's ``keepalive``
 (75 s: an idle connection's normal lifetime) and the graceful timeout.
 ``SHUTDOWN_LINGER_SECS=0`` restores uvicorn's behaviour.
+
+Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
+handshake on a path that has no WebSocket route: 404, 405), where the same
+refusal of a plain HTTP request is not logged at all: a client's mistake, not
+the server's. ``QuietRefusedHandshakes`` sends those lines out at INFO.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 from typing import Any, ClassVar
@@ -143,6 +149,22 @@ class LingeringServer(Server):
         await super().shutdown(sockets)
 
 
+class QuietRefusedHandshakes(logging.Filter):
+    """On the ``falcon`` logger: its "HTTPError … raised while handling WebSocket" records of a 4xx
+    become INFO records (dropped when the logger is set above INFO); everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR or not isinstance(record.msg, str) or not record.args:
+            return True
+        if not record.msg.startswith("[FALCON] HTTPError") or "WebSocket" not in record.msg:
+            return True
+        status = getattr(record.args[0], "status_code", 500) if isinstance(record.args, tuple) else 500
+        if not 400 <= status < 500:
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 def websocket_kwargs(settings: settings_mod.Settings) -> dict[str, Any]:
     """uvicorn's WebSocket options for these settings."""
     return {
@@ -163,6 +185,9 @@ class Worker(UvicornWorker):
         self._protocol = http_protocol(min(settings.shutdown_linger_secs, settings.graceful_timeout_secs))
         self.CONFIG_KWARGS = {**Worker.CONFIG_KWARGS, "http": self._protocol, **websocket_kwargs(settings)}
         super().__init__(*args, **kwargs)
+        falcon_log = logging.getLogger("falcon")
+        if not any(isinstance(f, QuietRefusedHandshakes) for f in falcon_log.filters):
+            falcon_log.addFilter(QuietRefusedHandshakes())
 
     async def _serve(self) -> None:
         # UvicornWorker._serve with LingeringServer in place of Server.
