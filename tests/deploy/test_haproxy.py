@@ -25,17 +25,15 @@ import subprocess
 import time
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from tests.deploy.haproxy import CFG, StatusWatch
 from tests.deploy.kinds import CHAIN, KINDS, ChainTurn
 from tests.deploy.load import Load, Outcome
 from tests.deploy.tools import binary, local_ports_to
-from tests.deploy.ws import sdk_chained_turns
+from tests.deploy.ws import idle_between_turns, sdk_chained_turns
 from tests.faults.helpers import worker_pids
 from tests.http import health, post, wait_for
 from tests.mock_client import MockControl
-from tests.wsclient import open_ws, read_response, send
 
 pytestmark = pytest.mark.slow
 
@@ -216,12 +214,17 @@ def test_haproxy_reload_under_load_loses_nothing(fleet_factory):
     assert across, "no stream was in flight across the last reload"
 
 
+def _websocket_line(fleet):
+    """HAProxy's log line for the fleet's last WebSocket (written when the tunnel closed)."""
+    return wait_for(lambda: [ln for ln in fleet.haproxy.log_lines() if ln.request.startswith("GET /v1/responses ")],
+                    10, what="HAProxy's log line for the WebSocket")[-1]
+
+
 def test_websocket_chained_turns_through_haproxy(fleet_factory):
     fleet = fleet_factory()
     first, _ = sdk_chained_turns(fleet.url)
     # Logged when the tunnel closed: the handshake's 101, on one of the instances.
-    upgrade = wait_for(lambda: [ln for ln in fleet.haproxy.log_lines() if ln.request.startswith("GET /v1/responses ")],
-                       10, what="HAProxy's log line for the WebSocket")[-1]
+    upgrade = _websocket_line(fleet)
     assert upgrade.status == 101 and upgrade.server in ("proxy1", "proxy2"), upgrade
     assert '"WebSocket /v1/responses" [accepted]' in fleet.instances[upgrade.server].log_text()
 
@@ -232,21 +235,8 @@ TUNNEL_SECS = 2
 @pytest.mark.parametrize("ping_secs, survives", [(1, True), (30, False)], ids=["pings", "no-pings-in-time"])
 def test_an_idle_websocket_outlives_the_tunnel_timeout_thanks_to_the_pings(fleet_factory, ping_secs, survives):
     fleet = fleet_factory(haproxy_env={"HAPROXY_TUNNEL_TIMEOUT": f"{TUNNEL_SECS}s"}, WEBSOCKET_PING_SECS=str(ping_secs))
-    with open_ws(fleet.url, ping_interval=None) as ws:  # no client pings: only the server's keep it busy
-        send(ws, {"type": "response.create", "model": "mock-echo", "input": "before the pause"})
-        first = read_response(ws)[-1]["response"]
-        idle = 3 * TUNNEL_SECS
-        if survives:
-            time.sleep(idle)
-            send(ws, {"type": "response.create", "model": "mock-echo", "input": "after the pause",
-                      "previous_response_id": first["id"]})
-            second = read_response(ws)[-1]["response"]
-            assert second["status"] == "completed" and second["previous_response_id"] == first["id"]
-        else:
-            with pytest.raises(ConnectionClosed):
-                ws.recv(timeout=idle + 20)
-    line = wait_for(lambda: [ln for ln in fleet.haproxy.log_lines() if ln.request.startswith("GET /v1/responses ")],
-                    10, what="HAProxy's log line for the WebSocket")[-1]
+    idle_between_turns(fleet.url, 3 * TUNNEL_SECS, survives)
+    line = _websocket_line(fleet)
     # A first termination character "c" or "s": a client- or server-side timeout ended the tunnel.
     print(f"\nidle WebSocket through HAProxy, pings every {ping_secs} s, tunnel timeout {TUNNEL_SECS} s: "
           f"termination {line.termination}, status {line.status}")

@@ -18,14 +18,12 @@ import time
 import httpx
 import openai
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from tests.conformance import check_response, check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.deploy.nginx import SITE, Nginx, check, make_prefix, render_site
-from tests.deploy.ws import sdk_chained_turns
+from tests.deploy.ws import idle_between_turns, sdk_chained_turns
 from tests.http import auth, error_of, health, post, wait_for
-from tests.wsclient import open_ws, read_response, send
 
 pytestmark = pytest.mark.slow
 
@@ -147,21 +145,7 @@ def test_an_idle_websocket_outlives_nginx_read_timeout_thanks_to_the_pings(proxy
     instance = proxy_factory(WEBSOCKET_PING_SECS=str(ping_secs))
     front = Nginx(instance.port, read_timeout=f"{READ_TIMEOUT_SECS}s")
     try:
-        # The client sends no pings of its own: only the server's keep the tunnel busy.
-        with open_ws(front.url, ping_interval=None) as ws:
-            send(ws, {"type": "response.create", "model": "mock-echo", "input": "before the pause"})
-            first = read_response(ws)[-1]["response"]
-            assert first["status"] == "completed"
-            idle = 3 * READ_TIMEOUT_SECS
-            if survives:
-                time.sleep(idle)
-                send(ws, {"type": "response.create", "model": "mock-echo", "input": "after the pause",
-                          "previous_response_id": first["id"]})
-                second = read_response(ws)[-1]["response"]
-                assert second["status"] == "completed" and second["previous_response_id"] == first["id"]
-            else:
-                with pytest.raises(ConnectionClosed):
-                    ws.recv(timeout=idle + 20)
+        idle_between_turns(front.url, 3 * READ_TIMEOUT_SECS, survives)
         log = front.error_log()
         timed_out = "upstream timed out" in log and "while proxying upgraded connection" in log
         assert timed_out is not survives, log

@@ -8,7 +8,7 @@ so every connection reaches the worker being stopped), with no balancer in betwe
   behaviour, which closed it at once: the very request this fixes.
 - ``SHUTDOWN_DRAIN_SECS`` (``proxy/drain.py``): on SIGTERM ``/health`` answers 503
   ``draining`` while requests are served as usual, then the instance stops; SIGHUP never
-  drains.
+  drains; a second SIGTERM ends the drain at once.
 - The draining flag is shared memory that a forked child's write reaches the parent through.
 """
 from __future__ import annotations
@@ -164,8 +164,8 @@ def test_sigterm_drains_health_first_and_serves_meanwhile(proxy_factory):
     assert 'Draining for 3 s before stopping: /health answers 503 "draining"' in service.log_text()
 
 
-def test_sighup_never_drains(proxy_factory):
-    service = proxy_factory(SHUTDOWN_DRAIN_SECS="30")
+def test_sighup_never_drains_and_a_second_sigterm_cuts_the_drain_short(proxy_factory):
+    service = proxy_factory(SHUTDOWN_DRAIN_SECS="120")
     old = set(worker_pids(service))
     service.signal(signal.SIGHUP)
     statuses = []
@@ -178,6 +178,11 @@ def test_sighup_never_drains(proxy_factory):
     wait_for(replaced, 60, interval=0.1, what="new workers")
     assert set(statuses) == {"healthy"}, statuses
     assert "Draining" not in service.log_text()
+    # SIGTERM drains (120 s); a second one stops it now, cleanly.
+    service.signal(signal.SIGTERM)
+    wait_for(lambda: health(service.url)[1]["status"] == "draining", 10, what="the drain")
+    service.signal(signal.SIGTERM)
+    assert service.proc.wait(60) == 0, service.log_text()[-2000:]
 
 
 def test_the_draining_flag_crosses_fork():
