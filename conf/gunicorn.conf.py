@@ -46,6 +46,7 @@ graceful_timeout = int(_s.graceful_timeout_secs)
 # Heartbeat timeout for a stuck worker (not a request timeout: streams may run long).
 timeout = 60
 # Behind HAProxy: keep idle client connections longer than its `timeout http-keep-alive`.
+# A stopping worker keeps them SHUTDOWN_LINGER_SECS instead (proxy/worker.py), for one last request.
 keepalive = 75
 backlog = 2048
 loglevel = _s.log_level.lower()

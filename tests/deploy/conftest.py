@@ -96,6 +96,7 @@ def fleet_store(redis_url: str) -> Iterator[str]:
 def fleet_factory(mock_backend: Service, logs_dir: Path, fleet_store: str) -> Iterator[Callable[..., Fleet]]:
     """Start fleets with extra instance settings (and HAProxy variables); every one is stopped after the test."""
     control = MockControl(mock_backend.url)
+    control.reset()  # earlier tests' records and scripts: the kill test reads the records
     script_mock(control)
     control.close()
     fleets: list[Fleet] = []

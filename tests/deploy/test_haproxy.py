@@ -69,15 +69,18 @@ def test_kill_one_instance_under_load(fleet_factory, mock_backend):
     backend = MockControl(mock_backend.url)
 
     def chain_turn_upstream_on_proxy1() -> bool:
-        """A chained turn proxy1 is still waiting for the backend to answer (not yet stored)."""
+        """A chained turn proxy1 is waiting for the backend to finish (not yet stored), begun less
+        than half of its ~0.6 s ago: it is still in flight when the kill lands a moment later."""
         ports = local_ports_to(worker_pids(fleet.instances["proxy1"]), mock_backend.port)
-        return any(r["client"] and r["client"][1] in ports and not r["ended_at"] for r in backend.requests(CHAIN.model))
+        now = time.time()
+        return any(r["client"] and r["client"][1] in ports and not r["ended_at"] and now - r["started_at"] < 0.3
+                   for r in backend.requests(CHAIN.model))
 
     with StatusWatch(hap) as watch, Load(fleet.url, KINDS, threads=8) as load:
         wait_for(lambda: all(len(_served(hap.log_lines(), s)) >= 5 for s in ("proxy1", "proxy2")), 30,
                  what="both instances serving")
         # Kill while proxy1 holds requests (streams last ~1.6 s; slow JSON ~1 s), a chained turn among them.
-        wait_for(lambda: hap.current_sessions("proxy1") >= 2 and chain_turn_upstream_on_proxy1(), 30, interval=0.01,
+        wait_for(lambda: hap.current_sessions("proxy1") >= 2 and chain_turn_upstream_on_proxy1(), 30, interval=0.02,
                  what="requests in flight on proxy1, a chained turn among them")
         sessions_at_kill = hap.current_sessions("proxy1")
         kill_sent, kill_done = fleet.kill("proxy1")
