@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from proxy.drain import DrainFlag
+from proxy.settings import SettingsError, load
 from tests.conftest import API_KEY
 from tests.faults.helpers import worker_pids
 from tests.http import auth, health, wait_for
@@ -194,3 +195,12 @@ def test_the_draining_flag_crosses_fork():
         os._exit(0)
     os.waitpid(pid, 0)
     assert flag.active
+
+
+@pytest.mark.parametrize("name", ["SHUTDOWN_LINGER_SECS", "SHUTDOWN_DRAIN_SECS"])
+def test_bad_shutdown_settings_name_the_variable(name):
+    with pytest.raises(SettingsError, match=name):
+        load({name: "soon"})
+    with pytest.raises(SettingsError, match=name):
+        load({name: "-1"})
+    assert (load({}).shutdown_linger_secs, load({}).shutdown_drain_secs) == (10.0, 0.0)
