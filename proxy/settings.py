@@ -84,6 +84,11 @@ class Settings:
     # interval of the server's keep-alive pings (a peer silent for as long again is dropped).
     websocket_max_secs: float = 3600.0
     websocket_ping_secs: float = 20.0
+    # Stopping a worker (proxy/worker.py): how long a connection with no request in progress
+    # may still bring one (answered with "Connection: close"); on SIGTERM, how long the master
+    # first answers /health with 503 "draining" while serving normally (conf/gunicorn.conf.py).
+    shutdown_linger_secs: float = 10.0
+    shutdown_drain_secs: float = 0.0
     # What the backend is asked when a conversation is compacted (None: the built-in prompt).
     compaction_prompt: str | None = None
 
@@ -305,5 +310,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         models_cache_secs=_float(env, "MODELS_CACHE_SECS", 60.0, 0.0, 86400.0),
         websocket_max_secs=_float(env, "WEBSOCKET_MAX_SECS", 3600.0, 1.0, 7 * 86400.0),
         websocket_ping_secs=_float(env, "WEBSOCKET_PING_SECS", 20.0, 1.0, 3600.0),
+        shutdown_linger_secs=_float(env, "SHUTDOWN_LINGER_SECS", 10.0, 0.0, 3600.0),
+        shutdown_drain_secs=_float(env, "SHUTDOWN_DRAIN_SECS", 0.0, 0.0, 3600.0),
         compaction_prompt=compaction_prompt(env),
     )
