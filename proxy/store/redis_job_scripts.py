@@ -137,11 +137,16 @@ return {'ok'}
 """)
 
 # ARGV: P O rid body version outcome only_expired
-# → {'ok'} | {'ended'} | {'changed'} | {'alive'} | {'gone'}: end a job from outside (cancel, reaper).
+# → {'ok'} | {'ended'} | {'changed'} | {'alive'} | {'gone'}: end a job from outside (cancel, reaper);
+# an empty body leaves the stored one as it is (its response is gone).
 END = _script("""
 local rid = ARGV[3]
 local f = redis.call('HMGET', jk(rid), 's', 'v', 'w')
-if not f[1] then return {'gone'} end
+if not f[1] then  -- expired with its response (or evicted): only its lease entries are left
+  redis.call('ZREM', P .. 'jobs', O .. ':' .. rid)
+  redis.call('ZREM', P .. 'jobo:' .. O, rid)
+  return {'gone'}
+end
 if f[1] == 'ended' then return {'ended'} end
 if f[2] ~= ARGV[5] then return {'changed'} end
 if ARGV[7] == '1' then
@@ -149,7 +154,7 @@ if ARGV[7] == '1' then
   if deadline and tonumber(deadline) > now_ms() then return {'alive'} end
 end
 local thread = redis.call('GET', rk(rid))
-if thread then redis.call('HSET', tk(thread), rid .. ':b', ARGV[4]) end
+if thread and ARGV[4] ~= '' then redis.call('HSET', tk(thread), rid .. ':b', ARGV[4]) end
 end_job(rid, ARGV[6])
 redis.call('PUBLISH', P .. 'cancel:' .. f[3], rid)
 return {'ok'}

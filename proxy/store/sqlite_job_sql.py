@@ -135,9 +135,10 @@ def end(
             return "changed"
         if only_expired and row[2] > now_ms():
             return "alive"
-        conn.execute(
-            "UPDATE responses SET body = ? WHERE id = ? AND owner = ? AND live = 1", (body, response_id, owner)
-        )
+        if body:  # (empty: its response is gone, leave it)
+            conn.execute(
+                "UPDATE responses SET body = ? WHERE id = ? AND owner = ? AND live = 1", (body, response_id, owner)
+            )
         _end(conn, response_id, outcome)
     return "ok"
 
