@@ -18,8 +18,8 @@ from . import logs
 from . import settings as settings_mod
 from .errors import ProxyError, invalid_request
 from .failures import Failure
-from .resources.chaining import NO_STORE
 from .resources.compact import Compaction, CompactResource
+from .resources.conversations import ConversationItemsResource, ConversationsResource
 from .resources.health import HealthResource
 from .resources.metrics import MetricsMiddleware, MetricsResource
 from .resources.models import ModelsResource
@@ -28,6 +28,9 @@ from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
 from .resources.websocket import ResponsesEndpoint, WebSocketMode
 from .runtime import Runtime
+from .state import store_http_error
+from .store import InvalidItem, ObjectTooLarge, StoreError
+from .store.shapes import InvalidParam
 from .translate.errors import InvalidRequest
 
 log = logging.getLogger("proxy.app")
@@ -65,6 +68,16 @@ async def _invalid_request(
 ) -> None:
     """The translation core's refusal: always a 400 invalid_request_error."""
     await _proxy_error(req, resp, invalid_request(ex.message, ex.param, ex.code), params)
+
+
+async def _store_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: StoreError | InvalidParam, params: dict[str, Any]
+) -> None:
+    """The store's refusals and faults (``proxy.state.store_http_error``); faults are logged."""
+    if not isinstance(ex, (InvalidParam, InvalidItem, ObjectTooLarge)):
+        meta = getattr(req.context, "meta", None)
+        log.warning("request_id=%s: %s %s: store error: %s", getattr(meta, "request_id", "-"), req.method, req.path, ex)
+    await _proxy_error(req, resp, store_http_error(ex), params)
 
 
 async def _unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict) -> None:
@@ -114,15 +127,22 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     # POST, its WebSocket mode and Codex's compaction trigger on one path; compaction beside it.
-    compaction = Compaction(runtime, NO_STORE)  # the response store implements ContextStore (chaining.py)
+    compaction = Compaction(runtime)
     responses = ResponsesEndpoint(ResponsesResource(runtime, compaction), WebSocketMode(runtime, compaction))
     falcon_app.add_route("/v1/responses", responses)
     falcon_app.add_route("/responses", responses)
     falcon_app.add_route("/v1/responses/compact", CompactResource(compaction))
     falcon_app.add_route("/responses/compact", CompactResource(compaction))
-    stored = StoredResponseResource()
-    falcon_app.add_route("/v1/responses/{response_id}", stored)
-    falcon_app.add_route("/v1/responses/{response_id}/{action}", stored, suffix="action")
+    stored = StoredResponseResource(runtime)
+    conversations = ConversationsResource(runtime)
+    items = ConversationItemsResource(runtime)
+    for prefix in ("/v1", ""):
+        falcon_app.add_route(prefix + "/responses/{response_id}", stored)
+        falcon_app.add_route(prefix + "/responses/{response_id}/{action}", stored, suffix="action")
+        falcon_app.add_route(prefix + "/conversations", conversations)
+        falcon_app.add_route(prefix + "/conversations/{conversation_id}", conversations, suffix="one")
+        falcon_app.add_route(prefix + "/conversations/{conversation_id}/items", items)
+        falcon_app.add_route(prefix + "/conversations/{conversation_id}/items/{item_id}", items, suffix="one")
     falcon_app.add_route("/health", HealthResource(runtime))
     falcon_app.add_route("/metrics", MetricsResource(runtime))
     models = ModelsResource(runtime)
@@ -135,6 +155,8 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.add_error_handler(ProxyError, _proxy_error)
     falcon_app.add_error_handler(Failure, _failure)
     falcon_app.add_error_handler(InvalidRequest, _invalid_request)
+    falcon_app.add_error_handler(StoreError, _store_error)
+    falcon_app.add_error_handler(InvalidParam, _store_error)
     falcon_app.set_error_serializer(_serialize_http_error)
 
     async def asgi(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:

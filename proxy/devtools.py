@@ -91,11 +91,18 @@ def start_proxy(
     backend_url: str, log_path: Path, port: int | None = None, root: Path = ROOT, **env: str
 ) -> Service:
     """``gunicorn -c conf/gunicorn.conf.py``, exactly as deployed, on a loopback port
-    (from ``root``: another checkout of the proxy, for side-by-side benchmarks)."""
+    (from ``root``: another checkout of the proxy, for side-by-side benchmarks).
+
+    Each proxy gets a response store of its own — an SQLite file beside its log —
+    unless ``RESPONSE_STORE_URL`` is given (instances that must share one, or ``none``).
+    """
     port = port or free_port()
     full_env = dict(os.environ)
     full_env.update(
-        {"HOST_PORT": str(port), "BACKEND_URL": backend_url, "WEB_CONCURRENCY": "2", "LOG_LEVEL": "info"}
+        {
+            "HOST_PORT": str(port), "BACKEND_URL": backend_url, "WEB_CONCURRENCY": "2", "LOG_LEVEL": "info",
+            "RESPONSE_STORE_URL": f"sqlite:///{log_path.with_suffix('.store.sqlite3').resolve()}",
+        }
     )
     full_env.pop("PORT", None)
     full_env.update(env)

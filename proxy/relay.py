@@ -161,8 +161,8 @@ async def relay(
                         break
             if data is None and not translator.done:
                 events += _finish(translator, outcome)  # EOF without [DONE]
-            if events:
-                yield events
+            if events or translator.done:
+                yield events  # the terminal batch always (empty in JSON mode): owners act on it
             if translator.done:
                 return
     finally:

@@ -1,4 +1,5 @@
-"""What one worker holds for its lifetime: settings, the upstream pool, the breakers, the metrics.
+"""What one worker holds for its lifetime: settings, the upstream pool, the breakers, the metrics,
+the response store.
 
 Built at import, with the httpx client opened at ASGI lifespan startup and closed
 at shutdown, so each worker owns its own connection pool.
@@ -14,6 +15,8 @@ from .exchange import Exchange, TerminalHook
 from .logs import mask_key
 from .metrics import Metrics
 from .settings import Settings
+from .store import Store, open_store
+from .store.instrumented import instrumented
 from .translate.context import ResponseContext
 from .translate.request import TranslationPolicy
 from .upstream import Upstream, create_client
@@ -25,6 +28,8 @@ class Runtime:
     breakers: Breakers
     metrics: Metrics
     policy: TranslationPolicy
+    # None when RESPONSE_STORE_URL=none; opened lazily at its first operation, in the worker's loop.
+    store: Store | None = None
     upstream: Upstream | None = field(default=None)
 
     @classmethod
@@ -36,10 +41,13 @@ class Runtime:
             probe_timeout_secs=settings.backend_timeout_secs,
             table=shared_table(settings.breaker_model_slots) if settings.breaker_enabled else None,
         )
+        metrics = Metrics(model_labels=settings.breaker_model_slots)
+        store = open_store(settings)
         return cls(
             settings=settings,
             breakers=breakers,
-            metrics=Metrics(model_labels=settings.breaker_model_slots),
+            metrics=metrics,
+            store=None if store is None else instrumented(store, metrics),
             policy=TranslationPolicy(
                 builtin_tools=settings.builtin_tools,  # type: ignore[arg-type]
                 max_tokens_field=settings.max_tokens_field,  # type: ignore[arg-type]
@@ -57,6 +65,8 @@ class Runtime:
         if self.upstream is not None:
             await self.upstream.aclose()
             self.upstream = None
+        if self.store is not None:
+            await self.store.aclose()
 
     def exchange(
         self,

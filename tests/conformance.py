@@ -28,6 +28,9 @@ before validating it there. The deliberate exceptions, each asserted below:
 5. ``text.format.schema`` of a ``json_schema`` format: the generated
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
+6. ``conversation`` (``{"id": "conv_…"}``) is a top-level key beside the 31 when
+   the request named a conversation: OpenAI's Response carries it (the openai
+   SDK's ``Response.conversation``), the Open Responses spec has no such key.
 
 Reasoning items come in two shapes, never mixed: ``reasoning_text`` content
 (``summary: []``), or — when the request asked for ``reasoning.summary`` —
@@ -224,7 +227,10 @@ def check_response(obj: dict) -> dict:
     assert isinstance(obj, dict), type(obj)
     keys = set(obj)
     missing = [k for k in RESPONSE_KEYS if k not in keys]
-    extra = sorted(keys - set(RESPONSE_KEYS))
+    extra = sorted(keys - set(RESPONSE_KEYS) - {"conversation"})  # exception 6
+    if "conversation" in obj:
+        conv = obj["conversation"]
+        assert isinstance(conv, dict) and set(conv) == {"id"} and conv["id"].startswith("conv_"), conv
     assert not missing, f"Response lacks keys {missing}"
     assert not extra, f"Response has unknown top-level keys {extra}"
 

@@ -13,8 +13,8 @@ tools offered, then wrap the answer (``proxy.translate.compaction``):
 
 The summary is asked for before anything is sent, so a failure is answered like
 any request that failed before its first byte (HTTP status, or a WebSocket
-protocol error). ``previous_response_id`` on ``/compact`` goes through the store
-seam (``proxy.resources.chaining``).
+protocol error). ``previous_response_id`` on ``/compact`` is resolved like any
+other (``proxy.state.stand``).
 """
 from __future__ import annotations
 
@@ -31,14 +31,15 @@ from ..errors import invalid_request
 from ..failures import Cause, Failure
 from ..runtime import Runtime
 from ..settings import Settings
+from ..state import stand
+from ..store import Store
 from ..translate import compaction as cmp
 from ..translate import validate as v
 from ..translate.context import ResponseContext
-from ..translate.history import input_items, with_context
+from ..translate.history import input_items
 from ..translate.request import translate_request
 from ..translate.shapes import Usage
 from ..translate.sse import DONE, encode_events
-from .chaining import ContextStore, not_found, owner_of
 from .responses import _SSE_HEADERS, _fail_request, _upstream_headers, read_request
 from .scope import RequestScope
 
@@ -48,13 +49,16 @@ Watch = Callable[[], "asyncio.Future[None]"]
 class Compaction:
     """Summaries from the backend, for every transport (see the module docstring)."""
 
-    def __init__(self, runtime: Runtime, store: ContextStore) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
-        self.store = store
 
     @property
     def settings(self) -> Settings:
         return self._rt.settings
+
+    @property
+    def store(self) -> Store | None:
+        return self._rt.store
 
     @property
     def prompt(self) -> str:
@@ -95,8 +99,7 @@ class Compaction:
         assert stripped is not None, "answer_trigger needs a request ending with a compaction_trigger"
         # The request itself is validated and echoed as any other (its tools too);
         # only the summarizing call goes without them.
-        _, ctx = translate_request(stripped, self._rt.policy)
-        ctx.echo["previous_response_id"] = previous_response_id
+        _, ctx = translate_request(stripped, self._rt.policy, previous_response_id=previous_response_id)
         summary, usage = await self.summarize(stripped, key=key, headers=headers, watch=watch)
         item = cmp.compaction_item(summary)
         return ctx, cmp.trigger_response(cmp.in_progress(ctx), item, usage, int(time.time()))
@@ -137,14 +140,7 @@ class CompactResource:
         settings = self._compaction.settings
         body, key = await read_request(req, meta, settings)
         v.model_name(body)
-        previous = body.get("previous_response_id")
-        if previous is not None:
-            if not isinstance(previous, str):
-                raise v.fail("previous_response_id", "a string", previous)
-            context = await self._compaction.store.load(previous, owner=owner_of(key))
-            if context is None:
-                raise not_found(previous)
-            body = with_context(body, context)
+        body = (await stand(self._compaction.store, key, body, request_id=meta.request_id, chaining=True)).body
         if body.get("input") is None or not input_items(body):
             raise invalid_request(
                 "Nothing to compact: send 'input' (the conversation) and/or 'previous_response_id'.", "input",

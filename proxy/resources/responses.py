@@ -28,6 +28,7 @@ from ..logs import mask_key
 from ..relay import KEEPALIVE, Batch, _Keepalive
 from ..runtime import Runtime
 from ..settings import Settings
+from ..state import Standing, stand
 from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
@@ -65,7 +66,13 @@ class ResponsesResource:
         if self._compaction is not None and has_trigger(body):  # Codex's remote compaction v2
             await self._compaction.respond_http(req, resp, meta, body, key)
             return
-        chat, ctx = translate_request(body, self._rt.policy)
+        rt = self._rt
+        standing = await stand(rt.store, key, body, request_id=meta.request_id)
+        chat, ctx = translate_request(
+            standing.body, rt.policy,
+            previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
+        )
+        standing.prepare()
         meta.model = ctx.model
         _log_warnings(meta, ctx.warnings)
         if log.isEnabledFor(logging.DEBUG):
@@ -82,6 +89,7 @@ class ResponsesResource:
             secret=secret,
             disconnected=meta.watch_disconnect(),
             emit_events=ctx.stream,
+            on_terminal=standing.remember if standing.keeps else None,
         )
         meta.own(exchange)
         try:
@@ -92,9 +100,11 @@ class ResponsesResource:
         if ctx.stream:
             await self._stream(meta, resp, exchange, secret)
         else:
-            await self._json(meta, resp, exchange, secret)
+            await self._json(meta, resp, exchange, secret, standing)
 
-    async def _json(self, meta: RequestScope, resp: falcon.asgi.Response, exchange: Exchange, secret: str) -> None:
+    async def _json(
+        self, meta: RequestScope, resp: falcon.asgi.Response, exchange: Exchange, secret: str, standing: Standing
+    ) -> None:
         async with exchange:
             async for _ in exchange.batches():
                 pass
@@ -106,7 +116,8 @@ class ResponsesResource:
         response = exchange.response
         meta.status = response["status"]
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = orjson.dumps(response)
+        # The same bytes the store keeps (GET /v1/responses/{id} answers them as they are).
+        resp.data = standing.stored_body or orjson.dumps(response)
 
     async def _stream(self, meta: RequestScope, resp: falcon.asgi.Response, exchange: Exchange, secret: str) -> None:
         head = exchange.start()

@@ -30,18 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import falcon.asgi
 from falcon.errors import PayloadTypeError, WebSocketDisconnected
 
 from ..errors import ProxyError, invalid_request
-from ..failures import Failure
 from ..runtime import Runtime
+from ..store import History
 from ..translate import ws_frames as wf
 from ..translate.errors import InvalidRequest
-from .chaining import Item, not_found, owner_of
 from .compact import Compaction
 from .responses import _too_large
 from .ws_response import Responder, Run, protocol_error
@@ -59,14 +57,12 @@ class Connection:
         key: str, upstream_key: str, headers: dict[str, str],
     ) -> None:
         self._settings = runtime.settings
-        self._store = compaction.store
         self._responder = Responder(runtime, compaction, key=key, upstream_key=upstream_key, headers=headers)
         self._ws = ws
-        self._owner = owner_of(key)
         self._gone = asyncio.Event()
         self._busy: Run | None = None  # the response running, if any
         self._task: asyncio.Task[None] | None = None
-        self._last: tuple[str, list[Item]] | None = None  # (response id, the context chaining from it)
+        self._last: History | None = None  # what chaining from the last response stands on
         self._expired = False
         self._events = 0  # connection-level events sent (response.steer.failed)
 
@@ -159,24 +155,11 @@ class Connection:
     def gone(self) -> bool:
         return self._gone.is_set()
 
-    async def context_of(self, response_id: str) -> list[Item]:
-        last = self._last
-        if last is not None and last[0] == response_id:
-            return last[1]
-        context = await self._store.load(response_id, owner=self._owner)
-        if context is None:
-            raise not_found(response_id)
-        return context
+    def last(self) -> History | None:
+        return self._last
 
-    async def remember(self, response: Mapping[str, Any], context: list[Item]) -> None:
-        if response.get("status") not in _CHAINABLE:
-            return
-        self._last = (response["id"], context)
-        if response.get("store"):
-            try:
-                await self._store.save(response, context, owner=self._owner)
-            except Failure as failure:  # the response still chains within this connection
-                log.warning("response %s not stored: %s", response["id"], failure.message)
+    def keep(self, history: History) -> None:
+        self._last = history
 
     # ------------------------------------------------------------------ lifetime
 

@@ -11,8 +11,10 @@ message each (``proxy.translate.ws_frames`` for the shapes). Three kinds:
 - ``generate: false`` (Codex's warm-up): prepared without calling the backend;
 - ending with a ``compaction_trigger``: compacted (``proxy.resources.compact``).
 
-``previous_response_id`` is resolved by the connection (its last response, else
-the store seam); the context a later request will chain from is recorded before
+``previous_response_id`` is resolved by ``proxy.state.stand`` (the connection's
+last response, held in memory, costs no store read and works with ``store:
+false``; anything else comes from the store); the context a later request will
+chain from, and the stored response when ``store`` is true, are recorded before
 the terminal event is sent (the exchange's ``on_terminal`` hook), and the
 connection is free for the next ``response.create`` the moment that event is
 out. Each response writes one ``request_completed`` line.
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..errors import ProxyError, invalid_request
@@ -31,16 +32,16 @@ from ..failures import Cause, Failure
 from ..logs import mask_key, request_completed
 from ..relay import KEEPALIVE, Batch, _Keepalive
 from ..runtime import Runtime
+from ..state import Standing, stand
+from ..store import History
 from ..translate import compaction as cmp
-from ..translate import validate as v
 from ..translate import ws_frames as wf
 from ..translate.context import ResponseContext
 from ..translate.errors import InvalidRequest
-from ..translate.history import input_items, next_context, with_context
+from ..translate.history import input_items
 from ..translate.request import translate_request
 from ..translate.shapes import Response
 from .auth import scrub
-from .chaining import Item
 from .compact import Compaction
 from .responses import FIRST_BATCH_GRACE_SECS, _has_output, _loggable_model
 from .scope import _new_request_id
@@ -48,6 +49,8 @@ from .scope import _new_request_id
 log = logging.getLogger("proxy.websocket")
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Responses a later request may chain from (a failed one is not a context to stand on).
+_CHAINABLE = frozenset({"completed", "incomplete"})
 
 
 def protocol_error(refusal: ProxyError | InvalidRequest) -> dict[str, Any]:
@@ -78,8 +81,8 @@ class Link(Protocol):
     def sent_terminal(self, run: Run) -> None: ...  # the connection may take the next response.create
     def watch(self) -> asyncio.Future[None]: ...  # done when the client leaves
     def gone(self) -> bool: ...
-    async def context_of(self, response_id: str) -> list[Item]: ...  # ProxyError 404 when unknown
-    async def remember(self, response: Mapping[str, Any], context: list[Item]) -> None: ...
+    def last(self) -> History | None: ...  # what chaining from the connection's last response stands on
+    def keep(self, history: History) -> None: ...  # the new last response
 
 
 class Responder:
@@ -90,6 +93,7 @@ class Responder:
     ) -> None:
         self._rt = runtime
         self._compaction = compaction
+        self._key = key
         self._masked_key = mask_key(key)
         self._upstream_key = upstream_key
         self._headers = headers
@@ -127,33 +131,31 @@ class Responder:
             )
 
     async def _create(self, link: Link, frame: wf.Create, run: Run) -> None:
-        body = frame.body
-        previous = body.get("previous_response_id")
-        context: list[Item] = []
-        if previous is not None:
-            if not isinstance(previous, str):
-                raise v.fail("previous_response_id", "a string", previous)
-            context = await link.context_of(previous)
-            body = with_context(body, context)
-        if cmp.has_trigger(body):
-            await self._compact(link, body, previous, frame, run)
+        rt = self._rt
+        standing = await stand(rt.store, self._key, frame.body, request_id=run.request_id, known=link.last(),
+                               chaining=True)
+        if cmp.has_trigger(standing.body):
+            await self._compact(link, standing, frame, run)
             return
-        own = input_items(frame.body) if frame.body.get("input") is not None else []
-        chat, ctx = translate_request(body, self._rt.policy)
-        ctx.echo["previous_response_id"] = previous
+        chat, ctx = translate_request(
+            standing.body, rt.policy,
+            previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
+        )
+        standing.prepare()
         run.model = ctx.model
         try:
-            await self._answer(link, frame, run, chat, ctx, context, own)
+            await self._answer(link, frame, run, chat, ctx, standing)
         finally:  # dropped built-in tools, calls outside allowed_tools…, as the HTTP path logs them
             for warning in ctx.warnings:
                 log.warning("request_id=%s model=%s: %s", run.request_id, run.model, warning)
 
     async def _answer(
-        self, link: Link, frame: wf.Create, run: Run, chat: dict[str, Any], ctx: ResponseContext,
-        context: list[Item], own: list[Item],
+        self, link: Link, frame: wf.Create, run: Run, chat: dict[str, Any], ctx: ResponseContext, standing: Standing
     ) -> None:
         async def remember(response: Response) -> None:
-            await link.remember(response, next_context(context, own, response))
+            await standing.remember(response)
+            if response["status"] in _CHAINABLE:
+                link.keep(standing.next_history(response))
 
         if not frame.generate:  # state prepared, nothing generated, no backend call
             events = wf.prepared_events(ctx)
@@ -161,8 +163,7 @@ class Responder:
             run.status = "completed"
             await self._send_events(link, events, frame, run)
             return
-        rt = self._rt
-        exchange = rt.exchange(
+        exchange = self._rt.exchange(
             chat=chat, ctx=ctx, headers={**self._headers, "x-request-id": run.request_id},
             secret=self._upstream_key, disconnected=link.watch(), emit_events=True, on_terminal=remember,
         )
@@ -196,16 +197,15 @@ class Responder:
         else:
             run.status = exchange.response.get("status", "failed")
 
-    async def _compact(
-        self, link: Link, body: dict[str, Any], previous: str | None, frame: wf.Create, run: Run
-    ) -> None:
+    async def _compact(self, link: Link, standing: Standing, frame: wf.Create, run: Run) -> None:
+        body = standing.body
         ctx, final = await self._compaction.answer_trigger(
             body, key=self._upstream_key, headers={**self._headers, "x-request-id": run.request_id},
-            watch=link.watch, previous_response_id=previous,
+            watch=link.watch, previous_response_id=standing.previous_response_id,
         )
         run.model = ctx.model
         # What the conversation stands on from here: its user messages, then the summary.
-        await link.remember(final, [*cmp.user_messages(input_items(body)[:-1]), final["output"][0]])
+        link.keep(History(final["id"], [*cmp.user_messages(input_items(body)[:-1]), final["output"][0]]))
         run.status = "completed"
         await self._send_events(link, cmp.trigger_stream(ctx, final), frame, run)
 

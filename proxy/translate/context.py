@@ -66,5 +66,8 @@ class ResponseContext:
     reasoning_as_summary: bool = False
     # include: ["message.output_text.logprobs"] or top_logprobs set.
     include_logprobs: bool = False
+    # The conversation this response belongs to (`conversation` on the request):
+    # echoed as the Response's `conversation: {"id": …}`, as OpenAI does.
+    conversation_id: str | None = None
     # Warnings of the request's translation (dropped built-in tools, ...), for logs.
     warnings: list[str] = field(default_factory=list)

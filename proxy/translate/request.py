@@ -46,9 +46,18 @@ class TranslationPolicy:
 
 
 def translate_request(
-    body: dict[str, Any], policy: TranslationPolicy, *, now: int | None = None
+    body: dict[str, Any],
+    policy: TranslationPolicy,
+    *,
+    now: int | None = None,
+    previous_response_id: str | None = None,
+    conversation_id: str | None = None,
 ) -> tuple[dict[str, Any], ResponseContext]:
     """Validate a parsed Responses request body and build ``(chat_request_body, ResponseContext)``.
+
+    ``previous_response_id`` and ``conversation_id`` are what the edge resolved
+    from the store (the body it passes has their items folded into ``input``,
+    ``proxy.translate.history``): they are echoed, never refused.
 
     Raises ``InvalidRequest`` (with ``param``) for anything invalid or
     unservable. The chat body always streams with usage; the caller decides
@@ -147,7 +156,7 @@ def translate_request(
         raise v.fail("stream_options", "an object", stream_options)
 
     echo: dict[str, Any] = {
-        "previous_response_id": None,
+        "previous_response_id": previous_response_id,
         "instructions": instructions,
         "tools": echo_tools,
         "tool_choice": choice.echo,
@@ -181,6 +190,7 @@ def translate_request(
         include_encrypted_reasoning=p.INCLUDE_ENCRYPTED in include,
         reasoning_as_summary=reasoning_echo is not None and reasoning_echo["summary"] is not None,
         include_logprobs=include_logprobs,
+        conversation_id=conversation_id,
         warnings=warnings,
     )
     return chat, ctx

@@ -64,7 +64,7 @@ def response_object(
 ) -> Response:
     """A new Response for ``ctx`` (a fresh dict each call; ``output`` is copied into a list)."""
     e = ctx.echo
-    return {
+    response: Response = {
         "id": ctx.response_id,
         "object": "response",
         "created_at": ctx.created_at,
@@ -97,3 +97,7 @@ def response_object(
         "safety_identifier": e.get("safety_identifier"),
         "prompt_cache_key": e.get("prompt_cache_key"),
     }
+    if ctx.conversation_id is not None:
+        # Not one of the spec's 31 keys: OpenAI's Response carries it when the request named one.
+        response["conversation"] = {"id": ctx.conversation_id}
+    return response

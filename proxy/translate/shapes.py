@@ -122,8 +122,13 @@ class IncompleteDetails(TypedDict):
     reason: str
 
 
+class ConversationRef(TypedDict):
+    id: str
+
+
 class Response(TypedDict):
-    """The spec's ResponseResource: exactly these 31 keys."""
+    """The spec's ResponseResource: exactly these 31 keys (plus ``conversation``, OpenAI's, when
+    the request named one)."""
 
     id: str
     object: Literal["response"]
@@ -156,3 +161,4 @@ class Response(TypedDict):
     metadata: Any
     safety_identifier: Any
     prompt_cache_key: Any
+    conversation: NotRequired[ConversationRef]

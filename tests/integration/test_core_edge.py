@@ -22,10 +22,13 @@ from tests.http import auth, post, wait_for
 DEFAULT_POLICY = dataclasses.asdict(TranslationPolicy())
 
 
-def test_core_refusals_reach_the_client_byte_for_byte(proxy):
+def test_core_refusals_reach_the_client_byte_for_byte(proxy_factory):
+    """Through a proxy without a store (the corpus has the stateless refusals of
+    previous_response_id, conversation and item_reference; with a store those are served)."""
+    stateless = proxy_factory(RESPONSE_STORE_URL="none")
     cases = [e for e in load() if isinstance(e["body"], dict) and e["policy"] == DEFAULT_POLICY]
     assert len(cases) > 100
-    with httpx.Client(base_url=proxy.url, headers=auth(), timeout=30) as client:
+    with httpx.Client(base_url=stateless.url, headers=auth(), timeout=30) as client:
         for case in cases:
             r = client.post("/v1/responses", content=orjson.dumps(case["body"]),
                             headers={"Content-Type": "application/json"})

@@ -283,14 +283,31 @@ def test_upstream_connections_are_reused(proxy, mock):
     assert len(ports) <= 4, f"{len(ports)} upstream connections for 20 sequential requests"
 
 
-def test_stored_response_ids_are_unknown_to_a_stateless_proxy(openai_client):
+def test_unknown_response_ids_are_404(openai_client):
     with pytest.raises(openai.NotFoundError) as exc:
         openai_client.responses.retrieve("resp_abc123")
-    assert "resp_abc123" in str(exc.value) and "stateless" in str(exc.value)
+    assert "resp_abc123" in str(exc.value)
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.delete("resp_abc123")
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.cancel("resp_abc123")
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.input_items.list("resp_abc123")
+
+
+def test_a_proxy_without_a_store_says_so(proxy_factory, mock):
+    """RESPONSE_STORE_URL=none: today's stateless proxy, with its clear refusals."""
+    svc = proxy_factory(RESPONSE_STORE_URL="none")
+    r = httpx.get(svc.url + "/v1/responses/resp_abc123", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 404 and "RESPONSE_STORE_URL=none" in error_of(r)["message"]
+    r = post(svc.url, {"model": "mock-echo", "input": "x", "previous_response_id": "resp_abc123"})
+    assert r.status_code == 400 and error_of(r)["param"] == "previous_response_id"
+    assert "stateless" in error_of(r)["message"]
+    r = post(svc.url, {"model": "mock-echo", "input": "x"})
+    assert r.status_code == 200 and r.json()["store"] is True  # echoed, nothing kept
+    rid = r.json()["id"]
+    r = httpx.get(svc.url + f"/v1/responses/{rid}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 404
 
 
 def test_optional_params_are_forwarded_only_when_configured(proxy, proxy_factory, mock):

@@ -65,9 +65,17 @@ def test_missing_top_level_key_rejected(good):
 
 
 def test_extra_top_level_key_rejected(good):
-    resp = dict(good[-1]["response"], conversation=None)
+    resp = dict(good[-1]["response"], user="someone")
     with pytest.raises(AssertionError, match="unknown top-level keys"):
         check_response(resp)
+
+
+def test_conversation_key_only_in_openai_shape(good):
+    """Exception 6: `conversation` may stand beside the 31 keys, as {"id": "conv_…"} only."""
+    check_response(dict(good[-1]["response"], conversation={"id": "conv_1"}))
+    for bad in (None, {"id": "resp_1"}, {"id": "conv_1", "extra": 1}):
+        with pytest.raises(AssertionError):
+            check_response(dict(good[-1]["response"], conversation=bad))
 
 
 def test_unknown_nested_key_rejected_via_openai_extras(good):
