@@ -28,14 +28,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..metrics import Metrics
+from ..settings import BACKGROUND_SHUTDOWN_MARGIN_SECS
 from ..store import Store, StoreError
 from . import control
+from .signals import on_shutdown_signal
 
 log = logging.getLogger("proxy.background")
 
 RENEW_SECS = 0.5
 REAP_BATCH = 20
-SHUTDOWN_MARGIN_SECS = 5.0  # after the graceful timeout: time to stop the jobs and store their failure
+SHUTDOWN_MARGIN_SECS = float(BACKGROUND_SHUTDOWN_MARGIN_SECS)  # to stop late jobs and store their failure
 _WARN_EVERY_SECS = 30.0
 
 
@@ -104,8 +106,9 @@ class Jobs:
         """How long a job whose worker vanished can still look ``in_progress``, at most."""
         return self.lease_secs + self.reap_secs * 1.2 + 1.0
 
-    def admit(self) -> None:
-        """Raise ``Busy`` unless this worker can take one more job now."""
+    def admit(self, response_id: str, owner: str) -> None:
+        """Take a slot for job ``response_id`` now (``launch`` it, or ``discard`` the slot), or
+        raise ``Busy``: this worker is at its cap or shutting down."""
         if self._draining is not None:
             raise Busy("This server is shutting down; send the background request again.", 1)
         if len(self.running) >= self.max_per_worker:
@@ -114,10 +117,16 @@ class Jobs:
                 "(BACKGROUND_MAX_PER_WORKER); retry shortly.",
                 max(1, int(self.lease_secs / 2)),
             )
+        self.running[response_id] = Running(owner, Stop())
 
-    def launch(self, response_id: str, owner: str, run: Callable[[Stop], Awaitable[None]]) -> None:
-        """Run ``run(stop)`` as this worker's job ``response_id``."""
-        entry = self.running[response_id] = Running(owner, Stop())
+    def discard(self, response_id: str) -> None:
+        entry = self.running.get(response_id)
+        if entry is not None and entry.task is None:
+            del self.running[response_id]
+
+    def launch(self, response_id: str, run: Callable[[Stop], Awaitable[None]]) -> None:
+        """Run ``run(stop)`` as the admitted job ``response_id`` (its record is in the store)."""
+        entry = self.running[response_id]
         entry.task = asyncio.ensure_future(self._guard(response_id, run(entry.stop)))
 
     async def _guard(self, response_id: str, job: Awaitable[None]) -> None:
@@ -139,6 +148,7 @@ class Jobs:
 
     async def startup(self) -> None:
         self.worker = worker_token()  # (this process's, whatever built the object)
+        on_shutdown_signal(self.begin_shutdown)
         self._loops = [
             asyncio.ensure_future(self._every(RENEW_SECS, self._renew)),
             asyncio.ensure_future(self._every(self.reap_secs, self._reap, jitter=0.2)),
@@ -156,9 +166,9 @@ class Jobs:
                 log.exception("background upkeep failed")
 
     async def _renew(self) -> None:
-        if not self.running:
+        jobs = [(entry.owner, rid) for rid, entry in self.running.items() if entry.task is not None]
+        if not jobs:
             return
-        jobs = [(entry.owner, rid) for rid, entry in self.running.items()]
         for rid in await self.store.renew_leases(self.worker, jobs, self.lease_ms):
             self.stop(rid, "lost")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import orjson
@@ -86,9 +86,11 @@ class JobRun:
             self.store, job.owner, self.rid, self._worker, keep_events=ctx.stream,
             on_failure=lambda exc: stop("log"),
         )
+        # The backend always streams to a job, streamed to its client or not: a long run is bounded by
+        # the silence between chunks (BACKEND_IDLE_TIMEOUT_SECS), not by a whole-call deadline.
         exchange = self.runtime.exchange(
-            chat=job.chat, ctx=ctx, headers=job.headers, secret=job.secret, disconnected=stop.future,
-            emit_events=ctx.stream,
+            chat=job.chat, ctx=replace(ctx, stream=True), headers=job.headers, secret=job.secret,
+            disconnected=stop.future, emit_events=ctx.stream,
         )
         self.runtime.metrics.background_job("started")
         try:
