@@ -145,8 +145,7 @@ def refuse_state(body: dict[str, Any], *, background_mode: bool = False) -> bool
     background = v.opt_bool(body, "background")
     if background and not background_mode:
         raise InvalidRequest(
-            "background mode is not supported by this server (it runs without a response store); "
-            "omit 'background' or set it to false.",
+            "background mode is not supported by this server; omit 'background' or set it to false.",
             "background",
             "unsupported_parameter",
         )
