@@ -36,17 +36,18 @@ from .signals import on_shutdown_signal
 log = logging.getLogger("proxy.background")
 
 RENEW_SECS = 0.5
-REAP_BATCH = 20
+REAP_BATCH = 64  # as many as one worker runs by default: a dead worker's jobs go in one pass
 SHUTDOWN_MARGIN_SECS = float(BACKGROUND_SHUTDOWN_MARGIN_SECS)  # to stop late jobs and store their failure
 _WARN_EVERY_SECS = 30.0
 
 
 class Busy(Exception):
-    """This worker takes no more background jobs now (its cap, or it is shutting down)."""
+    """This worker takes no more background jobs now: its cap (429), or it is shutting down (503)."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, status: int = 429) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 class Stop:
@@ -110,7 +111,7 @@ class Jobs:
         """Take a slot for job ``response_id`` now (``launch`` it, or ``discard`` the slot), or
         raise ``Busy``: this worker is at its cap or shutting down."""
         if self._draining is not None:
-            raise Busy("This server is shutting down; send the background request again.", 1)
+            raise Busy("This server is shutting down; send the background request again.", 1, 503)
         if len(self.running) >= self.max_per_worker:
             raise Busy(
                 f"This worker is running its limit of {self.max_per_worker} background responses "

@@ -55,7 +55,12 @@ class BackgroundMode:
         try:
             jobs.admit(rid, standing.owner)
         except Busy as busy:
-            raise too_many(str(busy), busy.retry_after) from None
+            if busy.status == 429:
+                raise too_many(str(busy), busy.retry_after) from None
+            raise ProxyError(
+                busy.status, str(busy), type="server_error", code="shutting_down",
+                headers={"Retry-After": str(busy.retry_after)},
+            ) from None
         body = orjson.dumps(response_object(ctx, status="queued"))
         record = NewResponse(
             rid, body, standing.own_input, [], previous=standing.history, conversation=standing.conversation

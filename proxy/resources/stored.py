@@ -62,6 +62,8 @@ class StoredResponseResource:
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, response_id: str) -> None:
         store, owner = self._owned(req, response_id)
+        if self._jobs is not None:  # a running background response is cancelled first: nobody could fetch it
+            await self._cancel(store, owner, response_id)
         if not await store.delete_response(owner, response_id):
             raise not_found(response_id)
         resp.content_type = falcon.MEDIA_JSON
@@ -86,16 +88,23 @@ class StoredResponseResource:
         if action != "cancel":
             raise _unknown_path(req)
         store, owner = self._owned(req, response_id)
-        found = await control.cancel(store, owner, response_id)
+        found = await self._cancel(store, owner, response_id)
         if found is None:
             raise await self._not_background(store, owner, response_id, "cancelled")
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = found
+
+    async def _cancel(self, store: Store, owner: str, response_id: str) -> bytes | None:
+        """The Response after a cancel (unchanged if it had ended); None: not a background one."""
+        found = await control.cancel(store, owner, response_id)
+        if found is None:
+            return None
         body, cancelled = found
         if cancelled:
             self._rt.metrics.background_job("cancelled")
             if self._jobs is not None:
                 self._jobs.stop(response_id, "cancelled")  # running here: stop it now
-        resp.content_type = falcon.MEDIA_JSON
-        resp.data = body
+        return body
 
     async def _stream_again(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, store: Store, owner: str, response_id: str

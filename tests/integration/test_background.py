@@ -185,3 +185,30 @@ def test_the_key_cap_counts_across_workers(proxy_factory, mock):
     for doc in (jobs[1], again):
         httpx.post(f"{svc.url}/v1/responses/{doc['id']}/cancel", headers=auth(), timeout=10)
     assert API_KEY not in svc.log_text()
+
+
+def test_a_background_response_on_a_conversation_appends_to_it_when_it_ends(proxy_factory, mock):
+    svc = start(proxy_factory)
+    conv = httpx.post(svc.url + "/v1/conversations", json={"items": [{"role": "user", "content": "earlier"}]},
+                      headers=auth(), timeout=10).json()
+    job = background(svc, {"model": "mock-echo", "input": "now", "conversation": conv["id"]})
+    assert job["conversation"] == {"id": conv["id"]}
+    final = poll(svc, job["id"])
+    assert final["status"] == "completed"
+    items = httpx.get(f"{svc.url}/v1/conversations/{conv['id']}/items", params={"order": "asc"}, headers=auth(),
+                      timeout=10).json()["data"]
+    texts = [i["content"][0]["text"] for i in items]
+    assert texts == ["earlier", "now", "You said: now"]
+    sent = mock.requests("mock-echo")[-1]["body"]["messages"]
+    assert [m["content"] for m in sent] == ["earlier", "now"]  # the backend saw the conversation first
+
+
+def test_deleting_a_running_background_response_stops_it(proxy_factory, mock):
+    svc = start(proxy_factory)
+    text = slow_text(30)
+    job = background(svc, {"model": "mock-slow-100", "input": text})
+    wait_upstream(mock, text, ended=False)
+    r = httpx.delete(f"{svc.url}/v1/responses/{job['id']}", headers=auth(), timeout=10)
+    assert r.status_code == 200 and r.json() == {"id": job["id"], "object": "response", "deleted": True}
+    assert wait_upstream(mock, text, ended=True, timeout=15)["disconnected"]
+    assert httpx.get(f"{svc.url}/v1/responses/{job['id']}", headers=auth(), timeout=10).status_code == 404
