@@ -54,6 +54,15 @@ local function log_events(rid, f, new, size)
   redis.call('HSET', jk(rid), 'z', fmt(size), 'q', last)
   redis.call('PEXPIREAT', ev, f[5])
 end
+-- Log the events of ARGV[first..] for ARGV[4]'s running job (ARGV[5]: the log's bound): nil, or the refusal.
+local function append(rid, first)
+  local f = running(jk(rid), ARGV[4])
+  if not f then return {'ended'} end
+  local new, size = plan_events(f, first)
+  if size > tonumber(ARGV[5]) then return {'too_large', fmt(size)} end
+  log_events(rid, f, new, size)
+  return nil
+end
 local function end_job(rid, kind)
   local j = jk(rid)
   local f = redis.call('HMGET', j, 'q', 'e', 'x')
@@ -105,24 +114,15 @@ return 1
 
 # ARGV: P O rid worker limit (seq data)… → {'ok'} | {'ended'} | {'too_large', size}
 APPEND = _script("""
-local rid = ARGV[3]
-local f = running(jk(rid), ARGV[4])
-if not f then return {'ended'} end
-local new, size = plan_events(f, 6)
-if size > tonumber(ARGV[5]) then return {'too_large', fmt(size)} end
-log_events(rid, f, new, size)
-return {'ok'}
+return append(ARGV[3], 6) or {'ok'}
 """)
 
 # ARGV: P O rid worker limit body items ids_json outcome (seq data)…
 # → {'ok'} | {'ended'} | {'too_large', size}: the last events, the final body and items, the job ended.
 FINISH = _script("""
 local rid = ARGV[3]
-local f = running(jk(rid), ARGV[4])
-if not f then return {'ended'} end
-local new, size = plan_events(f, 10)
-if size > tonumber(ARGV[5]) then return {'too_large', fmt(size)} end
-log_events(rid, f, new, size)
+local refused = append(rid, 10)
+if refused then return refused end
 local thread = redis.call('GET', rk(rid))
 if thread then
   local t = tk(thread)

@@ -79,10 +79,18 @@ def append(
     limit: int,
 ) -> bool:
     with transaction(conn):
-        row = _running(conn, owner, response_id, worker)
-        if row is None:
-            return False
-        _log(conn, response_id, row, first_seq, events, limit)
+        return _append(conn, owner, response_id, worker, first_seq, events, limit)
+
+
+def _append(
+    conn: sqlite3.Connection, owner: str, response_id: str, worker: str, first_seq: int, events: Sequence[bytes],
+    limit: int,
+) -> bool:
+    """Log ``events`` if the job is ``worker``'s running one (in the caller's transaction)."""
+    row = _running(conn, owner, response_id, worker)
+    if row is None:
+        return False
+    _log(conn, response_id, row, first_seq, events, limit)
     return True
 
 
@@ -92,10 +100,8 @@ def finish(
 ) -> bool:
     """The last events, the final body and items (so chaining from it sees its output), the end."""
     with transaction(conn):
-        row = _running(conn, owner, response_id, worker)
-        if row is None:
+        if not _append(conn, owner, response_id, worker, first_seq, events, limit):
             return False
-        _log(conn, response_id, row, first_seq, events, limit)
         found = conn.execute(
             "SELECT n_input FROM responses WHERE id = ? AND owner = ? AND live = 1", (response_id, owner)
         ).fetchone()
