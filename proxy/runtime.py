@@ -31,6 +31,7 @@ class Runtime:
     # None when RESPONSE_STORE_URL=none; opened lazily at its first operation, in the worker's loop.
     store: Store | None = None
     upstream: Upstream | None = field(default=None)
+    _sampler: asyncio.Task[None] | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -60,8 +61,23 @@ class Runtime:
 
     async def startup(self) -> None:
         self.upstream = Upstream(create_client(self.settings), self.settings.backend_url)
+        self._sampler = asyncio.create_task(self._sample_held())
+
+    async def _sample_held(self, every_secs: float = 1.0) -> None:
+        """Report what the worker holds, for /metrics (``Metrics.sample_held``)."""
+        while True:
+            upstream = self.upstream
+            self.metrics.sample_held(
+                exchanges=Exchange.live,
+                upstream_responses=upstream.in_flight if upstream is not None else 0,
+                tasks=len(asyncio.all_tasks()),
+            )
+            await asyncio.sleep(every_secs)
 
     async def shutdown(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         if self.upstream is not None:
             await self.upstream.aclose()
             self.upstream = None

@@ -104,6 +104,17 @@ class Metrics:
         self._streams = Gauge(
             PREFIX + "open_streams", "SSE answers being streamed.", multiprocess_mode="livesum", registry=reg,
         )
+        # What each worker holds right now, sampled about once a second
+        # (Runtime.startup): after a burst of any kind they return to their floor,
+        # which is how a leaked exchange, upstream response or task shows.
+        self._held = {
+            name: Gauge(PREFIX + name, doc, multiprocess_mode="livesum", registry=reg)
+            for name, doc in (
+                ("exchanges_open", "Upstream round trips not yet released (each holds a breaker permit)."),
+                ("upstream_responses_open", "Upstream responses not yet closed (pooled connections in use)."),
+                ("event_loop_tasks", "Tasks alive in the workers' event loops."),
+            )
+        }
         store_ops = Counter(
             PREFIX + "store_operations", "Store operations, by operation and backend.", ["op", "backend"], registry=reg,
         )
@@ -141,6 +152,13 @@ class Metrics:
                                  store_seconds.labels(op, backend)),
             _BOUNDED, (OTHER, OTHER),
         )
+
+    def sample_held(self, *, exchanges: int, upstream_responses: int, tasks: int) -> None:
+        """What this worker holds now (see the gauges' doc)."""
+        held = self._held
+        held["exchanges_open"].set(exchanges)
+        held["upstream_responses_open"].set(upstream_responses)
+        held["event_loop_tasks"].set(tasks)
 
     def request_started(self) -> None:
         """A request arrived (before routing: it has no route or model yet)."""
