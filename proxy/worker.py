@@ -37,9 +37,16 @@ def websocket_kwargs(settings: settings_mod.Settings) -> dict[str, Any]:
 
 
 class Worker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "on"}
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "lifespan": "on"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Settings were validated by conf/gunicorn.conf.py before any worker exists.
-        self.CONFIG_KWARGS = {**Worker.CONFIG_KWARGS, **websocket_kwargs(settings_mod.load())}
+        settings = settings_mod.load()
+        self.CONFIG_KWARGS = {
+            **Worker.CONFIG_KWARGS, **websocket_kwargs(settings),
+            # Connections get GRACEFUL_TIMEOUT_SECS after SIGTERM, then uvicorn cuts them and runs the
+            # lifespan shutdown, where background jobs still running are stored failed: gunicorn's own
+            # graceful timeout is longer by BACKGROUND_SHUTDOWN_MARGIN_SECS for that (conf/gunicorn.conf.py).
+            "timeout_graceful_shutdown": settings.graceful_timeout_secs,
+        }
         super().__init__(*args, **kwargs)
