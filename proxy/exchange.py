@@ -18,6 +18,7 @@ terminal event can always find it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -36,6 +37,8 @@ from .translate.stream import StreamTranslator
 from .upstream import Upstream
 
 TerminalHook = Callable[[Response], Awaitable[None]]
+
+log = logging.getLogger("proxy.exchange")
 
 
 class Exchange:
@@ -141,7 +144,8 @@ class Exchange:
         Yields ``KEEPALIVE`` when the backend is silent (streams only; the first
         one after ``first_wait_secs`` when that is sooner). Ends
         early, without a terminal event, when the client leaves. A bug of ours
-        still ends the response with a terminal event (``failure`` says INTERNAL).
+        still ends the response with a terminal event (``failure`` says INTERNAL),
+        and the iteration ends normally after it.
         """
         assert self._response is not None, "open() first"
         settings = self._settings
@@ -167,15 +171,20 @@ class Exchange:
         except Exception:
             if translator.done:
                 raise
-            # A bug of ours must still end the client's stream with a terminal
-            # event, and says nothing about the backend's health.
+            # A bug of ours (Cause.INTERNAL) must still end the client's answer: the
+            # stream with an `error` event and response.failed, then [DONE] and a clean
+            # close (re-raising here broke the connection under the client right after
+            # response.failed), a JSON client with a 500; it says nothing about the
+            # backend's health (the verdict is NONE), and it is logged here, once.
+            log.exception("response_id=%s model=%s: internal error while relaying the answer",
+                          self.ctx.response_id, self.ctx.model)
             failure = internal()
             self.outcome.failure = failure
-            batch = translator.fail(failure.message, failure.code or "server_error")
+            batch = translator.fail(failure.message, failure.code or "server_error",
+                                    response_code=failure.response_code)
             if self._on_terminal is not None:
                 await self._on_terminal(translator.response)
             yield batch
-            raise
 
     def verdict(self) -> Verdict:
         """What this exchange says about the backend (read by ``aclose``)."""

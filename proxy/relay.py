@@ -9,7 +9,15 @@ request: tokens cost money) and silence (then it yields ``KEEPALIVE`` so a
 transport can keep intermediaries from timing the stream out).
 
 How the stream ended is left in ``Outcome.failure`` (``None`` for a normal end),
-named by ``proxy.failures`` so every transport reports it the same way.
+named by ``proxy.failures`` so every transport reports it the same way: for an
+end the translator decided, built from what it says (``translator.failure``);
+for one decided here (timeout, broken connection, oversize event), directly. The
+client's ``error`` event carries the failure's precise ``code`` and
+``response.failed`` its ``response_code``, as a JSON client's error body does.
+
+The end of the upstream answer: ``[DONE]`` and a whole JSON body are clean ends
+(``finish(clean=True)``); the connection closing is one only right after a
+usage-only chunk (the translator knows); a read that fails is never one.
 """
 from __future__ import annotations
 
@@ -25,7 +33,8 @@ import orjson
 from .failures import Cause, Failure, client_gone, from_stream_error
 from .translate.completion import completion_to_chunks
 from .translate.sse import EventTooLarge, SSEDecoder
-from .translate.stream import StreamTranslator
+from .translate.stream import StreamFailure, StreamTranslator
+from .translate.stream.chunks import upstream_error
 
 
 class _Keepalive:
@@ -160,7 +169,7 @@ async def relay(
                     if translator.done:
                         break
             if data is None and not translator.done:
-                events += _finish(translator, outcome)  # EOF without [DONE]
+                events += _finish(translator, outcome, clean=False)  # EOF without [DONE]
             if events or translator.done:
                 yield events  # the terminal batch always (empty in JSON mode): owners act on it
             if translator.done:
@@ -203,15 +212,9 @@ def _identity(payload: bytes) -> bytes:
     return payload
 
 
-def _finish(translator: StreamTranslator, outcome: Outcome) -> Batch:
-    """Upstream ended ([DONE] or EOF); without a finish_reason that is a truncation."""
-    events = translator.finish()
-    if translator.response.get("status") == "failed":
-        outcome.failure = Failure(
-            Cause.BACKEND_FAILED, "The backend's stream ended before the answer was complete.", "truncated",
-            kind="truncated",
-        )
-    return events
+def _finish(translator: StreamTranslator, outcome: Outcome, *, clean: bool) -> Batch:
+    """Upstream ended: ``[DONE]`` or a whole JSON body (``clean``), or the connection closed."""
+    return _noted(translator, outcome, translator.finish(clean=clean))
 
 
 def _feed_completion(translator: StreamTranslator, raw: bytes, outcome: Outcome) -> Batch:
@@ -222,17 +225,20 @@ def _feed_completion(translator: StreamTranslator, raw: bytes, outcome: Outcome)
         return _fail(translator, outcome, _malformed("The backend answered with invalid JSON."))
     if not isinstance(doc, dict):
         return _fail(translator, outcome, _malformed("The backend answered with JSON that is not an object."))
+    chunks = completion_to_chunks(doc)
+    if not chunks or not (chunks[0].get("choices") or chunks[0].get("error")):
+        return _fail(translator, outcome, _malformed("The backend's JSON answer has no choice."))
     events: Batch = []
-    for chunk in completion_to_chunks(doc):
+    for chunk in chunks:
         events += _feed_chunk(translator, chunk, outcome)
         if translator.done:
             return events
-    return events + _finish(translator, outcome)
+    return events + _finish(translator, outcome, clean=True)
 
 
 def _feed_payload(translator: StreamTranslator, payload: bytes, outcome: Outcome) -> Batch:
     if payload == _DONE_PAYLOAD:
-        return _finish(translator, outcome)
+        return _finish(translator, outcome, clean=True)
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -245,21 +251,34 @@ def _feed_payload(translator: StreamTranslator, payload: bytes, outcome: Outcome
 def _feed_chunk(translator: StreamTranslator, chunk: dict[str, Any], outcome: Outcome) -> Batch:
     err = chunk.get("error")
     if err:
-        # An {"error": …} chunk mid-stream: the backend's own code reaches JSON
-        # clients as it reaches SSE clients; one the request caused (context too
-        # long, rate limited) is the backend answering, not failing.
-        message = err.get("message") if isinstance(err, dict) else err
-        text = "upstream error: " + (message if isinstance(message, str) and message else "upstream error")
-        return _fail(translator, outcome, from_stream_error(err, text))
-    events = translator.feed(chunk)
-    if translator.done and translator.response.get("status") == "failed":
-        # finish_reason "error"/"abort", or a chunk of a shape the translator could not read.
-        error = translator.response["error"]
-        outcome.failure = Failure(
-            Cause.BACKEND_FAILED, error["message"] if error else "The backend failed mid-stream.", "backend_error",
-            kind="mid_stream_error",
-        )
+        # The backend's own error (an {"error"} chunk, an event: error block, an error:
+        # line): the taxonomy decides the codes the client sees, should it end the
+        # response (after a finish reason it does not).
+        failure = _failure_of(upstream_error(err))
+        events = translator.feed_error(chunk, code=failure.code or "backend_error",
+                                       response_code=failure.response_code)
+    else:
+        events = translator.feed(chunk)
+    return _noted(translator, outcome, events)
+
+
+def _noted(translator: StreamTranslator, outcome: Outcome, events: Batch) -> Batch:
+    """Record the failure the translator ended the response with, if it did."""
+    if translator.failure is not None and outcome.failure is None:
+        outcome.failure = _failure_of(translator.failure)
     return events
+
+
+def _failure_of(failure: StreamFailure) -> Failure:
+    """The taxonomy's name for a failure the translator found."""
+    if failure.kind == "upstream_error":
+        # Errors that blame the request (context too long, rate limited) are the
+        # backend answering, not failing: proxy.failures tells them apart.
+        return from_stream_error(failure.error, failure.message)
+    if failure.kind == "malformed":
+        return _malformed(failure.message)
+    kind = "truncated" if failure.kind == "truncated" else "mid_stream_error"
+    return Failure(Cause.BACKEND_FAILED, failure.message, failure.code, kind=kind)
 
 
 def _malformed(message: str) -> Failure:
@@ -268,4 +287,4 @@ def _malformed(message: str) -> Failure:
 
 def _fail(translator: StreamTranslator, outcome: Outcome, failure: Failure) -> Batch:
     outcome.failure = failure
-    return translator.fail(failure.message, failure.code or "server_error")
+    return translator.fail(failure.message, failure.code or "server_error", response_code=failure.response_code)

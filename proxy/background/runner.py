@@ -120,7 +120,7 @@ class JobRun:
         except Failure as failure:
             if stop.reason is None:
                 message = scrub(failure.message, self.job.secret)
-                return translator.fail(message, failure.code or failure.response_code)
+                return translator.fail(message, failure.code or "server_error", response_code=failure.response_code)
         else:
             async for batch in exchange.batches():
                 if isinstance(batch, _Keepalive):

@@ -54,4 +54,8 @@ each), ``crlf``, ``oversize_event_bytes`` (one content event of exactly that siz
 with ``x``, after the role chunk), ``error_mid_stream`` (``{message, type, code, after=2}``:
 ``data: {"error": ...}`` after ``after`` events, then ``[DONE]``), ``content_type``.
 Stream-only keys are ignored for ``stream: false``.
+
+Recorded answers of real servers (``tests/fixtures/backends``) replay through ``raw_b64``
+(one piece per SSE event, so reads end where the server's writes did) and ``content_type``
+(the recorded one, JSON bodies included); ``drop_after`` cuts such a replay short.
 """

@@ -33,6 +33,7 @@ from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
 from ..translate.sse import KEEPALIVE as SSE_KEEPALIVE
+from ..translate.stream import StreamTranslator
 from .auth import client_key, is_header_safe, scrub, upstream_key
 from .background import BackgroundMode
 from .scope import RequestScope
@@ -117,7 +118,7 @@ class ResponsesResource:
         async with exchange:
             async for _ in exchange.batches():
                 pass
-        _log_warnings(meta, exchange.translator.warnings)
+        _log_translator(meta, exchange.translator)
         failure = exchange.failure
         if failure is not None:
             _fail_request(meta, resp, failure, secret)
@@ -141,6 +142,7 @@ class ResponsesResource:
             # Nothing but the refusal so far: answer it as a JSON client gets it.
             await batches.aclose()
             await exchange.aclose()
+            _log_translator(meta, exchange.translator)
             _fail_request(meta, resp, failure, secret)
             return
         resp.content_type = "text/event-stream"
@@ -166,6 +168,15 @@ def _log_warnings(meta: RequestScope, warnings: list[str]) -> None:
     stream translator's (calls outside allowed_tools…)."""
     for warning in warnings:
         log.warning("request_id=%s model=%s: %s", meta.request_id, meta.model, warning)
+
+
+def _log_translator(meta: RequestScope, translator: StreamTranslator) -> None:
+    """Once per request: the stream translator's warnings, and at debug level what the
+    backend sent that no part of the Response carries (issue 12: nothing silently dropped)."""
+    _log_warnings(meta, translator.warnings)
+    if translator.unmapped and log.isEnabledFor(logging.DEBUG):
+        log.debug("request_id=%s model=%s: upstream fields not mapped: %s",
+                  meta.request_id, meta.model, ", ".join(sorted(translator.unmapped)))
 
 
 def _fail_request(meta: RequestScope, resp: falcon.asgi.Response, failure: Failure, secret: str) -> None:
@@ -206,7 +217,7 @@ async def _sse_body(
     finally:
         await batches.aclose()
         await exchange.aclose()
-        _log_warnings(meta, translator.warnings)
+        _log_translator(meta, translator)
         failure = exchange.failure
         if failure is not None and failure.cause is Cause.CLIENT_GONE:
             meta.status = "client_disconnected"

@@ -1,21 +1,31 @@
 """A non-streamed ``chat.completion`` as the chunks a streaming backend sends.
 
-We always ask upstream for ``stream: true``, but some servers ignore it and
-answer with one JSON document. Rather than a second translation path, that
-document is recast as the equivalent chunk sequence and fed to the same
-``StreamTranslator``, so both kinds of backend give identical responses.
+A JSON client's answer is asked for as one JSON document (``JSON_UPSTREAM=json``),
+and some servers ignore ``stream: true`` and answer with one. Rather than a second
+translation path, the document is recast as the equivalent chunks and fed to the
+same ``StreamTranslator``, so both kinds of answer give identical responses.
+
+The message becomes the delta whole — content as a string or a list of parts,
+every reasoning field (``reasoning_details`` too), tool calls with their index —
+and the choice's and the document's other fields ride along on the chunk, so the
+translator reads everything it maps and names in ``unmapped`` whatever it cannot
+(``annotations``, ``content_filter_results``, ``prompt_filter_results``…), as it
+does for a stream. A missing finish reason is left missing: the caller ends the
+chunks with ``finish(clean=True)``, which infers it.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-_TEXT_FIELDS = ("reasoning_content", "reasoning", "content", "refusal")
+# Document keys that are not carried on the chunk: the choices become its delta, the usage its own chunk.
+_NOT_CARRIED = ("choices", "usage")
 
 
 def completion_to_chunks(doc: Any) -> list[dict[str, Any]]:
-    """Chunks equivalent to ``doc`` (only ``choices[0]`` is used, as in streaming)."""
+    """Chunks equivalent to ``doc`` (only ``choices[0]`` is used, as in streaming).
+
+    Without a choice there is no answer: the chunks have none (the caller decides).
+    """
     if not isinstance(doc, dict):
         return [{"error": {"message": "the backend answered with JSON that is not an object"}}]
     if doc.get("error"):  # some servers send "error": null on success
@@ -24,37 +34,17 @@ def completion_to_chunks(doc: Any) -> list[dict[str, Any]]:
     choices = doc.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         choice: dict[str, Any] = choices[0]
-        message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
-        delta: dict[str, Any] = {"role": "assistant"}
-        for key in _TEXT_FIELDS:
-            if isinstance(message.get(key), str) and message[key]:
-                delta[key] = message[key]
-        calls = message.get("tool_calls")
+        message = choice.get("message")
+        delta: dict[str, Any] = dict(message) if isinstance(message, dict) else {}
+        calls = delta.get("tool_calls")
         if isinstance(calls, list) and calls:
-            delta["tool_calls"] = [
-                {**call, "index": i} for i, call in enumerate(calls) if isinstance(call, dict)
-            ]
-        chunks.append(
-            {
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": delta,
-                        "logprobs": choice.get("logprobs"),
-                        "finish_reason": choice.get("finish_reason") or "stop",
-                    }
-                ]
-            }
-        )
+            delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(calls) if isinstance(call, dict)]
+        chunk_choice = {key: value for key, value in choice.items() if key != "message"}
+        chunk_choice["index"] = 0
+        chunk_choice["delta"] = delta
+        chunk = {key: value for key, value in doc.items() if key not in _NOT_CARRIED}
+        chunk["choices"] = [chunk_choice]
+        chunks.append(chunk)
     if isinstance(doc.get("usage"), dict):
         chunks.append({"choices": [], "usage": doc["usage"]})
     return chunks
-
-
-def completion_as_sse(raw: bytes) -> bytes:
-    """The SSE body a streaming backend would have sent for this JSON answer."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        doc = {"error": {"message": "the backend answered with invalid JSON"}}
-    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in completion_to_chunks(doc)) + b"data: [DONE]\n\n"

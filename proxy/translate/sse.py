@@ -40,7 +40,7 @@ class SSEDecoder:
     the final chat event is ``b"[DONE]"``; recognising it is the caller's job.
     """
 
-    __slots__ = ("_max", "_buf", "_buf_len", "_data", "_size")
+    __slots__ = ("_max", "_buf", "_buf_len", "_data", "_size", "_error")
 
     def __init__(self, max_event_bytes: int = 1_048_576) -> None:
         self._max = max_event_bytes
@@ -51,6 +51,7 @@ class SSEDecoder:
         self._buf_len = 0
         self._data: list[bytes] = []  # data lines of the event being built
         self._size = 0  # bytes held in self._data
+        self._error = False  # the event being built is an error (event: error, or an error: line)
 
     def feed(self, data: bytes) -> list[bytes]:
         cut = data.rfind(b"\n")
@@ -86,10 +87,8 @@ class SSEDecoder:
             self._buf = []
             self._buf_len = 0
             self._line(line, out)
-        if self._data:
-            out.append(b"\n".join(self._data))
-            self._data = []
-            self._size = 0
+        if self._data or self._error:
+            self._dispatch(out)
         return out
 
     def _reset(self) -> None:
@@ -97,16 +96,24 @@ class SSEDecoder:
         self._buf_len = 0
         self._data = []
         self._size = 0
+        self._error = False
+
+    def _dispatch(self, out: list[bytes]) -> None:
+        data = self._data
+        payload = data[0] if len(data) == 1 else b"\n".join(data)
+        if self._error:
+            payload = _error_payload(payload)
+            self._error = False
+        out.append(payload)
+        self._data = []
+        self._size = 0
 
     def _line(self, line: bytes, out: list[bytes]) -> None:
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:
-            if self._data:
-                data = self._data
-                out.append(data[0] if len(data) == 1 else b"\n".join(data))
-                self._data = []
-                self._size = 0
+            if self._data or self._error:
+                self._dispatch(out)
             return
         if line.startswith(b"data"):
             rest = line[4:]
@@ -116,12 +123,44 @@ class SSEDecoder:
                 value = rest[2:] if rest[1:2] == b" " else rest[1:]
             else:
                 return  # a field like "database:" — not ours
-            self._size += len(value) + 1
-            if self._size > self._max:
-                self._reset()
-                raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
-            self._data.append(value)
-        # comments (":"), event:, id:, retry: and unknown fields are ignored
+        elif line.startswith(b"event"):
+            if _field_value(line, 5) == b"error":
+                self._error = True
+            return
+        elif line.startswith(b"error"):
+            error = _field_value(line, 5)
+            if error is None:
+                return
+            self._error = True
+            value = error
+        else:
+            return  # comments (":"), id:, retry: and unknown fields are ignored
+        self._size += len(value) + 1
+        if self._size > self._max:
+            self._reset()
+            raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
+        self._data.append(value)
+
+
+def _field_value(line: bytes, name_length: int) -> bytes | None:
+    """The value of a ``name:value`` line (one leading space dropped), None if the name goes on."""
+    rest = line[name_length:]
+    if not rest:
+        return b""
+    if rest[0] != 58:  # b":"
+        return None
+    return rest[2:] if rest[1:2] == b" " else rest[1:]
+
+
+def _error_payload(data: bytes) -> bytes:
+    """An error event's data as an ``{"error": …}`` chunk."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        value = data.decode("utf-8", "replace").strip()
+    if type(value) is dict and value.get("error"):
+        return data
+    return _dumps({"error": value or {"message": "the backend reported an error without details"}})
 
 
 def encode_event(event: Event) -> bytes:

@@ -45,3 +45,16 @@ def test_builtin_names() -> None:
     assert builtin_script("mock-slow-250", BODY)["delay"] == 0.25
     assert builtin_script("anything", BODY) == {"text": "You said: hey"}
     assert last_user_text({"messages": "bad"}) == ""
+
+
+def test_recorded_backend_fixtures_are_planned_byte_for_byte() -> None:
+    """tests/fixtures/backends replays through raw_b64: the plan sends the recorded pieces
+    unchanged, one write each, under the recorded content type, and drop_after cuts them."""
+    from tests.fixtures.backends import load_all
+
+    for fx in load_all():
+        plan = build_plan(fx.mock_script(), {**BODY, "stream": True}, fx.model)
+        assert plan.pieces == fx.pieces() and not plan.coalesce, fx.id
+        assert plan.headers[0] == (b"content-type", fx.content_type.encode()), fx.id
+        cut = build_plan(fx.mock_script(drop_after=1), {**BODY, "stream": True}, fx.model)
+        assert cut.drop_after == 1 and cut.pieces == fx.pieces(), fx.id

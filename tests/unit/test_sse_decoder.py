@@ -129,3 +129,38 @@ def test_size_limit_counts_buffered_pieces():
         assert dec.feed(b"data: " + b"a" * 4) == []
     with pytest.raises(EventTooLarge):
         dec.feed(b"a" * 60)
+
+
+ERRORS = (
+    # llama.cpp: the failure as an `error:` field line, then [DONE]
+    b'error: {"code":500,"message":"Context size has been exceeded.","type":"server_error"}\n\n'
+    b"data: [DONE]\n\n"
+    # Groq: an `event: error` block whose data is already an error chunk
+    b'event: error\ndata: {"error":{"message":"Tool call validation failed","code":"tool_use_failed"}}\n\n'
+    # an error event with plain text, and one with nothing at all
+    b"event:error\ndata: model crashed\n\n"
+    b"event: error\n\n"
+)
+
+
+def test_error_events_and_error_lines_become_error_payloads():
+    out = [orjson.loads(p) if p != b"[DONE]" else p for p in decode_all([ERRORS])]
+    assert out == [
+        {"error": {"code": 500, "message": "Context size has been exceeded.", "type": "server_error"}},
+        b"[DONE]",
+        {"error": {"message": "Tool call validation failed", "code": "tool_use_failed"}},
+        {"error": "model crashed"},
+        {"error": {"message": "the backend reported an error without details"}},
+    ]
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_error_payloads_survive_any_split(crlf):
+    raw = ERRORS.replace(b"\n", b"\r\n") if crlf else ERRORS
+    want = decode_all([raw])
+    for i in range(len(raw) + 1):
+        assert decode_all([raw[:i], raw[i:]]) == want, i
+
+
+def test_other_event_names_and_error_like_fields_change_nothing():
+    assert decode_all([b"event: message\ndata: x\n\nerrors: 1\nevent: errorx\ndata: y\n\n"]) == [b"x", b"y"]

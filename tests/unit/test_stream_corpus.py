@@ -416,10 +416,19 @@ def test_error_chunk_with_known_code_and_string_error():
 
 
 def test_malformed_chunk_fails():
-    for bad in ([1, 2], {"choices": "nope"}, {"choices": [{"delta": {"tool_calls": [1]}}]}, None):
-        events, _ = run({}, [ch({"content": "a"}), bad], finish=False)
+    """The message names the field of the wrong shape (the backend's fault, reported as such)."""
+    cases = [
+        ([1, 2], "not a JSON object"),
+        (None, "not a JSON object"),
+        ({"choices": "nope"}, "choices"),
+        ({"choices": [{"delta": {"tool_calls": [1]}}]}, "choices[].delta.tool_calls[]"),
+    ]
+    for bad, field in cases:
+        t = StreamTranslator(make_ctx(), clock=lambda: NOW, new_id=counting_ids())
+        events = t.start() + t.feed(ch({"content": "a"})) + t.feed(bad)
         final = check_stream(events)
-        assert final["status"] == "failed" and final["error"]["message"] == "malformed chunk from upstream"
+        assert final["status"] == "failed" and final["error"]["message"] == f"malformed chunk from upstream: {field}"
+        assert t.failure is not None and t.failure.kind == "malformed" and events[-2]["code"] == "invalid_chunk"
 
 
 def test_finish_reason_error_fails():

@@ -29,6 +29,7 @@ The parts, each owning one thing:
 
 The Response object itself is assembled by ``proxy.translate.response``.
 """
+from .chunks import StreamFailure
 from .translator import TRUNCATED_MESSAGE, StreamTranslator
 
-__all__ = ["TRUNCATED_MESSAGE", "StreamTranslator"]
+__all__ = ["TRUNCATED_MESSAGE", "StreamFailure", "StreamTranslator"]

@@ -5,7 +5,8 @@ fields are read where they are used (``translator._delta``).
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 # finish() without any finish_reason: the upstream stream was cut.
 TRUNCATED_MESSAGE = "upstream stream ended before completion"
@@ -23,8 +24,40 @@ INCOMPLETE_REASONS = {
 # "stop_sequence", ...) counts as a normal stop.
 FAILED_REASONS = ("error", "abort")
 
-# What a chunk of the wrong shape raises while it is read: it fails the response.
-MALFORMED = (AttributeError, TypeError, KeyError, ValueError, IndexError)
+FailureKind = Literal["upstream_error", "finish_error", "malformed", "truncated"]
+
+# The precise code of each kind of failure the translator finds (an upstream
+# error's own string code wins), for the ``error`` event and the caller's taxonomy.
+_CODES: dict[str, str] = {
+    "upstream_error": "backend_error",
+    "finish_error": "backend_error",
+    "malformed": "invalid_chunk",
+    "truncated": "truncated",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailure:
+    """Why the translator ended a response as failed (``StreamTranslator.failure``).
+
+    ``upstream_error``: the backend sent an error (``error``: its error object, any
+    JSON value); ``finish_error``: it finished with ``finish_reason`` "error" or
+    "abort"; ``malformed``: a chunk of a shape we cannot read (``message`` names the
+    field); ``truncated``: the stream ended without a finish reason and not cleanly.
+    """
+
+    kind: FailureKind
+    message: str
+    error: Any = None
+    finish_reason: str | None = None
+
+    @property
+    def code(self) -> str:
+        if self.kind == "upstream_error" and type(self.error) is dict:
+            code = self.error.get("code")
+            if type(code) is str and code:
+                return code
+        return _CODES[self.kind]
 
 
 def choice_zero(choices: Any) -> dict[str, Any] | None:
@@ -35,13 +68,9 @@ def choice_zero(choices: Any) -> dict[str, Any] | None:
     return None
 
 
-def upstream_error(err: Any) -> tuple[str, str]:
-    """``(message, code)`` for a chunk's ``error`` (an object, a string, anything)."""
-    if type(err) is dict:
-        message = err.get("message")
-        code = err.get("code")
-    else:
-        message, code = err, None
+def upstream_error(err: Any) -> StreamFailure:
+    """The failure a chunk's ``error`` (an object, a string, anything) means."""
+    message = err.get("message") if type(err) is dict else err
     if not isinstance(message, str) or not message:
         message = "upstream error"
-    return "upstream error: " + message, code if type(code) is str else "server_error"
+    return StreamFailure("upstream_error", "upstream error: " + message, error=err)

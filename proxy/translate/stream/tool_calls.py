@@ -25,7 +25,7 @@ import orjson
 
 from ..context import ResponseContext
 from ..shapes import ItemStatus
-from .call_items import DROPPED, STREAMING, CustomToolCallBuilder, FunctionCallBuilder, ToolCall, is_open
+from .call_items import CLOSED, DROPPED, STREAMING, CustomToolCallBuilder, FunctionCallBuilder, ToolCall, is_open
 from .events import Emitter
 
 
@@ -120,6 +120,10 @@ class ToolCalls:
                 self._open(call, call.name)
             i += 1
         self.next_open = i
+
+    def has_open(self) -> bool:
+        """Whether any call is still open or waiting for its name (not closed, not dropped)."""
+        return any(call.state is not CLOSED and call.state is not DROPPED for call in self.order)
 
     def close_all(self, status: Callable[[int], ItemStatus]) -> None:
         """Close every open call; ``status`` maps its output_index to its final status."""

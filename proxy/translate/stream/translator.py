@@ -11,8 +11,19 @@ Calls the client may not get (outside ``allowed_tools``, past
 
 ``finish_reason`` closes every open item; terminal events come only from
 ``finish()``, because the usage-only chunk (``choices: []``) arrives after the
-finish reason. ``finish()`` without a finish reason means the upstream stream
-was cut: that is a failure, never ``completed``.
+finish reason.
+
+How a stream ends (issue 12): an error always wins — an ``{"error"}`` chunk
+fails the response with the server's message, whatever follows — except after a
+finish reason, which stands (usage is still read from the error chunk). A clean
+end without a finish reason (``finish(clean=True)`` for ``[DONE]`` or a whole
+JSON body; the connection closing right after a usage-only chunk) is completed,
+as if the backend had sent ``tool_calls`` (calls open) or ``stop``. Any other end
+is a stream cut short: failed, never ``completed``. ``failure`` says why a
+response failed, so the caller's taxonomy does not have to guess.
+
+Every chunk's shape is checked before it is read (``shape``); what the
+translator cannot map is named in ``unmapped`` for the edge's debug log.
 """
 from __future__ import annotations
 
@@ -24,17 +35,28 @@ from typing import Any
 from ..context import ResponseContext
 from ..ids import new_id as random_id
 from ..response import response_error, response_object
-from ..shapes import Event, ItemStatus, Response
-from ..think import ThinkSplitter
+from ..shapes import Event, ItemStatus, Response, Usage
 from ..usage import map_usage
-from .chunks import FAILED_REASONS, INCOMPLETE_REASONS, MALFORMED, TRUNCATED_MESSAGE, choice_zero, upstream_error
+from .chunks import FAILED_REASONS, INCOMPLETE_REASONS, TRUNCATED_MESSAGE, StreamFailure, upstream_error
+from .deltas import DeltaReader
 from .events import Emitter
-from .message import convert_logprobs
 from .segments import Segments
+from .shape import (
+    CHOICE_KEYS,
+    MalformedChunk,
+    check_delta,
+    choice_known,
+    chunk_extras,
+    chunk_known,
+    extras,
+    late_choices,
+    other_choices,
+    unmapped_usage,
+)
 from .silent import SilentEmitter
 from .tool_calls import ToolCalls
 
-__all__ = ["TRUNCATED_MESSAGE", "StreamTranslator"]
+__all__ = ["TRUNCATED_MESSAGE", "StreamFailure", "StreamTranslator"]
 
 
 class Phase(Enum):
@@ -66,17 +88,22 @@ class StreamTranslator:
         self._emit = emit_events
         self._clock = clock
         self._em = em = Emitter() if emit_events else SilentEmitter()
-        self._think = ThinkSplitter()
         self._segments = segments = Segments(ctx, em, new_id)
-        # The open segment's builder is called directly for each token (the fast paths in _delta).
-        self._message = segments.message
-        self._reasoning = segments.reasoning
-        self._logprobs = ctx.include_logprobs
-        self._calls = ToolCalls(ctx, em, new_id, segments.close)
+        self._calls = calls = ToolCalls(ctx, em, new_id, segments.close)
         # What the translator tells its caller besides events: calls kept from
         # the client (by name), and why, for the log.
         self.dropped_calls = self._calls.dropped
         self.warnings = self._calls.warnings
+        # Why the response failed, when the translator failed it (None after fail()).
+        self.failure: StreamFailure | None = None
+        # Paths of what the backend sent that no part of the Response carries.
+        self.unmapped: set[str] = set()
+        self._deltas = deltas = DeltaReader(ctx, segments, calls, self.unmapped)
+        self._think = deltas.think
+        self._read_delta = deltas.read
+        # The finish reason, as sent or (a clean end without one) inferred.
+        self.finish_reason: str | None = None
+        self._clean_eof = False  # the last chunk carried usage and nothing else
         self._phase = _STREAMING
         self._incomplete: str | None = None  # the incomplete_details reason, once finished
         self._usage: Any = None
@@ -109,46 +136,85 @@ class StreamTranslator:
             return []
         out: list[Event] = []
         self._em.out = out
+        if type(chunk) is not dict:
+            return self._failed(StreamFailure("malformed", "malformed chunk from upstream: not a JSON object"))
+        usage = False
+        if "usage" in chunk or not chunk_known(chunk):  # most chunks have neither
+            usage = self._read_usage(chunk)
+        err = chunk.get("error")
+        if err:
+            return self._error(err, None, None)
+        if phase is not _STREAMING:
+            if chunk.get("choices"):
+                late_choices(chunk, self.unmapped)
+            return out
+        choices = chunk.get("choices")
+        if not choices:
+            self._clean_eof = usage
+            return out
+        # The shape check (shape.py), before anything of the chunk is used; inline for
+        # the common chunk (one choice, one token), in shape's helpers for the rest.
         try:
-            if "error" in chunk and chunk["error"]:
-                return self._fail(*upstream_error(chunk["error"]))
-            usage = chunk.get("usage")
-            if usage:
-                self._usage = usage
-            choices = chunk.get("choices")
-            if not choices or phase is not _STREAMING:
-                return out
+            if type(choices) is not list:
+                raise MalformedChunk("choices")
             choice = choices[0]
-            if choice.get("index", 0) not in (0, None):
-                # n > 1 (a backend default we never ask for): only choice 0
-                # is translated, wherever it sits in the list.
-                choice = choice_zero(choices)
-                if choice is None:
+            if type(choice) is not dict:
+                raise MalformedChunk("choices[]")
+            if len(choices) > 1 or choice.get("index", 0) not in (0, None):
+                zero = other_choices(choices, self.unmapped)
+                if zero is None:
                     return out
+                choice = zero
+            if not choice_known(choice):
+                extras(choice, CHOICE_KEYS, "choices[].", self.unmapped)
             delta = choice.get("delta")
-            if delta:
-                self._delta(delta, choice)
             finish = choice.get("finish_reason")
-            if finish:
-                if finish in FAILED_REASONS:
-                    return self._fail(f"upstream reported finish_reason {finish!r}", "server_error")
-                self._phase = _FINISHED
-                self._incomplete = INCOMPLETE_REASONS.get(finish)
-                self._close_all(failed=False)
-        except MALFORMED:
-            # Events already built from this chunk keep their sequence numbers.
-            return self._fail("malformed chunk from upstream", "server_error")
+            if finish and type(finish) is not str:
+                raise MalformedChunk("choices[].finish_reason")
+            if delta:
+                if type(delta) is not dict:
+                    raise MalformedChunk("choices[].delta")
+                if len(delta) != 1 or type(delta.get("content")) is not str:  # not the common token delta
+                    check_delta(delta, self.unmapped)
+        except MalformedChunk as exc:
+            return self._failed(StreamFailure("malformed", f"malformed chunk from upstream: {exc.args[0]}"))
+        if delta:
+            self._read_delta(delta, choice)
+        if finish:
+            if finish in FAILED_REASONS:
+                return self._failed(StreamFailure("finish_error", f"upstream reported finish_reason {finish!r}",
+                                                  finish_reason=finish))
+            self._finished(finish)
+        else:
+            self._clean_eof = usage and not delta
         return out
 
-    def finish(self) -> list[Event]:
-        """Upstream ended: close open items and emit exactly one terminal event."""
+    def feed_error(self, chunk: dict[str, Any], *, code: str, response_code: str) -> list[Event]:
+        """A chunk whose ``error`` the caller has classified: the same as ``feed``, but should
+        it fail the response, the ``error`` event says ``code`` and ``response.failed``
+        ``response_code`` (the openai SDK's enum: e.g. ``invalid_prompt`` for a request the
+        backend refused), as the caller's taxonomy decides."""
+        if self._phase is _DONE:
+            return []
+        self._em.out = []
+        self._read_usage(chunk)
+        return self._error(chunk.get("error"), code, response_code)
+
+    def finish(self, *, clean: bool = False) -> list[Event]:
+        """Upstream ended: close open items and emit exactly one terminal event.
+
+        ``clean``: the backend said it was done (``[DONE]``, a whole JSON body). Else
+        the connection closed, which is a clean end only right after a usage-only chunk.
+        """
         if self._phase is _DONE:
             return []
         em = self._em
         out = em.out = []
         if self._phase is _STREAMING:
-            return self._fail(TRUNCATED_MESSAGE, "server_error")
-        usage = map_usage(self._usage)
+            if not (clean or self._clean_eof):
+                return self._failed(StreamFailure("truncated", TRUNCATED_MESSAGE))
+            self._finished("tool_calls" if self._calls.has_open() else "stop")
+        usage = self._usage_out()
         if self._incomplete:
             self._response = response_object(self.ctx, status="incomplete", output=em.output(), usage=usage,
                                              incomplete_details={"reason": self._incomplete})
@@ -160,24 +226,67 @@ class StreamTranslator:
         self._phase = _DONE
         return out
 
-    def fail(self, message: str, code: str = "server_error") -> list[Event]:
-        """End the response as failed: an ``error`` event, then ``response.failed``."""
+    def fail(self, message: str, code: str = "server_error", *, response_code: str | None = None) -> list[Event]:
+        """End the response as failed: an ``error`` event (``code``), then ``response.failed``.
+
+        ``response_code`` is ``response.failed``'s ``error.code``, which must be one of the
+        openai SDK's values; by default ``code`` when it is one, else ``server_error``.
+        """
         if self._phase is _DONE:
             return []
         self._em.out = []
-        return self._fail(message, code)
+        return self._fail(message, code, response_code)
 
     # ------------------------------------------------------------- endings
 
-    def _fail(self, message: str, code: str) -> list[Event]:
+    def _read_usage(self, chunk: dict[str, Any]) -> bool:
+        """Keep the chunk's usage (Groq's is in ``x_groq``) and name its unread keys; True if it had usage."""
+        usage = chunk.get("usage")
+        if not chunk_known(chunk):
+            groq = chunk_extras(chunk, self.unmapped)
+            if not usage:
+                usage = groq
+        if not usage:
+            return False
+        if type(usage) is not dict:
+            self.unmapped.add("usage (not an object)")
+            return False
+        self._usage = usage
+        return True
+
+    def _error(self, err: Any, code: str | None, response_code: str | None) -> list[Event]:
+        if self._phase is _FINISHED:
+            # The finish reason stands (OpenRouter: "Token limit reached" after "length").
+            self.unmapped.add("error (after finish_reason)")
+            return self._em.out
+        return self._failed(upstream_error(err), code, response_code)
+
+    def _finished(self, finish: str) -> None:
+        self._phase = _FINISHED
+        self.finish_reason = finish
+        self._incomplete = INCOMPLETE_REASONS.get(finish)
+        self._close_all(failed=False)
+
+    def _failed(self, failure: StreamFailure, code: str | None = None,
+                response_code: str | None = None) -> list[Event]:
+        self.failure = failure
+        return self._fail(failure.message, code or failure.code, response_code)
+
+    def _fail(self, message: str, code: str, response_code: str | None) -> list[Event]:
         em = self._em
         self._close_all(failed=True)
         em.error(code, message)
-        self._response = response_object(self.ctx, status="failed", output=em.output(),
-                                         usage=map_usage(self._usage), error=response_error(code, message))
+        error = response_error(code, message) if response_code is None else response_error(response_code, message)
+        self._response = response_object(self.ctx, status="failed", output=em.output(), usage=self._usage_out(),
+                                         error=error)
         em.response_failed(self._response)
         self._phase = _DONE
         return em.out
+
+    def _usage_out(self) -> Usage:
+        if self._usage is not None:
+            unmapped_usage(self._usage, self.unmapped)
+        return map_usage(self._usage)
 
     def _close_all(self, *, failed: bool) -> None:
         """Close every open item (finish_reason, or failure).
@@ -199,59 +308,3 @@ class StreamTranslator:
 
         self._calls.close_all(status)
         self._segments.close_all(status)
-
-    # --------------------------------------------------------------- deltas
-
-    def _delta(self, delta: Any, choice: Any) -> None:
-        content = delta.get("content")
-        # Most deltas have one field ({"content": token}, {"reasoning_content": token},
-        # {"tool_calls": [fragment]}): once that is handled there is nothing else to look up.
-        single = len(delta) == 1
-        if content is None or not single:
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and type(reasoning) is str:
-                if self._reasoning.is_open:  # straight to the open item
-                    self._reasoning.delta(reasoning)
-                else:
-                    self._segments.reason(reasoning)
-                if single:
-                    return
-            elif single:
-                tool_calls = delta.get("tool_calls")
-                if tool_calls:
-                    self._calls.feed(tool_calls)
-                    return
-        if content:
-            if type(content) is list:  # rare: content parts in a delta
-                content = "".join(p.get("text") or "" for p in content if type(p) is dict)
-            if type(content) is str:
-                lp = None
-                if self._logprobs:
-                    logprobs = choice.get("logprobs")
-                    if type(logprobs) is dict:
-                        lp = convert_logprobs(logprobs.get("content"))
-                think = self._think
-                if think.passthrough:
-                    message = self._message
-                    if message.is_open:  # the common case: straight to the open message
-                        message.text(content, lp)
-                    else:
-                        self._segments.text(content, lp)
-                else:
-                    r, c = think.feed(content)
-                    if r:
-                        self._segments.reason(r)
-                    if c:
-                        self._segments.text(c, lp)
-        if single and content is not None:
-            return
-        refusal = delta.get("refusal")
-        if refusal and type(refusal) is str:
-            self._segments.refusal(refusal)
-        tool_calls = delta.get("tool_calls")
-        if tool_calls:
-            self._calls.feed(tool_calls)
-        else:
-            fc = delta.get("function_call")  # legacy single-call form
-            if fc:
-                self._calls.feed([{"index": 0, "function": fc}])
