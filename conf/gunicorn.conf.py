@@ -41,8 +41,9 @@ wsgi_app = "proxy.app:app"
 worker_class = "proxy.worker.Worker"
 bind = [f"0.0.0.0:{_s.bind_port}"]
 workers = _s.web_concurrency
-# In-flight streams get this long to finish after SIGTERM before being cut.
-graceful_timeout = int(_s.graceful_timeout_secs)
+# In-flight streams and background jobs get GRACEFUL_TIMEOUT_SECS to finish after SIGTERM; jobs
+# still running then are stopped and stored as failed within the margin, before gunicorn's kill.
+graceful_timeout = int(_s.graceful_timeout_secs) + _settings.BACKGROUND_SHUTDOWN_MARGIN_SECS
 # Heartbeat timeout for a stuck worker (not a request timeout: streams may run long).
 timeout = 60
 # Behind HAProxy: keep idle client connections longer than its `timeout http-keep-alive`.

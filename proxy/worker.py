@@ -183,7 +183,13 @@ class Worker(UvicornWorker):
         # Settings were validated by conf/gunicorn.conf.py before any worker exists.
         settings = settings_mod.load()
         self._protocol = http_protocol(min(settings.shutdown_linger_secs, settings.graceful_timeout_secs))
-        self.CONFIG_KWARGS = {**Worker.CONFIG_KWARGS, "http": self._protocol, **websocket_kwargs(settings)}
+        self.CONFIG_KWARGS = {
+            **Worker.CONFIG_KWARGS, "http": self._protocol, **websocket_kwargs(settings),
+            # Connections get GRACEFUL_TIMEOUT_SECS after SIGTERM, then uvicorn cuts them and runs the
+            # lifespan shutdown, where background jobs still running are stored failed: gunicorn's own
+            # graceful timeout is longer by BACKGROUND_SHUTDOWN_MARGIN_SECS for that (conf/gunicorn.conf.py).
+            "timeout_graceful_shutdown": settings.graceful_timeout_secs,
+        }
         super().__init__(*args, **kwargs)
         falcon_log = logging.getLogger("falcon")
         if not any(isinstance(f, QuietRefusedHandshakes) for f in falcon_log.filters):
