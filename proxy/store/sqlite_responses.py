@@ -17,7 +17,7 @@ import orjson
 
 from .base import HistoryIncomplete, Item, ObjectTooLarge
 from .items import decode_arrays, decode_objects, encode_items
-from .sqlite_schema import INDEX_IDS, transaction
+from .sqlite_schema import INDEX_ITEM, transaction
 
 
 class _Vanished(Exception):
@@ -90,11 +90,11 @@ def put_response(
                 root = conn.execute("SELECT base_conv FROM responses WHERE id = ?", (chain[0],)).fetchone()
                 if root[0] is not None:
                     _keep_conversation(conn, owner, root[0], exp, now)
-                _insert(conn, owner, response_id, row(prev_id, _json(chain), None, None), ids_json)
+                _insert(conn, owner, response_id, row(prev_id, _json(chain), None, None), ids)
             else:
                 if conv is not None:
                     _keep_conversation(conn, owner, conv[0], exp, now)
-                _insert(conn, owner, response_id, row(None, "[]", conv, None), ids_json)
+                _insert(conn, owner, response_id, row(None, "[]", conv, None), ids)
         return
     except _Vanished:
         pass
@@ -104,12 +104,13 @@ def put_response(
     with transaction(conn):
         if also is not None:
             also(conn, now, exp)
-        _insert(conn, owner, response_id, row(None, "[]", None, snapshot), ids_json)
+        _insert(conn, owner, response_id, row(None, "[]", None, snapshot), ids)
 
 
-def _insert(conn: sqlite3.Connection, owner: str, rid: str, row: tuple[Any, ...], ids_json: str) -> None:
+def _insert(conn: sqlite3.Connection, owner: str, rid: str, row: tuple[Any, ...], ids: Sequence[str]) -> None:
     conn.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-    conn.execute(INDEX_IDS, (owner, "r:" + rid, ids_json))
+    loc = "r:" + rid
+    conn.executemany(INDEX_ITEM, [(owner, item_id, loc, pos) for pos, item_id in enumerate(ids)])
 
 
 def get_body(conn: sqlite3.Connection, owner: str, response_id: str) -> bytes | None:

@@ -85,13 +85,6 @@ CREATE TABLE IF NOT EXISTS response_events (
 INDEX_ITEM = (
     "INSERT INTO item_index VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos"
 )
-# The same for all the ids of a JSON array (owner, loc, ids JSON as TEXT) in one statement, where
-# ``executemany`` steps once per item from Python; in array order, so a repeated id points at its
-# last position as row by row. (``WHERE true``: SQLite's rule for an upsert after a SELECT.)
-INDEX_IDS = (
-    "INSERT INTO item_index SELECT ?, j.value, ?, j.key FROM json_each(?) j WHERE true ORDER BY j.key "
-    "ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos"
-)
 
 
 def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
