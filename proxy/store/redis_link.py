@@ -219,7 +219,8 @@ async def _round_trip(conn: Connection, packed: bytes, timeout: float) -> Any:
         return await conn.read_response()
     async with asyncio.timeout(timeout):
         writer.write(packed)
-        await writer.drain()  # at once unless the socket's buffer is full (a large object)
+        if writer.transport.get_write_buffer_size():  # what the socket did not take at once (a large object)
+            await writer.drain()
         reply = reader.gets()
         while reply is NOT_ENOUGH_DATA:
             data = await stream.read(65536)
