@@ -102,11 +102,10 @@ class SQLiteThreads:
         stop = False
         while not stop and (job := jobs.get()) is not None:
             batch = [job]
-            while len(batch) < MAX_BATCH:  # what queued up meanwhile (never waiting for more)
-                try:
-                    more = jobs.get_nowait()
-                except queue.Empty:
-                    break
+            # What queued up meanwhile, never waiting for more (this thread is the queue's only reader:
+            # not empty() means get_nowait() has a job, without raising Empty at every wake-up).
+            while len(batch) < MAX_BATCH and not jobs.empty():
+                more = jobs.get_nowait()
                 if more is None:
                     stop = True
                     break
