@@ -2,16 +2,16 @@
 
 Built on redis-py 8.1's asyncio ``Connection`` for what a connection is (its connect logic, TLS,
 AUTH/SELECT, its stream and its hiredis reader), with a small pool of its own instead of
-``redis.asyncio.Redis`` over ``ConnectionPool``, and a script's round trip of its own: the
-command packed in C (``hiredis.pack_command``), written to the connection's stream and its
-reply parsed by the connection's hiredis reader, under one deadline for both. Measured on this
-machine, one ``EVALSHA`` of a put (a 1.5 KB body) costs ~95 µs of client CPU through
-``Connection.send_command``/``read_response`` (its Python packing, an ``asyncio.wait_for`` task
-around the write, a timeout context around the read) and ~35 µs this way; a bare round trip on
-a raw asyncio protocol, the floor, is ~9 µs (``loadtest/store_bench.py``). Through
-``Redis.execute_command`` (its retry wrapper, event dispatch and observability hooks, a lock
-around every pool get and release) it was ~65 µs more. Every store operation is one script, one
-round trip.
+``redis.asyncio.Redis`` over ``ConnectionPool`` (its retry wrapper, event dispatch and per-command
+observability hooks, a lock around every pool get and release), and a script's round trip of its
+own: the command packed in C (``hiredis.pack_command``), written to the connection's stream, its
+reply parsed by the connection's hiredis reader, one deadline for both — not
+``Connection.send_command``/``read_response``, whose Python packing, ``asyncio.wait_for`` task
+around every write and second timeout context cost ~40 µs of client CPU per call. Measured
+2026-12-01 on this machine: one small ``EVALSHA`` costs ~100 µs through ``Redis()`` and ~23 µs
+here (``loadtest/store_bench.py``, section 1); a put's ``EVALSHA`` (a 1 KB Response) ~95 µs
+through ``send_command`` and ~37 µs here, against ~20–30 µs on a bare asyncio protocol, the
+floor (``loadtest/store_micro.py``). Every store operation is one script, one round trip.
 
 Bounds: a connect waits at most ``socket_connect_timeout``, a reply at most ``socket_timeout``,
 a free connection at most the same timeout; so a dead, stopped or unreachable Redis fails an
