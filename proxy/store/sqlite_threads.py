@@ -5,7 +5,7 @@ Why not ``loop.run_in_executor`` or aiosqlite: both hand a call to a thread thro
 per call (``loadtest/store_bench.py`` prints it); a plain ``SimpleQueue`` in and one
 ``call_soon_threadsafe`` out costs 11–16 µs. Even so, a put's hand-off and what comes with it
 (the loop's wake-up while the put runs, the GIL taken back after each SQLite call) add some
-30–40 µs to the put's own work (``loadtest/store_micro.py``'s floor), one reason a
+30–50 µs to the put's own work (``loadtest/store_micro.py``'s floor), one reason a
 ``store: true`` request costs more than 0.15 ms on SQLite (README, Performance).
 
 Why two threads: SQLite lets one writer at a time into a database (across all processes), so a
