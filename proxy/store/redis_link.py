@@ -217,17 +217,20 @@ async def _round_trip(conn: Connection, packed: bytes, timeout: float) -> Any:
     if reader is None or writer is None or stream is None:  # (redis-py without hiredis)
         await conn.send_packed_command(packed, check_health=False)
         return await conn.read_response()
-    async with asyncio.timeout(timeout):
-        writer.write(packed)
-        if writer.transport.get_write_buffer_size():  # what the socket did not take at once (a large object)
-            await writer.drain()
-        reply = reader.gets()
-        while reply is NOT_ENOUGH_DATA:
-            data = await stream.read(65536)
-            if not data:
-                raise RedisConnectionError("Connection closed by server.")
-            reader.feed(data)
+    try:
+        async with asyncio.timeout(timeout):
+            writer.write(packed)
+            if writer.transport.get_write_buffer_size():  # what the socket did not take at once (a large object)
+                await writer.drain()
             reply = reader.gets()
+            while reply is NOT_ENOUGH_DATA:
+                data = await stream.read(65536)
+                if not data:
+                    raise RedisConnectionError("Connection closed by server.")
+                reader.feed(data)
+                reply = reader.gets()
+    except TimeoutError:  # (an OSError: as redis-py's own, so that _call does not retry a hung server)
+        raise RedisTimeoutError(f"no reply from Redis within {timeout:g} s") from None
     if isinstance(reply, RedisError):  # an error reply (ResponseError…, or LOADING as ConnectionError)
         raise reply
     return reply
