@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -178,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="store-micro-")
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tmp)  # counted as in a worker
     out: dict[str, Any] = {"conc": args.conc}
-    for backend, where in (("sqlite", os.path.join(tmp, "micro.sqlite3")), ("redis", args.redis_url)):
-        out[backend] = uvloop.run(_measure(backend, where, args.rounds, args.n, args.conc))
+    try:
+        for backend, where in (("sqlite", os.path.join(tmp, "micro.sqlite3")), ("redis", args.redis_url)):
+            out[backend] = uvloop.run(_measure(backend, where, args.rounds, args.n, args.conc))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # its SQLite files (tens of MB a run)
     print(orjson.dumps(out).decode())
     return 0
 
