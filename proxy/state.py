@@ -124,7 +124,7 @@ class Standing:
         store = self.store
         if store is None or not self.keeps:
             return
-        output: list[Item] = list(response["output"])  # type: ignore[arg-type]  # items are JSON objects
+        output: list[Item] = response["output"]  # type: ignore[assignment]  # items are JSON objects
         body = orjson.dumps(response)
         self.stored_body = body
         record = NewResponse(

@@ -148,8 +148,9 @@ class Metrics:
         self._background = _Children(background.labels, _BOUNDED, (OTHER,))
         self._jobs_running_add = self._jobs_running._value.inc
         self._store = _Children(
-            lambda op, backend: (store_ops.labels(op, backend), store_failures.labels(op, backend),
-                                 store_seconds.labels(op, backend)),
+            lambda op, backend: (store_ops.labels(op, backend)._value.inc,
+                                 store_failures.labels(op, backend)._value.inc,
+                                 _Observe(store_seconds.labels(op, backend))),
             _BOUNDED, (OTHER, OTHER),
         )
 
@@ -188,10 +189,10 @@ class Metrics:
 
     def store_op(self, op: str, backend: str, ok: bool, seconds: float) -> None:
         ops, failures, latency = self._store.get((op, backend))
-        ops.inc()
+        ops(1)
         if not ok:
-            failures.inc()
-        latency.observe(seconds)
+            failures(1)
+        latency(seconds)
 
     def background_job(self, event: str) -> None:
         """A background job ``started``, ended (its final status), was ``cancelled`` or ``reaped``."""

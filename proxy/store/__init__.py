@@ -67,13 +67,20 @@ Writes are O(1) whatever the chain's length: a put inserts one row (or a few has
 counts one child on its parent. A chain is freed from its leaves up: a response goes when it is
 deleted or expired and has no kept children, then its parent is looked at the same way.
 
-Costs per request (``store_bench``, small response, CPU µs in the worker, best of four runs on
-a shared 2-core machine; up to ~30% more when it was busy): SQLite put 77, GET 18, history 27,
-turn 10 (history + put) 245; Redis put 58, GET 42, history 46, turn 10 150. So a plain
-``store: true`` request (one put) fits the 0.15 ms budget on both; a chained one does not yet
-(SQLite ≈ 91 µs put + 41 µs nine-ancestor read + two 13 µs hand-offs). Hand-offs: SQLite jobs go
-to two dedicated threads through a queue (13 µs, ``run_in_executor`` 25–37 µs); Redis calls skip
-``redis.asyncio.Redis``'s command layer (one EVALSHA 38–57 µs against 68–91 µs; ``redis_link``).
+Costs per request. ``loadtest/store_bench.py`` times the operations alone (small response, CPU µs
+in the worker, best of runs on a shared 2-core machine; a calm run / a busy one): SQLite put
+77 / 122, GET 18 / 52, history 27 / 73, turn 10 (history + put) 245 / 472; Redis put 58 / 65,
+GET 42 / 30, history 46 / 47, turn 10 150 / 112. Issue 10's budget (0.15 ms) counts the whole
+stored path of a plain ``store: true`` request — ``stand``, ``prepare``, ``remember`` through the
+instrumented store — which ``loadtest/store_overhead.py --micro`` measures beside ``store: false``
+(2026-12-01): Redis adds 70–145 µs, within it (a put's round trip on a bare protocol, its floor,
+15–40 µs; ``redis_link``); SQLite adds 120–300 µs, mostly over it. SQLite's floor is the put itself:
+its statements on a connection, with no thread, cost 75–110 µs (about 8 WAL frames of 4 KiB per
+put — the row's leaf and its table's interior page, the id index, the expiry index, the header
+page, and 3.2 for two random item-index leaves — written with 17 ``pwrite`` and 6 ``fcntl``
+calls, plus their share of the checkpoints), and the hand-off to the writer thread and back
+(``sqlite_threads``) 30–50 µs more, before any of the proxy's own Python (10–25 µs). A chained
+request adds its history read and a second hand-off.
 
 Background mode (issue 15) in the same store
 --------------------------------------------

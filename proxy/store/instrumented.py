@@ -22,10 +22,16 @@ class InstrumentedStore:
     def __init__(self, inner: Store, metrics: Metrics) -> None:
         self._inner = inner
         self._metrics = metrics
+        # What every stored request reads (``proxy.state``), found directly rather than through
+        # ``__getattr__``: the store's settings, fixed once it is built, and its one plain method.
+        self.backend = inner.backend
+        self.ttl_secs = inner.ttl_secs
+        self.max_object_bytes = inner.max_object_bytes
+        self.owner_of = inner.owner_of
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if name.startswith("_") or not callable(attr) or name in ("owner_of", "aclose"):
+        if name.startswith("_") or not callable(attr) or name == "aclose":
             return attr
         wrapped = self._timed(name, attr)
         setattr(self, name, wrapped)  # found directly from now on

@@ -1,11 +1,17 @@
 """One worker's connections to Redis, and running one Lua script on them with bounded waits.
 
-Built on redis-py 8.1's asyncio ``Connection`` (its connect logic, TLS, AUTH/SELECT, the hiredis
-reply parser, socket timeouts), with a small pool of its own instead of ``redis.asyncio.Redis``
-over ``ConnectionPool``: measured on this machine, one ``EVALSHA`` costs ~65 µs of client CPU
-through ``Redis.execute_command`` (its retry wrapper, event dispatch and per-command
-observability hooks, a lock around every pool get and release) and ~33 µs this way
-(``loadtest/store_bench.py`` prints both). Every store operation is one script, one round trip.
+Built on redis-py 8.1's asyncio ``Connection`` for what a connection is (its connect logic, TLS,
+AUTH/SELECT, its stream and its hiredis reader), with a small pool of its own instead of
+``redis.asyncio.Redis`` over ``ConnectionPool`` (its retry wrapper, event dispatch and per-command
+observability hooks, a lock around every pool get and release), and a script's round trip of its
+own: the command packed in C (``hiredis.pack_command``), written to the connection's stream, its
+reply parsed by the connection's hiredis reader, one deadline for both — not
+``Connection.send_command``/``read_response``, whose Python packing, ``asyncio.wait_for`` task
+around every write and second timeout context cost ~40 µs of client CPU per call. Measured
+2026-12-01 on this machine: one small ``EVALSHA`` costs ~100 µs through ``Redis()`` and ~23 µs
+here (``loadtest/store_bench.py``, section 1); a put's ``EVALSHA`` (a 1 KB Response) ~95 µs
+through ``send_command`` and ~37 µs here, against ~20–30 µs on a bare asyncio protocol, the
+floor (``loadtest/store_micro.py``). Every store operation is one script, one round trip.
 
 Bounds: a connect waits at most ``socket_connect_timeout``, a reply at most ``socket_timeout``,
 a free connection at most the same timeout; so a dead, stopped or unreachable Redis fails an
@@ -25,6 +31,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import hiredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -98,14 +106,13 @@ class RedisLink:
 
     async def run(self, script: Script, *args: Any) -> Any:
         """EVALSHA ``script`` with ``args`` (no declared keys: they derive from the args)."""
+        timeout = self._timeout
 
         async def send(conn: Connection) -> Any:
             try:
-                await conn.send_command("EVALSHA", script.sha, 0, *args, check_health=False)
-                return await conn.read_response()
+                return await _round_trip(conn, _pack(("EVALSHA", script.sha, 0, *args)), timeout)
             except NoScriptError:
-                await conn.send_command("EVAL", script.source, 0, *args, check_health=False)
-                return await conn.read_response()
+                return await _round_trip(conn, _pack(("EVAL", script.source, 0, *args)), timeout)
 
         return await self._call(send)
 
@@ -186,3 +193,44 @@ class RedisLink:
         idle, pool.idle = pool.idle, []
         for conn in idle:
             await conn.disconnect(nowait=True)
+
+
+_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # str, bytes and ints, as RESP bulk strings
+
+
+async def _round_trip(conn: Connection, packed: bytes, timeout: float) -> Any:
+    """Send one packed command on ``conn`` and read its reply, both within ``timeout`` seconds.
+
+    The same stream, hiredis reader and error replies as ``send_packed_command``/``read_response``
+    (redis-py 8.1, pinned in requirements.txt: ``_writer``, ``_reader``, the parser's ``_reader``
+    and its "not enough data" marker are that connection's own), without the task
+    ``asyncio.wait_for`` starts around every write and a second timeout context for the read. An
+    error reply is raised (``NoScriptError`` for an unknown script); a closed stream, a timeout or
+    any interruption leaves a half-done exchange, which ``RedisLink._once`` answers by
+    disconnecting.
+    """
+    if not conn.is_connected:
+        await conn.connect_check_health(check_health=False, retry_socket_connect=False)
+    parser = conn._parser
+    writer, stream = conn._writer, conn._reader
+    reader = parser._reader if isinstance(parser, _AsyncHiredisParser) else None
+    if reader is None or writer is None or stream is None:  # (redis-py without hiredis)
+        await conn.send_packed_command(packed, check_health=False)
+        return await conn.read_response()
+    try:
+        async with asyncio.timeout(timeout):
+            writer.write(packed)
+            if writer.transport.get_write_buffer_size():  # what the socket did not take at once (a large object)
+                await writer.drain()
+            reply = reader.gets()
+            while reply is NOT_ENOUGH_DATA:
+                data = await stream.read(65536)
+                if not data:
+                    raise RedisConnectionError("Connection closed by server.")
+                reader.feed(data)
+                reply = reader.gets()
+    except TimeoutError:  # (an OSError: as redis-py's own, so that _call does not retry a hung server)
+        raise RedisTimeoutError(f"no reply from Redis within {timeout:g} s") from None
+    if isinstance(reply, RedisError):  # an error reply (ResponseError…, or LOADING as ConnectionError)
+        raise reply
+    return reply

@@ -3,11 +3,15 @@
 Why not ``loop.run_in_executor`` or aiosqlite: both hand a call to a thread through a
 ``concurrent.futures.Future`` chained to an asyncio future, measured here at 27–40 µs of CPU
 per call (``loadtest/store_bench.py`` prints it); a plain ``SimpleQueue`` in and one
-``call_soon_threadsafe`` out costs about 11 µs, which is what lets the stored path fit its
-0.15 ms budget. Why two threads: SQLite lets one writer at a time into a database (across all
-processes), so a second writer thread per process would only wait on the same lock, while WAL
-readers never wait for writers — one reader thread keeps ``GET`` routes and history reads
-from ever queuing behind a write that waits for the lock.
+``call_soon_threadsafe`` out costs 11–16 µs. Even so, a put's hand-off and what comes with it
+(the loop's wake-up while the put runs, the GIL taken back after each SQLite call) add some
+30–50 µs to the put's own work (``loadtest/store_micro.py``'s floor), one reason a
+``store: true`` request costs more than 0.15 ms on SQLite (README, Performance).
+
+Why two threads: SQLite lets one writer at a time into a database (across all processes), so a
+second writer thread per process would only wait on the same lock, while WAL readers never wait
+for writers — one reader thread keeps ``GET`` routes and history reads from ever queuing behind
+a write that waits for the lock.
 
 Jobs that queued up while the thread was busy run as one batch: their results are handed back in
 one wake-up of the event loop, and the writer runs a batch in one transaction committed once,
@@ -102,11 +106,10 @@ class SQLiteThreads:
         stop = False
         while not stop and (job := jobs.get()) is not None:
             batch = [job]
-            while len(batch) < MAX_BATCH:  # what queued up meanwhile (never waiting for more)
-                try:
-                    more = jobs.get_nowait()
-                except queue.Empty:
-                    break
+            # What queued up meanwhile, never waiting for more (this thread is the queue's only reader:
+            # not empty() means get_nowait() has a job, without raising Empty at every wake-up).
+            while len(batch) < MAX_BATCH and not jobs.empty():
+                more = jobs.get_nowait()
                 if more is None:
                     stop = True
                     break

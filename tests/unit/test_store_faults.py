@@ -90,6 +90,40 @@ def test_redis_gone_or_hung_fails_fast_and_recovers_when_it_returns(how):
         run(store, scenario)
 
 
+def test_a_hung_redis_is_waited_for_once_not_again_on_a_new_connection(monkeypatch):
+    """No reply within the timeout fails the operation after that one wait: a timeout is not a stale
+    pooled connection, so it is not tried again on a fresh one (that would double every wait on a
+    hung server, and hold a worker's connection slots twice as long)."""
+    from proxy.store.redis_link import RedisLink
+
+    attempts: list[bool] = []  # per attempt: on a new connection?
+    once = RedisLink._once
+
+    async def counted(self, pool, send, conn):
+        attempts.append(conn is None)
+        return await once(self, pool, send, conn)
+
+    monkeypatch.setattr(RedisLink, "_once", counted)
+    with RedisServer() as server:
+        store = RedisStore(server.url, timeout_secs=1.0)
+        owner = store.owner_of("sk-alice")
+
+        async def scenario(store):
+            first = response()
+            await store.put_response(owner, first)  # leaves a pooled connection
+            attempts.clear()
+            server.send(signal.SIGSTOP)
+            try:
+                await unavailable_within_bound(store.get_response(owner, first.id))
+            finally:
+                server.send(signal.SIGCONT)
+            assert attempts == [False]
+            assert await store.get_response(owner, first.id) == first.body  # on a new connection
+            assert attempts == [False, True]
+
+        run(store, scenario)
+
+
 def test_a_full_redis_refuses_writes_promptly_still_deletes_and_recovers():
     with RedisServer() as server, server.client() as admin:
         store = RedisStore(server.url, timeout_secs=1.0)
