@@ -14,6 +14,7 @@ import sys
 # The project root, so `proxy` imports however gunicorn was started.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from proxy import drain as _drain
 from proxy import metrics as _metrics
 from proxy import settings as _settings
 from proxy.breaker import shared_table
@@ -26,6 +27,8 @@ except _settings.SettingsError as _exc:
 
 if _s.breaker_enabled:
     shared_table(_s.breaker_model_slots)
+# The draining flag every worker's /health reads (proxy/drain.py), set on SIGTERM below.
+_draining = _drain.shared_flag()
 # METRICS_DIR, or a temporary directory of this instance's own (removed at exit):
 # two instances on one host must never merge each other's files.
 try:
@@ -38,11 +41,13 @@ wsgi_app = "proxy.app:app"
 worker_class = "proxy.worker.Worker"
 bind = [f"0.0.0.0:{_s.bind_port}"]
 workers = _s.web_concurrency
-# In-flight streams get this long to finish after SIGTERM before being cut.
-graceful_timeout = int(_s.graceful_timeout_secs)
+# In-flight streams and background jobs get GRACEFUL_TIMEOUT_SECS to finish after SIGTERM; jobs
+# still running then are stopped and stored as failed within the margin, before gunicorn's kill.
+graceful_timeout = int(_s.graceful_timeout_secs) + _settings.BACKGROUND_SHUTDOWN_MARGIN_SECS
 # Heartbeat timeout for a stuck worker (not a request timeout: streams may run long).
 timeout = 60
 # Behind HAProxy: keep idle client connections longer than its `timeout http-keep-alive`.
+# A stopping worker keeps them SHUTDOWN_LINGER_SECS instead (proxy/worker.py), for one last request.
 keepalive = 75
 backlog = 2048
 loglevel = _s.log_level.lower()
@@ -72,8 +77,13 @@ if _s.log_format == "json":
 
 
 def on_starting(server):
-    # SIGINT (Ctrl-C) drains in-flight streams like SIGTERM does, instead of
-    # gunicorn's quick shutdown; a second SIGINT still forces the exit.
+    # SHUTDOWN_DRAIN_SECS > 0: the first SIGTERM makes /health answer 503 "draining" for that
+    # long, serving as usual, so a health-checking balancer stops sending before the listener
+    # closes; then gunicorn's graceful stop (a second SIGTERM skips the rest of the drain).
+    # Never on SIGHUP: its new workers keep serving.
+    _drain.drain_before_stop(server, _s.shutdown_drain_secs, _draining)
+    # SIGINT (Ctrl-C) stops like SIGTERM does (drain, then in-flight streams finish), instead
+    # of gunicorn's quick shutdown.
     server.handle_int = server.handle_term
 
 

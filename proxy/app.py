@@ -16,8 +16,10 @@ import orjson
 
 from . import logs
 from . import settings as settings_mod
+from .background import Jobs, jobs_for
 from .errors import ProxyError, invalid_request
 from .failures import Failure
+from .resources.background import BackgroundMode
 from .resources.compact import Compaction, CompactResource
 from .resources.conversations import ConversationItemsResource, ConversationsResource
 from .resources.health import HealthResource
@@ -28,8 +30,8 @@ from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
 from .resources.websocket import ResponsesEndpoint, WebSocketMode
 from .runtime import Runtime
-from .state import store_http_error
-from .store import InvalidItem, ObjectTooLarge, StoreError
+from .state import refusal
+from .store import StoreError
 from .store.shapes import InvalidParam
 from .translate.errors import InvalidRequest
 
@@ -39,15 +41,21 @@ _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_
 
 
 class _Lifespan:
-    """Opens the worker's upstream pool at ASGI startup and closes it at shutdown."""
+    """Opens the worker's upstream pool at ASGI startup and closes it at shutdown; background jobs
+    start their upkeep after it opened and finish (or fail) before it closes."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, jobs: Jobs | None) -> None:
         self._runtime = runtime
+        self._jobs = jobs
 
     async def process_startup(self, scope: dict, event: dict) -> None:
         await self._runtime.startup()
+        if self._jobs is not None:
+            await self._jobs.startup()
 
     async def process_shutdown(self, scope: dict, event: dict) -> None:
+        if self._jobs is not None:
+            await self._jobs.aclose()
         await self._runtime.shutdown()
 
 
@@ -73,11 +81,11 @@ async def _invalid_request(
 async def _store_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: StoreError | InvalidParam, params: dict[str, Any]
 ) -> None:
-    """The store's refusals and faults (``proxy.state.store_http_error``); faults are logged."""
-    if not isinstance(ex, (InvalidParam, InvalidItem, ObjectTooLarge)):
-        meta = getattr(req.context, "meta", None)
-        log.warning("request_id=%s: %s %s: store error: %s", getattr(meta, "request_id", "-"), req.method, req.path, ex)
-    await _proxy_error(req, resp, store_http_error(ex), params)
+    """The store's refusals and faults on the stored-object routes (``proxy.state.refusal``: faults
+    are logged)."""
+    meta = getattr(req.context, "meta", None)
+    error = refusal(ex, getattr(meta, "request_id", "-"), f"{req.method} {req.path}: ")
+    await _proxy_error(req, resp, error, params)
 
 
 async def _unexpected(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict) -> None:
@@ -120,20 +128,24 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     settings = settings or settings_mod.load()
     logs.configure(settings.log_level, settings.log_format)
     runtime = Runtime.build(settings)
+    jobs = jobs_for(settings, runtime.store, runtime.metrics)  # background mode: only with a store
     # Falcon types a middleware list by one protocol per hook; ours mix hooks.
-    middleware: list[Any] = [_Lifespan(runtime), RequestIdMiddleware(), MetricsMiddleware(runtime.metrics)]
+    middleware: list[Any] = [_Lifespan(runtime, jobs), RequestIdMiddleware(), MetricsMiddleware(runtime.metrics)]
     falcon_app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=lambda o: orjson.dumps(o).decode(), loads=orjson.loads)
     falcon_app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     falcon_app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     # POST, its WebSocket mode and Codex's compaction trigger on one path; compaction beside it.
     compaction = Compaction(runtime)
-    responses = ResponsesEndpoint(ResponsesResource(runtime, compaction), WebSocketMode(runtime, compaction))
+    background = BackgroundMode(runtime, jobs) if jobs is not None else None
+    responses = ResponsesEndpoint(
+        ResponsesResource(runtime, compaction, background), WebSocketMode(runtime, compaction)
+    )
     falcon_app.add_route("/v1/responses", responses)
     falcon_app.add_route("/responses", responses)
     falcon_app.add_route("/v1/responses/compact", CompactResource(compaction))
     falcon_app.add_route("/responses/compact", CompactResource(compaction))
-    stored = StoredResponseResource(runtime)
+    stored = StoredResponseResource(runtime, jobs)
     conversations = ConversationsResource(runtime)
     items = ConversationItemsResource(runtime)
     for prefix in ("/v1", ""):

@@ -17,6 +17,9 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_SECS = 10.0
 STORE_FILE_NAME = "responses-proxy.sqlite3"
+# After GRACEFUL_TIMEOUT_SECS, the time background jobs still running get to store their failure:
+# conf/gunicorn.conf.py adds it to gunicorn's graceful timeout, so that happens before the kill.
+BACKGROUND_SHUTDOWN_MARGIN_SECS = 5
 
 _LEVELS = {
     "trace": "DEBUG",
@@ -78,12 +81,22 @@ class Settings:
     response_store_max_object_bytes: int = 16 * 1024 * 1024
     response_store_timeout_secs: float = 3.0
     response_store_owner_secret: str | None = None
+    # Background mode (proxy/background): a job's lease (renewed every 0.5 s by its worker; past it
+    # the job is failed by any worker), and how many jobs may run at once per worker and per key.
+    background_lease_secs: float = 10.0
+    background_max_per_worker: int = 64
+    background_max_per_key: int = 32
     metrics_dir: str | None = None
     models_cache_secs: float = 60.0
     # WebSocket mode: a connection's lifetime (OpenAI's is 60 minutes), and the
     # interval of the server's keep-alive pings (a peer silent for as long again is dropped).
     websocket_max_secs: float = 3600.0
     websocket_ping_secs: float = 20.0
+    # Stopping a worker (proxy/worker.py): how long a connection with no request in progress
+    # may still bring one (answered with "Connection: close"); on SIGTERM, how long the master
+    # first answers /health with 503 "draining" while serving normally (conf/gunicorn.conf.py).
+    shutdown_linger_secs: float = 10.0
+    shutdown_drain_secs: float = 0.0
     # What the backend is asked when a conversation is compacted (None: the built-in prompt).
     compaction_prompt: str | None = None
 
@@ -301,9 +314,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         response_store_timeout_secs=_float(env, "RESPONSE_STORE_TIMEOUT_SECS", 3.0, 0.05, 60.0),
         response_store_owner_secret=env.get("RESPONSE_STORE_OWNER_SECRET", "").strip() or None,
+        background_lease_secs=_float(env, "BACKGROUND_LEASE_SECS", 10.0, 2.0, 30.0),
+        background_max_per_worker=_int(env, "BACKGROUND_MAX_PER_WORKER", 64, 1, 1000),
+        background_max_per_key=_int(env, "BACKGROUND_MAX_PER_KEY", 32, 1, 1_000_000),
         metrics_dir=env.get("METRICS_DIR", "").strip() or None,
         models_cache_secs=_float(env, "MODELS_CACHE_SECS", 60.0, 0.0, 86400.0),
         websocket_max_secs=_float(env, "WEBSOCKET_MAX_SECS", 3600.0, 1.0, 7 * 86400.0),
         websocket_ping_secs=_float(env, "WEBSOCKET_PING_SECS", 20.0, 1.0, 3600.0),
+        shutdown_linger_secs=_float(env, "SHUTDOWN_LINGER_SECS", 10.0, 0.0, 3600.0),
+        shutdown_drain_secs=_float(env, "SHUTDOWN_DRAIN_SECS", 0.0, 0.0, 3600.0),
         compaction_prompt=compaction_prompt(env),
     )

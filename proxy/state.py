@@ -41,7 +41,7 @@ from .store import (
     StoreUnavailable,
     prepare_items,
 )
-from .store.items import referenced_ids, resolve_references
+from .store.items import encode_items, referenced_ids, resolve_references
 from .store.shapes import InvalidParam, conversation_param
 from .translate.history import CONTEXT_KEYS, input_items
 from .translate.shapes import Response
@@ -65,6 +65,8 @@ class Standing:
     conversation: ConversationContext | None = None
     # The Response's JSON as stored: the JSON transport sends these same bytes.
     stored_body: bytes | None = None
+    # ``own_input`` encoded once by ``prepare()`` (its size is checked there; the store reuses it).
+    input_json: bytes | None = None
 
     @property
     def keeps(self) -> bool:
@@ -83,9 +85,34 @@ class Standing:
 
     def prepare(self) -> None:
         """Give the own input items their ids, once the request translated (so a bad item got
-        the translator's precise 400 first). Only needed when something will be stored."""
-        if self.keeps:
+        the translator's precise 400 first), and refuse, before the backend is called, an input
+        the store could not keep: over ``max_object_bytes`` by itself, or with the items of its
+        conversation (413 ``object_too_large``). Without that check the answer would be given and
+        then not stored — a chain or a conversation silently missing this turn. (An output that
+        pushes a response over the bound can only be found after the fact: that write fails as
+        a store fault does, logged and counted.) Only needed when something will be stored."""
+        if not self.keeps:
+            return
+        assert self.store is not None
+        try:
             self.own_input = prepare_items(self.own_input)
+        except InvalidItem as exc:
+            raise refusal(exc, self.request_id) from None
+        self.input_json = encode_items(self.own_input)
+        size, limit = len(self.input_json), self.store.max_object_bytes
+        if size > limit:
+            raise ProxyError(
+                413, f"The input is {size} bytes once stored, over the response store's limit of {limit} bytes "
+                "per object; send it with 'store': false, or in smaller parts.",
+                param="input", code="object_too_large",
+            )
+        conversation = self.conversation
+        if conversation is not None and conversation.size + size > limit:
+            raise ProxyError(
+                413, f"Conversation '{conversation.conversation_id}' holds {conversation.size} bytes of items; with "
+                f"this input ({size} bytes) it would exceed the response store's limit of {limit} bytes per object.",
+                param="conversation", code="object_too_large",
+            )
 
     def next_history(self, response: Response) -> History:
         """The history a request chaining from ``response`` stands on."""
@@ -101,7 +128,8 @@ class Standing:
         body = orjson.dumps(response)
         self.stored_body = body
         record = NewResponse(
-            response["id"], body, self.own_input, output, previous=self.history, conversation=self.conversation
+            response["id"], body, self.own_input, output, previous=self.history, conversation=self.conversation,
+            input_json=self.input_json,
         )
         try:
             await store.put_response(self.owner, record)
@@ -136,10 +164,22 @@ async def stand(
     does not know is then OpenAI's 404 ``previous_response_not_found`` (Codex
     answers that by resending the whole conversation), not the stateless 400.
 
-    Raises ``ProxyError`` (400, 404) for references that are bad or not found —
-    for another key's ids too, so ids leak nothing — and lets the store's own
-    errors (``StoreUnavailable``…) through for the app to answer.
+    Raises ``ProxyError`` for references that are bad or not found (400, 404) —
+    for another key's ids too, so ids leak nothing — and for the store's own
+    faults, already in their HTTP form (``store_http_error``: 503 with
+    ``Retry-After`` for an unavailable store…, logged here), so that every
+    transport answers them as it answers any refusal: a WebSocket ``error`` frame
+    with that status as much as an HTTP response.
     """
+    try:
+        return await _stand(store, key, body, request_id, known, chaining)
+    except (StoreError, InvalidParam) as exc:
+        raise refusal(exc, request_id) from None
+
+
+async def _stand(
+    store: Store | None, key: str, body: dict[str, Any], request_id: str, known: History | None, chaining: bool
+) -> Standing:
     previous = body.get("previous_response_id")
     if store is None and (known is None or previous != known.response_id):
         if chaining and isinstance(previous, str):
@@ -159,7 +199,8 @@ async def stand(
     raw = body.get("input")
     refs = referenced_ids(raw)
     if refs and store is not None:
-        raw = resolve_references(raw, await store.get_items(owner, refs))
+        wanted = [ref for ref in refs if ref]
+        raw = resolve_references(raw, await store.get_items(owner, wanted) if wanted else {})
     if previous:
         if known is not None and previous == known.response_id:
             history: History | None = known
@@ -195,6 +236,17 @@ def _previous_not_found(response_id: str) -> ProxyError:
     )
 
 
+def refusal(exc: StoreError | InvalidParam, request_id: str = "-", where: str = "") -> ProxyError:
+    """``store_http_error(exc)``, with the store's own faults (not the client's bad ids, items or
+    sizes) logged: store errors never hold a key."""
+    client = isinstance(exc, (InvalidParam, InvalidItem, ObjectTooLarge)) or (
+        isinstance(exc, HistoryIncomplete) and exc.conversation_id is not None
+    )
+    if not client:
+        log.warning("request_id=%s: %sstore error: %s", request_id, where, exc)
+    return store_http_error(exc)
+
+
 def store_http_error(exc: StoreError | InvalidParam) -> ProxyError:
     """The HTTP answer to a store error that reached a route (``proxy.app`` registers it)."""
     if isinstance(exc, StoreUnavailable):
@@ -207,6 +259,12 @@ def store_http_error(exc: StoreError | InvalidParam) -> ProxyError:
         return invalid_request(str(exc), exc.param)
     if isinstance(exc, ObjectTooLarge):
         return ProxyError(413, f"Cannot store this: {exc}.", code="object_too_large")
+    if isinstance(exc, HistoryIncomplete) and exc.conversation_id is not None:
+        return invalid_request(
+            f"Previous response '{exc.response_id[:256]}' was built on conversation '{exc.conversation_id[:256]}', "
+            "which was deleted: the context it stands on is gone. Send that context in 'input' instead.",
+            "previous_response_id", "conversation_deleted",
+        )
     if isinstance(exc, HistoryIncomplete):
         return ProxyError(
             500, f"{exc}; the request was not sent rather than with part of its context missing.",

@@ -1,6 +1,7 @@
-"""The Uvicorn worker class gunicorn runs: uvloop, httptools and websockets, explicitly.
+"""The Uvicorn worker class gunicorn runs: uvloop, httptools and websockets, explicitly,
+and an HTTP protocol that loses no request when the worker stops.
 
-``uvicorn-worker`` would pick them by "auto"; naming them makes a missing
+``uvicorn-worker`` would pick the stack by "auto"; naming it makes a missing
 package fail at boot instead of silently running the slower pure-Python stack
 (or, for WebSockets, refusing every upgrade). ``websockets-sansio`` is uvicorn's
 protocol over the ``websockets`` package's sans-I/O core (the legacy one is
@@ -12,17 +13,156 @@ a clear ``error`` event (the connection stays usable); anything larger still is
 refused by the protocol itself (close code 1009) before it is buffered whole.
 The server pings every ``WEBSOCKET_PING_SECS`` and drops a peer that does not
 answer within as long again.
+
+**Stopping without losing a request** (SIGHUP's old workers, SIGTERM). uvicorn's
+``Server.shutdown`` calls ``HttpToolsProtocol.shutdown`` on every connection,
+which closes at once each one with no request in progress: idle keep-alive
+connections, and just-accepted ones whose request is already in the socket
+but not read yet. A balancer that had just sent a request on one (HAProxy
+reuses its idle connections to an instance) gets nothing back, or a reset,
+from a server that may have seen the request, and cannot replay a POST: the
+request is lost. ``LingeringHttpToolsProtocol`` instead keeps such a
+connection open for ``SHUTDOWN_LINGER_SECS``: a request that is already
+buffered, or arrives meanwhile, is served, answered with ``Connection:
+close``, and the connection then closes (the balancer opens its next one to a
+worker that is not stopping). A connection still idle at the end of the linger
+is closed then. Requests in progress are untouched: they finish with
+``Connection: close``, as before. The worker exits once its last connection
+has closed, so the linger only delays the exit of a worker that still had
+idle connections; gunicorn's graceful timeout bounds it as it bounds streams.
+
+Its length: closing an idle connection is safe once the balancer no longer
+picks it. ``conf/haproxy.cfg`` purges the idle server connections it does not
+need every ``pool-purge-delay`` (5 s), and after a SIGTERM (listener closed)
+marks the instance down after ``fall`` failed checks ``inter`` apart (3 × 2 s);
+the default of 10 s outlasts both, and stays far below gunicorn's ``keepalive``
+(75 s: an idle connection's normal lifetime) and the graceful timeout.
+``SHUTDOWN_LINGER_SECS=0`` restores uvicorn's behaviour.
+
+Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
+handshake on a path that has no WebSocket route: 404, 405), where the same
+refusal of a plain HTTP request is not logged at all: a client's mistake, not
+the server's. ``QuietRefusedHandshakes`` sends those lines out at INFO.
 """
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import socket
+import sys
+from typing import Any, ClassVar
 
+from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]  # ships no type information
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # ships no type information
 
 from . import settings as settings_mod
 
 # Room for the `response.create` envelope and for a body just over the limit.
 WS_MESSAGE_SLACK_BYTES = 1024 * 1024
+
+# A WebSocket handshake that reaches a stopping worker: the client reconnects and lands on a
+# live one. (An upgraded connection would outlive the linger, holding the worker up.)
+_RESTARTING = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+_RESTARTING_BODY = (
+    b'{"error":{"message":"This server is restarting; reconnect.","type":"server_error",'
+    b'"param":null,"code":"service_unavailable"}}'
+)
+
+
+class LingeringHttpToolsProtocol(HttpToolsProtocol):
+    """httptools' protocol, but a connection idle at shutdown may still bring one last request.
+
+    ``linger_secs`` and ``stopping`` belong to the class ``http_protocol``
+    makes for one worker (one server per worker process). ``stopping`` is set
+    when the server starts shutting down (``LingeringServer``): a connection
+    accepted just before the listener closed, whose ``connection_made`` runs
+    after the server's pass over its connections, lingers as well instead of
+    staying keep-alive for ``keepalive`` seconds.
+    """
+
+    linger_secs: ClassVar[float] = 0.0
+    stopping: ClassVar[bool] = False
+
+    _linger: asyncio.TimerHandle | None = None
+    _lingering = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
+        super().connection_made(transport)
+        if self.stopping:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        idle = self.cycle is None or self.cycle.response_complete
+        if not idle or self.linger_secs <= 0:
+            super().shutdown()
+            return
+        if self._lingering:
+            return
+        self._lingering = True
+        self._linger = self.loop.call_later(self.linger_secs, self._linger_over)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self._lingering and self.cycle is not None:
+            # The app task is created, not yet run: the answer will say "Connection: close".
+            self.cycle.keep_alive = False
+
+    def handle_websocket_upgrade(self) -> None:
+        if not self._lingering:
+            super().handle_websocket_upgrade()
+            return
+        self.transport.write(_RESTARTING % (len(_RESTARTING_BODY), _RESTARTING_BODY))
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        super().connection_lost(exc)
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
+
+def http_protocol(linger_secs: float) -> type[LingeringHttpToolsProtocol]:
+    """A protocol class of this worker's own, lingering ``linger_secs`` at shutdown."""
+    return type("LingeringHttpToolsProtocol", (LingeringHttpToolsProtocol,), {"linger_secs": linger_secs})
+
+
+class LingeringServer(Server):
+    """uvicorn's server, telling ``protocol`` when its shutdown begins (before it closes the listener)."""
+
+    def __init__(self, config: Config, protocol: type[LingeringHttpToolsProtocol]) -> None:
+        super().__init__(config)
+        self._protocol = protocol
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._protocol.stopping = True
+        await super().shutdown(sockets)
+
+
+class QuietRefusedHandshakes(logging.Filter):
+    """On the ``falcon`` logger: its "HTTPError … raised while handling WebSocket" records of a 4xx
+    become INFO records (dropped when the logger is set above INFO); everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR or not isinstance(record.msg, str) or not record.args:
+            return True
+        if not record.msg.startswith("[FALCON] HTTPError") or "WebSocket" not in record.msg:
+            return True
+        status = getattr(record.args[0], "status_code", 500) if isinstance(record.args, tuple) else 500
+        if not 400 <= status < 500:
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
 def websocket_kwargs(settings: settings_mod.Settings) -> dict[str, Any]:
@@ -37,9 +177,29 @@ def websocket_kwargs(settings: settings_mod.Settings) -> dict[str, Any]:
 
 
 class Worker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "on"}
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "lifespan": "on"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Settings were validated by conf/gunicorn.conf.py before any worker exists.
-        self.CONFIG_KWARGS = {**Worker.CONFIG_KWARGS, **websocket_kwargs(settings_mod.load())}
+        settings = settings_mod.load()
+        self._protocol = http_protocol(min(settings.shutdown_linger_secs, settings.graceful_timeout_secs))
+        self.CONFIG_KWARGS = {
+            **Worker.CONFIG_KWARGS, "http": self._protocol, **websocket_kwargs(settings),
+            # Connections get GRACEFUL_TIMEOUT_SECS after SIGTERM, then uvicorn cuts them and runs the
+            # lifespan shutdown, where background jobs still running are stored failed: gunicorn's own
+            # graceful timeout is longer by BACKGROUND_SHUTDOWN_MARGIN_SECS for that (conf/gunicorn.conf.py).
+            "timeout_graceful_shutdown": settings.graceful_timeout_secs,
+        }
         super().__init__(*args, **kwargs)
+        falcon_log = logging.getLogger("falcon")
+        if not any(isinstance(f, QuietRefusedHandshakes) for f in falcon_log.filters):
+            falcon_log.addFilter(QuietRefusedHandshakes())
+
+    async def _serve(self) -> None:
+        # UvicornWorker._serve with LingeringServer in place of Server.
+        self.config.app = self.wsgi
+        server = LingeringServer(self.config, self._protocol)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -241,7 +241,8 @@ def check_response(obj: dict) -> dict:
     status = obj["status"]
     assert obj["object"] == "response"
     assert obj["id"].startswith("resp_"), obj["id"]
-    assert status in ("in_progress", "completed", "incomplete", "failed"), status
+    # queued and cancelled: a background response's (polled, or answered by a cancel)
+    assert status in ("queued", "in_progress", "completed", "incomplete", "failed", "cancelled"), status
     if status == "completed":
         assert isinstance(obj["completed_at"], int), "completed response without completed_at"
     else:

@@ -41,11 +41,15 @@ class RecordingTap:
     client), so the client sees the proxy's timing, not a buffered copy.
     """
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, fresh_connections: bool = False) -> None:
+        """``fresh_connections``: open a new connection to ``target`` for every request (none kept
+        alive), so a test that lets only one gunicorn worker accept (``only_worker``) chooses the
+        worker of each request."""
         self.target = target.rstrip("/")
         self.exchanges: list[Exchange] = []
         self._lock = threading.Lock()
-        self._client = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0))
+        limits = httpx.Limits(max_keepalive_connections=0) if fresh_connections else httpx.Limits()
+        self._client = httpx.Client(timeout=httpx.Timeout(120.0, connect=5.0), limits=limits)
         tap = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -116,11 +120,53 @@ class RecordingTap:
 
 
 
+def check_stored_object(path: str, doc: Any) -> bool:
+    """Validate a JSON answer of the stateful routes (``GET``/``DELETE /v1/responses/{id}``,
+    ``input_items``, the Conversations API) as the openai SDK's own types; ``False`` when ``doc``
+    is not one (a Response object: the caller checks it as one)."""
+    from openai.types.conversations import (
+        Conversation,
+        ConversationDeletedResource,
+        ConversationItem,
+        ConversationItemList,
+    )
+    from openai.types.responses import ResponseItemList
+    from pydantic import TypeAdapter
+
+    kind = doc.get("object") if isinstance(doc, dict) else None
+    route = path.split("?", 1)[0]
+    if kind == "response" and doc.get("deleted") is True:
+        assert doc == {"id": doc["id"], "object": "response", "deleted": True}, doc
+    elif kind == "list":
+        assert set(doc) == {"object", "data", "first_id", "last_id", "has_more"}, doc
+        model = ConversationItemList if "/conversations/" in route else ResponseItemList
+        if not doc["data"]:
+            # OpenAI answers an empty list with null ids (the SDK declares strings, and parses
+            # without validating): check that, then the rest as the SDK's type.
+            assert doc["first_id"] is None and doc["last_id"] is None and doc["has_more"] is False, doc
+            doc = {**doc, "first_id": "", "last_id": ""}
+        model.model_validate(doc)
+        assert all(isinstance(item.get("id"), str) and item["id"] for item in doc["data"]), doc
+    elif kind == "conversation":
+        assert set(doc) == {"id", "object", "created_at", "metadata"} and doc["id"].startswith("conv_"), doc
+        Conversation.model_validate(doc)
+    elif kind == "conversation.deleted":
+        ConversationDeletedResource.model_validate(doc)
+        assert doc == {"id": doc["id"], "object": "conversation.deleted", "deleted": True}, doc
+    elif "/conversations/" in route and "/items/" in route:
+        TypeAdapter(ConversationItem).validate_python(doc)
+        assert isinstance(doc.get("id"), str) and doc["id"], doc
+    else:
+        return False
+    return True
+
+
 def check_exchanges(tap: RecordingTap) -> list[dict[str, Any]]:
     """Validate every answer the tap saw; return the final Response of each successful one.
 
     SSE bodies go through ``check_stream``, JSON Response bodies through
-    ``check_response``, error bodies must have the OpenAI error shape.
+    ``check_response``, the stateful routes' other objects through ``check_stored_object``,
+    error bodies must have the OpenAI error shape.
     """
     from tests.conformance import check_response, check_stream, parse_sse
 
@@ -139,5 +185,7 @@ def check_exchanges(tap: RecordingTap) -> list[dict[str, Any]]:
             finals.append(check_stream(parse_sse(ex.response_body)))
         else:
             assert ctype.startswith("application/json"), (where, ctype)
-            finals.append(check_response(json.loads(ex.response_body)))
+            doc = json.loads(ex.response_body)
+            if not check_stored_object(ex.path, doc):
+                finals.append(check_response(doc))
     return finals

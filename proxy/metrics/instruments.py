@@ -126,6 +126,15 @@ class Metrics:
             PREFIX + "store_operation_seconds", "Store operation latency.", ["op", "backend"],
             buckets=_STORE_BUCKETS, registry=reg,
         )
+        background = Counter(
+            PREFIX + "background_jobs", "Background jobs by what happened to them: started, then one of completed, "
+            "incomplete, failed (ended by their worker), cancelled, reaped (their worker vanished).",
+            ["event"], registry=reg,
+        )
+        self._jobs_running = Gauge(
+            PREFIX + "background_jobs_running", "Background jobs being generated.", multiprocess_mode="livesum",
+            registry=reg,
+        )
         # Routes x (model labels + "other") x statuses x 2: bounded by construction;
         # the hard limit only guards against a caller passing unbounded routes.
         self._requests = _Children(
@@ -136,6 +145,8 @@ class Metrics:
         self._in_flight_add = self._in_flight._value.inc
         self._streams_add = self._streams._value.inc
         self._errors = _Children(errors.labels, _BOUNDED, (OTHER,))
+        self._background = _Children(background.labels, _BOUNDED, (OTHER,))
+        self._jobs_running_add = self._jobs_running._value.inc
         self._store = _Children(
             lambda op, backend: (store_ops.labels(op, backend), store_failures.labels(op, backend),
                                  store_seconds.labels(op, backend)),
@@ -181,6 +192,13 @@ class Metrics:
         if not ok:
             failures.inc()
         latency.observe(seconds)
+
+    def background_job(self, event: str) -> None:
+        """A background job ``started``, ended (its final status), was ``cancelled`` or ``reaped``."""
+        self._background.get((event,)).inc()
+
+    def jobs_running(self, delta: int) -> None:
+        self._jobs_running_add(delta)
 
     def _admit_model(self, model: str, status: int) -> str:
         if model == NO_MODEL:

@@ -13,28 +13,41 @@ recovery time has passed and no probe is in flight, it answers 200
 ``recovering``: a load balancer sends no traffic to a host it marked down, so
 without that the probe that closes the breaker could never arrive and the
 host would stay out for good.
+
+While the instance drains before a stop (``SHUTDOWN_DRAIN_SECS``, ``proxy.drain``:
+the master got SIGTERM) the answer is 503 ``draining``, whatever the breakers
+say, so that the balancer takes the instance out before its listener closes;
+every other endpoint keeps serving as usual meanwhile.
 """
 from __future__ import annotations
 
 import falcon
 import orjson
 
+from .. import drain
 from ..runtime import Runtime
 
 
 class HealthResource:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        # Inherited from the gunicorn master (None when the app runs without conf/gunicorn.conf.py).
+        self._draining = drain.current()
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         snap = self._runtime.breakers.snapshot()
         is_open = bool(snap["is_open"])
         refusing = is_open and not snap["admits_probe"]
-        resp.status = 503 if refusing else 200
+        draining = self._draining is not None and self._draining.active
+        resp.status = 503 if refusing or draining else 200
         resp.content_type = falcon.MEDIA_JSON
+        if draining:
+            status = "draining"
+        else:
+            status = "unhealthy" if refusing else ("recovering" if is_open else "healthy")
         resp.data = orjson.dumps(
             {
-                "status": "unhealthy" if refusing else ("recovering" if is_open else "healthy"),
+                "status": status,
                 "circuit_breaker": {
                     "enabled": snap["enabled"],
                     "is_open": is_open,

@@ -35,6 +35,7 @@ from ..translate.sse import DONE, encode_events
 from ..translate.sse import KEEPALIVE as SSE_KEEPALIVE
 from ..translate.stream import StreamTranslator
 from .auth import client_key, is_header_safe, scrub, upstream_key
+from .background import BackgroundMode
 from .scope import RequestScope
 
 log = logging.getLogger("proxy.responses")
@@ -56,9 +57,12 @@ class TriggerHandler(Protocol):
 
 
 class ResponsesResource:
-    def __init__(self, runtime: Runtime, compaction: TriggerHandler | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, compaction: TriggerHandler | None = None, background: BackgroundMode | None = None
+    ) -> None:
         self._rt = runtime
         self._compaction = compaction
+        self._background = background  # None without a store: `background: true` is then refused
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         meta: RequestScope = req.context.meta
@@ -72,6 +76,7 @@ class ResponsesResource:
         chat, ctx = translate_request(
             standing.body, rt.policy,
             previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
+            background_mode=self._background is not None,
         )
         standing.prepare()
         meta.model = ctx.model
@@ -83,10 +88,14 @@ class ResponsesResource:
                 len(chat["messages"]), len(chat.get("tools") or ()),
             )
         secret = upstream_key(key, settings)
+        headers = _upstream_headers(req, secret, meta.request_id, settings.forward_headers)
+        if ctx.echo["background"] and self._background is not None:  # a job generates it (proxy.background)
+            await self._background.respond(resp, meta, standing, chat, ctx, secret, headers)
+            return
         exchange = self._rt.exchange(
             chat=chat,
             ctx=ctx,
-            headers=_upstream_headers(req, secret, meta.request_id, settings.forward_headers),
+            headers=headers,
             secret=secret,
             disconnected=meta.watch_disconnect(),
             emit_events=ctx.stream,

@@ -24,7 +24,8 @@ What the routes call (all ``await``; an unknown, expired, deleted or foreign id 
     create/get/update/delete_conversation, list/get/delete_conversation_item (shapes.conversation…)
 
 Errors: ``StoreUnavailable`` (down, hung, locked, full: 503 + ``retry_after``), ``ObjectTooLarge``
-(413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``), ``HistoryIncomplete``.
+(413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``), ``HistoryIncomplete``,
+``TooManyJobs`` (a key's background cap: 429).
 
 Design: each response keeps its own items and the ids of its ancestors
 -----------------------------------------------------------------------
@@ -76,46 +77,82 @@ to two dedicated threads through a queue (13 µs, ``run_in_executor`` 25–37 µ
 
 Background mode (issue 15) in the same store
 --------------------------------------------
-Per response, beside its record and with its TTL: an append-only event log (Redis: a Stream
-``P ev:O:<id>``, XADD/XRANGE after a sequence number/XREAD BLOCK to follow live across hosts;
-SQLite: a ``response_events (response_id, seq, data)`` table read after ``seq`` by polling), a
-lease per running job renewed by its worker (Redis: ``SET P job:<id> PX`` plus a zset of
-deadlines any worker scans; SQLite: ``jobs (response_id, lease_until, worker)``), and a cancel
-flag any worker sets (a key or column, plus a Redis PUBLISH so the running worker hears it at
-once). A background response is stored at creation (``queued``) and its body replaced when it
-ends: that adds one ``update_response`` operation, nothing else changes.
+A background response is stored at once (``create_background``: the Response ``queued``, its input
+items and what it stands on, exactly as ``put_response``, plus a *job*), then continued by the one
+worker running it, every such write naming that worker::
+
+    await store.create_background(owner, NewResponse(...), NewJob(worker, lease_ms, max_per_owner, events))
+    await store.start_background(owner, id, in_progress_body, worker)        # -> False: not yours any more
+    await store.append_events(owner, id, worker, first_seq, [event_json, ...])   # the SSE data lines
+    await store.finish_background(owner, final NewResponse, worker, first_seq, last_events, status)
+    await store.renew_leases(worker, [(owner, id), ...], lease_ms)  # -> ids cancelled or reaped meanwhile
+    await store.read_events(owner, id, after, wait_secs=…)         # EventPage: after N, then live
+    snap = await store.background_job(owner, id)                     # state, version, body
+    await store.end_background(owner, id, body, version=snap.version, outcome="cancelled")  # any worker
+    await store.expired_jobs(limit) -> [(owner, id)]; end_background(..., only_expired=True)  # reapers
+    await store.watch_cancels(worker, on_cancel)                     # Redis pushes cancels; SQLite: no-op
+
+- **The lease** is the job's deadline, renewed by its worker (one ``renew_leases`` call for all its
+  jobs); past it, any worker's reaper ends the job (``failed``). Deadlines are indexed (a Redis zset,
+  an SQLite partial index) so a reaper's scan reads only expired jobs, a bounded number per call.
+- **Ending once.** ``end_background`` (a cancel, a reaper) compares the body's version it read, and
+  ``only_expired`` re-checks the lease in the same step: two reapers, or a cancel racing the finish,
+  end a job exactly once. Every later write of the worker is refused, so it learns it lost the job
+  (from ``renew_leases``, from any refused write, or at once from ``watch_cancels`` on Redis).
+- **The owner's cap** (``NewJob.max_per_owner``) counts the owner's jobs whose lease is live, in the
+  step that creates one (``TooManyJobs``): atomic across workers and instances, and a dead worker's
+  slot comes back when its lease runs out, whether or not a reaper has come by yet.
+- **The event log** (only for a response asked to stream) keeps each event's JSON under its
+  sequence number (a Redis Stream entry ``0-(n+1)``; an SQLite row), so a retried append is
+  harmless and ``read_events(after=N)`` is exact. It is closed when the job ends, however it ends,
+  and lives as long as its response. Its size is bounded by ``RESPONSE_STORE_MAX_OBJECT_BYTES``
+  like every stored object: an append past the bound raises ``ObjectTooLarge`` and logs nothing of
+  that batch, and the worker fails the response (``proxy.background``) rather than let a replay
+  silently miss events.
+- **Following live**: Redis blocks in ``XREAD BLOCK`` (≤ 1 s a call, on a connection pool of its own);
+  SQLite polls every 0.1 s on the reader thread. Either way a call returns within ``wait_secs``.
+
+Key layout: ``redis_job_scripts``; tables: ``sqlite_schema``.
 """
 from __future__ import annotations
 
 from ..settings import Settings
 from .base import (
     ConversationContext,
+    EventPage,
     History,
     HistoryIncomplete,
     InvalidItem,
     Item,
     ItemPage,
+    JobSnapshot,
+    NewJob,
     NewResponse,
     ObjectTooLarge,
     Store,
     StoreError,
     StoreUnavailable,
+    TooManyJobs,
     owner_of,
 )
 from .items import prepare_items, referenced_ids, resolve_references
 
 __all__ = [
     "ConversationContext",
+    "EventPage",
     "History",
     "HistoryIncomplete",
     "InvalidItem",
     "Item",
     "ItemPage",
+    "JobSnapshot",
+    "NewJob",
     "NewResponse",
     "ObjectTooLarge",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TooManyJobs",
     "open_store",
     "owner_of",
     "prepare_items",

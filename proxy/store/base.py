@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,12 +44,24 @@ class ObjectTooLarge(StoreError):
 
 class HistoryIncomplete(StoreError):
     """Part of a response's stored history is gone although the response itself is there: its
-    conversation was deleted, or Redis evicted keys (a ``maxmemory-policy`` other than
-    ``noeviction``). Raised instead of handing the backend a silently shortened context."""
+    conversation was deleted (``conversation_id`` names it: the client's doing, not a fault), or
+    Redis evicted keys (a ``maxmemory-policy`` other than ``noeviction``). Raised instead of
+    handing the backend a silently shortened context."""
 
-    def __init__(self, response_id: str, what: str) -> None:
+    def __init__(self, response_id: str, what: str, conversation_id: str | None = None) -> None:
         super().__init__(f"the stored history of response {response_id!r} is incomplete: {what}")
         self.response_id = response_id
+        self.conversation_id = conversation_id
+
+
+class TooManyJobs(StoreError):
+    """The owner already has ``limit`` background jobs whose leases are live (a 429 with
+    ``Retry-After``). Counted by the store, so the cap holds across workers and instances."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"{active} background responses of this key are running, the limit is {limit}")
+        self.active = active
+        self.limit = limit
 
 
 class InvalidItem(StoreError, ValueError):
@@ -72,11 +84,14 @@ class History:
 @dataclass(frozen=True, slots=True)
 class ConversationContext:
     """A conversation's items in order, and ``seq``, the position of the last one: a response built
-    on this context records it, so chaining from that response later sees what it saw."""
+    on this context records it, so chaining from that response later sees what it saw. ``size``
+    is what its items weigh against ``max_object_bytes`` (their JSON), so that a request that could
+    not be appended is refused before the backend is called."""
 
     conversation_id: str
     items: list[Item]
     seq: int
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -87,7 +102,9 @@ class NewResponse:
     ``prepare_items`` (every item has an id; the same list is what goes to the conversation);
     ``output_items`` are the Response's ``output``. ``previous`` is the ``History`` the request
     was built on (``previous_response_id``), ``conversation`` the context it read (``conversation``);
-    at most one of them.
+    at most one of them. ``input_json`` is ``input_items`` already encoded (a JSON array), when the
+    caller had to encode them anyway (to check their size before calling the backend): the store
+    then does not encode them again.
     """
 
     id: str
@@ -96,6 +113,40 @@ class NewResponse:
     output_items: list[Item]
     previous: History | None = None
     conversation: ConversationContext | None = None
+    input_json: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """The job record stored with a background response (``create_background``): which worker
+    runs it, for how long its first lease holds, the owner's cap, and whether its events are logged."""
+
+    worker: str
+    lease_ms: int
+    max_per_owner: int
+    events: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """A background job as stored: ``state`` ``queued``, ``in_progress`` or ``ended``; ``version``
+    counts the writes of its body (``end_background`` compares it); ``body`` is the stored
+    Response (None once the response was deleted)."""
+
+    state: str
+    version: int
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """Events of a background response after a sequence number: each the JSON of one SSE
+    ``data:`` line, consecutive from ``after + 1``; ``ended``: the log is closed and all read;
+    ``logged`` is False for a background response whose events were not kept (no ``stream``)."""
+
+    events: list[bytes]
+    ended: bool
+    logged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,5 +229,25 @@ class Store(Protocol):
     async def delete_conversation_item(
         self, owner: str, conversation_id: str, item_id: str
     ) -> dict[str, Any] | None: ...
+
+    # Background jobs (issue 15; the package docstring says how the lease, the cap and the log work)
+    async def create_background(self, owner: str, response: NewResponse, job: NewJob) -> None: ...
+    async def start_background(self, owner: str, response_id: str, body: bytes, worker: str) -> bool: ...
+    async def append_events(
+        self, owner: str, response_id: str, worker: str, first_seq: int, events: Sequence[bytes]
+    ) -> bool: ...
+    async def finish_background(
+        self, owner: str, response: NewResponse, worker: str, first_seq: int, events: Sequence[bytes], outcome: str
+    ) -> bool: ...
+    async def end_background(
+        self, owner: str, response_id: str, body: bytes, *, version: int, outcome: str, only_expired: bool = False
+    ) -> str: ...
+    async def background_job(self, owner: str, response_id: str) -> JobSnapshot | None: ...
+    async def read_events(
+        self, owner: str, response_id: str, after: int, *, wait_secs: float = 0.0, limit: int = 500
+    ) -> EventPage | None: ...
+    async def renew_leases(self, worker: str, jobs: Sequence[tuple[str, str]], lease_ms: int) -> set[str]: ...
+    async def expired_jobs(self, limit: int) -> list[tuple[str, str]]: ...
+    async def watch_cancels(self, worker: str, on_cancel: Callable[[str], None]) -> None: ...
 
     async def aclose(self) -> None: ...

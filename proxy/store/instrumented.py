@@ -3,8 +3,8 @@
 A wrapper rather than calls sprinkled through the routes: each operation a
 route or a transport awaits is counted once, by name and backend, with its
 latency, and as failed when the store itself failed (unavailable, history lost)
-— not when it refused an object as too large or an item as invalid, which is
-the client's doing.
+— not when it refused an object as too large or an item as invalid, or found a
+response's conversation deleted, which are the client's doing.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from ..metrics import Metrics
-from .base import InvalidItem, ObjectTooLarge, Store
+from .base import HistoryIncomplete, InvalidItem, ObjectTooLarge, Store
 
 
 class InstrumentedStore:
@@ -43,6 +43,9 @@ class InstrumentedStore:
                 return result
             except (ObjectTooLarge, InvalidItem):
                 ok = True  # refused for what it was given: the store is fine
+                raise
+            except HistoryIncomplete as exc:
+                ok = exc.conversation_id is not None  # a client deleted that conversation: no fault
                 raise
             finally:
                 metrics.store_op(op, backend, ok, time.perf_counter() - start)

@@ -100,10 +100,12 @@ def _reference_id(item: Any) -> str | None:
 
 
 def referenced_ids(raw: Any) -> list[str]:
-    """The item ids ``raw`` (a request's ``input``) refers to, for one ``Store.get_items`` call."""
+    """The item ids ``raw`` (a request's ``input``) refers to, for one ``Store.get_items`` call;
+    ``""`` for a reference without a usable id, so that the caller still resolves ``raw`` and
+    ``resolve_references`` refuses it by its position (pass only the non-empty ids to the store)."""
     if not isinstance(raw, list):
         return []
-    return [ref for ref in map(_reference_id, raw) if ref]
+    return [ref for ref in map(_reference_id, raw) if ref is not None]
 
 
 def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -> Any:
@@ -119,9 +121,12 @@ def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -
             out.append(item)
         elif ref in found:
             out.append(found[ref])
+        elif not ref:
+            raise InvalidItem(f"Invalid '{param}[{i}].id': an item reference needs a non-empty id string.",
+                              f"{param}[{i}]")
         else:
-            shown = ref[:MAX_ID_CHARS] if ref else ""
-            raise InvalidItem(f"Invalid '{param}[{i}]': no stored item with id '{shown}' found.", f"{param}[{i}]")
+            raise InvalidItem(f"Invalid '{param}[{i}]': no stored item with id '{ref[:MAX_ID_CHARS]}' found.",
+                              f"{param}[{i}]")
     return out
 
 
@@ -180,10 +185,22 @@ def encoded_items(items: Sequence[Item], param: str) -> tuple[list[Item], list[t
     return prepared, encoded, sum(len(body) for _, body in encoded)
 
 
+def join_arrays(first: bytes, second: bytes) -> bytes:
+    """Two encoded JSON arrays as one (``orjson.dumps`` of a list: ``[`` … ``]``, no spaces)."""
+    if first == b"[]":
+        return second
+    if second == b"[]":
+        return first
+    return first[:-1] + b"," + second[1:]
+
+
 def response_parts(response: NewResponse) -> tuple[bytes, list[str], int]:
     """The items blob, the item ids and the size of a response to store; checks what every backend checks."""
     if response.previous is not None and response.conversation is not None:
         raise ValueError("a response is built on a previous response or on a conversation, not both")
     ids = item_ids(response.input_items, "input") + item_ids(response.output_items, "output")
-    blob = encode_items(response.input_items + response.output_items)
+    if response.input_json is None:
+        blob = encode_items(response.input_items + response.output_items)
+    else:
+        blob = join_arrays(response.input_json, encode_items(response.output_items))
     return blob, ids, len(response.body) + len(blob)

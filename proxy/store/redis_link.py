@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio.connection import Connection, parse_url
@@ -96,6 +98,35 @@ class RedisLink:
 
     async def run(self, script: Script, *args: Any) -> Any:
         """EVALSHA ``script`` with ``args`` (no declared keys: they derive from the args)."""
+
+        async def send(conn: Connection) -> Any:
+            try:
+                await conn.send_command("EVALSHA", script.sha, 0, *args, check_health=False)
+                return await conn.read_response()
+            except NoScriptError:
+                await conn.send_command("EVAL", script.source, 0, *args, check_health=False)
+                return await conn.read_response()
+
+        return await self._call(send)
+
+    async def command(self, *args: Any, reply_timeout: float | None = None) -> Any:
+        """One plain command (``XREAD BLOCK``…), its reply awaited up to ``reply_timeout``
+        instead of the store's timeout (a blocking read waits longer by design)."""
+
+        async def send(conn: Connection) -> Any:
+            await conn.send_command(*args, check_health=False)
+            if reply_timeout is None:
+                return await conn.read_response()
+            # Not read_response(timeout=…): that answers None on a timeout, which is also XREAD's
+            # "nothing came", and keeps a connection whose reply may still arrive.
+            try:
+                return await asyncio.wait_for(conn.read_response(timeout=math.inf), reply_timeout)
+            except TimeoutError:
+                raise RedisTimeoutError(f"no reply from Redis within {reply_timeout:g} s") from None
+
+        return await self._call(send)
+
+    async def _call(self, send: Callable[[Connection], Awaitable[Any]]) -> Any:
         pool = self._current()
         try:
             if pool.slots.locked():
@@ -106,11 +137,11 @@ class RedisLink:
             raise StoreUnavailable("the response store (Redis) is overloaded: no free connection", 1) from None
         try:
             try:
-                return await self._once(pool, script, args, pool.idle.pop() if pool.idle else None)
+                return await self._once(pool, send, pool.idle.pop() if pool.idle else None)
             except (RedisConnectionError, OSError) as exc:
                 if getattr(exc, "_fresh", False):
                     raise
-                return await self._once(pool, script, args, None)  # the pooled connection was stale
+                return await self._once(pool, send, None)  # the pooled connection was stale
         except ResponseError as exc:
             raise map_error(exc) from exc
         except (TimeoutError, RedisError, OSError) as exc:
@@ -118,17 +149,14 @@ class RedisLink:
         finally:
             pool.slots.release()
 
-    async def _once(self, pool: _Pool, script: Script, args: tuple[Any, ...], conn: Connection | None) -> Any:
+    async def _once(
+        self, pool: _Pool, send: Callable[[Connection], Awaitable[Any]], conn: Connection | None
+    ) -> Any:
         fresh = conn is None
         if conn is None:
             conn = self._connection_class(**self._kwargs)
         try:
-            try:
-                await conn.send_command("EVALSHA", script.sha, 0, *args, check_health=False)
-                reply = await conn.read_response()
-            except NoScriptError:
-                await conn.send_command("EVAL", script.source, 0, *args, check_health=False)
-                reply = await conn.read_response()
+            reply = await send(conn)
         except ResponseError:
             self._keep(pool, conn)  # an error reply leaves the connection in sync
             raise
@@ -139,6 +167,10 @@ class RedisLink:
             raise
         self._keep(pool, conn)
         return reply
+
+    def connection(self) -> Connection:
+        """A new connection of this link's kind, owned by the caller (a subscriber's)."""
+        return self._connection_class(**self._kwargs)
 
     def _keep(self, pool: _Pool, conn: Connection) -> None:
         if pool.closed:

@@ -25,11 +25,8 @@ Conversations:
   bytes, ``x`` until when its item pointers are kept; ``P ci:O:<id>`` zset item id → position;
   ``P cb:O:<id>`` hash item id → item JSON. The three share one TTL, refreshed by every write.
 
-Background mode (issue 15) fits beside these, per response and with its TTL: ``P ev:O:<id>``
-a Stream of its events (XADD; XRANGE after a sequence number; XREAD BLOCK to follow live from
-any host), ``P job:<id>`` a lease (SET PX, renewed by the running worker) plus a zset ``P jobs``
-of lease deadlines any worker scans for dead jobs, ``P cancel:<id>`` a flag (and a PUBLISH on
-``P cancel`` so the running worker hears it at once).
+Background jobs (issue 15): ``P job:O:<id>``, ``P ev:O:<id>``, ``P jobs``, ``P jobo:O`` and the
+channel ``P cancel:<worker>``, described in ``redis_job_scripts``.
 
 Checks come before writes (a Lua error does not roll back), and a script that deletes starts
 with a command Redis allows under ``maxmemory`` (DEL, HDEL, ZREM), so a full Redis still lets

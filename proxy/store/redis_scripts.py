@@ -8,48 +8,54 @@ from __future__ import annotations
 
 from .redis_lua import script
 
-# ARGV: P O rid body items n_input ids_json ttl_ms prev_id conv_id conv_seq snapshot
+# put_response(rid, body, items, n_input, ids_json, ttl_ms, prev_id, conv_id, conv_seq, snapshot), shared by
+# PUT_RESPONSE and the background scripts (redis_job_scripts): every check comes before its first write.
 # → 1 stored, -1 already stored (a retried write), 0 what it was built on vanished (copy it instead).
-PUT_RESPONSE = script("""
-local rid = ARGV[3]
-if redis.call('EXISTS', rk(rid)) == 1 then return -1 end
-local now = now_ms()
-local ttl = tonumber(ARGV[8])
-local es = fmt(now + ttl)
-local prev, conv = ARGV[9], ARGV[10]
-local thread, chain = rid, '[]'
-if prev ~= '' then
-  thread = redis.call('GET', rk(prev))
-  if not thread then return 0 end
-  local f = redis.call('HMGET', tk(thread), prev .. ':c', prev .. ':d', ':bc')
-  if not f[2] then return 0 end
-  if f[3] and redis.call('EXISTS', ck(f[3])) == 0 then return 0 end
-  local ids = cjson.decode(f[1])
-  ids[#ids + 1] = prev
-  chain = cjson.encode(ids)
-  conv = f[3] or ''
-  redis.call('HINCRBY', tk(thread), prev .. ':k', 1)
-elseif conv ~= '' then
-  if redis.call('EXISTS', ck(conv)) == 0 then return 0 end
+PUT_FUNCTION = """
+local function put_response(rid, body, items, n_input, ids_json, ttl_ms, prev, conv, conv_seq, snapshot)
+  if redis.call('EXISTS', rk(rid)) == 1 then return -1 end
+  local now = now_ms()
+  local ttl = tonumber(ttl_ms)
+  local es = fmt(now + ttl)
+  local thread, chain = rid, '[]'
+  if prev ~= '' then
+    thread = redis.call('GET', rk(prev))
+    if not thread then return 0 end
+    local f = redis.call('HMGET', tk(thread), prev .. ':c', prev .. ':d', ':bc')
+    if not f[2] then return 0 end
+    if f[3] and redis.call('EXISTS', ck(f[3])) == 0 then return 0 end
+    local ids = cjson.decode(f[1])
+    ids[#ids + 1] = prev
+    chain = cjson.encode(ids)
+    conv = f[3] or ''
+    redis.call('HINCRBY', tk(thread), prev .. ':k', 1)
+  elseif conv ~= '' then
+    if redis.call('EXISTS', ck(conv)) == 0 then return 0 end
+  end
+  local t = tk(thread)
+  redis.call('HSET', t, rid .. ':b', body, rid .. ':d', items, rid .. ':n', n_input, rid .. ':c', chain,
+    rid .. ':p', prev, rid .. ':k', '0', rid .. ':i', ids_json)
+  if thread == rid then
+    if conv ~= '' then redis.call('HSET', t, ':bc', conv, ':bs', conv_seq) end
+    if snapshot ~= '' then redis.call('HSET', t, ':s', snapshot) end
+    redis.call('PEXPIREAT', t, es)
+  else
+    redis.call('PEXPIREAT', t, es, 'GT')
+  end
+  if conv ~= '' then touch_conv(conv, now + ttl, ttl) end
+  redis.call('SET', rk(rid), thread, 'PXAT', es)
+  local ids = cjson.decode(ids_json)
+  for i = 1, #ids do redis.call('SET', ik(ids[i]), fmt(i - 1) .. ':' .. rid, 'PXAT', es) end
+  return 1
 end
-local t = tk(thread)
-redis.call('HSET', t, rid .. ':b', ARGV[4], rid .. ':d', ARGV[5], rid .. ':n', ARGV[6], rid .. ':c', chain,
-  rid .. ':p', prev, rid .. ':k', '0', rid .. ':i', ARGV[7])
-if thread == rid then
-  if conv ~= '' then redis.call('HSET', t, ':bc', conv, ':bs', ARGV[11]) end
-  if ARGV[12] ~= '' then redis.call('HSET', t, ':s', ARGV[12]) end
-  redis.call('PEXPIREAT', t, es)
-else
-  redis.call('PEXPIREAT', t, es, 'GT')
-end
-if conv ~= '' then touch_conv(conv, now + ttl, ttl) end
-redis.call('SET', rk(rid), thread, 'PXAT', es)
-local ids = cjson.decode(ARGV[7])
-for i = 1, #ids do redis.call('SET', ik(ids[i]), fmt(i - 1) .. ':' .. rid, 'PXAT', es) end
-return 1
+"""
+
+# ARGV: P O rid body items n_input ids_json ttl_ms prev_id conv_id conv_seq snapshot → as put_response
+PUT_RESPONSE = script(PUT_FUNCTION + """
+return put_response(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
 """)
 
-# ARGV: P O rid → nil | {'incomplete', why} | {'ok', n, n conversation items…, stored item arrays…}
+# ARGV: P O rid → nil | {'incomplete', why[, conversation id]} | {'ok', n, n conversation items…, item arrays…}
 HISTORY = script("""
 local rid = ARGV[3]
 local thread = redis.call('GET', rk(rid))
@@ -59,7 +65,9 @@ local f = redis.call('HMGET', t, rid .. ':c', rid .. ':d', ':bc', ':bs', ':s')
 if not f[2] then return {'incomplete', 'its items are gone'} end
 local out = {'ok', '0'}
 if f[3] then
-  if redis.call('EXISTS', ck(f[3])) == 0 then return {'incomplete', 'its conversation ' .. f[3] .. ' was deleted'} end
+  if redis.call('EXISTS', ck(f[3])) == 0 then
+    return {'incomplete', 'its conversation ' .. f[3] .. ' was deleted', f[3]}
+  end
   local ids = redis.call('ZRANGEBYSCORE', cik(f[3]), '-inf', f[4])
   local bodies = hmget_all(cbk(f[3]), ids)
   for i = 1, #ids do if bodies[i] then out[#out + 1] = bodies[i] end end

@@ -7,7 +7,7 @@ on the server when the call returns (no pipeline or queue in between), so any in
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -38,6 +38,7 @@ from .items import (
     paginate,
     response_parts,
 )
+from .redis_jobs import RedisJobs
 from .redis_link import RedisLink, Script
 from .shapes import conversation
 
@@ -48,7 +49,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisStore(StoreBase):
+class RedisStore(RedisJobs, StoreBase):
     backend = "redis"
 
     def __init__(
@@ -66,6 +67,7 @@ class RedisStore(StoreBase):
         self.url = url
         self.prefix = prefix
         self._link = RedisLink(url, timeout_secs, max_connections)
+        self._init_jobs(url, timeout_secs)
 
     async def _run(self, script: Script, owner: str, *args: Any) -> Any:
         return await self._link.run(script, self.prefix, owner, *args)
@@ -73,6 +75,13 @@ class RedisStore(StoreBase):
     # ------------------------------------------------------------------ responses
 
     async def put_response(self, owner: str, response: NewResponse) -> None:
+        await self._put(owner, response, lua.PUT_RESPONSE, (), lambda reply: reply == 0)
+
+    async def _put(
+        self, owner: str, response: NewResponse, script: Script, tail: Sequence[Any], vanished: Callable[[Any], bool]
+    ) -> Any:
+        """Run a script that stores ``response`` (``put_response`` in Lua, then ``tail``'s args);
+        if what it was built on vanished meanwhile, run it again with the history it saw, copied."""
         blob, ids, size = response_parts(response)
         self._check_size(size)
         prev, conv = response.previous, response.conversation
@@ -80,14 +89,16 @@ class RedisStore(StoreBase):
             response.id, response.body, blob, len(response.input_items), orjson.dumps(ids), self._ttl_ms,
             prev.response_id if prev else "", conv.conversation_id if conv else "", conv.seq if conv else 0,
         ]
-        if await self._run(lua.PUT_RESPONSE, owner, *args, b"") != 0:
-            return
-        # What it was built on vanished while it was generated: keep the history it saw, copied.
+        reply = await self._run(script, owner, *args, b"", *tail)
+        if not vanished(reply):
+            return reply
         snapshot = encode_items(prev.items if prev else conv.items if conv else [])
         self._check_size(size + len(snapshot))
         args[6:9] = ["", "", 0]
-        if await self._run(lua.PUT_RESPONSE, owner, *args, snapshot) == 0:
+        reply = await self._run(script, owner, *args, snapshot, *tail)
+        if vanished(reply):
             raise StoreError(f"could not store response {response.id}")
+        return reply
 
     async def get_response(self, owner: str, response_id: str) -> bytes | None:
         found = await self._run(lua.READ_RESPONSE, owner, response_id, "b")
@@ -98,7 +109,7 @@ class RedisStore(StoreBase):
         if found is None:
             return None
         if found[0] != b"ok":
-            raise HistoryIncomplete(response_id, _text(found[1]))
+            raise HistoryIncomplete(response_id, _text(found[1]), _text(found[2]) if len(found) > 2 else None)
         n_conv = int(found[1])  # conversation items (objects) first, then stored arrays
         items = decode_objects(found[2 : 2 + n_conv]) if n_conv else []
         return History(response_id, items + decode_arrays(found[2 + n_conv :]))
@@ -183,7 +194,8 @@ class RedisStore(StoreBase):
         found = await self._run(conv_lua.CONVERSATION_CONTEXT, owner, conversation_id)
         if found is None:
             return None
-        return ConversationContext(conversation_id, decode_objects(found[1:]), int(found[0]))
+        bodies = found[1:]
+        return ConversationContext(conversation_id, decode_objects(bodies), int(found[0]), sum(map(len, bodies)))
 
     async def list_conversation_items(
         self, owner: str, conversation_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
@@ -204,3 +216,4 @@ class RedisStore(StoreBase):
 
     async def aclose(self) -> None:
         await self._link.aclose()
+        await self._close_jobs()

@@ -112,14 +112,15 @@ def _drop(conn: sqlite3.Connection, owner: str, conv_id: str) -> None:
     conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
 
 
-def context(conn: sqlite3.Connection, owner: str, conv_id: str) -> tuple[list[Item], int] | None:
+def context(conn: sqlite3.Connection, owner: str, conv_id: str) -> tuple[list[Item], int, int] | None:
+    """The conversation's items, the position of its last one, and their size (``bytes``)."""
     with transaction(conn, write=False):
         row = _row(conn, owner, conv_id, now_ms())
         if row is None:
             return None
         rows = conn.execute("SELECT body FROM conversation_items WHERE conv = ? ORDER BY seq", (conv_id,))
         bodies = [body for (body,) in rows]
-    return decode_objects(bodies), row[2]
+    return decode_objects(bodies), row[2], row[3]
 
 
 def list_items(

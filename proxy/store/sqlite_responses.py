@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -59,9 +59,12 @@ def put_response(
     base: Sequence[Item],
     ttl_ms: int,
     limit: int,
+    also: Callable[[sqlite3.Connection, int, int], None] | None = None,
 ) -> None:
     """Store a response in one transaction. If what it was built on vanished meanwhile (its
-    predecessor freed, its conversation deleted), store it with the history it saw, copied."""
+    predecessor freed, its conversation deleted), store it with the history it saw, copied.
+    ``also(conn, now, expires_at)`` runs first in the same transaction (a background job's row
+    and its cap check): when it raises, nothing is stored."""
     now = now_ms()
     exp = now + ttl_ms
     ids_json = _json(ids)
@@ -73,6 +76,8 @@ def put_response(
 
     try:
         with transaction(conn):
+            if also is not None:
+                also(conn, now, exp)
             if prev_id:
                 found = conn.execute(
                     "SELECT chain FROM responses WHERE id = ? AND owner = ?", (prev_id, owner)
@@ -97,6 +102,8 @@ def put_response(
     if len(body) + len(items) + len(snapshot) > limit:
         raise ObjectTooLarge(len(body) + len(items) + len(snapshot), limit)
     with transaction(conn):
+        if also is not None:
+            also(conn, now, exp)
         _insert(conn, owner, response_id, row(None, "[]", None, snapshot), ids)
 
 
@@ -149,7 +156,7 @@ def _conversation_prefix(
 ) -> list[bytes]:
     conv = conn.execute("SELECT expires_at FROM conversations WHERE id = ? AND owner = ?", (conv_id, owner)).fetchone()
     if conv is None or conv[0] <= now:
-        raise HistoryIncomplete(response_id, f"its conversation {conv_id} was deleted")
+        raise HistoryIncomplete(response_id, f"its conversation {conv_id} was deleted", conv_id)
     rows = conn.execute("SELECT body FROM conversation_items WHERE conv = ? AND seq <= ? ORDER BY seq", (conv_id, seq))
     return [body for (body,) in rows]
 

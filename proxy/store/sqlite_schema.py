@@ -7,7 +7,8 @@ length. A row goes when it is deleted or expired *and* has no kept children, and
 is looked at the same way, so a chain is freed from its leaves up (on DELETE, and by the sweep).
 ``item_index`` maps an owner's item id to where the item is (``r:<response id>`` at a position
 in its items, or ``c:<conversation id>``). Times are milliseconds since the epoch; every read
-checks ``expires_at``.
+checks ``expires_at``. A background response also has a ``jobs`` row (its lease, state and
+log size) and its events in ``response_events`` (``sqlite_jobs``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: background jobs and their event logs (issue 15)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -56,6 +57,26 @@ CREATE TABLE IF NOT EXISTS conversation_items (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conv, item_id);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    response_id TEXT PRIMARY KEY,   -- a background response (responses.id)
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,            -- queued, in_progress, ended
+    ended_as TEXT,                  -- its final status, or how it was ended from outside
+    worker TEXT NOT NULL,           -- the worker running it
+    lease_until INTEGER NOT NULL,   -- renewed by that worker, a reaper ends the job past it
+    version INTEGER NOT NULL,       -- writes of its body, compared by a cancel or a reaper
+    events INTEGER NOT NULL,        -- 1: its events are logged (it was asked to stream)
+    log_bytes INTEGER NOT NULL,     -- the log's size, bounded by the object limit
+    last_seq INTEGER NOT NULL,      -- the last sequence number logged (-1: none yet)
+    expires_at INTEGER NOT NULL     -- the response's: the job row and the log go with it
+);
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE state != 'ended';
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, lease_until) WHERE state != 'ended';
+CREATE INDEX IF NOT EXISTS jobs_exp ON jobs (expires_at);
+CREATE TABLE IF NOT EXISTS response_events (
+    response_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (response_id, seq)
+) WITHOUT ROWID;
 """
 
 
@@ -97,7 +118,21 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection, write: bool = True) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` (take the write lock now, waiting at most ``busy_timeout``) or a read
-    transaction (one consistent snapshot for several SELECTs); commit, or roll back on error."""
+    transaction (one consistent snapshot for several SELECTs); commit, or roll back on error.
+
+    Inside a transaction already (a batch of writes the writer thread commits together,
+    ``sqlite_threads``) it is a savepoint of that one: an error undoes only what it did."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT tx")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # (SQLite rolls a whole transaction back on some errors)
+                conn.execute("ROLLBACK TO tx")
+                conn.execute("RELEASE tx")
+            raise
+        conn.execute("RELEASE tx")
+        return
     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         yield conn

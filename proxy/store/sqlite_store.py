@@ -17,6 +17,7 @@ import orjson
 
 from ..translate.ids import new_id
 from . import sqlite_conversations as conv_sql
+from . import sqlite_job_sql as job_sql
 from . import sqlite_responses as resp_sql
 from .base import (
     DEFAULT_MAX_OBJECT_BYTES,
@@ -31,6 +32,7 @@ from .base import (
 )
 from .items import check_page_args, encoded_items, paginate, response_parts
 from .shapes import conversation
+from .sqlite_jobs import SQLiteJobs
 from .sqlite_schema import connect, transaction
 from .sqlite_threads import SQLiteThreads
 
@@ -42,7 +44,7 @@ SWEEP_INTERVAL_SECS = 60.0
 SWEEP_BATCH = 500
 
 
-class SQLiteStore(StoreBase):
+class SQLiteStore(SQLiteJobs, StoreBase):
     backend = "sqlite"
 
     def __init__(
@@ -137,7 +139,7 @@ class SQLiteStore(StoreBase):
 
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None:
         found = await self._db.run("read", conv_sql.context, owner, conversation_id)
-        return None if found is None else ConversationContext(conversation_id, found[0], found[1])
+        return None if found is None else ConversationContext(conversation_id, *found)
 
     async def list_conversation_items(
         self, owner: str, conversation_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
@@ -178,7 +180,11 @@ def _sweep(conn: Any, interval_secs: float, batch: int, force: bool) -> int:
         ).rowcount
         if not claimed:
             return 0
-        return resp_sql.sweep_responses(conn, now, batch) + conv_sql.sweep_conversations(conn, now, max(1, batch // 5))
+        return (
+            resp_sql.sweep_responses(conn, now, batch)
+            + conv_sql.sweep_conversations(conn, now, max(1, batch // 5))
+            + job_sql.sweep_jobs(conn, now, batch)
+        )
 
 
 def _log_sweep(fut: asyncio.Future[Any]) -> None:

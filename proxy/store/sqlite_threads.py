@@ -9,6 +9,15 @@ processes), so a second writer thread per process would only wait on the same lo
 readers never wait for writers — one reader thread keeps ``GET`` routes and history reads
 from ever queuing behind a write that waits for the lock.
 
+Jobs that queued up while the thread was busy run as one batch: their results are handed back in
+one wake-up of the event loop, and the writer runs a batch in one transaction committed once,
+before any of them is answered (each job's own ``transaction()`` is then a savepoint of it). A
+commit writes its pages to the WAL and takes the file's locks, about half of a small put's cost,
+so under load N queued puts pay it once. If a job of a batch fails (SQLite itself, or the job's
+own error such as ``ObjectTooLarge``), nothing of the batch was committed and each job runs again
+on its own, exactly as it would have alone — so a write job must do its writing inside
+``sqlite_schema.transaction``, as every one does.
+
 Every job carries a deadline: one that waited in the queue past the store's timeout is failed
 with ``StoreUnavailable`` without running (so a write the caller gave up on never lands
 later), and ``busy_timeout`` bounds the wait for the lock. A connection that raised a SQLite
@@ -31,15 +40,23 @@ from .base import StoreError, StoreUnavailable
 
 T = TypeVar("T")
 Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...], float]
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+MAX_BATCH = 16  # jobs run (and, on the writer, committed) together at most
 
 
-def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if fut.done():  # the caller was cancelled meanwhile
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
+def _settle(outcomes: list[Outcome]) -> None:
+    for fut, result, exc in outcomes:
+        if fut.done():  # the caller was cancelled meanwhile
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+def _overdue() -> StoreUnavailable:
+    return StoreUnavailable("the response store (SQLite) is overloaded: a request waited too long")
 
 
 def map_error(exc: sqlite3.Error) -> StoreError:
@@ -73,32 +90,83 @@ class SQLiteThreads:
     def _start(self) -> None:
         self._queues = {"read": queue.SimpleQueue(), "write": queue.SimpleQueue()}
         self._threads = [
-            threading.Thread(target=self._serve, args=(q,), name=f"store-sqlite-{role}", daemon=True)
+            threading.Thread(target=self._serve, args=(q, role == "write"), name=f"store-sqlite-{role}", daemon=True)
             for role, q in self._queues.items()
         ]
         for thread in self._threads:
             thread.start()
         self._pid = os.getpid()
 
-    def _serve(self, jobs: queue.SimpleQueue[Job | None]) -> None:
+    def _serve(self, jobs: queue.SimpleQueue[Job | None], writer: bool) -> None:
         conn: sqlite3.Connection | None = None
-        while (job := jobs.get()) is not None:
-            fut, fn, args, deadline = job
-            if fut.done():
+        stop = False
+        while not stop and (job := jobs.get()) is not None:
+            batch = [job]
+            while len(batch) < MAX_BATCH:  # what queued up meanwhile (never waiting for more)
+                try:
+                    more = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            batch = [j for j in batch if not j[0].done()]
+            if not batch:
                 continue
-            conn, result, exc = self._execute(conn, fn, args, deadline)
+            if writer and len(batch) > 1:
+                conn, outcomes = self._write_batch(conn, batch)
+            else:
+                outcomes = []
+                for fut, fn, args, deadline in batch:
+                    conn, result, exc = self._execute(conn, fn, args, deadline)
+                    outcomes.append((fut, result, exc))
+            loop = batch[0][0].get_loop()
             try:
-                fut.get_loop().call_soon_threadsafe(_settle, fut, result, exc)
+                if all(fut.get_loop() is loop for fut, _, _ in outcomes):
+                    loop.call_soon_threadsafe(_settle, outcomes)
+                else:  # (callers on several loops: tests)
+                    for outcome in outcomes:
+                        outcome[0].get_loop().call_soon_threadsafe(_settle, [outcome])
             except RuntimeError:  # the loop closed: nobody is waiting any more
                 pass
         _discard(conn)
+
+    def _write_batch(
+        self, conn: sqlite3.Connection | None, batch: list[Job]
+    ) -> tuple[sqlite3.Connection | None, list[Outcome]]:
+        """Several writes in one transaction, committed once (module doc)."""
+        outcomes: list[Outcome] = []
+        try:
+            if conn is None:
+                conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            for fut, fn, args, deadline in batch:
+                if time.monotonic() > deadline:
+                    outcomes.append((fut, None, _overdue()))
+                    continue
+                outcomes.append((fut, fn(conn, *args), None))
+            conn.execute("COMMIT")
+            return conn, outcomes
+        except Exception:  # SQLite's or the job's own: rerun them one by one
+            if conn is not None and conn.in_transaction:
+                try:
+                    conn.rollback()
+                except sqlite3.Error:
+                    conn = _discard(conn)
+        # Nothing of the batch was committed: each job again on its own, as it would have run alone.
+        outcomes = []
+        for fut, fn, args, deadline in batch:
+            conn, result, exc = self._execute(conn, fn, args, deadline)
+            outcomes.append((fut, result, exc))
+        return conn, outcomes
 
     def _execute(
         self, conn: sqlite3.Connection | None, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float
     ) -> tuple[sqlite3.Connection | None, Any, BaseException | None]:
         """One job; never raises, so the thread outlives every failure."""
         if time.monotonic() > deadline:
-            return conn, None, StoreUnavailable("the response store (SQLite) is overloaded: a request waited too long")
+            return conn, None, _overdue()
         try:
             if conn is None:
                 conn = self._connect()

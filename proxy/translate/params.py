@@ -7,7 +7,8 @@ value the Response echoes.
 
 **Stateless.** ``previous_response_id``, ``conversation``, ``prompt`` templates
 and ``background`` cannot be honoured without storage, so they are refused with
-a clear 400 rather than silently losing context.
+a clear 400 rather than silently losing context (the edge folds the first two
+into ``input`` when it has a store, and says when it runs background mode).
 """
 from __future__ import annotations
 
@@ -114,8 +115,10 @@ def include_list(body: dict[str, Any]) -> list[str]:
     return include
 
 
-def refuse_state(body: dict[str, Any]) -> None:
-    """Refuse what a stateless proxy cannot honour (never lose context silently)."""
+def refuse_state(body: dict[str, Any], *, background_mode: bool = False) -> bool:
+    """Refuse what a stateless proxy cannot honour (never lose context silently); return
+    ``background``. ``background_mode``: the edge runs background responses (it has a store),
+    which must then be stored (``store: false`` with ``background: true`` is refused)."""
     prev = body.get("previous_response_id")
     if prev is not None:
         if not isinstance(prev, str):
@@ -140,9 +143,17 @@ def refuse_state(body: dict[str, Any]) -> None:
             "unsupported_parameter",
         )
     background = v.opt_bool(body, "background")
-    if background:
+    if background and not background_mode:
         raise InvalidRequest(
             "background mode is not supported by this server; omit 'background' or set it to false.",
             "background",
             "unsupported_parameter",
         )
+    if background and body.get("store") is False:
+        raise InvalidRequest(
+            "background mode requires store: true (a background response is kept so that it can be "
+            "retrieved, cancelled and streamed again); omit 'store' or set it to true.",
+            "background",
+            "invalid_value",
+        )
+    return bool(background)

@@ -52,12 +52,14 @@ def translate_request(
     now: int | None = None,
     previous_response_id: str | None = None,
     conversation_id: str | None = None,
+    background_mode: bool = False,
 ) -> tuple[dict[str, Any], ResponseContext]:
     """Validate a parsed Responses request body and build ``(chat_request_body, ResponseContext)``.
 
     ``previous_response_id`` and ``conversation_id`` are what the edge resolved
     from the store (the body it passes has their items folded into ``input``,
     ``proxy.translate.history``): they are echoed, never refused.
+    ``background_mode``: the edge runs ``background: true`` requests (echoed as such).
 
     Raises ``InvalidRequest`` (with ``param``) for anything invalid or
     unservable. The chat body always streams with usage; the caller decides
@@ -69,7 +71,7 @@ def translate_request(
         )
     model = v.model_name(body)
     stream = v.opt_bool(body, "stream")
-    p.refuse_state(body)
+    background = p.refuse_state(body, background_mode=background_mode)
     instructions = v.opt_str(body, "instructions")
 
     chat: dict[str, Any] = {
@@ -172,7 +174,7 @@ def translate_request(
         "max_output_tokens": max_output_tokens,
         "max_tool_calls": max_tool_calls,
         "store": True if store is None else store,
-        "background": False,
+        "background": background,
         "service_tier": service_tier or "default",
         "metadata": metadata,
         "safety_identifier": safety_identifier,

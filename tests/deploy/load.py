@@ -6,9 +6,7 @@ one HTTP client (keep-alive, like the SDKs); odd threads open a new connection
 per request (unless ``all_keepalive``). Every request carries its own ``X-Request-ID``, which HAProxy logs
 and the proxy uses as its request id, so a test can tell where each one went.
 
-A kind is a function ``(client, base_url, request_id) -> (status, ok, detail)``;
-adding one (e.g. chained ``previous_response_id`` turns) is one function and one
-entry in the dict the test passes.
+The kinds, ``KINDS`` among them, are in ``tests/deploy/kinds.py``.
 """
 from __future__ import annotations
 
@@ -20,69 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
-import orjson
 
-from tests.conftest import API_KEY
-from tests.faults.helpers import split_sse, terminal_problems
+from tests.deploy.kinds import KINDS, Kind
 from tests.http import wait_for
 
-Result = tuple[int | None, bool, str]
-Kind = Callable[[httpx.Client, str, str], Result]
-
 CLIENT_TIMEOUT = 60.0
-# mock-slow-150 streams "You said: <input>" in 4-character deltas, 150 ms apart:
-# this input makes streams of ~11 chunks, about 1.6 s.
-STREAM_INPUT = "keep streaming through the restart"
-
-
-def _headers(request_id: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {API_KEY}", "X-Request-ID": request_id}
-
-
-def _http_error(status: int, raw: bytes) -> str:
-    """What an error answer says, or that it is not OpenAI-shaped (itself a defect)."""
-    try:
-        err = orjson.loads(raw)["error"]
-        assert {"message", "type", "param", "code"} <= set(err)
-        return f"http {status} {err['code'] or err['type']}"
-    except Exception:
-        return f"http {status} NOT OpenAI-shaped: {raw[:200]!r}"
-
-
-def json_turn(model: str, text: str = "hello") -> Kind:
-    def run(client: httpx.Client, base: str, request_id: str) -> Result:
-        r = client.post(base + "/v1/responses", json={"model": model, "input": text}, headers=_headers(request_id))
-        if r.status_code != 200:
-            return r.status_code, False, _http_error(r.status_code, r.content)
-        doc = r.json()
-        ok = doc.get("object") == "response" and doc.get("status") == "completed"
-        return r.status_code, ok, "" if ok else f"response status {doc.get('status')!r}"
-
-    return run
-
-
-def stream_turn(model: str, text: str = STREAM_INPUT) -> Kind:
-    def run(client: httpx.Client, base: str, request_id: str) -> Result:
-        body = {"model": model, "input": text, "stream": True}
-        with client.stream("POST", base + "/v1/responses", json=body, headers=_headers(request_id)) as r:
-            raw = r.read()
-        if r.status_code != 200:
-            return r.status_code, False, _http_error(r.status_code, raw)
-        events, _, done = split_sse(raw)
-        problems = terminal_problems(events, done)
-        if not problems and events[-1]["type"] != "response.completed":
-            problems = [f"ended with {events[-1]['type']}"]
-        return r.status_code, not problems, "; ".join(problems)
-
-    return run
-
-
-# JSON answered at once, JSON that takes ~1 s (so some are in flight at any moment), streams of ~1.6 s.
-KINDS: dict[str, Kind] = {
-    "json": json_turn("mock-echo"),
-    "slow_json": json_turn("mock-slow-100", "a slower JSON answer"),
-    "stream": stream_turn("mock-slow-150"),
-}
 
 
 @dataclass(frozen=True)
@@ -115,7 +55,7 @@ class Load:
         self._lock = threading.Lock()
         self._outcomes: list[Outcome] = []
         self._ids = itertools.count()
-        self._prefix = "ld" + os.urandom(3).hex()
+        self.prefix = "ld" + os.urandom(3).hex()
 
     def __enter__(self) -> Load:
         for t in self._threads:
@@ -143,7 +83,7 @@ class Load:
         while not self._stop.is_set():
             name, kind = next(kinds)
             client = next(clients)
-            request_id = f"{self._prefix}-{next(self._ids)}"
+            request_id = f"{self.prefix}-{next(self._ids)}"
             started = time.time()
             try:
                 status, ok, detail = kind(client, self.url, request_id)

@@ -2,7 +2,8 @@
 
 ``conf/nginx.conf`` is an http-context file (Debian: ``/etc/nginx/conf.d/``). The
 test copy differs from it in exactly two lines, the addresses: ``listen`` and
-the ``upstream``'s ``server``. It is included by a small main file standing in
+the ``upstream``'s ``server`` — and, for the one test that must outlast it,
+``proxy_read_timeout``'s value, lowered as that test lowers ``WEBSOCKET_PING_SECS``. It is included by a small main file standing in
 for Debian's ``/etc/nginx/nginx.conf``, which keeps pid, logs and temporary
 files inside the prefix, and turns gzip on for SSE and JSON at the http level,
 as a careless main file might, to show the site file keeps streams uncompressed.
@@ -22,6 +23,7 @@ from tests.deploy.tools import binary, render, stop_group, tail
 SITE = ROOT / "conf" / "nginx.conf"
 SHIPPED_LISTEN = "    listen 80;\n"
 SHIPPED_UPSTREAM = "    server 127.0.0.1:8282;\n"
+SHIPPED_READ_TIMEOUT = "        proxy_read_timeout 650s;\n"
 
 MAIN = """\
 pid nginx.pid;
@@ -43,9 +45,11 @@ http {
 """
 
 
-def render_site(listen_port: int, upstream_port: int) -> str:
+def render_site(listen_port: int, upstream_port: int, read_timeout: str | None = None) -> str:
     text = SITE.read_text()
     text = render(text, SHIPPED_LISTEN, f"    listen 127.0.0.1:{listen_port};\n")
+    if read_timeout is not None:
+        text = render(text, SHIPPED_READ_TIMEOUT, f"        proxy_read_timeout {read_timeout};\n")
     return render(text, SHIPPED_UPSTREAM, f"    server 127.0.0.1:{upstream_port};\n")
 
 
@@ -75,10 +79,10 @@ def check(prefix: Path) -> subprocess.CompletedProcess:
 class Nginx:
     """A real nginx in the foreground (``daemon off``) in front of one proxy instance."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, read_timeout: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.prefix = make_prefix(render_site(self.port, upstream_port))
+        self.prefix = make_prefix(render_site(self.port, upstream_port, read_timeout))
         self.proc = subprocess.Popen(
             [binary("nginx"), "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
              "-e", "logs/error.log", "-g", "daemon off;"],

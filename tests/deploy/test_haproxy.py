@@ -4,10 +4,17 @@
 - One instance SIGKILLed (master and workers) under continuous load: the only
   failures are requests in flight on it at the kill; HAProxy retries refused
   connections on the survivor, marks the dead one down, and takes it back
-  when it is restarted on the same port.
+  when it is restarted on the same port. Chained ``previous_response_id``
+  turns (the instances share one Redis store) go on on the survivor from
+  predecessors the dead instance had served, none breaks with
+  ``previous_response_not_found``, and after the rejoin they cross between
+  the instances both ways.
 - An instance whose circuit breaker opens (``/health`` 503) leaves rotation, and
   comes back through ``/health``'s "recovering" answer, whose probe closes it.
 - A graceful HAProxy reload under load loses nothing.
+- WebSocket mode through it: two chained turns with the openai SDK (HAProxy logs
+  the upgrade, 101); an idle socket outlives ``timeout tunnel`` (lowered here)
+  because the proxy pings it, and is closed at that limit when it pings too rarely.
 
 Each test prints its figures (``pytest -s`` shows them).
 """
@@ -20,9 +27,13 @@ import time
 import pytest
 
 from tests.deploy.haproxy import CFG, StatusWatch
-from tests.deploy.load import KINDS, Load, Outcome
-from tests.deploy.tools import binary
+from tests.deploy.kinds import CHAIN, KINDS, ChainTurn
+from tests.deploy.load import Load, Outcome
+from tests.deploy.tools import binary, local_ports_to
+from tests.deploy.ws import idle_between_turns, sdk_chained_turns
+from tests.faults.helpers import worker_pids
 from tests.http import health, post, wait_for
+from tests.mock_client import MockControl
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +51,37 @@ def _served(lines, server: str, after: float = 0.0) -> list:
     return [ln for ln in lines if ln.server == server and ln.status == 200 and ln.received >= after]
 
 
-def test_kill_one_instance_under_load(fleet_factory):
-    """Every kind of request in ``KINDS`` must go on on the survivor: a new kind (chained
-    ``previous_response_id`` turns, once the instances share a store) is one more entry."""
+def _crossings(turns: list[ChainTurn], where: dict[str, str], after: float, started: dict[str, float]) -> dict:
+    """Successful chain turns begun after ``after``, by (instance that served it, instance that
+    served its predecessor)."""
+    out: dict[tuple[str, str], int] = {}
+    for t in turns:
+        if t.ok and t.previous_request_id and started[t.request_id] > after:
+            key = (where.get(t.request_id, "unlogged"), where.get(t.previous_request_id, "unlogged"))
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_kill_one_instance_under_load(fleet_factory, mock_backend):
+    """Every kind of request in ``KINDS`` must go on on the survivor, chained turns included."""
     fleet = fleet_factory()
     hap = fleet.haproxy
+    backend = MockControl(mock_backend.url)
+
+    def chain_turn_upstream_on_proxy1() -> bool:
+        """A chained turn proxy1 is waiting for the backend to finish (not yet stored), begun less
+        than half of its ~0.6 s ago: it is still in flight when the kill lands a moment later."""
+        ports = local_ports_to(worker_pids(fleet.instances["proxy1"]), mock_backend.port)
+        now = time.time()
+        return any(r["client"] and r["client"][1] in ports and not r["ended_at"] and now - r["started_at"] < 0.3
+                   for r in backend.requests(CHAIN.model))
+
     with StatusWatch(hap) as watch, Load(fleet.url, KINDS, threads=8) as load:
         wait_for(lambda: all(len(_served(hap.log_lines(), s)) >= 5 for s in ("proxy1", "proxy2")), 30,
                  what="both instances serving")
-        # Kill while proxy1 holds requests (streams last ~1.6 s; slow JSON ~1 s).
-        wait_for(lambda: hap.current_sessions("proxy1") >= 2, 30, interval=0.01, what="requests in flight on proxy1")
+        # Kill while proxy1 holds requests (streams last ~1.6 s; slow JSON ~1 s), a chained turn among them.
+        wait_for(lambda: hap.current_sessions("proxy1") >= 2 and chain_turn_upstream_on_proxy1(), 30, interval=0.02,
+                 what="requests in flight on proxy1, a chained turn among them")
         sessions_at_kill = hap.current_sessions("proxy1")
         kill_sent, kill_done = fleet.kill("proxy1")
         marked_down = watch.first("proxy1", "DOWN", after=kill_sent)
@@ -63,12 +95,22 @@ def test_kill_one_instance_under_load(fleet_factory):
         ready = time.time()
         rejoined = watch.first("proxy1", "UP", after=ready)
         wait_for(lambda: len(_served(hap.log_lines(), "proxy1", after=rejoined)) >= 5, 30, what="traffic on proxy1 again")
+
+        def crossed_both_ways() -> bool:
+            served = {ln.request_id: ln.server for ln in hap.log_lines()}
+            started = {o.request_id: o.started for o in load.outcomes()}
+            across = _crossings(CHAIN.turns_of(load.prefix), served, rejoined, started)
+            return bool(across.get(("proxy1", "proxy2")) and across.get(("proxy2", "proxy1")))
+
+        wait_for(crossed_both_ways, 60, interval=0.2, what="chains crossing between the instances after the rejoin")
     outcomes = load.outcomes()
     lines = {ln.request_id: ln for ln in hap.log_lines()}
+    served = {rid: ln.server for rid, ln in lines.items()}
+    started = {o.request_id: o.started for o in outcomes}
+    turns = CHAIN.turns_of(load.prefix)
 
     def where(o: Outcome) -> str:
-        line = lines.get(o.request_id)
-        return line.server if line else "unlogged"
+        return served.get(o.request_id, "unlogged")
 
     failures = [o for o in outcomes if not o.ok]
     # In flight on proxy1 at the kill: begun before it was dead, not ended before the signal, and
@@ -87,8 +129,27 @@ def test_kill_one_instance_under_load(fleet_factory):
         f"{len(on_survivor)} served by proxy2 alone; proxy1 back {rejoined - ready:.3f} s after its restart "
         f"(restart took {ready - restarted:.2f} s), {len(after_rejoin)} served by it since"
     )
+    # Chains: the first turn after the kill whose predecessor the dead instance had served.
+    chains_after_kill = _crossings(turns, served, kill_done, started)
+    chains_after_rejoin = _crossings(turns, served, rejoined, started)
+    broken = [t for t in turns if "previous_response_not_found" in t.detail]
+    failed_turns = [t for t in turns if not t.ok]
+    retried = [t for t in failed_turns if any(u.ok and u.chain == t.chain and u.turn == t.turn for u in turns)]
+    chain_figures = (
+        f"chains: {len({t.chain for t in turns})} chains, {sum(t.ok for t in turns)} turns served, "
+        f"{len(failed_turns)} failed ({'; '.join(sorted({t.detail for t in failed_turns})) or 'none'}), "
+        f"{len(retried)} of them sent again and served, {len(broken)} broken (previous_response_not_found); "
+        f"after the kill {chains_after_kill.get(('proxy2', 'proxy1'), 0)} turns on proxy2 continued from a predecessor "
+        f"proxy1 had served; after the rejoin {chains_after_rejoin.get(('proxy1', 'proxy2'), 0)} on proxy1 from proxy2's, "
+        f"{chains_after_rejoin.get(('proxy2', 'proxy1'), 0)} on proxy2 from proxy1's"
+    )
+    figures += "\n" + chain_figures
     print("\n" + figures)
     detail = figures + "\n" + "\n".join(f"{o.describe()} [{where(o)}]" for o in failures[:20])
+    assert not broken, detail + "\n" + "\n".join(map(str, broken[:10]))
+    assert chains_after_kill.get(("proxy2", "proxy1")), "no chain went on on the survivor from the dead one's turn\n" + detail
+    assert failed_turns, "no chained turn was in flight on proxy1 at the kill\n" + detail
+    assert len(retried) == len(failed_turns), "a failed turn was never served on retry\n" + detail
     assert in_flight, "the kill hit no request: " + detail
     for o in failures:
         assert o in in_flight, f"a failure that was not in flight on proxy1 at the kill: {o.describe()} [{where(o)}]\n" + detail
@@ -154,3 +215,32 @@ def test_haproxy_reload_under_load_loses_nothing(fleet_factory):
           + ", ".join(f"{s:.2f}" for s in reloads) + " s after each reload")
     assert not failures, "\n".join(o.describe() for o in failures[:20])
     assert across, "no stream was in flight across the last reload"
+
+
+def _websocket_line(fleet):
+    """HAProxy's log line for the fleet's last WebSocket (written when the tunnel closed)."""
+    return wait_for(lambda: [ln for ln in fleet.haproxy.log_lines() if ln.request.startswith("GET /v1/responses ")],
+                    10, what="HAProxy's log line for the WebSocket")[-1]
+
+
+def test_websocket_chained_turns_through_haproxy(fleet_factory):
+    fleet = fleet_factory()
+    first, _ = sdk_chained_turns(fleet.url)
+    # Logged when the tunnel closed: the handshake's 101, on one of the instances.
+    upgrade = _websocket_line(fleet)
+    assert upgrade.status == 101 and upgrade.server in ("proxy1", "proxy2"), upgrade
+    assert '"WebSocket /v1/responses" [accepted]' in fleet.instances[upgrade.server].log_text()
+
+
+TUNNEL_SECS = 2
+
+
+@pytest.mark.parametrize("ping_secs, survives", [(1, True), (30, False)], ids=["pings", "no-pings-in-time"])
+def test_an_idle_websocket_outlives_the_tunnel_timeout_thanks_to_the_pings(fleet_factory, ping_secs, survives):
+    fleet = fleet_factory(haproxy_env={"HAPROXY_TUNNEL_TIMEOUT": f"{TUNNEL_SECS}s"}, WEBSOCKET_PING_SECS=str(ping_secs))
+    idle_between_turns(fleet.url, 3 * TUNNEL_SECS, survives)
+    line = _websocket_line(fleet)
+    # A first termination character "c" or "s": a client- or server-side timeout ended the tunnel.
+    print(f"\nidle WebSocket through HAProxy, pings every {ping_secs} s, tunnel timeout {TUNNEL_SECS} s: "
+          f"termination {line.termination}, status {line.status}")
+    assert (line.termination[0] in "cs") is not survives, line

@@ -1,7 +1,11 @@
 """nginx with the shipped ``conf/nginx.conf`` in front of one proxy instance.
 
 The copy nginx runs differs from the shipped file only in its two addresses
-(``tests/deploy/nginx.py``); the main file around it turns gzip on for SSE.
+(``tests/deploy/nginx.py``; the idle-WebSocket test also lowers
+``proxy_read_timeout``); the main file around it turns gzip on for SSE.
+WebSocket mode: two chained turns through nginx with the openai SDK, and an idle
+socket that outlives nginx's read timeout because the proxy pings it (and, with
+pings rarer than that timeout, is closed by nginx: the test can fail).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pytest
 from tests.conformance import check_response, check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.deploy.nginx import SITE, Nginx, check, make_prefix, render_site
+from tests.deploy.ws import idle_between_turns, sdk_chained_turns
 from tests.http import auth, error_of, health, post, wait_for
 
 pytestmark = pytest.mark.slow
@@ -42,6 +47,10 @@ def test_rendered_copy_differs_only_in_addresses():
     rendered = render_site(18080, 18282).splitlines()
     changed = [(a, b) for a, b in zip(shipped, rendered) if a != b]
     assert len(shipped) == len(rendered) and [a.strip() for a, _ in changed] == ["server 127.0.0.1:8282;", "listen 80;"]
+    lowered = render_site(18080, 18282, read_timeout="3s").splitlines()
+    assert [(a.strip(), b.strip()) for a, b in zip(rendered, lowered) if a != b] == [
+        ("proxy_read_timeout 650s;", "proxy_read_timeout 3s;")
+    ]
 
 
 @pytest.fixture
@@ -115,3 +124,30 @@ def test_websocket_upgrade_reaches_the_proxy(nginx):
     # uvicorn logs a WebSocket handshake, and only that, as `"WebSocket /v1/responses" [accepted]`.
     wait_for(lambda: '"WebSocket /v1/responses" [accepted]' in nginx.instance.log_text(), 10,
              what="the proxy's log line for the WebSocket handshake")
+
+
+def test_websocket_chained_turns_through_nginx(nginx, mock):
+    """The openai SDK's responses.connect() through nginx: two turns, the second chained."""
+    first, second = sdk_chained_turns(nginx.url)
+    assert '"WebSocket /v1/responses" [accepted]' in nginx.instance.log_text()
+    # The backend got the first turn's exchange as the second's history.
+    bodies = [r["body"] for r in mock.requests("mock-echo") if r["body"]]
+    assert [m["role"] for m in bodies[-1]["messages"]] == ["user", "assistant", "user"], bodies[-1]
+
+
+READ_TIMEOUT_SECS = 3
+
+
+@pytest.mark.parametrize("ping_secs, survives", [(1, True), (30, False)], ids=["pings", "no-pings-in-time"])
+def test_an_idle_websocket_outlives_nginx_read_timeout_thanks_to_the_pings(proxy_factory, ping_secs, survives):
+    """nginx's only idle limit on a tunnel is proxy_read_timeout (lowered to 3 s here): an idle
+    socket lives on when the proxy pings it more often than that, and is closed when it does not."""
+    instance = proxy_factory(WEBSOCKET_PING_SECS=str(ping_secs))
+    front = Nginx(instance.port, read_timeout=f"{READ_TIMEOUT_SECS}s")
+    try:
+        idle_between_turns(front.url, 3 * READ_TIMEOUT_SECS, survives)
+        log = front.error_log()
+        timed_out = "upstream timed out" in log and "while proxying upgraded connection" in log
+        assert timed_out is not survives, log
+    finally:
+        front.stop()

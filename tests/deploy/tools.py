@@ -97,6 +97,19 @@ def unread_bytes(port: int) -> int:
     return total
 
 
+def local_ports_to(pids: list[int], remote_port: int) -> set[int]:
+    """Local ports of the TCP connections that processes ``pids`` hold to ``remote_port``
+    (which instance's worker a request reached the mock backend from)."""
+    ports = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections("tcp")
+        except psutil.Error:
+            continue
+        ports.update(c.laddr.port for c in conns if c.raddr and c.raddr.port == remote_port)
+    return ports
+
+
 def tail(path: Path, chars: int = 3000) -> str:
     try:
         return path.read_text("utf-8", "replace")[-chars:]

@@ -185,8 +185,9 @@ def test_a_response_built_on_a_conversation_chains_with_what_it_saw(backend, sto
         await store.put_response(owner, r3)
         assert (await store.get_history(owner, r3.id)).items == late_ctx.items + r3.input_items + r3.output_items
         # … but one deleted later leaves its responses' history incomplete, and says so
-        with pytest.raises(HistoryIncomplete):
+        with pytest.raises(HistoryIncomplete) as caught:
             await store.get_history(owner, r2.id)
+        assert caught.value.conversation_id == cid  # (the client's doing: the edge answers a 400)
 
     run(store, scenario)
 

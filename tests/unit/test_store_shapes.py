@@ -171,8 +171,12 @@ def test_item_references_resolve_in_place_and_unknown_ones_are_named():
     with pytest.raises(InvalidItem) as caught:
         resolve_references([raw[0], {"type": "item_reference", "id": "msg_gone"}], {})
     assert caught.value.param == "input[1]" and "msg_gone" in str(caught.value)
-    with pytest.raises(InvalidItem):
-        resolve_references([{"type": "item_reference", "id": 5}], {})
+    for malformed in ({"type": "item_reference", "id": 5}, {"type": "item_reference", "id": ""},
+                      {"type": "item_reference"}):
+        assert referenced_ids([raw[0], malformed]) == [""]  # still resolved, so refused by position
+        with pytest.raises(InvalidItem) as caught:
+            resolve_references([raw[0], malformed], {})
+        assert caught.value.param == "input[1]" and "non-empty id" in str(caught.value)
 
 
 def test_the_conversation_parameter_is_an_id_or_an_object_with_one():
@@ -181,3 +185,16 @@ def test_the_conversation_parameter_is_an_id_or_an_object_with_one():
         with pytest.raises(sh.InvalidParam) as caught:
             sh.conversation_param(bad)
         assert caught.value.param == param
+
+
+def test_input_encoded_beforehand_is_stored_as_if_encoded_with_the_output():
+    from proxy.store import NewResponse
+    from proxy.store.items import encode_items, response_parts
+
+    given = prepare_items([{"role": "user", "content": "one"}, {"role": "user", "content": "two"}])
+    output = [{"id": "msg_out", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": "three", "annotations": []}]}]
+    for own, out in ((given, output), ([], output), (given, []), ([], [])):
+        plain = response_parts(NewResponse("resp_1", b"{}", own, out))
+        reused = response_parts(NewResponse("resp_1", b"{}", own, out, input_json=encode_items(own)))
+        assert reused == plain

@@ -134,3 +134,80 @@ def test_writes_trigger_a_background_sweep_when_the_interval_has_passed(tmp_path
         assert await store.get_response(owner, fresh.id) == b"{}"
 
     run(store, scenario)
+
+
+def test_writes_queued_together_commit_once_each_on_its_own_terms(tmp_path):
+    """Writes that queue up while the writer is busy run as one transaction (one BEGIN, one COMMIT,
+    each job's own transaction a savepoint of it). A job that fails — its own error (a conversation
+    over the bound) or SQLite's — makes the batch run again job by job, so it costs the others
+    nothing, and every result reaches its caller."""
+    import threading
+
+    from proxy.store import ObjectTooLarge, StoreError
+    from proxy.store.sqlite_schema import connect
+
+    path = str(tmp_path / "batched.sqlite3")
+    store = SQLiteStore(path, max_object_bytes=64 * 1024)
+    statements: list[str] = []
+
+    def traced() -> sqlite3.Connection:
+        conn = connect(path, 3.0)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    store._db._connect = traced  # both threads' connections, traced
+    owner = store.owner_of("sk-alice")
+
+    async def batch_of(jobs: list) -> tuple[list, list[str]]:
+        gate = threading.Event()
+        held = asyncio.ensure_future(store._db.run("write", lambda conn: gate.wait(10)))
+        await asyncio.sleep(0.05)  # the writer is busy: what follows queues up behind it
+        statements.clear()
+        pending = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await held
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        return results, list(statements)
+
+    async def scenario(store):
+        cid = (await store.create_conversation(owner))["id"]
+        full = [(await store.create_conversation(owner))["id"] for _ in range(2)]
+        await store.put_response(owner, turn(0))
+        big = [{"role": "user", "content": "b" * 40_000}]  # two of them exceed the bound together
+        for case in ("clean", "job error", "sqlite error"):
+            good = [turn(n) for n in range(1, 6)]
+            too_large = turn(9)
+            too_large.body = b"x" * 70_000
+            jobs = [store.put_response(owner, r) for r in good[:3]]
+            jobs.append(store.put_response(owner, too_large))  # refused before it is queued
+            jobs.append(store.append_conversation_items(owner, cid, [{"role": "user", "content": "a"}]))
+            if case == "job error":
+                jobs += [store.append_conversation_items(owner, full[0], big) for _ in range(2)]
+            if case == "sqlite error":
+                jobs.append(store._db.run("write", lambda conn: conn.execute("SELECT * FROM no_such_table")))
+            jobs += [store.put_response(owner, r) for r in good[3:]]
+            results, batch = await batch_of(jobs)
+            assert results[:3] == [None] * 3 and results[-2:] == [None] * 2
+            assert isinstance(results[3], ObjectTooLarge)
+            assert isinstance(results[4], list) and len(results[4]) == 1
+            queued = len(jobs) - 1
+            if case == "clean":
+                assert (batch.count("BEGIN IMMEDIATE"), batch.count("SAVEPOINT tx"), batch.count("COMMIT")) == (
+                    1, queued, 1), batch
+            elif case == "job error":
+                assert isinstance(results[5], list) and isinstance(results[6], ObjectTooLarge)
+                assert batch.count("BEGIN IMMEDIATE") == 1 + queued  # the batch, then each job alone
+            else:
+                assert isinstance(results[5], StoreError) and "no_such_table" in str(results[5])
+                assert batch.count("BEGIN IMMEDIATE") == 1 + queued - 1  # (that job opens no transaction)
+            for r in good:
+                assert await store.get_response(owner, r.id) == r.body
+            assert await store.get_response(owner, too_large.id) is None
+        assert len((await store.conversation_context(owner, full[0])).items) == 1
+        ctx = await store.conversation_context(owner, cid)
+        assert [i["content"][0]["text"] for i in ctx.items] == ["a", "a", "a"]
+        return True
+
+    assert run(store, scenario)
+    assert stored_rows(store)["responses"] == 1 + 3 * 5

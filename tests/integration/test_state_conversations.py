@@ -1,0 +1,200 @@
+"""The Conversations API through ``client.conversations.*`` and ``conversation`` on
+``responses.create``, through real gunicorn: objects as the SDK's types, lists paged with
+``limit``/``order``/``after``; a response in a conversation stands on its items, appends its input
+and output when it ends (before its terminal event) and carries ``conversation: {"id"}``; concurrent
+responses on one conversation lose nothing, each batch contiguous — on SQLite and on Redis."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import openai
+import pytest
+
+from tests.state_kit import delete, error, get, post, redis_db, sdk, state_proxy, upstream
+
+__all__ = ["redis_db", "state_proxy"]
+
+
+def _texts(items: list[Any]) -> list[str]:
+    return [i["content"][0]["text"] if isinstance(i, dict) else i.content[0].text for i in items]
+
+
+def test_the_conversations_api_through_the_sdk(state_proxy):
+    svc = state_proxy
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create(
+            items=[{"type": "message", "role": "user", "content": f"item {i}"} for i in range(5)],
+            metadata={"topic": "tests"},
+        )
+        assert conv.id.startswith("conv_") and conv.object == "conversation" and conv.metadata == {"topic": "tests"}
+        assert client.conversations.retrieve(conv.id) == conv
+        updated = client.conversations.update(conv.id, metadata={"topic": "changed", "n": "2"})
+        assert updated.metadata == {"topic": "changed", "n": "2"} and updated.created_at == conv.created_at
+        assert client.conversations.retrieve(conv.id).metadata == {"topic": "changed", "n": "2"}
+
+        newest_first = client.conversations.items.list(conv.id)  # desc, limit 20
+        assert [i.content[0].text for i in newest_first.data] == [f"item {i}" for i in range(4, -1, -1)]
+        ids = [i.id for i in reversed(newest_first.data)]
+        assert newest_first.has_more is False and newest_first.first_id == ids[-1] and newest_first.last_id == ids[0]
+        assert [i.id for i in client.conversations.items.list(conv.id, limit=2, order="asc")] == ids  # pages
+        page = client.conversations.items.list(conv.id, limit=2, order="asc", after=ids[1])
+        assert [i.id for i in page.data] == ids[2:4] and page.has_more is True
+        page = client.conversations.items.list(conv.id, limit=2, order="desc", after=ids[1])
+        assert [i.id for i in page.data] == [ids[0]] and page.has_more is False
+
+        added = client.conversations.items.create(conv.id, items=[
+            {"type": "message", "role": "assistant", "content": "an answer"},
+            {"type": "function_call", "call_id": "call_c", "name": "lookup", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_c", "output": "looked up"},
+        ])
+        assert [i.type for i in added.data] == ["message", "function_call", "function_call_output"]
+        assert added.first_id == added.data[0].id and added.last_id == added.data[-1].id
+        assert [i.id for i in client.conversations.items.list(conv.id, order="asc", limit=100).data] == [
+            *ids, *(i.id for i in added.data)]
+        one = client.conversations.items.retrieve(added.data[1].id, conversation_id=conv.id)
+        assert one.type == "function_call" and one.call_id == "call_c"
+
+        after_delete = client.conversations.items.delete(ids[2], conversation_id=conv.id)
+        assert after_delete.id == conv.id and after_delete.object == "conversation"
+        left = [i.id for i in client.conversations.items.list(conv.id, order="asc").data]
+        assert left == [ids[0], ids[1], ids[3], ids[4], *(i.id for i in added.data)]
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.conversations.items.retrieve(ids[2], conversation_id=conv.id)
+        assert caught.value.body["param"] == "item_id"
+
+        deleted = client.conversations.delete(conv.id)
+        assert (deleted.id, deleted.object, deleted.deleted) == (conv.id, "conversation.deleted", True)
+        for call in (lambda: client.conversations.retrieve(conv.id),
+                     lambda: client.conversations.items.list(conv.id),
+                     lambda: client.conversations.items.retrieve(ids[0], conversation_id=conv.id),
+                     lambda: client.conversations.delete(conv.id)):
+            with pytest.raises(openai.NotFoundError) as caught:
+                call()
+            assert caught.value.body["param"] == "conversation_id"
+
+
+def test_bad_conversation_requests_are_400s_naming_the_parameter(state_proxy):
+    svc = state_proxy
+    conv = post(svc.url, "/v1/conversations", {}).json()
+    assert conv["metadata"] == {} and conv["id"].startswith("conv_")
+    cases = [
+        ("/v1/conversations", {"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ("/v1/conversations", {"metadata": {"k": 5}}, "metadata.k"),
+        ("/v1/conversations", {"items": [{"role": "user", "content": "x"}] * 21}, "items"),
+        ("/v1/conversations", {"items": "not a list"}, "items"),
+        ("/v1/conversations", {"items": [5]}, "items[0]"),
+        (f"/v1/conversations/{conv['id']}", {}, "metadata"),
+        (f"/v1/conversations/{conv['id']}/items", {}, "items"),
+        (f"/v1/conversations/{conv['id']}/items", {"items": [{"role": "user", "content": 7}]}, "items[0]"),
+    ]
+    for path, body, param in cases:
+        assert error(post(svc.url, path, body), 400)["param"] == param, (path, body)
+    assert error(get(svc.url, f"/v1/conversations/{conv['id']}/items", limit="0"), 400)["param"] == "limit"
+    assert error(get(svc.url, f"/v1/conversations/{conv['id']}/items", order="sideways"), 400)["param"] == "order"
+    assert error(get(svc.url, "/v1/conversations/conv_" + "0" * 32), 404)["param"] == "conversation_id"
+    assert get(svc.url, f"/v1/conversations/{conv['id']}/items").json()["data"] == []
+
+
+def test_responses_in_a_conversation(state_proxy, mock):
+    svc = state_proxy
+    model = "conv-" + os.urandom(3).hex()
+    mock.script(model, {"text": "first answer"}, {"reasoning": "hmm", "reasoning_field": "reasoning_content",
+                                                  "text": "second answer"}, {"text": "chained answer"})
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "context item"}])
+        first = client.responses.create(model=model, input="first question", conversation=conv.id,
+                                        instructions="not an item")
+        assert first.conversation is not None and first.conversation.id == conv.id
+        with client.responses.stream(model=model, input=[{"role": "user", "content": "second question"}],
+                                     conversation={"id": conv.id}) as stream:
+            for event in stream:
+                if event.type == "response.completed":  # appended before the terminal event
+                    assert _texts(client.conversations.items.list(conv.id, limit=1).data) == ["second answer"]
+            second = stream.get_final_response()
+        assert second.conversation.id == conv.id
+        items = client.conversations.items.list(conv.id, order="asc").data
+        own = [i.id for i in client.responses.input_items.list(first.id)]
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model=model, input="x", conversation=conv.id, previous_response_id=first.id)
+        assert caught.value.body["param"] == "conversation"
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.responses.create(model=model, input="x", conversation="conv_" + "0" * 32)
+        assert (caught.value.body["param"], caught.value.body["code"]) == ("conversation", "conversation_not_found")
+        # Chaining from a response built on the conversation sees the conversation as it was then.
+        client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "later"}])
+        chained = client.responses.create(model=model, input="chained question", previous_response_id=first.id)
+        assert chained.conversation is None
+    assert [i.type for i in items] == ["message", "message", "message", "message", "reasoning", "message"]
+    assert [getattr(i, "role", None) for i in items] == ["user", "user", "assistant", "user", None, "assistant"]
+    assert items[1].id == own[0]  # the response's input and the conversation hold the same ids
+    assert [i.id for i in items[2:3]] == [o.id for o in first.output]
+    assert [i.id for i in items[4:]] == [o.id for o in second.output]
+    sent = upstream(mock, model)
+    assert sent[0] == [{"role": "system", "content": "not an item"}, {"role": "user", "content": "context item"},
+                       {"role": "user", "content": "first question"}]
+    assert sent[1] == [{"role": "user", "content": "context item"}, {"role": "user", "content": "first question"},
+                       {"role": "assistant", "content": "first answer"}, {"role": "user", "content": "second question"}]
+    assert sent[2] == [{"role": "user", "content": "context item"}, {"role": "user", "content": "first question"},
+                       {"role": "assistant", "content": "first answer"}, {"role": "user", "content": "chained question"}]
+    assert len(sent) == 3, "refused requests never reach the backend"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_concurrent_responses_append_to_one_conversation_losing_nothing(proxy_factory, request, backend):
+    url = request.getfixturevalue("redis_db") if backend == "redis" else None
+    svc = proxy_factory(**({"RESPONSE_STORE_URL": url} if url else {}))
+    conv = post(svc.url, "/v1/conversations", {"items": [{"role": "user", "content": "start"}]}).json()
+    n = 8
+    answers: dict[int, dict[str, Any]] = {}
+    barrier = threading.Barrier(n)
+
+    def respond(k: int) -> None:
+        barrier.wait()
+        body = {"model": "mock-slow-20", "input": f"racer {k}", "conversation": conv["id"], "stream": k % 2 == 1}
+        r = post(svc.url, "/v1/responses", body)
+        assert r.status_code == 200
+        answers[k] = r.json() if k % 2 == 0 else {}
+
+    threads = [threading.Thread(target=respond, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == n
+    items = get(svc.url, f"/v1/conversations/{conv['id']}/items", order="asc", limit="100").json()["data"]
+    texts = _texts(items)
+    assert texts[0] == "start" and len(items) == 1 + 2 * n
+    assert len({i["id"] for i in items}) == len(items)
+    batches = [texts[i:i + 2] for i in range(1, len(texts), 2)]
+    assert sorted(batches) == sorted([f"racer {k}", f"You said: racer {k}"] for k in range(n)), texts
+    for doc in answers.values():
+        if doc:
+            assert doc["output"][0]["id"] in {i["id"] for i in items}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_chaining_from_a_response_whose_conversation_was_deleted(proxy_factory, mock, request, backend):
+    """The conversation a response stood on is gone once deleted: chaining from that response (or
+    one built on it) is the client's 400 naming ``previous_response_id`` — not a server error an
+    SDK would retry — and no shortened context reaches the backend; the responses stay readable."""
+    url = request.getfixturevalue("redis_db") if backend == "redis" else None
+    svc = proxy_factory(**({"RESPONSE_STORE_URL": url} if url else {}))
+    conv = post(svc.url, "/v1/conversations", {"items": [{"role": "user", "content": "ctx"}]}).json()
+    first = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "in it", "conversation": conv["id"]}).json()
+    second = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "on it",
+                                             "previous_response_id": first["id"]}).json()
+    assert post(svc.url, f"/v1/conversations/{conv['id']}", {}).status_code == 400  # (metadata is required)
+    assert get(svc.url, f"/v1/conversations/{conv['id']}").status_code == 200
+    assert delete(svc.url, f"/v1/conversations/{conv['id']}").status_code == 200
+    calls = len(upstream(mock, "mock-echo"))
+    for rid in (first["id"], second["id"]):
+        err = error(post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "x", "previous_response_id": rid}),
+                    400)
+        assert (err["param"], err["code"], err["type"]) == ("previous_response_id", "conversation_deleted",
+                                                             "invalid_request_error")
+        assert rid in err["message"] and conv["id"] in err["message"]
+        assert get(svc.url, f"/v1/responses/{rid}").status_code == 200
+    assert len(upstream(mock, "mock-echo")) == calls
+    assert "store error" not in svc.log_text()  # not logged as a fault of the store
