@@ -375,7 +375,27 @@ def summary(results: list[PhaseResult]) -> str:
             vs = (f"  |  {ours.rps / theirs.rps:.1f}x req/s, "
                   f"{ours.server_cpu_ms_per_req / theirs.server_cpu_ms_per_req:.2f}x CPU")
         lines.append(f"{workload:<13} c={conc:<3} " + "  ".join(cells) + vs)
+    lines += _paced_chunk(rows, names)
     return "\n".join(lines)
+
+
+def _paced_chunk(rows: dict[tuple[str, int], dict[str, PhaseResult]], names: list[str]) -> list[str]:
+    """The marginal CPU of one paced chunk (each its own network write): paced50 minus paced3, per chunk."""
+    lines = []
+    for (workload, conc), row in rows.items():
+        short = rows.get(("paced3", conc)) if workload == "paced50" else None
+        if short is None:
+            continue
+        cells = []
+        for n in names:
+            long_r, short_r = row.get(n), short.get(n)
+            if long_r is None or short_r is None or long_r.upstream_events <= short_r.upstream_events:
+                continue
+            extra = long_r.upstream_events - short_r.upstream_events
+            us = (long_r.server_cpu_ms_per_req - short_r.server_cpu_ms_per_req) * 1000 / extra
+            cells.append(f"{n}={us:.1f}")
+        lines.append(f"µs CPU per paced chunk (paced50 - paced3) c={conc}: " + "  ".join(cells))
+    return lines
 
 
 HEADER = (f"{'target':<10} {'workload':<9} {'c':>3} {'req/s':>8} {'p50ms':>7} {'p99ms':>7} {'ttfb50':>7} "
@@ -524,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-targets", default="proxy", help="comma-separated target names (default proxy)")
     ap.add_argument("--out", help="write the results as JSON to this file")
     args = ap.parse_args(argv)
-    args.profile_targets = set(args.profile_targets.split(","))
+    args.profile_targets = sorted(set(args.profile_targets.split(",")))  # a list: --out writes it as JSON
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
