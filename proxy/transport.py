@@ -73,7 +73,7 @@ class ChatTransport(httpx.AsyncBaseTransport):
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
         self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
-        self._urls: dict[str, URL] = {}
+        self._last: tuple[httpx.URL, URL] | None = None  # the chat URL: one object, sent again and again
 
     def _timeout(self, spec: dict[str, Any]) -> aiohttp.ClientTimeout:
         key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
@@ -86,12 +86,11 @@ class ChatTransport(httpx.AsyncBaseTransport):
         return found
 
     def _url(self, url: httpx.URL) -> URL:
-        text = str(url)
-        found = self._urls.get(text)
-        if found is None:
-            if len(self._urls) > 64:
-                self._urls.clear()
-            found = self._urls[text] = URL(text, encoded=True)  # httpx has percent-encoded it
+        last = self._last
+        if last is not None and last[0] is url:
+            return last[1]
+        found = URL(str(url), encoded=True)  # httpx has percent-encoded it
+        self._last = (url, found)
         return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
