@@ -48,7 +48,7 @@ class Exchange:
     __slots__ = (
         "ctx", "translator", "outcome", "_chat", "_headers", "_breakers", "_metrics", "_upstream", "_settings",
         "_secret", "_masked", "_disconnected", "_deadline", "_permit", "_response", "_closed", "_on_terminal",
-        "_created",
+        "_created", "_interrupt",
     )
 
     live = 0  # exchanges of this worker not yet closed (leak checks, metrics)
@@ -93,6 +93,7 @@ class Exchange:
         self._response: httpx.Response | None = None
         self._closed = False
         self._on_terminal = on_terminal
+        self._interrupt: Interrupt | None = None  # the open's and the relay's waits share it
         Exchange.live += 1
 
     @property
@@ -162,6 +163,7 @@ class Exchange:
                 max_event_bytes=settings.max_event_bytes,
                 idle_timeout_secs=settings.backend_idle_timeout_secs,
                 redact=redactor(self._secret, self._masked),
+                interrupt=self._interrupt,
             ):
                 if not timed and batch is not KEEPALIVE:
                     timed = True
@@ -201,6 +203,8 @@ class Exchange:
         self._closed = True
         Exchange.live -= 1
         self._disconnected.cancel()
+        if self._interrupt is not None:
+            self._interrupt.close()
         try:
             if self._response is not None:
                 await self._response.aclose()
@@ -225,7 +229,7 @@ class Exchange:
         """
         read_timeout = None if self._chat["stream"] else self._settings.backend_timeout_secs
         opening = self._upstream.open(orjson.dumps(self._chat), self._headers, read_timeout)
-        interrupt = Interrupt(self._disconnected)
+        interrupt = self._interrupt = Interrupt(self._disconnected)
         try:
             return await interrupt.wait(opening, self._deadline if self._deadline is not None else NEVER)
         except Interrupted:
@@ -234,5 +238,3 @@ class Exchange:
             raise Failure(
                 Cause.BACKEND_TIMEOUT, "The backend did not answer in time.", "backend_timeout", kind="timeout"
             ) from None
-        finally:
-            interrupt.close()

@@ -76,6 +76,7 @@ async def relay(
     max_event_bytes: int,
     idle_timeout_secs: float,
     redact: Callable[[bytes], bytes],
+    interrupt: Interrupt | None = None,
 ) -> AsyncGenerator[Batch | _Keepalive, None]:
     """Yield event batches (and ``KEEPALIVE``) until the translator is done or the client left.
 
@@ -85,7 +86,8 @@ async def relay(
     a transport can hang without raising (aiohttp does, on broken chunked framing).
     ``first_keepalive_secs`` shortens the wait before the first ``KEEPALIVE``
     (a stream's transport decides on the first answer whether it can still
-    reply with an HTTP status). ``redact`` masks the upstream key wherever the backend echoes it, e.g. in a
+    reply with an HTTP status). ``interrupt``, when given, is the owner's (closed by it),
+    watching the same ``disconnected``. ``redact`` masks the upstream key wherever the backend echoes it, e.g. in a
     mid-stream error message, before anything reaches the client.
 
     The caller owns ``response`` and closes it; this loop only reads it. Each read
@@ -114,7 +116,9 @@ async def relay(
         read = body_reader.read  # the transport's own reads: no decoding to do
     else:
         read = (pump := _Pump(response.aiter_bytes())).read
-    interrupt = Interrupt(disconnected)
+    own_interrupt = interrupt is None
+    if interrupt is None:
+        interrupt = Interrupt(disconnected)
     idle_until = time.monotonic() + idle_timeout_secs
     wait_secs = keepalive_secs
     if keepalive_secs is not None and first_keepalive_secs is not None:
@@ -181,7 +185,8 @@ async def relay(
             if translator.done:
                 return
     finally:
-        interrupt.close()
+        if own_interrupt:
+            interrupt.close()
         if pump is not None:
             pump.close()
 
