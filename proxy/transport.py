@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import httpx
 from httpx_aiohttp.transport import map_aiohttp_exceptions
+from multidict import CIMultiDict
 from yarl import URL
 
 READER = "proxy.reader"
@@ -103,7 +104,7 @@ class ChatTransport(httpx.AsyncBaseTransport):
             request.headers.pop("transfer-encoding", None)  # aiohttp frames it
         with map_aiohttp_exceptions():
             response = await self.session.request(
-                request.method, self._url(request.url), headers=request.headers, data=data,
+                request.method, self._url(request.url), headers=_headers(request.headers), data=data,
                 allow_redirects=False, auto_decompress=False, compress=False,
                 timeout=self._timeout(extensions.get("timeout", {})),
                 server_hostname=extensions.get("sni_hostname"),
@@ -119,6 +120,13 @@ class ChatTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.session.close()
+
+
+def _headers(headers: httpx.Headers) -> CIMultiDict[str]:
+    """The request's headers as aiohttp keeps them, decoded once (as ``Headers.items()`` would
+    decode them, without the merging of repeated names and the encoding test per item)."""
+    encoding = headers.encoding
+    return CIMultiDict([(name.decode(encoding), value.decode(encoding)) for name, value in headers.raw])
 
 
 class _NoCookies(httpx.Cookies):

@@ -68,7 +68,9 @@ class Upstream:
     A chat request is built once, as an ``httpx.Request`` sent with
     ``client.send(request, stream=True)``: the URL parsed once, the timeouts
     made once, the client's own headers merged once (``client.build_request``
-    redid all three for every request: 9% of a JSON request's CPU).
+    redid all three for every request: 9% of a JSON request's CPU). Its body is
+    given as a ``ByteStream`` with the two headers httpx would have added (host,
+    content-length): ``content=`` would rebuild every header twice more (30 µs).
     """
 
     def __init__(self, client: httpx.AsyncClient, url: str, limit: int = POOL_SIZE) -> None:
@@ -77,9 +79,9 @@ class Upstream:
         self.limit = limit
         self.in_flight = 0
         self._url = httpx.URL(url)
-        # What build_request would merge in under ours: the client's user-agent (and
-        # its connection: keep-alive); accept and accept-encoding are always ours.
-        self._base_headers = dict(client.headers)
+        # What build_request would merge in under ours: the host, the client's user-agent
+        # (and its connection: keep-alive); accept and accept-encoding are always ours.
+        self._base_headers = {"host": self._url.netloc.decode("ascii"), **client.headers}
         self._extensions: dict[float | None, dict[str, dict[str, float | None]]] = {}
 
     def _request(self, body: bytes, headers: dict[str, str], read_timeout: float | None) -> httpx.Request:
@@ -89,9 +91,12 @@ class Upstream:
                 connect=CONNECT_TIMEOUT_SECS, read=read_timeout, write=read_timeout, pool=CONNECT_TIMEOUT_SECS
             )
             extensions = self._extensions[read_timeout] = {"timeout": timeout.as_dict()}
-        return httpx.Request(
-            "POST", self._url, headers={**self._base_headers, **headers}, content=body, extensions=extensions
+        request = httpx.Request(
+            "POST", self._url, headers={**self._base_headers, "content-length": str(len(body)), **headers},
+            stream=httpx.ByteStream(body), extensions=extensions,
         )
+        request.read()  # its content is then the body itself, as with content=
+        return request
 
     async def open(self, body: bytes, headers: dict[str, str], read_timeout: float | None = None) -> httpx.Response:
         """The open 200 streaming response; the slot it takes is freed when it is closed.
