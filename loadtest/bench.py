@@ -414,7 +414,8 @@ def _fmt(r: PhaseResult) -> str:
 
 
 def soak(args, mock: Proc, proxy: Proc) -> dict:
-    """c=64 (32 JSON + 32 stream50 connections) for --soak seconds; RSS per worker sampled."""
+    """c=64 (32 JSON + 32 stream50 connections) for --soak seconds; RSS per worker and PSS of the
+    master and workers together sampled, and PSS once more after the load stopped."""
     t_start = time.time() + 1.0
     t_end = t_start + args.soak
     specs = [
@@ -433,12 +434,15 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
         workers = proxy.workers()
         rss = rss_mb(workers)
         sample = {"t": round(time.time() - t_start, 1), "pids": [p.pid for p in workers],
-                  "rss_mb": [round(x, 1) for x in rss]}
+                  "rss_mb": [round(x, 1) for x in rss], "pss_mb": round(pss_mb(proxy.all_pids()), 1)}
         samples.append(sample)
-        print(f"soak t={sample['t']:>6.1f}s  rss MB per worker: {sample['rss_mb']}", flush=True)
+        print(f"soak t={sample['t']:>6.1f}s  rss MB per worker: {sample['rss_mb']}  "
+              f"pss MB master+workers: {sample['pss_mb']}", flush=True)
         next_t += args.sample_every
     cpu1 = cpu_of(proxy.workers())
     results = [load.join(timeout=120) for load in loads]
+    time.sleep(2.0)
+    pss_after = round(pss_mb(proxy.all_pids()), 1)
     ok = sum(r.ok for r in results)
     errors = sum(r.errors for r in results)
     # Growth: from the first sample after warm-up (10% of the run) to the last, per worker pid.
@@ -449,10 +453,12 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
         growth[str(pid)] = round(later[-1] - later[0], 1)
     out = {"mode": "soak", "seconds": args.soak, "requests": ok, "errors": errors, "rps": ok / args.soak,
            "cpu_ms_per_req": (cpu1 - cpu0) / max(ok, 1) * 1000, "samples": samples,
-           "growth_mb_after_warmup": growth,
+           "growth_mb_after_warmup": growth, "pss_mb_peak": max(s["pss_mb"] for s in samples),
+           "pss_mb_after": pss_after,
            "error_samples": [e for r in results for e in r.error_samples][:5]}
     print(f"soak: {ok} requests ({ok / args.soak:.0f}/s), {errors} errors, "
-          f"cpu {out['cpu_ms_per_req']:.3f} ms/req, RSS growth after warm-up per worker (MB): {growth}")
+          f"cpu {out['cpu_ms_per_req']:.3f} ms/req, RSS growth after warm-up per worker (MB): {growth}, "
+          f"PSS master+workers peak {out['pss_mb_peak']} MB, after {pss_after} MB")
     return out
 
 
