@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,17 +70,42 @@ from proxy.devtools import Service  # noqa: E402
 HOST = "127.0.0.1"
 API_KEY = "sk-bench-0123456789abcdef"
 
+_TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for a city.",
+           "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}]
+# Long enough for ~30 reasoning and ~30 text chunks of 4 characters.
+_THINK = "Tell me about proxies, briefly, and think about it first. " * 2
+
+def _w(model: str, text: str, stream: bool, **extra: object) -> dict:
+    """A Responses request body; ``store: false`` unless ``extra`` says otherwise (see WORKLOADS)."""
+    return {"model": model, "input": text, "stream": stream, "store": False, **extra}
+
+
+# `store: false` everywhere but `json_stored`: the issue's targets compare like with like (the
+# floor and LiteLLM keep nothing); what storing costs is the store's own measurement.
+_STORY = ("Tell me a story about a proxy. " * 7)[:190]
 WORKLOADS: dict[str, dict] = {
-    "json": {"model": "mock-echo", "input": "Say hello in a few words.", "stream": False},
-    "stream50": {"model": "mock-stream-50", "input": "Count to fifty.", "stream": True},
-    "stream1": {"model": "mock-stream-1", "input": "Count to one.", "stream": True},
+    "json": _w("mock-echo", "Say hello in a few words.", False),
+    # The same request stored (`store` left out: the default): the store's own cost, measured apart.
+    "json_stored": {"model": "mock-echo", "input": "Say hello in a few words.", "stream": False},
+    # The same answers as stream50 / stream500, asked for as JSON: the proxy's cost must not grow with them.
+    "json50": _w("mock-stream-50", "Count to fifty.", False),
+    "json500": _w("mock-stream-500", "Count to five hundred.", False),
+    "stream50": _w("mock-stream-50", "Count to fifty.", True),
+    "stream500": _w("mock-stream-500", "Count to five hundred.", True),
+    "stream1": _w("mock-stream-1", "Count to one.", True),
+    "tool_json": _w("mock-tool", "Weather in Paris?", False, tools=_TOOLS),
+    "tool_stream": _w("mock-tool", "Weather in Paris?", True, tools=_TOOLS),
+    "reason_json": _w("mock-reasoning", _THINK, False),
+    "reason_stream": _w("mock-reasoning", _THINK, True),
     # "You said: " + 190 characters = 200 characters = 50 chunks of 4, one write each.
-    "paced50": {"model": "mock-slow-1", "input": ("Tell me a story about a proxy. " * 7)[:190], "stream": True},
-    "paced3": {"model": "mock-slow-1", "input": "hi", "stream": True},
+    "paced50": _w("mock-slow-1", _STORY, True),
+    "paced3": _w("mock-slow-1", "hi", True),
 }
 DEFAULT_MATRIX = [
     ("json", 1), ("stream50", 1),
-    ("json", 16), ("stream50", 16), ("stream1", 16),
+    ("json", 16), ("json_stored", 16), ("json50", 16), ("json500", 16),
+    ("stream50", 16), ("stream500", 16), ("stream1", 16),
+    ("tool_json", 16), ("tool_stream", 16), ("reason_json", 16), ("reason_stream", 16),
     ("json", 64), ("stream50", 64), ("paced50", 64), ("paced3", 64),
 ]
 
@@ -136,6 +162,21 @@ def rss_mb(procs: list[psutil.Process]) -> list[float]:
     return out
 
 
+def pss_mb(procs: list[psutil.Process]) -> float:
+    """Proportional set size of these processes together (shared pages counted once), from smaps_rollup."""
+    total_kb = 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total_kb += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total_kb / 1024
+
+
 def start_mock(workers: int, logs: Path) -> Proc:
     return Proc("mock", devtools.start_mock(logs / "mock.log", workers=workers, max_records=16))
 
@@ -145,6 +186,22 @@ def start_proxy(name: str, root: Path, backend: str, workers: int, extra_env: di
         backend, logs / f"{name}.log", root=root, WEB_CONCURRENCY=str(workers), **extra_env
     )
     return Proc(name, service)
+
+
+def start_floor(backend: str, workers: int, logs: Path) -> Proc:
+    """``loadtest/floor.py`` under gunicorn with the proxy's worker class (its own command line)."""
+    port = devtools.free_port()
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    env = dict(os.environ, FLOOR_BACKEND_URL=backend, BACKEND_URL=backend, LOG_LEVEL="warning")
+    args = [gunicorn, "-k", "proxy.worker.Worker", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+            "--keep-alive", "75", "--log-level", "warning", "loadtest.floor:app"]
+    return Proc("floor", Service(args, port, "/health", env, logs / "floor.log", cwd=ROOT))
+
+
+def start_litellm(backend: str, workers: int, logs: Path) -> Proc:
+    from loadtest import litellm_bridge
+
+    return Proc("litellm", litellm_bridge.start(backend, workers, logs, API_KEY))
 
 
 # --------------------------------------------------------------------------- requests
@@ -190,7 +247,9 @@ class PhaseResult:
     mock_cpu_ms_per_req: float
     client_cpu_ms_per_req: float
     rss_mb: list[float]
+    pss_mb: float  # master + workers together
     upstream_events: int
+    load1: float = 0.0  # the machine's 1-minute load average at the end of the phase
     added_p50_ms: float | None = None
     added_p99_ms: float | None = None
     error_samples: list[str] = field(default_factory=list)
@@ -212,7 +271,8 @@ def run_phase(target: Target, mock: Proc, workload: str, body: bytes, conc: int,
     t_start = time.time() + 0.3 + args.warmup
     t_end = t_start + args.duration
     check = "chat-stream" if target.direct else (
-        "responses-json" if not WORKLOADS[workload]["stream"] else "responses-stream"
+        "responses-json" if not WORKLOADS[workload]["stream"] else
+        "responses-stream-data" if target.name == "litellm" else "responses-stream"
     )
     path = "/v1/chat/completions" if target.direct else "/v1/responses"
     spec = LoadSpec(HOST, target.proc.port, "POST", path, body, check, conc, t_start, t_end,
@@ -221,9 +281,13 @@ def run_phase(target: Target, mock: Proc, workload: str, body: bytes, conc: int,
     mock_procs = mock.workers()
     load = LoadProcs(spec, args.client_procs)
     _sleep_until(t_start)
+    spy = _profile(target, workload, conc, args) if args.profile and target.name in args.profile_targets else None
     s0, m0 = cpu_of(server), cpu_of(mock_procs)
     _sleep_until(t_end)
     s1, m1 = cpu_of(server), cpu_of(mock_procs)
+    pss = 0.0 if target.direct else pss_mb(target.proc.all_pids())
+    if spy is not None:
+        spy.wait(timeout=args.duration + 60)
     res: LoadResult = load.join(timeout=args.duration + 120)
     rss = rss_mb(server)
     ok = max(res.ok, 1)
@@ -234,8 +298,20 @@ def run_phase(target: Target, mock: Proc, workload: str, body: bytes, conc: int,
         ttfb_p50_ms=_pct(res.ttfb, 0.5), server_cpu_ms_per_req=server_cpu * 1000,
         us_per_chunk=server_cpu / events * 1e6 if events else float("nan"),
         mock_cpu_ms_per_req=(m1 - m0) / ok * 1000, client_cpu_ms_per_req=res.cpu_window / ok * 1000,
-        rss_mb=[round(r, 1) for r in rss], upstream_events=events, error_samples=res.error_samples,
+        rss_mb=[round(r, 1) for r in rss], pss_mb=round(pss, 1), upstream_events=events,
+        load1=os.getloadavg()[0], error_samples=res.error_samples,
     )
+
+
+def _profile(target: Target, workload: str, conc: int, args) -> subprocess.Popen:
+    """py-spy on the target's first worker for the measured window (collapsed stacks, see loadtest.profile)."""
+    out = Path(args.profile) / f"{target.name}-{workload}-c{conc}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pyspy = str(Path(sys.executable).with_name("py-spy"))
+    pid = target.proc.workers()[0].pid
+    return subprocess.Popen([pyspy, "record", "--pid", str(pid), "--duration", str(int(args.duration)),
+                             "--rate", "250", "--nonblocking", "--format", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # --------------------------------------------------------------------------- modes
@@ -266,12 +342,65 @@ def bench(args, mock: Proc, proxies: list[Proc]) -> dict:
                 r.added_p99_ms = r.p99_ms - row["direct"].p99_ms
             results.append(r)
             print(_fmt(r), flush=True)
+            for sample in r.error_samples[:2]:
+                print(f"    error: {sample}", flush=True)
+    print(summary(results), flush=True)
     return {"mode": "bench", "results": [r.__dict__ for r in results]}
+
+
+def summary(results: list[PhaseResult]) -> str:
+    """Per workload: each target's CPU per request (and added p50 at c=1) over the floor's, ours over LiteLLM's."""
+    rows: dict[tuple[str, int], dict[str, PhaseResult]] = {}
+    for r in results:
+        rows.setdefault((r.workload, r.conc), {})[r.target] = r
+    names = [n for n in dict.fromkeys(r.target for r in results) if n != "direct"]
+    lines = ["", "CPU ms/request (x floor) " + "  ".join(names) + "  |  proxy/litellm: req/s, CPU"]
+    for (workload, conc), row in rows.items():
+        floor = row.get("floor")
+        cells = []
+        for n in names:
+            r = row.get(n)
+            if r is None:
+                cells.append("-")
+                continue
+            cell = f"{n}={r.server_cpu_ms_per_req:.3f}"
+            if floor is not None and floor.server_cpu_ms_per_req > 0:
+                cell += f" ({r.server_cpu_ms_per_req / floor.server_cpu_ms_per_req:.2f}x)"
+            if conc == 1 and r.added_p50_ms is not None and floor is not None and floor.added_p50_ms:
+                cell += f" +p50 {r.added_p50_ms:.2f} ({r.added_p50_ms / floor.added_p50_ms:.2f}x)"
+            cells.append(cell)
+        ours, theirs = row.get("proxy"), row.get("litellm")
+        vs = ""
+        if ours is not None and theirs is not None and theirs.rps > 0 and theirs.server_cpu_ms_per_req > 0:
+            vs = (f"  |  {ours.rps / theirs.rps:.1f}x req/s, "
+                  f"{ours.server_cpu_ms_per_req / theirs.server_cpu_ms_per_req:.2f}x CPU")
+        lines.append(f"{workload:<13} c={conc:<3} " + "  ".join(cells) + vs)
+    lines += _paced_chunk(rows, names)
+    return "\n".join(lines)
+
+
+def _paced_chunk(rows: dict[tuple[str, int], dict[str, PhaseResult]], names: list[str]) -> list[str]:
+    """The marginal CPU of one paced chunk (each its own network write): paced50 minus paced3, per chunk."""
+    lines = []
+    for (workload, conc), row in rows.items():
+        short = rows.get(("paced3", conc)) if workload == "paced50" else None
+        if short is None:
+            continue
+        cells = []
+        for n in names:
+            long_r, short_r = row.get(n), short.get(n)
+            if long_r is None or short_r is None or long_r.upstream_events <= short_r.upstream_events:
+                continue
+            extra = long_r.upstream_events - short_r.upstream_events
+            us = (long_r.server_cpu_ms_per_req - short_r.server_cpu_ms_per_req) * 1000 / extra
+            cells.append(f"{n}={us:.1f}")
+        lines.append(f"µs CPU per paced chunk (paced50 - paced3) c={conc}: " + "  ".join(cells))
+    return lines
 
 
 HEADER = (f"{'target':<10} {'workload':<9} {'c':>3} {'req/s':>8} {'p50ms':>7} {'p99ms':>7} {'ttfb50':>7} "
           f"{'+p50ms':>7} {'+p99ms':>7} {'cpu ms/req':>10} {'us/chunk':>8} {'mock ms':>7} {'clnt ms':>7} "
-          f"{'rss MB/worker':>14} {'err':>4}")
+          f"{'rss MB/worker':>14} {'pss MB':>7} {'err':>4}")
 
 
 def _fmt(r: PhaseResult) -> str:
@@ -281,11 +410,12 @@ def _fmt(r: PhaseResult) -> str:
     return (f"{r.target:<10} {r.workload:<9} {r.conc:>3} {r.rps:>8.0f} {f(r.p50_ms, 7)} {f(r.p99_ms, 7)} "
             f"{f(r.ttfb_p50_ms, 7)} {f(r.added_p50_ms, 7)} {f(r.added_p99_ms, 7)} "
             f"{f(r.server_cpu_ms_per_req, 10, 3)} {f(r.us_per_chunk, 8, 1)} {f(r.mock_cpu_ms_per_req, 7, 3)} "
-            f"{f(r.client_cpu_ms_per_req, 7, 3)} {rss:>14} {r.errors:>4}")
+            f"{f(r.client_cpu_ms_per_req, 7, 3)} {rss:>14} {f(r.pss_mb or None, 7, 0)} {r.errors:>4}")
 
 
 def soak(args, mock: Proc, proxy: Proc) -> dict:
-    """c=64 (32 JSON + 32 stream50 connections) for --soak seconds; RSS per worker sampled."""
+    """c=64 (32 JSON + 32 stream50 connections) for --soak seconds; RSS per worker and PSS of the
+    master and workers together sampled, and PSS once more after the load stopped."""
     t_start = time.time() + 1.0
     t_end = t_start + args.soak
     specs = [
@@ -304,12 +434,15 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
         workers = proxy.workers()
         rss = rss_mb(workers)
         sample = {"t": round(time.time() - t_start, 1), "pids": [p.pid for p in workers],
-                  "rss_mb": [round(x, 1) for x in rss]}
+                  "rss_mb": [round(x, 1) for x in rss], "pss_mb": round(pss_mb(proxy.all_pids()), 1)}
         samples.append(sample)
-        print(f"soak t={sample['t']:>6.1f}s  rss MB per worker: {sample['rss_mb']}", flush=True)
+        print(f"soak t={sample['t']:>6.1f}s  rss MB per worker: {sample['rss_mb']}  "
+              f"pss MB master+workers: {sample['pss_mb']}", flush=True)
         next_t += args.sample_every
     cpu1 = cpu_of(proxy.workers())
     results = [load.join(timeout=120) for load in loads]
+    time.sleep(2.0)
+    pss_after = round(pss_mb(proxy.all_pids()), 1)
     ok = sum(r.ok for r in results)
     errors = sum(r.errors for r in results)
     # Growth: from the first sample after warm-up (10% of the run) to the last, per worker pid.
@@ -320,10 +453,12 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
         growth[str(pid)] = round(later[-1] - later[0], 1)
     out = {"mode": "soak", "seconds": args.soak, "requests": ok, "errors": errors, "rps": ok / args.soak,
            "cpu_ms_per_req": (cpu1 - cpu0) / max(ok, 1) * 1000, "samples": samples,
-           "growth_mb_after_warmup": growth,
+           "growth_mb_after_warmup": growth, "pss_mb_peak": max(s["pss_mb"] for s in samples),
+           "pss_mb_after": pss_after,
            "error_samples": [e for r in results for e in r.error_samples][:5]}
     print(f"soak: {ok} requests ({ok / args.soak:.0f}/s), {errors} errors, "
-          f"cpu {out['cpu_ms_per_req']:.3f} ms/req, RSS growth after warm-up per worker (MB): {growth}")
+          f"cpu {out['cpu_ms_per_req']:.3f} ms/req, RSS growth after warm-up per worker (MB): {growth}, "
+          f"PSS master+workers peak {out['pss_mb_peak']} MB, after {pss_after} MB")
     return out
 
 
@@ -406,31 +541,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-every", type=float, default=5.0)
     ap.add_argument("--slow-streams", type=int, help="slow-stream mode: number of concurrent streams")
     ap.add_argument("--slow-chunks", type=int, default=10, help="text chunks per slow stream (1 s apart)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="leave out the floor (loadtest/floor.py), measured beside the proxy by default")
+    ap.add_argument("--litellm", action="store_true",
+                    help="also LiteLLM's Responses bridge (loadtest/litellm_bridge.py; installs it once)")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="py-spy each --profile-targets worker during every phase (numbers then carry its cost)")
+    ap.add_argument("--profile-targets", default="proxy", help="comma-separated target names (default proxy)")
     ap.add_argument("--out", help="write the results as JSON to this file")
     args = ap.parse_args(argv)
+    args.profile_targets = sorted(set(args.profile_targets.split(",")))  # a list: --out writes it as JSON
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     mock = start_mock(args.mock_workers, logs)
+    # In table order: the floor, the variants (e.g. base=<a checkout of main>), ours, LiteLLM.
     proxies: list[Proc] = []
+    backend = mock.url + "/v1"
     try:
         main_env = dict(kv.split("=", 1) for kv in args.env)
-        proxies.append(start_proxy("proxy", ROOT, mock.url + "/v1", args.workers, main_env, logs))
+        ours = start_proxy("proxy", ROOT, backend, args.workers, main_env, logs)
+        if args.floor and not (args.soak or args.slow_streams):
+            proxies.append(start_floor(backend, args.workers, logs))
         for spec in args.variant:
             name, where, env = _variant(spec)
-            proxies.append(start_proxy(name, where, mock.url + "/v1", args.workers, env, logs))
+            proxies.append(start_proxy(name, where, backend, args.workers, env, logs))
+        proxies.append(ours)
+        if args.litellm:
+            proxies.append(start_litellm(backend, args.workers, logs))
         print(f"cores={os.cpu_count()} proxy workers={args.workers} mock workers={args.mock_workers} "
-              f"client procs={args.client_procs} nofile={hard} logs={logs}", flush=True)
+              f"client procs={args.client_procs} nofile={hard} load={os.getloadavg()} logs={logs}", flush=True)
         if args.soak:
-            out = soak(args, mock, proxies[0])
+            out = soak(args, mock, ours)
         elif args.slow_streams:
-            out = slow_streams(args, mock, proxies[0])
+            out = slow_streams(args, mock, ours)
         else:
             print(HEADER, flush=True)
             out = bench(args, mock, proxies)
         out["config"] = {k: v for k, v in vars(args).items()}
         out["config"]["cores"] = os.cpu_count()
+        out["config"]["loadavg_end"] = os.getloadavg()
         if args.out:
             Path(args.out).write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
             print(f"wrote {args.out}")

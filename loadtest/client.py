@@ -39,6 +39,20 @@ def chat_stream_failure(status: int, content_type: str, body: bytes) -> str | No
     return None
 
 
+def data_only_stream_failure(status: int, content_type: str, body: bytes) -> str | None:
+    """A Responses stream without ``event:`` lines (LiteLLM's): its last data is ``response.completed``."""
+    if status != 200:
+        return f"HTTP {status}: {body[:200]!r}"
+    if not body.endswith(COMPLETED_TAIL):
+        return f"stream does not end with [DONE]: ...{body[-200:]!r}"
+    last = body[: -len(COMPLETED_TAIL)].rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    if b'"type":"response.completed"' not in last[:40].replace(b" ", b"") and not last.startswith(
+        b"event: response.completed\n"
+    ):
+        return f"last event is not response.completed: {last[:200]!r}"
+    return None
+
+
 def health_failure(status: int, content_type: str, body: bytes) -> str | None:
     return None if status == 200 else f"HTTP {status}: {body[:200]!r}"
 
@@ -46,6 +60,7 @@ def health_failure(status: int, content_type: str, body: bytes) -> str | None:
 CHECKS: dict[str, Callable[[int, str, bytes], str | None]] = {
     "responses-stream": stream_failure,
     "responses-json": lambda status, ctype, body: json_failure(status, body),
+    "responses-stream-data": data_only_stream_failure,
     "chat-stream": chat_stream_failure,
     "health": health_failure,
 }

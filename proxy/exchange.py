@@ -28,6 +28,7 @@ import orjson
 
 from .breaker import BreakerOpen, Breakers, Permit
 from .failures import Cause, Failure, Verdict, client_gone, internal
+from .interrupt import NEVER, Interrupt, Interrupted
 from .metrics import Metrics
 from .relay import KEEPALIVE, Batch, Outcome, _Keepalive, redactor, relay
 from .settings import Settings
@@ -47,7 +48,7 @@ class Exchange:
     __slots__ = (
         "ctx", "translator", "outcome", "_chat", "_headers", "_breakers", "_metrics", "_upstream", "_settings",
         "_secret", "_masked", "_disconnected", "_deadline", "_permit", "_response", "_closed", "_on_terminal",
-        "_created",
+        "_created", "_interrupt",
     )
 
     live = 0  # exchanges of this worker not yet closed (leak checks, metrics)
@@ -92,6 +93,7 @@ class Exchange:
         self._response: httpx.Response | None = None
         self._closed = False
         self._on_terminal = on_terminal
+        self._interrupt: Interrupt | None = None  # the open's and the relay's waits share it
         Exchange.live += 1
 
     @property
@@ -161,6 +163,7 @@ class Exchange:
                 max_event_bytes=settings.max_event_bytes,
                 idle_timeout_secs=settings.backend_idle_timeout_secs,
                 redact=redactor(self._secret, self._masked),
+                interrupt=self._interrupt,
             ):
                 if not timed and batch is not KEEPALIVE:
                     timed = True
@@ -200,6 +203,8 @@ class Exchange:
         self._closed = True
         Exchange.live -= 1
         self._disconnected.cancel()
+        if self._interrupt is not None:
+            self._interrupt.close()
         try:
             if self._response is not None:
                 await self._response.aclose()
@@ -216,31 +221,20 @@ class Exchange:
             self._metrics.upstream_error(failure.kind)
 
     async def _open_racing(self) -> httpx.Response:
-        """Open upstream, racing the client leaving and (JSON mode) the deadline."""
+        """Open upstream, abandoned when the client leaves or (JSON mode) the deadline passes.
+
+        The open is awaited in this task and interrupted (``proxy.interrupt``):
+        cancelling it closes its connection and frees its slot (``Upstream.open``),
+        which is what abandoning it means; no task is raced against the client.
+        """
         read_timeout = None if self._chat["stream"] else self._settings.backend_timeout_secs
-        opening = asyncio.ensure_future(self._upstream.open(orjson.dumps(self._chat), self._headers, read_timeout))
-        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        opening = self._upstream.open(orjson.dumps(self._chat), self._headers, read_timeout)
+        interrupt = self._interrupt = Interrupt(self._disconnected)
         try:
-            await asyncio.wait((opening, self._disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # this request was cancelled (e.g. worker shutdown)
-            await _abandon(opening)
-            raise
-        if opening.done():
-            return opening.result()
-        await _abandon(opening)
-        if self._disconnected.done():
-            raise client_gone()
-        raise Failure(Cause.BACKEND_TIMEOUT, "The backend did not answer in time.", "backend_timeout", kind="timeout")
-
-
-async def _abandon(opening: asyncio.Future[httpx.Response]) -> None:
-    """Cancel a pending upstream open; close its response if it had arrived."""
-    if opening.done():
-        if not opening.cancelled() and opening.exception() is None:
-            await opening.result().aclose()
-        return
-    opening.cancel()
-    try:
-        await opening
-    except BaseException:
-        pass
+            return await interrupt.wait(opening, self._deadline if self._deadline is not None else NEVER)
+        except Interrupted:
+            if self._disconnected.done():
+                raise client_gone() from None
+            raise Failure(
+                Cause.BACKEND_TIMEOUT, "The backend did not answer in time.", "backend_timeout", kind="timeout"
+            ) from None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import aiohttp
@@ -31,10 +31,12 @@ import httpx
 import orjson
 
 from .failures import Cause, Failure, client_gone, from_stream_error
+from .interrupt import Interrupt, Interrupted
 from .translate.completion import completion_to_chunks
 from .translate.sse import EventTooLarge, SSEDecoder
 from .translate.stream import StreamFailure, StreamTranslator
 from .translate.stream.chunks import upstream_error
+from .transport import READER, Body
 
 
 class _Keepalive:
@@ -74,6 +76,7 @@ async def relay(
     max_event_bytes: int,
     idle_timeout_secs: float,
     redact: Callable[[bytes], bytes],
+    interrupt: Interrupt | None = None,
 ) -> AsyncGenerator[Batch | _Keepalive, None]:
     """Yield event batches (and ``KEEPALIVE``) until the translator is done or the client left.
 
@@ -83,10 +86,15 @@ async def relay(
     a transport can hang without raising (aiohttp does, on broken chunked framing).
     ``first_keepalive_secs`` shortens the wait before the first ``KEEPALIVE``
     (a stream's transport decides on the first answer whether it can still
-    reply with an HTTP status). ``redact`` masks the upstream key wherever the backend echoes it, e.g. in a
+    reply with an HTTP status). ``interrupt``, when given, is the owner's (closed by it),
+    watching the same ``disconnected``. ``redact`` masks the upstream key wherever the backend echoes it, e.g. in a
     mid-stream error message, before anything reaches the client.
 
-    The caller owns ``response`` and closes it; this loop only reads it.
+    The caller owns ``response`` and closes it; this loop only reads it. Each read
+    is awaited in the caller's task and interrupted when the client leaves or a
+    wait falls due (``proxy.interrupt``): no task, future and timer per read. The
+    transport's ``Body`` reads are safe to interrupt (``proxy.transport``); any other
+    body (an encoded one, or a response a test built) is read through ``_Pump``.
     """
     content_type = response.headers.get("content-type", "")
     # One JSON body (asked for by a JSON client, or a backend that ignored
@@ -101,16 +109,22 @@ async def relay(
             idle_timeout_secs = float("inf")
     else:
         decoder = SSEDecoder(max_event_bytes)
-    reader = response.aiter_bytes().__aiter__()
-    pending: asyncio.Future[bytes] | None = None
+    body_reader = response.extensions.get(READER)
+    pump: _Pump | None = None
+    read: Callable[[], Awaitable[bytes]]
+    if isinstance(body_reader, Body) and "content-encoding" not in response.headers:
+        read = body_reader.read  # the transport's own reads: no decoding to do
+    else:
+        read = (pump := _Pump(response.aiter_bytes())).read
+    own_interrupt = interrupt is None
+    if interrupt is None:
+        interrupt = Interrupt(disconnected)
     idle_until = time.monotonic() + idle_timeout_secs
     wait_secs = keepalive_secs
     if keepalive_secs is not None and first_keepalive_secs is not None:
         wait_secs = min(keepalive_secs, first_keepalive_secs)
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(reader.__anext__())
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 yield _fail(translator, outcome, _timeout("The backend did not finish in time."))
@@ -118,30 +132,26 @@ async def relay(
             if now >= idle_until:
                 yield _fail(translator, outcome, _timeout(f"The backend sent nothing for {idle_timeout_secs:g} s."))
                 return
-            timeout = idle_until - now
-            if wait_secs is not None and wait_secs < timeout:
-                timeout = wait_secs
-            if deadline is not None and deadline - now < timeout:
-                timeout = deadline - now
-            done, _ = await asyncio.wait((pending, disconnected), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if disconnected.done():
-                outcome.failure = client_gone()
-                return
-            if not done:
+            due = idle_until
+            if wait_secs is not None and now + wait_secs < due:
+                due = now + wait_secs
+            if deadline is not None and deadline < due:
+                due = deadline
+            try:
+                data: bytes | None = await interrupt.wait(read(), due) or None  # b"": the end
+            except Interrupted:
+                if disconnected.done():
+                    outcome.failure = client_gone()
+                    return
                 if wait_secs is not None:
                     wait_secs = keepalive_secs
                     yield KEEPALIVE
                 continue
-            read, pending = pending, None
-            wait_secs = keepalive_secs
-            idle_until = time.monotonic() + idle_timeout_secs
-            try:
-                data: bytes | None = read.result()
-            except StopAsyncIteration:
-                data = None  # EOF
             except (httpx.HTTPError, aiohttp.ClientError) as exc:
                 yield _fail(translator, outcome, _read_failure(exc, idle_timeout_secs))
                 return
+            wait_secs = keepalive_secs
+            idle_until = time.monotonic() + idle_timeout_secs
             events: Batch = []
             if body is not None:
                 if data is not None:
@@ -175,8 +185,39 @@ async def relay(
             if translator.done:
                 return
     finally:
-        if pending is not None:
-            pending.cancel()
+        if own_interrupt:
+            interrupt.close()
+        if pump is not None:
+            pump.close()
+
+
+class _Pump:
+    """Reads of an async iterator that an interrupted wait does not lose: each read runs in a
+    task that outlives the wait (a task per read, as the service's own bodies need none).
+    ``b""`` is the end."""
+
+    __slots__ = ("_chunks", "_pending")
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks.__aiter__()
+        self._pending: asyncio.Future[bytes] | None = None
+
+    async def read(self) -> bytes:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._next())
+        data = await asyncio.shield(self._pending)
+        self._pending = None
+        return data
+
+    async def _next(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
 
 
 def _timeout(message: str) -> Failure:

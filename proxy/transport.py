@@ -1,0 +1,152 @@
+"""What lies under the worker's ``httpx.AsyncClient``: an aiohttp transport with less per request.
+
+httpx stays the API of every upstream request (``AsyncClient.send``, its
+``Response``, its exceptions); this module is the layer beneath it, in place
+of httpx-aiohttp's ``AiohttpTransport`` (same aiohttp session, same
+exception mapping, so one failure taxonomy). Measured with py-spy under load
+(loadtest/bench.py --profile), the layers around aiohttp's own work cost more
+CPU than translating a JSON answer; this one removes what we never use:
+
+- aiohttp's ``ClientTimeout`` and the target URL are built once, not per request;
+- the response body is a ``Body`` whose ``read()`` is one cancel-safe
+  coroutine per network read, handed to the relay as the response extension
+  ``READER``: the relay reads it without httpx's four generator layers per
+  chunk, and awaits it in its own task, interrupted when the client leaves or
+  a timer falls due (``proxy.interrupt``), instead of racing a task per read;
+- the client keeps no cookies (``PoolClient``): the pool serves every client,
+  so a backend's ``Set-Cookie`` must never ride along on another client's
+  request (httpx's jar would have replayed it), and parsing it cost 4% of a request.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp.transport import map_aiohttp_exceptions
+from multidict import CIMultiDict
+from yarl import URL
+
+READER = "proxy.reader"
+"""The ``httpx.Response.extensions`` key of the response's ``Body`` (absent on other transports)."""
+
+_HTTP11 = b"HTTP/1.1"
+
+
+class Body(httpx.AsyncByteStream):
+    """An upstream response body, read one network read at a time."""
+
+    __slots__ = ("_response", "_content")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self._content = response.content
+
+    async def read(self) -> bytes:
+        """What arrived since the last read, ``b""`` at the end of the body.
+
+        Safe to cancel: aiohttp's ``StreamReader.readany`` takes bytes out of its
+        buffer only after its wait returned, so a read cancelled while it waits
+        (or whose wake-up a cancellation overtakes) leaves them for the next read
+        (tests/unit/test_interrupt.py proves it on a real connection). Errors
+        are httpx's, mapped as the rest of the transport maps them.
+        """
+        try:
+            return await self._content.readany()
+        except aiohttp.ClientError:
+            with map_aiohttp_exceptions():
+                raise
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read():
+            yield chunk
+
+    async def aclose(self) -> None:
+        with map_aiohttp_exceptions():
+            await self._response.__aexit__(None, None, None)
+
+
+class ChatTransport(httpx.AsyncBaseTransport):
+    """httpx requests over one aiohttp session: HTTP/1.1, no proxy (``trust_env`` is off
+    everywhere), no redirects or decompression by aiohttp (httpx decides both)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
+        self._last: tuple[httpx.URL, URL] | None = None  # the chat URL: one object, sent again and again
+
+    def _timeout(self, spec: dict[str, Any]) -> aiohttp.ClientTimeout:
+        key = (spec.get("connect"), spec.get("read"), spec.get("pool"))
+        found = self._timeouts.get(key)
+        if found is None:
+            if len(self._timeouts) > 64:  # a caller varying its timeouts: no unbounded cache
+                self._timeouts.clear()
+            # As httpx-aiohttp maps an httpx.Timeout: connect, read silence, pool wait.
+            found = self._timeouts[key] = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+        return found
+
+    def _url(self, url: httpx.URL) -> URL:
+        last = self._last
+        if last is not None and last[0] is url:
+            return last[1]
+        found = URL(str(url), encoded=True)  # httpx has percent-encoded it
+        self._last = (url, found)
+        return found
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        extensions = request.extensions
+        data: bytes | httpx.AsyncByteStream | None
+        try:
+            data = request.content or None
+        except httpx.RequestNotRead:
+            data = request.stream  # type: ignore[assignment]  # an async request's stream is async
+            request.headers.pop("transfer-encoding", None)  # aiohttp frames it
+        with map_aiohttp_exceptions():
+            response = await self.session.request(
+                request.method, self._url(request.url), headers=_headers(request.headers), data=data,
+                allow_redirects=False, auto_decompress=False, compress=False,
+                timeout=self._timeout(extensions.get("timeout", {})),
+                server_hostname=extensions.get("sni_hostname"),
+            )
+        body = Body(response)
+        out_ext: dict[str, Any] = {"http_version": _HTTP11, READER: body}
+        if response.reason:
+            out_ext["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status, headers=response.raw_headers, stream=body, request=request,
+            extensions=out_ext,
+        )
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+def _headers(headers: httpx.Headers) -> CIMultiDict[str]:
+    """The request's headers as aiohttp keeps them, decoded once (as ``Headers.items()`` would
+    decode them, without the merging of repeated names and the encoding test per item)."""
+    encoding = headers.encoding
+    return CIMultiDict([(name.decode(encoding), value.decode(encoding)) for name, value in headers.raw])
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that never takes a cookie (see the module docstring)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class PoolClient(httpx.AsyncClient):
+    """The worker's ``httpx.AsyncClient``; it keeps no cookies (see the module docstring)."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        if cookies:
+            raise ValueError("the upstream pool keeps no cookies")
