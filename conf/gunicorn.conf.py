@@ -37,6 +37,12 @@ except OSError as _exc:
     sys.stderr.write(f"responses-proxy: invalid setting: METRICS_DIR cannot be used: {_exc}\n")
     sys.exit(2)
 
+# The workers' third-party libraries, imported here once and shared by every forked worker
+# (proxy/preload.py: ~9 MB less PSS with 2 workers); the proxy's own code stays per worker.
+from proxy.preload import preload as _preload  # noqa: E402
+
+_preload()
+
 wsgi_app = "proxy.app:app"
 worker_class = "proxy.worker.Worker"
 bind = [f"0.0.0.0:{_s.bind_port}"]
