@@ -194,7 +194,6 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
         finally:
             await request.close()
 
-    asgi.runtime = runtime  # type: ignore[attr-defined]
     return asgi
 
 

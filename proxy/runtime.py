@@ -50,8 +50,8 @@ class Runtime:
             metrics=metrics,
             store=None if store is None else instrumented(store, metrics),
             policy=TranslationPolicy(
-                builtin_tools=settings.builtin_tools,  # type: ignore[arg-type]
-                max_tokens_field=settings.max_tokens_field,  # type: ignore[arg-type]
+                builtin_tools=settings.builtin_tools,  # type: ignore[arg-type]  # settings.load() checked it is one of the Literal's values
+                max_tokens_field=settings.max_tokens_field,  # type: ignore[arg-type]  # checked by settings.load() too
                 forward_verbosity=settings.forward_verbosity,
                 forward_prompt_cache_key=settings.forward_prompt_cache_key,
                 forward_service_tier=settings.forward_service_tier,

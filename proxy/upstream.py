@@ -116,7 +116,7 @@ class Upstream:
             self.in_flight -= 1
             raise
         # An AsyncClient's responses always carry an AsyncByteStream.
-        response.stream = _Slot(response.stream, self)  # type: ignore[arg-type]
+        response.stream = _Slot(response.stream, self)  # type: ignore[arg-type]  # httpx types it as sync or async
         return response
 
     async def aclose(self) -> None:

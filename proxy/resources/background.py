@@ -95,7 +95,7 @@ class BackgroundMode:
         resp.content_type = "text/event-stream"
         resp.set_headers(SSE_HEADERS)
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
-        resp.stream = _LiveStream(feed)  # type: ignore[assignment]
+        resp.stream = _LiveStream(feed)  # type: ignore[assignment]  # an async iterator Falcon closes
 
 
 class _LiveStream:

@@ -149,7 +149,7 @@ class ResponsesResource:
         resp.set_headers(_SSE_HEADERS)
         meta.status = "in_progress"
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
-        resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]
+        resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]  # an async iterator Falcon closes
 
 
 async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: Settings) -> tuple[dict, str]:
