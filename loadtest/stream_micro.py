@@ -66,7 +66,7 @@ def _per_read(relay: Any) -> Callable[[Any, list[bytes], Any], list[Any]]:
     its per-payload loop (as of 9c28266), rebuilt here around its ``_feed_payload``."""
     own = getattr(relay, "_feed_payloads", None)
     if own is not None:
-        return lambda t, payloads, outcome: own(t, payloads, _identity, outcome)  # type: ignore[no-any-return]
+        return lambda t, payloads, outcome: own(t, payloads, _identity, outcome)
     feed_payload = relay._feed_payload
 
     def per_read(t: Any, payloads: list[bytes], outcome: Any) -> list[Any]:

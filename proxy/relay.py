@@ -174,10 +174,7 @@ async def relay(
                         ),
                     )
                     return
-                for payload in payloads:
-                    events += _feed_payload(translator, redact(payload), outcome)
-                    if translator.done:
-                        break
+                events = _feed_payloads(translator, payloads, redact, outcome)
             if data is None and not translator.done:
                 events += _finish(translator, outcome, clean=False)  # EOF without [DONE]
             if events or translator.done:
@@ -277,16 +274,29 @@ def _feed_completion(translator: StreamTranslator, raw: bytes, outcome: Outcome)
     return events + _finish(translator, outcome, clean=True)
 
 
-def _feed_payload(translator: StreamTranslator, payload: bytes, outcome: Outcome) -> Batch:
-    if payload == _DONE_PAYLOAD:
-        return _finish(translator, outcome, clean=True)
-    try:
-        chunk = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return _fail(translator, outcome, _malformed("The backend sent a chunk that is not valid JSON."))
-    if not isinstance(chunk, dict):
-        return _fail(translator, outcome, _malformed("The backend sent a chunk that is not a JSON object."))
-    return _feed_chunk(translator, chunk, outcome)
+def _feed_payloads(translator: StreamTranslator, payloads: list[bytes], redact: Callable[[bytes], bytes],
+                   outcome: Outcome) -> Batch:
+    """The ``data`` payloads of one upstream read, up to the translator's end: one loop, with
+    no call between it and ``translator.feed`` for the common chunk (it runs per token)."""
+    events: Batch = []
+    feed, loads = translator.feed, orjson.loads
+    for payload in payloads:
+        payload = redact(payload)
+        if payload == _DONE_PAYLOAD:
+            events += translator.finish(clean=True)
+            break  # the translator is done
+        try:
+            chunk = loads(payload)
+        except orjson.JSONDecodeError:
+            return events + _fail(translator, outcome, _malformed("The backend sent a chunk that is not valid JSON."))
+        if type(chunk) is not dict:
+            return events + _fail(translator, outcome,
+                                  _malformed("The backend sent a chunk that is not a JSON object."))
+        events += feed(chunk) if not chunk.get("error") else _feed_chunk(translator, chunk, outcome)
+        if translator.done:
+            break
+    # Once per read: a failure the translator found ended it, so it was the last chunk.
+    return _noted(translator, outcome, events)
 
 
 def _feed_chunk(translator: StreamTranslator, chunk: dict[str, Any], outcome: Outcome) -> Batch:
