@@ -8,13 +8,13 @@ Usage::
 The upstream bytes are the mock backend's own (``proxy.mock.scripts.build_plan``) for the
 bench's workloads (``stream50``, ``stream500``, ``tool_stream``, ``reason_stream``: the same
 request bodies), in one read, as the mock coalesces them. Each stream runs what the relay and
-the SSE resource do with them: ``SSEDecoder.feed``, then the relay's own per-read work on the
-payloads (``[DONE]``, ``orjson.loads``, ``StreamTranslator.feed``/``finish``), then
-``encode_events`` of the batch (the ``start()`` events included). The base revision's ``proxy``
-package (relative imports only on this path) is extracted with ``git archive`` as ``base_proxy``
-and run beside this one, alternately, best of ``--rounds``; ``floor`` is ``loadtest/floor.py``'s
-loop on the same bytes. Printed: µs per upstream chunk (the whole stream's time over its chunks)
-and the ratios.
+the SSE resource do with them: ``SSEDecoder.feed``, the bench's API key masked as the relay
+masks it, the relay's own per-read work on the payloads (``[DONE]``, ``orjson.loads``,
+``StreamTranslator.feed``/``finish``), then ``encode_events`` of the batch (the ``start()``
+events included). The base revision's ``proxy`` package (relative imports only on this path) is
+extracted with ``git archive`` as ``base_proxy`` and run beside this one, alternately, best of
+``--rounds``; ``floor`` is ``loadtest/floor.py``'s loop on the same bytes. Printed: µs per
+upstream chunk (the whole stream's time over its chunks) and the ratios.
 """
 from __future__ import annotations
 
@@ -32,9 +32,10 @@ from typing import Any
 
 import orjson
 
-from loadtest.bench import WORKLOADS
+from loadtest.bench import API_KEY, WORKLOADS
 from loadtest.floor import _event as floor_event
 from proxy.devtools import ROOT
+from proxy.logs import mask_key
 from proxy.mock.scripts import build_plan, builtin_script
 
 _WORKLOADS = ("stream50", "stream500", "tool_stream", "reason_stream")
@@ -61,18 +62,21 @@ def load_base(rev: str, into: Path) -> None:
     sys.path.insert(0, str(into))
 
 
-def _per_read(relay: Any) -> Callable[[Any, list[bytes], Any], list[Any]]:
-    """The relay's work on the payloads of one read: its own function when it has one, else
-    its per-payload loop (as of 9c28266), rebuilt here around its ``_feed_payload``."""
-    own = getattr(relay, "_feed_payloads", None)
-    if own is not None:
-        return lambda t, payloads, outcome: own(t, payloads, _identity, outcome)
+def _per_read(root: str) -> Callable[[Any, bytes, Any], list[Any]]:
+    """What ``root``'s relay does with one read: decode it, the bench's key masked (in the
+    decoder's lines, or per payload as of 9c28266), and feed the payloads to the translator."""
+    relay = importlib.import_module(root + ".relay")
+    decoder_cls = importlib.import_module(root + ".translate.sse").SSEDecoder
+    redact = relay.redactor(API_KEY, mask_key(API_KEY))
+    feed_payloads = getattr(relay, "_feed_payloads", None)
+    if feed_payloads is not None:
+        return lambda t, data, outcome: feed_payloads(t, decoder_cls(1 << 20, redact).feed(data), outcome)
     feed_payload = relay._feed_payload
 
-    def per_read(t: Any, payloads: list[bytes], outcome: Any) -> list[Any]:
+    def per_read(t: Any, data: bytes, outcome: Any) -> list[Any]:
         events: list[Any] = []
-        for payload in payloads:
-            events += feed_payload(t, _identity(payload), outcome)
+        for payload in decoder_cls(1 << 20).feed(data):
+            events += feed_payload(t, redact(payload), outcome)
             if t.done:
                 break
         return events
@@ -80,24 +84,18 @@ def _per_read(relay: Any) -> Callable[[Any, list[bytes], Any], list[Any]]:
     return per_read
 
 
-def _identity(payload: bytes) -> bytes:
-    return payload
-
-
 def proxy_stream(root: str, workload: str) -> Callable[[bytes], int]:
-    """One stream through ``root``'s (``proxy`` or the base's) translator: events built and encoded."""
+    """One stream through ``root``'s (``proxy`` or the base's) relay and translator: events built and encoded."""
     request = importlib.import_module(root + ".translate.request")
-    sse = importlib.import_module(root + ".translate.sse")
-    stream = importlib.import_module(root + ".translate.stream")
-    relay = importlib.import_module(root + ".relay")
-    per_read, outcome_cls = _per_read(relay), relay.Outcome
+    encode_events = importlib.import_module(root + ".translate.sse").encode_events
+    translator_cls = importlib.import_module(root + ".translate.stream").StreamTranslator
+    per_read, outcome_cls = _per_read(root), importlib.import_module(root + ".relay").Outcome
     _, ctx = request.translate_request(dict(WORKLOADS[workload]), request.TranslationPolicy())
-    translator_cls, decoder_cls, encode_events = stream.StreamTranslator, sse.SSEDecoder, sse.encode_events
 
     def run(data: bytes) -> int:
         t = translator_cls(ctx, new_id=lambda prefix: prefix + "_0123456789abcdef")
         head = t.start()
-        batch = per_read(t, decoder_cls(1 << 20).feed(data), outcome_cls())
+        batch = per_read(t, data, outcome_cls())
         assert t.done
         return len(encode_events(head + batch))
 

@@ -108,7 +108,7 @@ async def relay(
             # deadline bounds it, silence means nothing. (Streams: the reverse.)
             idle_timeout_secs = float("inf")
     else:
-        decoder = SSEDecoder(max_event_bytes)
+        decoder = SSEDecoder(max_event_bytes, None if redact is _identity else redact)
     body_reader = response.extensions.get(READER)
     pump: _Pump | None = None
     read: Callable[[], Awaitable[bytes]]
@@ -174,7 +174,7 @@ async def relay(
                         ),
                     )
                     return
-                events = _feed_payloads(translator, payloads, redact, outcome)
+                events = _feed_payloads(translator, payloads, outcome)
             if data is None and not translator.done:
                 events += _finish(translator, outcome, clean=False)  # EOF without [DONE]
             if events or translator.done:
@@ -274,14 +274,13 @@ def _feed_completion(translator: StreamTranslator, raw: bytes, outcome: Outcome)
     return events + _finish(translator, outcome, clean=True)
 
 
-def _feed_payloads(translator: StreamTranslator, payloads: list[bytes], redact: Callable[[bytes], bytes],
-                   outcome: Outcome) -> Batch:
-    """The ``data`` payloads of one upstream read, up to the translator's end: one loop, with
-    no call between it and ``translator.feed`` for the common chunk (it runs per token)."""
+def _feed_payloads(translator: StreamTranslator, payloads: list[bytes], outcome: Outcome) -> Batch:
+    """The ``data`` payloads of one upstream read (the decoder masked the key in its lines), up
+    to the translator's end: one loop, no call between it and ``translator.feed`` for the common
+    chunk (it runs per token)."""
     events: Batch = []
     feed, loads = translator.feed, orjson.loads
     for payload in payloads:
-        payload = redact(payload)
         if payload == _DONE_PAYLOAD:
             events += translator.finish(clean=True)
             break  # the translator is done

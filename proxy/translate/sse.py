@@ -15,6 +15,8 @@ dropping data (the reference proxy cleared its buffer and carried on).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from .shapes import Event
@@ -40,10 +42,13 @@ class SSEDecoder:
     the final chat event is ``b"[DONE]"``; recognising it is the caller's job.
     """
 
-    __slots__ = ("_max", "_buf", "_buf_len", "_data", "_size", "_error")
+    __slots__ = ("_max", "_rewrite", "_buf", "_buf_len", "_data", "_size", "_error")
 
-    def __init__(self, max_event_bytes: int = 1_048_576) -> None:
+    def __init__(self, max_event_bytes: int = 1_048_576, rewrite: Callable[[bytes], bytes] | None = None) -> None:
         self._max = max_event_bytes
+        # Applied to whole lines before they are read (the relay masks the upstream key with
+        # it: once per read, not per event; a key never spans a line).
+        self._rewrite = rewrite
         # Bytes after the last complete line, as the reads that brought them:
         # joined only once their line ends, so a long line arriving in many
         # small reads costs linear time, not quadratic.
@@ -74,6 +79,8 @@ class SSEDecoder:
         self._buf_len = len(rest)
         out: list[bytes] = []
         lines = buf[:cut + 1]  # whole lines, each with its "\n"
+        if self._rewrite is not None:
+            lines = self._rewrite(lines)
         if self._data or self._error or b"\r" in lines:
             for line in lines[:-1].split(b"\n"):
                 self._line(line, out)
@@ -110,6 +117,8 @@ class SSEDecoder:
             line = b"".join(self._buf)
             self._buf = []
             self._buf_len = 0
+            if self._rewrite is not None:
+                line = self._rewrite(line)
             self._line(line, out)
         if self._data or self._error:
             self._dispatch(out)
