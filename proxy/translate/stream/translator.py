@@ -108,6 +108,7 @@ class StreamTranslator:
         self.finish_reason: str | None = None
         self._clean_eof = False  # the last chunk carried usage and nothing else
         self._phase = _STREAMING
+        self.done = False  # the terminal event is sent (an attribute: the relay reads it per chunk)
         self._incomplete: str | None = None  # the incomplete_details reason, once finished
         self._usage: Any = None
         self._response = response_object(ctx, status="in_progress")
@@ -118,9 +119,6 @@ class StreamTranslator:
     def response(self) -> Response:
         return self._response
 
-    @property
-    def done(self) -> bool:
-        return self._phase is _DONE
 
     def start(self) -> list[Event]:
         """``response.created`` and ``response.in_progress`` with the in-progress snapshot."""
@@ -246,6 +244,7 @@ class StreamTranslator:
                                              completed_at=int(self._clock()))
             em.response_completed(self._response)
         self._phase = _DONE
+        self.done = True
         return out
 
     def fail(self, message: str, code: str = "server_error", *, response_code: str | None = None) -> list[Event]:
@@ -296,6 +295,7 @@ class StreamTranslator:
                                          error=error)
         em.response_failed(self._response)
         self._phase = _DONE
+        self.done = True
         return em.out
 
     def _usage_out(self) -> Usage:
