@@ -291,7 +291,10 @@ def _feed_payloads(translator: StreamTranslator, payloads: list[bytes], outcome:
         if type(chunk) is not dict:
             return events + _fail(translator, outcome,
                                   _malformed("The backend sent a chunk that is not a JSON object."))
-        events += feed(chunk) if not chunk.get("error") else _feed_chunk(translator, chunk, outcome)
+        if chunk.get("error"):
+            events += _feed_chunk(translator, chunk, outcome)
+        else:
+            feed(chunk, events)
         if translator.done:
             break
     # Once per read: a failure the translator found ended it, so it was the last chunk.

@@ -78,7 +78,7 @@ class SSEDecoder:
         self._buf = [rest] if rest else []
         self._buf_len = len(rest)
         out: list[bytes] = []
-        lines = buf[:cut + 1]  # whole lines, each with its "\n"
+        lines = buf if cut + 1 == len(buf) else buf[:cut + 1]  # whole lines, each with its "\n"
         if self._rewrite is not None:
             lines = self._rewrite(lines)
         if self._data or self._error or b"\r" in lines:
@@ -94,17 +94,20 @@ class SSEDecoder:
     def _blocks(self, lines: bytes, out: list[bytes]) -> None:
         """Whole lines, no event under way: cut at blank lines, so the common event (one
         ``data: `` line) costs one slice; any other block goes line by line."""
-        blocks = lines.split(b"\n\n")
-        last = blocks.pop()  # lines of an event whose blank line has not come yet ("" if none)
-        # The common read, counted in C: every block one line (two "\n" each), each a "data: " line.
-        n = len(blocks)
-        if (not last and lines.count(b"\n") == 2 * n
-                and lines.startswith(b"data: ") + lines.count(b"\n\ndata: ") == n):
-            if n and max(map(len, blocks)) - 5 > self._max:
+        # The common read, told in C: only "data: " lines, each followed by a blank line (every
+        # "\n" but the separators' and the last two would be another line). Cut in one split.
+        if (lines.startswith(b"data: ") and lines.endswith(b"\n\n")
+                and lines.count(b"\n") == 2 * lines.count(b"\n\ndata: ") + 2):
+            payloads = lines.split(b"\n\ndata: ")
+            payloads[0] = payloads[0][6:]
+            payloads[-1] = payloads[-1][:-2]
+            if len(lines) > self._max and max(map(len, payloads)) >= self._max:
                 self._reset()
                 raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
-            out += [block[6:] for block in blocks]
+            out += payloads
             return
+        blocks = lines.split(b"\n\n")
+        last = blocks.pop()  # lines of an event whose blank line has not come yet ("" if none)
         line = self._line
         for block in blocks:
             if block.startswith(b"data: ") and b"\n" not in block:

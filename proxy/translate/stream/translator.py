@@ -119,7 +119,6 @@ class StreamTranslator:
     def response(self) -> Response:
         return self._response
 
-
     def start(self) -> list[Event]:
         """``response.created`` and ``response.in_progress`` with the in-progress snapshot."""
         if not self._emit or self._phase is _DONE:
@@ -134,12 +133,15 @@ class StreamTranslator:
         em.response_in_progress(in_progress)
         return out
 
-    def feed(self, chunk: Any) -> list[Event]:
-        """Translate one parsed ``chat.completion.chunk`` (any JSON value: a bad one fails the response)."""
+    def feed(self, chunk: Any, into: list[Event] | None = None) -> list[Event]:
+        """Translate one parsed ``chat.completion.chunk`` (any JSON value: a bad one fails the response).
+
+        The events are appended to ``into`` when given (the caller's batch: no list per chunk), and returned.
+        """
+        out: list[Event] = [] if into is None else into
         phase = self._phase
         if phase is _DONE:
-            return []
-        out: list[Event] = []
+            return out
         self._em.out = out
         if type(chunk) is not dict:
             return self._failed(StreamFailure("malformed", "malformed chunk from upstream: not a JSON object"))
