@@ -13,7 +13,7 @@ masks it, the relay's own per-read work on the payloads (``[DONE]``, ``orjson.lo
 ``StreamTranslator.feed``/``finish``), then ``encode_events`` of the batch (the ``start()``
 events included). The base revision's ``proxy`` package (relative imports only on this path) is
 extracted with ``git archive`` as ``base_proxy`` and run beside this one, alternately, best of
-``--rounds``; ``floor`` is ``loadtest/floor.py``'s loop on the same bytes. Printed: µs per
+``--rounds``; ``floor`` is ``loadtest/floor.py``'s ``_events`` on the same bytes. Printed: µs per
 upstream chunk (the whole stream's time over its chunks) and the ratios.
 """
 from __future__ import annotations
@@ -26,14 +26,12 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from loadtest.bench import API_KEY, WORKLOADS
-from loadtest.floor import _event as floor_event
+from loadtest.floor import _events as floor_events
 from proxy.devtools import ROOT
 from proxy.logs import mask_key
 from proxy.mock.scripts import build_plan, builtin_script
@@ -102,25 +100,30 @@ def proxy_stream(root: str, workload: str) -> Callable[[bytes], int]:
     return run
 
 
+class _OneRead:
+    """An upstream response of one read, for ``loadtest/floor.py``'s ``_events``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        yield self._data
+
+    async def aclose(self) -> None:
+        pass
+
+
 def floor_stream(data: bytes) -> int:
-    """``loadtest/floor.py``'s ``_events`` on one read (its head and tail events included)."""
-    out = [floor_event("response.created", {"response": {"id": "resp_floor", "status": "in_progress", "model": "m"}})]
-    *blocks, _ = data.split(b"\n\n")
-    for block in blocks:
-        payload = block[6:]
-        if not payload or payload == b"[DONE]":
-            continue
-        for choice in orjson.loads(payload).get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                out.append(floor_event("response.output_text.delta", {"delta": delta["content"]}))
-            if delta.get("reasoning_content"):
-                out.append(floor_event("response.reasoning_text.delta", {"delta": delta["reasoning_content"]}))
-            for call in delta.get("tool_calls") or ():
-                out.append(floor_event("response.function_call_arguments.delta",
-                                       {"delta": (call.get("function") or {}).get("arguments") or ""}))
-    out.append(floor_event("response.completed", {"response": {"id": "resp_floor", "status": "completed"}}))
-    return len(b"".join(out))
+    """``loadtest/floor.py``'s own ``_events`` on one read (it never waits: driven by hand, no loop)."""
+    events = floor_events(_OneRead(data), "m")  # type: ignore[arg-type]  # duck-typed httpx.Response
+    size = 0
+    while True:
+        try:
+            events.__anext__().send(None)
+        except StopIteration as step:
+            size += len(step.value)
+        except StopAsyncIteration:
+            return size
 
 
 def _us_per_chunk(run: Callable[[bytes], int], data: bytes, chunks: int, streams: int) -> float:
