@@ -108,7 +108,7 @@ async def relay(
             # deadline bounds it, silence means nothing. (Streams: the reverse.)
             idle_timeout_secs = float("inf")
     else:
-        decoder = SSEDecoder(max_event_bytes)
+        decoder = SSEDecoder(max_event_bytes, None if redact is _identity else redact)
     body_reader = response.extensions.get(READER)
     pump: _Pump | None = None
     read: Callable[[], Awaitable[bytes]]
@@ -174,10 +174,7 @@ async def relay(
                         ),
                     )
                     return
-                for payload in payloads:
-                    events += _feed_payload(translator, redact(payload), outcome)
-                    if translator.done:
-                        break
+                events = _feed_payloads(translator, payloads, outcome)
             if data is None and not translator.done:
                 events += _finish(translator, outcome, clean=False)  # EOF without [DONE]
             if events or translator.done:
@@ -277,16 +274,31 @@ def _feed_completion(translator: StreamTranslator, raw: bytes, outcome: Outcome)
     return events + _finish(translator, outcome, clean=True)
 
 
-def _feed_payload(translator: StreamTranslator, payload: bytes, outcome: Outcome) -> Batch:
-    if payload == _DONE_PAYLOAD:
-        return _finish(translator, outcome, clean=True)
-    try:
-        chunk = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return _fail(translator, outcome, _malformed("The backend sent a chunk that is not valid JSON."))
-    if not isinstance(chunk, dict):
-        return _fail(translator, outcome, _malformed("The backend sent a chunk that is not a JSON object."))
-    return _feed_chunk(translator, chunk, outcome)
+def _feed_payloads(translator: StreamTranslator, payloads: list[bytes], outcome: Outcome) -> Batch:
+    """The ``data`` payloads of one upstream read (the decoder masked the key in its lines), up
+    to the translator's end: one loop, no call between it and ``translator.feed`` for the common
+    chunk (it runs per token)."""
+    events: Batch = []
+    feed, loads = translator.feed, orjson.loads
+    for payload in payloads:
+        if payload == _DONE_PAYLOAD:
+            events += translator.finish(clean=True)
+            break  # the translator is done
+        try:
+            chunk = loads(payload)
+        except orjson.JSONDecodeError:
+            return events + _fail(translator, outcome, _malformed("The backend sent a chunk that is not valid JSON."))
+        if type(chunk) is not dict:
+            return events + _fail(translator, outcome,
+                                  _malformed("The backend sent a chunk that is not a JSON object."))
+        if chunk.get("error"):
+            events += _feed_chunk(translator, chunk, outcome)
+        else:
+            feed(chunk, events)
+        if translator.done:
+            break
+    # Once per read: a failure the translator found ended it, so it was the last chunk.
+    return _noted(translator, outcome, events)
 
 
 def _feed_chunk(translator: StreamTranslator, chunk: dict[str, Any], outcome: Outcome) -> Batch:

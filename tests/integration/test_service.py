@@ -6,6 +6,7 @@ import re
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conformance import check_response, check_stream, parse_sse
@@ -243,6 +244,31 @@ def test_key_goes_upstream_and_is_masked_in_logs(proxy, mock):
         r"key=sk-tes…CRET, request_id=trace-abc-123",
         log,
     )
+
+
+def test_key_echoed_mid_stream_is_masked(proxy, mock):
+    """A backend echoing the key in a stream: masked in the events, also when the key arrives
+    split across two network writes, and in an ``event: error`` block's message."""
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        return "data: " + orjson.dumps({"id": "c", "object": "chat.completion.chunk",
+                                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).decode() + "\n\n"
+
+    text = chunk({"content": f"your key is {API_KEY}"})
+    cut = text.index(API_KEY) + len(API_KEY) // 2
+    mock.script("m-key-sse", {"raw": [text[:cut], text[cut:], chunk({}, "stop"), "data: [DONE]\n\n"],
+                              "content_type": "text/event-stream", "delay": 0.05})
+    r, raw = stream_raw(proxy.url, {"model": "m-key-sse", "input": "hi"})
+    assert r.status_code == 200
+    assert API_KEY.encode() not in raw
+    done = [e for e in parse_sse(raw) if e.get("type") == "response.output_text.done"]
+    assert [e["text"] for e in done] == [f"your key is {API_KEY[:6]}…{API_KEY[-4:]}"]
+
+    mock.script("m-key-sse-err", {"raw": [chunk({"content": "hi"}), f"event: error\ndata: bad key {API_KEY}\n\n"],
+                                  "content_type": "text/event-stream"})
+    r, raw = stream_raw(proxy.url, {"model": "m-key-sse-err", "input": "hi"})
+    assert API_KEY.encode() not in raw
+    failed = [e for e in parse_sse(raw) if e.get("type") == "response.failed"]
+    assert len(failed) == 1 and f"{API_KEY[:6]}…{API_KEY[-4:]}" in failed[0]["response"]["error"]["message"]
 
 
 def test_x_api_key_header_is_accepted(proxy, mock):

@@ -164,3 +164,19 @@ def test_error_payloads_survive_any_split(crlf):
 
 def test_other_event_names_and_error_like_fields_change_nothing():
     assert decode_all([b"event: message\ndata: x\n\nerrors: 1\nevent: errorx\ndata: y\n\n"]) == [b"x", b"y"]
+
+
+def test_rewrite_sees_whole_lines_only():
+    """``rewrite`` (the relay's key masking) gets whole lines, so a key split across reads is caught."""
+    seen: list[bytes] = []
+
+    def rewrite(lines: bytes) -> bytes:
+        seen.append(lines)
+        return lines.replace(b"sk-SECRET", b"sk-***")
+
+    stream = b'data: {"k":"sk-SECRET"}\n\nevent: error\ndata: bad sk-SECRET\n\ndata: sk-SECRET'
+    for cut in range(1, len(stream)):
+        seen.clear()
+        out = decode_all([stream[:cut], stream[cut:]], rewrite=rewrite)
+        assert out == [b'{"k":"sk-***"}', b'{"error":"bad sk-***"}', b"sk-***"], cut
+        assert all(chunk.endswith(b"\n") for chunk in seen[:-1])

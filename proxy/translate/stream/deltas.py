@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import ResponseContext
+from ..shapes import ItemStatus
 from ..think import ThinkSplitter
 from .message import convert_logprobs
 from .parts import content_parts, reasoning_details_text
@@ -20,7 +21,7 @@ from .tool_calls import ToolCalls
 
 
 class DeltaReader:
-    """Routes one response's deltas; ``think`` is flushed by the translator when items close."""
+    """Routes one response's deltas, and closes its items at the end (``think`` flushed first)."""
 
     __slots__ = ("think", "unmapped", "_segments", "_calls", "_message", "_reasoning", "_logprobs")
 
@@ -90,6 +91,32 @@ class DeltaReader:
             fc = delta.get("function_call")  # legacy single-call form
             if fc and (fc.get("name") or fc.get("arguments")):
                 self._calls.feed([{"index": 0, "function": fc}])
+
+    def close_all(self, *, failed: bool, incomplete: bool, last: int) -> None:
+        """Close every open item, the text the ``<think>`` splitter held first.
+
+        On finish the last item (output_index ``last``) gets status ``incomplete`` when the
+        response is ``incomplete``; on failure every item still open is ``incomplete``.
+        """
+        r, c = self.think.flush()
+        if r:
+            self._segments.reason(r)
+        if c:
+            self._segments.text(c, None)
+        self._calls.open_ready(force=True)
+
+        def status(index: int) -> ItemStatus:
+            return "incomplete" if failed or (incomplete and index == last) else "completed"
+
+        self._calls.close_all(status)
+        self._segments.close_all(status)
+
+    def token(self, content: str, choice: dict[str, Any]) -> None:
+        """The common delta, ``{"content": token}`` with a non-empty token (``feed`` checked it)."""
+        if self._logprobs or not self.think.passthrough or not self._message.is_open:
+            self._content(content, choice)
+        else:  # straight to the open message
+            self._message.text(content, None)
 
     def _content(self, content: str, choice: dict[str, Any]) -> None:
         """Message text: through the ``<think>`` splitter, with the choice's logprobs."""

@@ -165,6 +165,21 @@ def chunk_extras(chunk: dict[str, Any], unmapped: set[str]) -> Any:
     return usage
 
 
+def chunk_usage(chunk: dict[str, Any], unmapped: set[str]) -> dict[str, Any] | None:
+    """The chunk's usage object (Groq's is in ``x_groq``), or None; names the chunk's unread keys."""
+    usage = chunk.get("usage")
+    if not chunk_known(chunk):
+        groq = chunk_extras(chunk, unmapped)
+        if not usage:
+            usage = groq
+    if not usage:
+        return None
+    if type(usage) is not dict:
+        unmapped.add("usage (not an object)")
+        return None
+    return usage
+
+
 def late_choices(chunk: dict[str, Any], unmapped: set[str]) -> None:
     """A chunk with choices after the finish reason: nothing of it is used; say what it carried."""
     choices = chunk.get("choices")

@@ -35,7 +35,7 @@ from typing import Any
 from ..context import ResponseContext
 from ..ids import new_id as random_id
 from ..response import response_error, response_object
-from ..shapes import Event, ItemStatus, Response, Usage
+from ..shapes import Event, Response, Usage
 from ..usage import map_usage
 from .chunks import FAILED_REASONS, INCOMPLETE_REASONS, TRUNCATED_MESSAGE, StreamFailure, upstream_error
 from .deltas import DeltaReader
@@ -46,8 +46,8 @@ from .shape import (
     MalformedChunk,
     check_delta,
     choice_known,
-    chunk_extras,
     chunk_known,
+    chunk_usage,
     extras,
     late_choices,
     other_choices,
@@ -101,10 +101,14 @@ class StreamTranslator:
         self._deltas = deltas = DeltaReader(ctx, segments, calls, self.unmapped)
         self._think = deltas.think
         self._read_delta = deltas.read
+        self._token = deltas.token
+        self._message = segments.message
+        self._logprobs = ctx.include_logprobs
         # The finish reason, as sent or (a clean end without one) inferred.
         self.finish_reason: str | None = None
         self._clean_eof = False  # the last chunk carried usage and nothing else
         self._phase = _STREAMING
+        self.done = False  # the terminal event is sent (an attribute: the relay reads it per chunk)
         self._incomplete: str | None = None  # the incomplete_details reason, once finished
         self._usage: Any = None
         self._response = response_object(ctx, status="in_progress")
@@ -115,31 +119,34 @@ class StreamTranslator:
     def response(self) -> Response:
         return self._response
 
-    @property
-    def done(self) -> bool:
-        return self._phase is _DONE
-
     def start(self) -> list[Event]:
         """``response.created`` and ``response.in_progress`` with the in-progress snapshot."""
         if not self._emit or self._phase is _DONE:
             return []
         em = self._em
         out = em.out = []
-        em.response_created(response_object(self.ctx, status="in_progress"))
-        em.response_in_progress(response_object(self.ctx, status="in_progress"))
+        # Copies of the in-progress snapshot, each with its own output list: the same dicts
+        # response_object builds (whose nested values are the context's, shared by all).
+        created, in_progress = self._response.copy(), self._response.copy()
+        created["output"], in_progress["output"] = [], []
+        em.response_created(created)
+        em.response_in_progress(in_progress)
         return out
 
-    def feed(self, chunk: Any) -> list[Event]:
-        """Translate one parsed ``chat.completion.chunk`` (any JSON value: a bad one fails the response)."""
+    def feed(self, chunk: Any, into: list[Event] | None = None) -> list[Event]:
+        """Translate one parsed ``chat.completion.chunk`` (any JSON value: a bad one fails the response).
+
+        The events are appended to ``into`` when given (the caller's batch: no list per chunk), and returned.
+        """
+        out: list[Event] = [] if into is None else into
         phase = self._phase
         if phase is _DONE:
-            return []
-        out: list[Event] = []
+            return out
         self._em.out = out
         if type(chunk) is not dict:
             return self._failed(StreamFailure("malformed", "malformed chunk from upstream: not a JSON object"))
         usage = False
-        if "usage" in chunk or not chunk_known(chunk):  # most chunks have neither
+        if chunk.get("usage") or not chunk_known(chunk):  # most chunks have neither (or a null usage)
             usage = self._read_usage(chunk)
         err = chunk.get("error")
         if err:
@@ -171,14 +178,29 @@ class StreamTranslator:
             finish = choice.get("finish_reason")
             if finish and type(finish) is not str:
                 raise MalformedChunk("choices[].finish_reason")
+            token = None  # the text of the common delta, {"content": token}
             if delta:
                 if type(delta) is not dict:
                     raise MalformedChunk("choices[].delta")
-                if len(delta) != 1 or type(delta.get("content")) is not str:  # not the common token delta
+                if len(delta) != 1:
                     check_delta(delta, self.unmapped)
+                else:
+                    token = delta.get("content")
+                    # One reasoning token needs no check either: it is read only if it is a string.
+                    if type(token) is not str:
+                        token = None
+                        if type(delta.get("reasoning_content")) is not str:
+                            check_delta(delta, self.unmapped)
         except MalformedChunk as exc:
             return self._failed(StreamFailure("malformed", f"malformed chunk from upstream: {exc.args[0]}"))
-        if delta:
+        if token is not None:
+            if token:
+                message = self._message
+                if message.is_open and self._think.passthrough and not self._logprobs:
+                    message.text(token, None)  # the common token: straight to the open message
+                else:
+                    self._token(token, choice)
+        elif delta:
             self._read_delta(delta, choice)
         if finish:
             if finish in FAILED_REASONS:
@@ -224,6 +246,7 @@ class StreamTranslator:
                                              completed_at=int(self._clock()))
             em.response_completed(self._response)
         self._phase = _DONE
+        self.done = True
         return out
 
     def fail(self, message: str, code: str = "server_error", *, response_code: str | None = None) -> list[Event]:
@@ -240,16 +263,9 @@ class StreamTranslator:
     # ------------------------------------------------------------- endings
 
     def _read_usage(self, chunk: dict[str, Any]) -> bool:
-        """Keep the chunk's usage (Groq's is in ``x_groq``) and name its unread keys; True if it had usage."""
-        usage = chunk.get("usage")
-        if not chunk_known(chunk):
-            groq = chunk_extras(chunk, self.unmapped)
-            if not usage:
-                usage = groq
-        if not usage:
-            return False
-        if type(usage) is not dict:
-            self.unmapped.add("usage (not an object)")
+        """Keep the chunk's usage (``shape.chunk_usage``); True if it had usage."""
+        usage = chunk_usage(chunk, self.unmapped)
+        if usage is None:
             return False
         self._usage = usage
         return True
@@ -281,6 +297,7 @@ class StreamTranslator:
                                          error=error)
         em.response_failed(self._response)
         self._phase = _DONE
+        self.done = True
         return em.out
 
     def _usage_out(self) -> Usage:
@@ -289,22 +306,5 @@ class StreamTranslator:
         return map_usage(self._usage)
 
     def _close_all(self, *, failed: bool) -> None:
-        """Close every open item (finish_reason, or failure).
-
-        On finish the last item gets status ``incomplete`` when the response is
-        incomplete; on failure every item still open is ``incomplete``.
-        """
-        r, c = self._think.flush()
-        if r:
-            self._segments.reason(r)
-        if c:
-            self._segments.text(c, None)
-        self._calls.open_ready(force=True)
-        last = self._em.last_index
-        incomplete = self._incomplete is not None
-
-        def status(index: int) -> ItemStatus:
-            return "incomplete" if failed or (incomplete and index == last) else "completed"
-
-        self._calls.close_all(status)
-        self._segments.close_all(status)
+        """Close every open item (finish_reason, or failure): ``DeltaReader.close_all``."""
+        self._deltas.close_all(failed=failed, incomplete=self._incomplete is not None, last=self._em.last_index)
