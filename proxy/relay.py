@@ -152,7 +152,7 @@ async def relay(
                 return
             wait_secs = keepalive_secs
             idle_until = time.monotonic() + idle_timeout_secs
-            events: Batch = []
+            events: Batch
             if body is not None:
                 if data is not None:
                     body += data

@@ -194,13 +194,9 @@ def _transport_error(exc: httpx.HTTPError) -> Failure:
             Cause.BACKEND_UNREACHABLE, f"The backend is unreachable ({name}).", "backend_unreachable",
             kind="unreachable",
         )
-    if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, aiohttp.ServerTimeoutError):
-        # A reset (ClientOSError) arrives as httpx's ConnectTimeout too: the connection was cut, not slow.
-        return Failure(
-            Cause.BACKEND_FAILED, f"The backend connection failed before an answer ({name}).", "backend_error",
-            kind="disconnected",
-        )
-    if isinstance(exc, httpx.TimeoutException):
+    # A reset (ClientOSError) arrives as httpx's ConnectTimeout too: cut, not slow (the last case).
+    cut = isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, aiohttp.ServerTimeoutError)
+    if isinstance(exc, httpx.TimeoutException) and not cut:
         return Failure(
             Cause.BACKEND_TIMEOUT, f"The backend did not answer in time ({name}).", "backend_timeout",
             kind="timeout",
