@@ -169,18 +169,56 @@ async def _raw_redis_put(url: str, owner: str, body: bytes, blob: bytes, ttl_ms:
     return put, transport
 
 
+def prefill(path: str, count: int) -> None:
+    """Store ``count`` responses in the SQLite file at ``path`` first, ids minted by the checkout
+    measured: a store in use for a while (30 days' TTL) holds many, and what a put costs depends
+    on how its rows and index entries land among them, which an empty file does not show."""
+    from proxy.store import prepare_items, sqlite_responses
+    from proxy.store.base import DEFAULT_MAX_OBJECT_BYTES, DEFAULT_TTL_SECS, owner_of
+    from proxy.store.items import encode_items
+    from proxy.store.sqlite_schema import connect
+    from proxy.translate.ids import new_id
+
+    template = _response_template()
+    own = prepare_items("Say hello in a few words.")
+    owners = [owner_of(f"sk-prefill-{i:04d}-0123456789abcdef") for i in range(15)]
+    owners.append(owner_of("sk-bench-0123456789abcdef"))  # the measured key's own, among others
+    conn = connect(path, 3.0)
+    try:
+        for start in range(0, count, 500):
+            conn.execute("BEGIN IMMEDIATE")
+            for i in range(start, min(start + 500, count)):
+                output = [{**template["output"][0], "id": new_id("msg")}]
+                ids = [new_id("msg"), output[0]["id"]]
+                sqlite_responses.put_response(
+                    conn, owners[i % len(owners)], new_id("resp"), orjson.dumps({**template, "output": output}),
+                    encode_items(own + output), 1, ids, None, None, [], DEFAULT_TTL_SECS * 1000,
+                    DEFAULT_MAX_OBJECT_BYTES)
+            conn.execute("COMMIT")
+    finally:
+        conn.close()  # (the last connection: its WAL is checkpointed into the file)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="loadtest/store_micro.py")
     ap.add_argument("--redis-url", required=True)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--conc", type=int, default=1)
+    ap.add_argument("--prefill", type=int, default=0, help="responses stored in the SQLite file first (default 0)")
+    ap.add_argument("--prefill-only", metavar="PATH", help="only prefill the SQLite file at PATH, then exit")
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="store-micro-")
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tmp)  # counted as in a worker
-    out: dict[str, Any] = {"conc": args.conc}
+    if args.prefill_only:
+        prefill(args.prefill_only, args.prefill)
+        return 0
+    out: dict[str, Any] = {"conc": args.conc, "prefill": args.prefill}
     try:
         for backend, where in (("sqlite", os.path.join(tmp, "micro.sqlite3")), ("redis", args.redis_url)):
+            if backend == "sqlite" and args.prefill:
+                prefill(where, args.prefill)
+                shutil.copyfile(where, where + ".floor")  # the floor's put lands among as many
             out[backend] = uvloop.run(_measure(backend, where, args.rounds, args.n, args.conc))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # its SQLite files (tens of MB a run)

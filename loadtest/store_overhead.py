@@ -25,6 +25,10 @@ per-round differences (each pair measured back to back), with their interquartil
 write), so the two bodies are not measured at the same load (see ``req/s f/t``); ``--think``
 paces both to about the same rate.
 
+``--prefill N`` (default 50,000): each SQLite file holds N responses before the first measured
+request (ids minted by its checkout), as a store in use does; a put among many rows touches other
+pages than one in an empty file.
+
 ``--micro``: no HTTP; ``loadtest/store_micro.py`` runs what ``store: true`` adds (``stand``,
 ``prepare``, ``remember`` through the instrumented store) in one process per checkout, at one and
 at four requests in flight, best of its rounds — the difference the HTTP table has to find in the
@@ -129,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                          "same rate (default 0)")
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=DIR: another checkout of the proxy, measured the same way in the same run")
+    ap.add_argument("--prefill", type=int, default=50_000,
+                    help="responses stored in each SQLite file before measuring, ids minted by its checkout "
+                         "(default 50000: a store in use, not an empty file)")
     ap.add_argument("--micro", action="store_true", help="the stored path alone, in process (no HTTP)")
     args = ap.parse_args(argv)
 
@@ -144,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, (name, root) in enumerate(checkouts):
             for backend in ("sqlite", "redis"):
                 url = f"sqlite:///{tmp}/{name}.sqlite3" if backend == "sqlite" else f"{redis_url[:-1]}{i}"
+                if backend == "sqlite" and args.prefill:
+                    _prefill(root, f"{tmp}/{name}.sqlite3", args.prefill)
                 service = devtools.start_proxy(mock.url + "/v1", tmp / f"{name}-{backend}.log", root=root,
                                                WEB_CONCURRENCY=str(args.workers), RESPONSE_STORE_URL=url,
                                                LOG_LEVEL="warning")
@@ -183,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _prefill(root: Path, path: str, count: int) -> None:
+    subprocess.run([sys.executable, str(ROOT / "loadtest" / "store_micro.py"), "--redis-url", "-", "--prefill",
+                    str(count), "--prefill-only", path], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                   check=True)
+
+
 def _micro(args: argparse.Namespace, checkouts: list[tuple[str, Path]], tmp: Path) -> int:
     server, redis_url = _start_redis(tmp)
     rows = []
@@ -191,7 +206,8 @@ def _micro(args: argparse.Namespace, checkouts: list[tuple[str, Path]], tmp: Pat
             for i, (name, root) in enumerate(checkouts):
                 out = subprocess.run(
                     [sys.executable, str(ROOT / "loadtest" / "store_micro.py"), "--redis-url",
-                     f"{redis_url[:-1]}{i}", "--conc", str(conc), "--rounds", str(max(args.rounds, 6))],
+                     f"{redis_url[:-1]}{i}", "--conc", str(conc), "--rounds", str(max(args.rounds, 6)),
+                     "--prefill", str(args.prefill)],
                     cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, check=True,
                 ).stdout
                 rows.append((name, orjson.loads(out.splitlines()[-1])))
@@ -199,8 +215,8 @@ def _micro(args: argparse.Namespace, checkouts: list[tuple[str, Path]], tmp: Pat
         server.terminate()
         server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"CPU per request of the stored path in one process, µs (best of {max(args.rounds, 6)} rounds); "
-          f"budget: +{BUDGET_MS * 1000:.0f} µs")
+    print(f"CPU per request of the stored path in one process, µs (best of {max(args.rounds, 6)} rounds, "
+          f"{args.prefill} responses stored first); budget: +{BUDGET_MS * 1000:.0f} µs")
     print(f"{'checkout':<10} {'in flight':>9} {'backend':<7} {'store:false':>11} {'store:true':>10} {'added':>8} "
           f"{'budget':>6} {'floor':>6}")
     for name, doc in rows:

@@ -26,8 +26,11 @@ connection open for ``SHUTDOWN_LINGER_SECS``: a request that is already
 buffered, or arrives meanwhile, is served, answered with ``Connection:
 close``, and the connection then closes (the balancer opens its next one to a
 worker that is not stopping). A connection still idle at the end of the linger
-is closed then. Requests in progress are untouched: they finish with
-``Connection: close``, as before. The worker exits once its last connection
+is closed then. A request in progress whose answer has not begun
+finishes with ``Connection: close``, as before; one whose head is already
+out (a stream: uvicorn would close the connection right after its last byte,
+while the balancer may already be reusing it) finishes, then its connection
+lingers as an idle one does. The worker exits once its last connection
 has closed, so the linger only delays the exit of a worker that still had
 idle connections; gunicorn's graceful timeout bounds it as it bounds streams.
 
@@ -91,6 +94,7 @@ class LingeringHttpToolsProtocol(HttpToolsProtocol):
 
     _linger: asyncio.TimerHandle | None = None
     _lingering = False
+    _linger_after_response = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         super().connection_made(transport)
@@ -98,10 +102,30 @@ class LingeringHttpToolsProtocol(HttpToolsProtocol):
             self.shutdown()
 
     def shutdown(self) -> None:
-        idle = self.cycle is None or self.cycle.response_complete
-        if not idle or self.linger_secs <= 0:
+        cycle = self.cycle
+        if self.linger_secs <= 0:
             super().shutdown()
+        elif cycle is None or cycle.response_complete:
+            self._start_linger()
+        elif not cycle.response_started:
+            cycle.keep_alive = False  # its head will say "Connection: close"
+        else:
+            # Its head went out without "Connection: close" (a stream): closing right after its
+            # last byte races a balancer that has just put the connection back in its pool and
+            # sends the next request on it. Linger after it instead, as if idle now.
+            self._linger_after_response = True
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._linger_after_response or self.transport.is_closing():
             return
+        self._linger_after_response = False
+        if self.cycle is not None and not self.cycle.response_complete:  # a pipelined request began
+            self.cycle.keep_alive = False
+        else:
+            self._start_linger()
+
+    def _start_linger(self) -> None:
         if self._lingering:
             return
         self._lingering = True

@@ -4,7 +4,9 @@ so every connection reaches the worker being stopped), with no balancer in betwe
 - ``SHUTDOWN_LINGER_SECS`` (``proxy/worker.py``): a keep-alive connection idle when its
   worker starts shutting down still carries one more request, answered with
   ``Connection: close``; a WebSocket handshake on it gets an OpenAI-shaped 503; one left
-  idle is closed when the linger is over. ``SHUTDOWN_LINGER_SECS=0`` is uvicorn's own
+  idle is closed when the linger is over; a stream in progress (its head already out, with no
+  ``Connection: close`` in it) ends, then its connection lingers the same way, where uvicorn
+  closed it right after the last byte. ``SHUTDOWN_LINGER_SECS=0`` is uvicorn's own
   behaviour, which closed it at once: the very request this fixes.
 - ``SHUTDOWN_DRAIN_SECS`` (``proxy/drain.py``): on SIGTERM ``/health`` answers 503
   ``draining`` while requests are served as usual, then the instance stops; SIGHUP never
@@ -96,6 +98,60 @@ def test_an_idle_connection_still_carries_a_request_when_its_worker_stops(proxy_
     # The old worker had nothing left and exited; the new one serves.
     wait_for(lambda: old not in worker_pids(service), 30, what="the old worker to exit")
     assert httpx.get(service.url + "/health", timeout=10).status_code == 200
+
+
+def _stream_request(text: str, model: str) -> bytes:
+    body = orjson.dumps({"model": model, "input": text, "stream": True}).decode()
+    return REQUEST.format(key=API_KEY, length=len(body), body=body).encode()
+
+
+def _read_chunked_to_end(s: socket.socket, data: bytes) -> bytes:
+    """The rest of a chunked body (``data``: what was read past its head), up to its last chunk."""
+    while not data.endswith(b"0\r\n\r\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed mid-stream after {data[-200:]!r}")
+        data += chunk
+    return data
+
+
+def _stream_across_reload(service) -> tuple[socket.socket, bytes]:
+    """A stream whose head is out when its worker starts shutting down (SIGHUP), read to its end."""
+    s = socket.create_connection(("127.0.0.1", service.port), timeout=15)
+    s.sendall(_stream_request("one two three four five six seven eight", "mock-slow-400"))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower(), head
+    (old,) = worker_pids(service)
+    service.signal(signal.SIGHUP)
+    wait_for(lambda: f"[{old}] [INFO] Shutting down" in service.log_text(), 30, what="the old worker's shutdown")
+    body = _read_chunked_to_end(s, rest)
+    assert b"event: response.completed" in body, body[-500:]
+    return s, body
+
+
+def test_a_stream_in_progress_at_shutdown_ends_and_its_connection_lingers(proxy_factory):
+    """The stream's head had no "Connection: close" to send: the connection must not close right
+    after its last byte (a balancer may reuse it at once); the next request on it is answered."""
+    service = proxy_factory(WEB_CONCURRENCY="1")
+    s, _ = _stream_across_reload(service)
+    with s:
+        assert not _closed_by_server_within(s, 0.5), "closed right after the stream's last byte"
+        s.sendall(_request("after the stream"))
+        head, body = _read_response(s)
+        assert head.startswith(b"HTTP/1.1 200") and b"\r\nconnection: close" in head.lower(), head
+        assert orjson.loads(body)["output"][0]["content"][0]["text"] == "You said: after the stream"
+        assert _closed_by_server(s, 10)
+
+
+def test_without_the_linger_a_stream_in_progress_closes_its_connection_at_its_end(proxy_factory):
+    """SHUTDOWN_LINGER_SECS=0 (uvicorn's behaviour): the stream is served whole, then the server hangs up."""
+    service = proxy_factory(WEB_CONCURRENCY="1", SHUTDOWN_LINGER_SECS="0")
+    s, _ = _stream_across_reload(service)
+    with s:
+        assert _closed_by_server(s, 10)
 
 
 def test_without_the_linger_the_idle_connection_is_closed_under_the_client(proxy_factory):
