@@ -13,6 +13,7 @@ import orjson
 from proxy.devtools import Service
 from tests.conformance import check_stream, parse_sse
 from tests.conftest import API_KEY
+from tests.faults.helpers import only_worker, worker_pids
 from tests.http import auth, wait_for
 
 FINAL = ("completed", "incomplete", "failed", "cancelled")
@@ -76,19 +77,22 @@ def served_by(proxy: Service, request_id: str, timeout: float = 15) -> int:
     return wait_for(find, timeout=timeout, what=f"the log line of {request_id}")
 
 
-def client_on(proxy: Service, response_id: str, *, other_than: int, attempts: int = 40) -> httpx.Client:
-    """A keep-alive client whose connection is served by a worker other than ``other_than``: new
-    connections are probed (a GET of the response, named by its request id in the log) until
-    one lands there."""
-    for n in range(attempts):
-        client = httpx.Client(base_url=proxy.url, headers=auth(API_KEY), timeout=30)
-        request_id = f"req_probe_{response_id[-8:]}_{n}"
+def client_on(proxy: Service, response_id: str, *, other_than: int) -> httpx.Client:
+    """A keep-alive client whose connection is served by a worker other than ``other_than``.
+
+    ``other_than`` is stopped (SIGSTOP) while the connection is opened and its first request (a
+    GET of the response, named by its request id in the log) is served, so another worker accepts
+    it; probing new connections until one lands elsewhere failed on a loaded machine, where one
+    worker can win 40 accepts in a row."""
+    others = [pid for pid in worker_pids(proxy) if pid != other_than]
+    assert others, f"no worker other than {other_than}"
+    client = httpx.Client(base_url=proxy.url, headers=auth(API_KEY), timeout=30)
+    request_id = f"req_probe_{response_id[-8:]}"
+    with only_worker(proxy, others[0]):
         r = client.get(f"/v1/responses/{response_id}", headers={"X-Request-ID": request_id})
-        assert r.status_code == 200, r.text
-        if served_by(proxy, request_id) != other_than:
-            return client
-        client.close()
-    raise AssertionError(f"no connection reached a worker other than {other_than} in {attempts} tries")
+    assert r.status_code == 200, r.text
+    assert served_by(proxy, request_id) != other_than
+    return client
 
 
 def stream_events(proxy: Service, response_id: str, starting_after: int | None = None) -> list[dict[str, Any]]:

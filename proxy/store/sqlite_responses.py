@@ -17,7 +17,7 @@ import orjson
 
 from .base import HistoryIncomplete, Item, ObjectTooLarge
 from .items import decode_arrays, decode_objects, encode_items
-from .sqlite_schema import INDEX_ITEM, transaction
+from .sqlite_schema import transaction
 
 
 class _Vanished(Exception):
@@ -75,6 +75,11 @@ def put_response(
                 body)
 
     try:
+        if also is None and not prev_id and conv is None:
+            # One statement, atomic on its own (its index entries by trigger): no BEGIN and COMMIT
+            # of its own to hand to SQLite (or, in a batch, no savepoint).
+            _insert(conn, row(None, "[]", None, None))
+            return
         with transaction(conn):
             if also is not None:
                 also(conn, now, exp)
@@ -90,11 +95,11 @@ def put_response(
                 root = conn.execute("SELECT base_conv FROM responses WHERE id = ?", (chain[0],)).fetchone()
                 if root[0] is not None:
                     _keep_conversation(conn, owner, root[0], exp, now)
-                _insert(conn, owner, response_id, row(prev_id, _json(chain), None, None), ids)
+                _insert(conn, row(prev_id, _json(chain), None, None))
             else:
                 if conv is not None:
                     _keep_conversation(conn, owner, conv[0], exp, now)
-                _insert(conn, owner, response_id, row(None, "[]", conv, None), ids)
+                _insert(conn, row(None, "[]", conv, None))
         return
     except _Vanished:
         pass
@@ -104,13 +109,12 @@ def put_response(
     with transaction(conn):
         if also is not None:
             also(conn, now, exp)
-        _insert(conn, owner, response_id, row(None, "[]", None, snapshot), ids)
+        _insert(conn, row(None, "[]", None, snapshot))
 
 
-def _insert(conn: sqlite3.Connection, owner: str, rid: str, row: tuple[Any, ...], ids: Sequence[str]) -> None:
+def _insert(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """The response's row; the trigger ``responses_index`` indexes its items (``sqlite_schema``)."""
     conn.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-    loc = "r:" + rid
-    conn.executemany(INDEX_ITEM, [(owner, item_id, loc, pos) for pos, item_id in enumerate(ids)])
 
 
 def get_body(conn: sqlite3.Connection, owner: str, response_id: str) -> bytes | None:

@@ -6,9 +6,11 @@ kept). Each put inserts one row and counts one child on its parent — O(1) what
 length. A row goes when it is deleted or expired *and* has no kept children, and then its parent
 is looked at the same way, so a chain is freed from its leaves up (on DELETE, and by the sweep).
 ``item_index`` maps an owner's item id to where the item is (``r:<response id>`` at a position
-in its items, or ``c:<conversation id>``). Times are milliseconds since the epoch; every read
-checks ``expires_at``. A background response also has a ``jobs`` row (its lease, state and
-log size) and its events in ``response_events`` (``sqlite_jobs``).
+in its items, or ``c:<conversation id>``); a response's own entries are written by the trigger
+``responses_index`` from its ``ids``, inside its INSERT, so a plain put is one statement. Times
+are milliseconds since the epoch; every read checks ``expires_at``. A background response also
+has a ``jobs`` row (its lease, state and log size) and its events in ``response_events``
+(``sqlite_jobs``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
-SCHEMA_VERSION = 2  # 2: background jobs and their event logs (issue 15)
+SCHEMA_VERSION = 3  # 2: background jobs and their event logs (issue 15); 3: responses_index
 
 DDL = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -80,6 +82,17 @@ CREATE TABLE IF NOT EXISTS response_events (
 """
 
 
+# Statements with ";" inside, run after DDL. A file of an older version gets them on first open
+# (each is IF NOT EXISTS, as every DDL statement). ``WHERE true``: SQLite's grammar needs a WHERE
+# before an upsert's ON CONFLICT in INSERT … SELECT.
+TRIGGERS = (
+    """CREATE TRIGGER IF NOT EXISTS responses_index AFTER INSERT ON responses BEGIN
+        INSERT INTO item_index SELECT NEW.owner, j.value, 'r:' || NEW.id, j.key FROM json_each(NEW.ids) j WHERE true
+        ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos;
+    END""",
+)
+
+
 # Where an item is, last writer wins (an item id stored again, e.g. a response's input appended to
 # its conversation, points at its newest copy).
 INDEX_ITEM = (
@@ -108,6 +121,8 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
                 for statement in DDL.split(";"):  # (no ";" inside the DDL's comments)
                     if statement.strip():
                         conn.execute(statement)
+                for statement in TRIGGERS:
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         conn.close()

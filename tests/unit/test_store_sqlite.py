@@ -9,6 +9,8 @@ import sqlite3
 import stat
 import time
 
+import orjson
+
 from proxy.store import NewResponse, prepare_items
 from proxy.store.sqlite_store import SQLiteStore
 from proxy.translate.ids import new_id
@@ -192,15 +194,20 @@ def test_writes_queued_together_commit_once_each_on_its_own_terms(tmp_path):
             assert isinstance(results[3], ObjectTooLarge)
             assert isinstance(results[4], list) and len(results[4]) == 1
             queued = len(jobs) - 1
+            # A plain put is one INSERT (its items indexed by trigger), no transaction of its own;
+            # the conversation appends open one each (a savepoint inside the batch).
+            own_tx = queued - len(good)
+            inserts = [st for st in batch if st.startswith("INSERT INTO responses")]
+            assert all(any(r.id in st for st in inserts) for r in good), batch
             if case == "clean":
                 assert (batch.count("BEGIN IMMEDIATE"), batch.count("SAVEPOINT tx"), batch.count("COMMIT")) == (
-                    1, queued, 1), batch
+                    1, own_tx, 1), batch
             elif case == "job error":
                 assert isinstance(results[5], list) and isinstance(results[6], ObjectTooLarge)
-                assert batch.count("BEGIN IMMEDIATE") == 1 + queued  # the batch, then each job alone
+                assert batch.count("BEGIN IMMEDIATE") == 1 + own_tx  # the batch, then each job alone
             else:
                 assert isinstance(results[5], StoreError) and "no_such_table" in str(results[5])
-                assert batch.count("BEGIN IMMEDIATE") == 1 + queued - 1  # (that job opens no transaction)
+                assert batch.count("BEGIN IMMEDIATE") == 1 + own_tx - 1  # (that job opens no transaction)
             for r in good:
                 assert await store.get_response(owner, r.id) == r.body
             assert await store.get_response(owner, too_large.id) is None
@@ -211,3 +218,45 @@ def test_writes_queued_together_commit_once_each_on_its_own_terms(tmp_path):
 
     assert run(store, scenario)
     assert stored_rows(store)["responses"] == 1 + 3 * 5
+
+
+def test_a_file_of_schema_2_gets_the_index_trigger_and_its_old_rows_stay_found(tmp_path):
+    """Schema 3 indexes a response's items by trigger. A file written by schema 2 (no trigger; its
+    puts indexed their items themselves) is upgraded on first open: old and new items are found."""
+    from proxy.store import sqlite_schema
+
+    path = str(tmp_path / "v2.sqlite3")
+    old = sqlite3.connect(path, isolation_level=None)
+    for statement in sqlite_schema.DDL.split(";"):  # schema 2's tables are schema 3's, without the trigger
+        if statement.strip():
+            old.execute(statement)
+    old.execute("PRAGMA journal_mode = WAL")
+    old.execute("PRAGMA user_version = 2")
+    store = SQLiteStore(path)
+    owner = store.owner_of("sk-alice")
+    before = turn(1)
+    rid = before.id
+    blob = orjson.dumps(before.input_items + before.output_items)
+    ids = [i["id"] for i in before.input_items + before.output_items]
+    old.execute("INSERT INTO responses VALUES (?, ?, NULL, 0, 1, ?, '[]', ?, NULL, NULL, NULL, 1, ?, ?)",
+                (rid, owner, int(time.time() * 1000) + 60_000, orjson.dumps(ids).decode(), blob, before.body))
+    old.executemany("INSERT INTO item_index VALUES (?, ?, ?, ?)", [(owner, i, "r:" + rid, n) for n, i in enumerate(ids)])
+    old.close()
+
+    async def scenario(store):
+        after = turn(2)
+        await store.put_response(owner, after)
+        wanted = ids + [i["id"] for i in after.input_items + after.output_items]
+        found = await store.get_items(owner, wanted)
+        assert list(found) and sorted(found) == sorted(wanted)
+        assert found[after.output_items[1]["id"]] == after.output_items[1]
+        assert found[ids[-1]] == before.output_items[-1]
+        return True
+
+    assert run(store, scenario)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION == 3
+        assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'").fetchone()[0] == 1
+    finally:
+        conn.close()
