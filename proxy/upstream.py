@@ -124,7 +124,13 @@ class Upstream:
 
 
 class _Slot(httpx.AsyncByteStream):
-    """A response body that gives its in-flight slot back when it is closed."""
+    """A response body that gives its in-flight slot back when it is closed.
+
+    Closed, it lets go of the body it wrapped: httpx's ``BoundAsyncStream`` and its
+    ``Response`` hold each other, a reference cycle only the garbage collector would
+    free (with the aiohttp response and the headers it holds); dropped here, the
+    ``Response`` goes when its owner lets go of it, and the collector runs less often.
+    """
 
     __slots__ = ("_inner", "_owner")
 
@@ -139,9 +145,13 @@ class _Slot(httpx.AsyncByteStream):
         try:
             await self._inner.aclose()
         finally:
+            self._inner = _CLOSED
             if self._owner is not None:
                 self._owner.in_flight -= 1
                 self._owner = None
+
+
+_CLOSED = httpx.ByteStream(b"")  # what a closed _Slot holds (httpx reads no closed response)
 
 
 async def open_stream(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
