@@ -140,7 +140,17 @@ _NO_COOKIES = _NoCookies()
 
 
 class PoolClient(httpx.AsyncClient):
-    """The worker's ``httpx.AsyncClient``; it keeps no cookies (see the module docstring)."""
+    """The worker's ``httpx.AsyncClient``; it keeps no cookies (see the module docstring).
+
+    ``chat`` is its ``ChatTransport``: ``proxy.upstream`` sends a chat request built in full
+    (URL, headers, timeouts) to it directly, without the client's layers around it (auth and
+    redirect flows, a context manager, a log call and the response's elapsed-time wrapper:
+    about 14 µs of a request, none of which such a request uses).
+    """
+
+    def __init__(self, *, transport: ChatTransport, **kwargs: Any) -> None:
+        super().__init__(transport=transport, **kwargs)
+        self.chat = transport
 
     @property
     def cookies(self) -> httpx.Cookies:
