@@ -47,6 +47,10 @@ def create_client(settings: Settings) -> httpx.AsyncClient:
         ),
         auto_decompress=False,
         trust_env=False,
+        # The pool serves every client: a backend's Set-Cookie must never ride along on another
+        # client's request (aiohttp's default jar replays it for a named host), and no jar to
+        # filter and update saves its work on every request.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     return PoolClient(
         transport=ChatTransport(session),
