@@ -284,8 +284,10 @@ def _check_content_type(req: falcon.asgi.Request) -> None:
 async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes; refuse larger bodies before reading them whole."""
     length = req.content_length
-    if length is not None and length > limit:
-        raise _too_large(limit)
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        return await req.stream.readall()  # bounded by its length: one coroutine, no generator
     chunks: list[bytes] = []
     size = 0
     async for chunk in req.stream:
