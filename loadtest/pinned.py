@@ -40,6 +40,24 @@ class _PhaseArgs:
         self.profile = None
 
 
+def start_targets(backend: str, workers: int, variants: list[str], logs: Path) -> list[bench.Proc]:
+    """The floor, this proxy and each ``NAME=DIR`` checkout, with ``workers`` workers each."""
+    procs = [bench.start_floor(backend, workers, logs), bench.start_proxy("proxy", ROOT, backend, workers, {}, logs)]
+    for spec in variants:
+        name, where = spec.split("=", 1)
+        procs.append(bench.start_proxy(name, Path(where), backend, workers, {}, logs))
+    return procs
+
+
+def print_ratios(cpu: dict[str, list[float]]) -> None:
+    """Each target's median µs per request over the rounds and the median of its ratio to the floor's."""
+    floor = cpu["floor"]
+    for name, values in cpu.items():
+        ratios = [v / f for v, f in zip(values, floor)]
+        print(f"{name:10} median {statistics.median(values):7.0f}  ({statistics.median(ratios):.2f}x floor)  "
+              f"rounds {[round(v) for v in values]}  {[round(x, 2) for x in ratios]}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadtest.pinned", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workload", default="stream50", choices=sorted(bench.WORKLOADS))
@@ -56,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="pinned-"))
     mock = bench.start_mock(2, logs)
     backend = mock.url + "/v1"
-    procs = [bench.start_floor(backend, 1, logs), bench.start_proxy("proxy", ROOT, backend, 1, {}, logs)]
-    for spec in args.variant:
-        name, where = spec.split("=", 1)
-        procs.append(bench.start_proxy(name, Path(where), backend, 1, {}, logs))
+    procs = start_targets(backend, 1, args.variant, logs)
     body = orjson.dumps(bench.WORKLOADS[args.workload])
     events = bench.upstream_events(mock, bench.chat_body(bench.WORKLOADS[args.workload]))
     phase = _PhaseArgs(args.duration)
@@ -88,13 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in procs:
             p.stop()
         mock.stop()
-    floor = cpu["floor"]
     print(f"{args.workload} c={args.conc}, one worker each on core 0, {args.rounds} x {args.duration:g} s; "
           "µs CPU per request")
-    for name, values in cpu.items():
-        ratios = [v / f for v, f in zip(values, floor)]
-        print(f"{name:10} median {statistics.median(values):7.0f}  ({statistics.median(ratios):.2f}x floor)  "
-              f"rounds {[round(v) for v in values]}  {[round(x, 2) for x in ratios]}")
+    print_ratios(cpu)
     return 0
 
 

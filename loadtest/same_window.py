@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:
 
 from loadtest import bench  # noqa: E402
 from loadtest.client import LoadProcs, LoadSpec  # noqa: E402
+from loadtest.pinned import print_ratios, start_targets  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="same-window-"))
     mock = bench.start_mock(2, logs)
     backend = mock.url + "/v1"
-    procs = [bench.start_floor(backend, args.workers, logs),
-             bench.start_proxy("proxy", ROOT, backend, args.workers, {}, logs)]
-    for spec in args.variant:
-        name, where = spec.split("=", 1)
-        procs.append(bench.start_proxy(name, Path(where), backend, args.workers, {}, logs))
+    procs = start_targets(backend, args.workers, args.variant, logs)
     headers = (("Authorization", f"Bearer {bench.API_KEY}"),)
     try:
         for workload in args.only.split(","):
@@ -70,13 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                     cpu[p.name].append((b - a) / max(result.ok, 1) * 1e6)
                     if result.errors:
                         print(f"{p.name}: {result.errors} errors, e.g. {result.error_samples[:2]}")
-            floor = cpu["floor"]
             print(f"-- {workload} c={args.conc} per target, {args.workers} workers each, {args.rounds} x "
                   f"{args.duration:g} s, load average {os.getloadavg()[0]:.1f}; µs CPU per request")
-            for name, values in cpu.items():
-                ratios = [v / f for v, f in zip(values, floor)]
-                print(f"{name:10} median {statistics.median(values):7.0f}  ({statistics.median(ratios):.2f}x floor)  "
-                      f"rounds {[round(v) for v in values]}  {[round(x, 2) for x in ratios]}", flush=True)
+            print_ratios(cpu)
     finally:
         for p in procs:
             p.stop()
