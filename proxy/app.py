@@ -192,7 +192,12 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
         try:
             await falcon_app(scope, receive, send)
         finally:
-            await request.close()
+            try:
+                await request.close()
+            finally:
+                # The ASGI scope holds the RequestScope, which holds `receive`, which holds the
+                # scope: a cycle only the garbage collector would free, broken here.
+                del scope[SCOPE_KEY]
 
     return asgi
 

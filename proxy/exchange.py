@@ -153,18 +153,22 @@ class Exchange:
         settings = self._settings
         translator = self.translator
         timed = not self.ctx.stream  # time to first event: streams only
+        # Closed here, not left to the loop: a transport stops asking after the terminal batch,
+        # so the relay is still suspended at its last yield; dropped, the loop's async-generator
+        # finalizer would close it in a task of its own (one per request).
+        relaying = relay(
+            self._response, translator, self.outcome,
+            disconnected=self._disconnected,
+            keepalive_secs=settings.keepalive_secs if self.ctx.stream else None,
+            first_keepalive_secs=first_wait_secs,
+            deadline=self._deadline,
+            max_event_bytes=settings.max_event_bytes,
+            idle_timeout_secs=settings.backend_idle_timeout_secs,
+            redact=redactor(self._secret, self._masked),
+            interrupt=self._interrupt,
+        )
         try:
-            async for batch in relay(
-                self._response, translator, self.outcome,
-                disconnected=self._disconnected,
-                keepalive_secs=settings.keepalive_secs if self.ctx.stream else None,
-                first_keepalive_secs=first_wait_secs,
-                deadline=self._deadline,
-                max_event_bytes=settings.max_event_bytes,
-                idle_timeout_secs=settings.backend_idle_timeout_secs,
-                redact=redactor(self._secret, self._masked),
-                interrupt=self._interrupt,
-            ):
+            async for batch in relaying:
                 if not timed and batch is not KEEPALIVE:
                     timed = True
                     self._metrics.first_event("/v1/responses", time.perf_counter() - self._created)
@@ -188,6 +192,8 @@ class Exchange:
             if self._on_terminal is not None:
                 await self._on_terminal(translator.response)
             yield batch
+        finally:
+            await relaying.aclose()
 
     def verdict(self) -> Verdict:
         """What this exchange says about the backend (read by ``aclose``)."""

@@ -63,8 +63,11 @@ class Body(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        with map_aiohttp_exceptions():
+        try:
             await self._response.__aexit__(None, None, None)
+        except aiohttp.ClientError:
+            with map_aiohttp_exceptions():
+                raise
 
 
 class ChatTransport(httpx.AsyncBaseTransport):
@@ -102,13 +105,16 @@ class ChatTransport(httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:
             data = request.stream  # type: ignore[assignment]  # an async request's stream is async
             request.headers.pop("transfer-encoding", None)  # aiohttp frames it
-        with map_aiohttp_exceptions():
+        try:
             response = await self.session.request(
                 request.method, self._url(request.url), headers=_headers(request.headers), data=data,
                 allow_redirects=False, auto_decompress=False, compress=False,
                 timeout=self._timeout(extensions.get("timeout", {})),
                 server_hostname=extensions.get("sni_hostname"),
             )
+        except aiohttp.ClientError:  # mapped only when raised: no context manager per request
+            with map_aiohttp_exceptions():
+                raise
         body = Body(response)
         out_ext: dict[str, Any] = {"http_version": _HTTP11, READER: body}
         if response.reason:
@@ -140,7 +146,17 @@ _NO_COOKIES = _NoCookies()
 
 
 class PoolClient(httpx.AsyncClient):
-    """The worker's ``httpx.AsyncClient``; it keeps no cookies (see the module docstring)."""
+    """The worker's ``httpx.AsyncClient``; it keeps no cookies (see the module docstring).
+
+    ``chat`` is its ``ChatTransport``: ``proxy.upstream`` sends a chat request built in full
+    (URL, headers, timeouts) to it directly, without the client's layers around it (auth and
+    redirect flows, a context manager, a log call and the response's elapsed-time wrapper:
+    about 14 µs of a request, none of which such a request uses).
+    """
+
+    def __init__(self, *, transport: ChatTransport, **kwargs: Any) -> None:
+        super().__init__(transport=transport, **kwargs)
+        self.chat = transport
 
     @property
     def cookies(self) -> httpx.Cookies:

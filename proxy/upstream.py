@@ -8,7 +8,7 @@ about any one model, a 5xx says the model failed.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import httpx
@@ -47,6 +47,10 @@ def create_client(settings: Settings) -> httpx.AsyncClient:
         ),
         auto_decompress=False,
         trust_env=False,
+        # The pool serves every client: a backend's Set-Cookie must never ride along on another
+        # client's request (aiohttp's default jar replays it for a named host), and no jar to
+        # filter and update saves its work on every request.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     return PoolClient(
         transport=ChatTransport(session),
@@ -83,6 +87,15 @@ class Upstream:
         # (and its connection: keep-alive); accept and accept-encoding are always ours.
         self._base_headers = {"host": self._url.netloc.decode("ascii"), **client.headers}
         self._extensions: dict[float | None, dict[str, dict[str, float | None]]] = {}
+        # The worker's pool sends straight to its transport (PoolClient); any other client, or
+        # a URL with credentials (httpx turns them into basic auth), through client.send.
+        self._send: Callable[[httpx.Request], Awaitable[httpx.Response]] = (
+            client.chat.handle_async_request if isinstance(client, PoolClient) and not self._url.userinfo
+            else self._client_send
+        )
+
+    async def _client_send(self, request: httpx.Request) -> httpx.Response:
+        return await self.client.send(request, stream=True)
 
     def _request(self, body: bytes, headers: dict[str, str], read_timeout: float | None) -> httpx.Request:
         extensions = self._extensions.get(read_timeout)
@@ -109,9 +122,11 @@ class Upstream:
                 Cause.OVERLOADED, "The proxy has no free upstream connection; retry shortly.",
                 "upstream_pool_exhausted", headers={"Retry-After": "1"},
             )
+        if self.client.is_closed:
+            raise RuntimeError("The upstream client is closed.")  # as client.send says it
         self.in_flight += 1
         try:
-            response = await open_stream(self.client, self._request(body, headers, read_timeout))
+            response = await open_stream(self._send, self._request(body, headers, read_timeout))
         except BaseException:
             self.in_flight -= 1
             raise
@@ -124,7 +139,13 @@ class Upstream:
 
 
 class _Slot(httpx.AsyncByteStream):
-    """A response body that gives its in-flight slot back when it is closed."""
+    """A response body that gives its in-flight slot back when it is closed.
+
+    Closed, it lets go of the body it wrapped: sent through ``client.send``, httpx's
+    ``BoundAsyncStream`` and its ``Response`` hold each other, a cycle only the garbage collector would
+    free (with the aiohttp response and the headers it holds); dropped here, the
+    ``Response`` goes when its owner lets go of it, and the collector runs less often.
+    """
 
     __slots__ = ("_inner", "_owner")
 
@@ -139,15 +160,21 @@ class _Slot(httpx.AsyncByteStream):
         try:
             await self._inner.aclose()
         finally:
+            self._inner = _CLOSED
             if self._owner is not None:
                 self._owner.in_flight -= 1
                 self._owner = None
 
 
-async def open_stream(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """Send the chat request and return the open 200 streaming response."""
+_CLOSED = httpx.ByteStream(b"")  # what a closed _Slot holds (httpx reads no closed response)
+
+
+async def open_stream(
+    send: Callable[[httpx.Request], Awaitable[httpx.Response]], request: httpx.Request
+) -> httpx.Response:
+    """Send the chat request with ``send`` and return the open 200 streaming response."""
     try:
-        response = await client.send(request, stream=True)
+        response = await send(request)
     except httpx.HTTPError as exc:
         raise _transport_error(exc) from None
     except aiohttp.ClientError as exc:

@@ -91,6 +91,9 @@ class _Finishing(AsyncIterator[bytes]):
                 metrics.request_finished(
                     self._route, _model(self._req), self._resp.status_code, True, time.perf_counter() - self._started
                 )
+                # The response holds this stream, which holds the response: a cycle only the
+                # garbage collector would free (with the request, and the stream it wraps).
+                del self._req, self._resp
 
 
 def _model(req: falcon.asgi.Request) -> str:

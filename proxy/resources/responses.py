@@ -14,7 +14,6 @@ does for an invalid request: to see that, the first upstream batch is awaited
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 import falcon
@@ -32,11 +31,10 @@ from ..state import Standing, stand
 from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
-from ..translate.sse import KEEPALIVE as SSE_KEEPALIVE
-from ..translate.stream import StreamTranslator
 from .auth import client_key, is_header_safe, scrub, upstream_key
 from .background import BackgroundMode
 from .scope import RequestScope
+from .sse_body import ClosingStream, Once, end_stream, log_translator, log_warnings, sse_body
 
 log = logging.getLogger("proxy.responses")
 
@@ -80,7 +78,7 @@ class ResponsesResource:
         )
         standing.prepare()
         meta.model = ctx.model
-        _log_warnings(meta, ctx.warnings)
+        log_warnings(meta, ctx.warnings)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request_started: request_id=%s model=%s stream=%s key=%s messages=%d tools=%d",
@@ -118,7 +116,7 @@ class ResponsesResource:
         async with exchange:
             async for _ in exchange.batches():
                 pass
-        _log_translator(meta, exchange.translator)
+        log_translator(meta, exchange.translator)
         failure = exchange.failure
         if failure is not None:
             _fail_request(meta, resp, failure, secret)
@@ -142,14 +140,22 @@ class ResponsesResource:
             # Nothing but the refusal so far: answer it as a JSON client gets it.
             await batches.aclose()
             await exchange.aclose()
-            _log_translator(meta, exchange.translator)
+            log_translator(meta, exchange.translator)
             _fail_request(meta, resp, failure, secret)
             return
         resp.content_type = "text/event-stream"
         resp.set_headers(_SSE_HEADERS)
+        if not isinstance(first, _Keepalive) and exchange.translator.done:
+            # The whole answer came with the first batch (a fast backend, a short answer): one
+            # write, and the exchange closed before it (its connection back in the pool sooner),
+            # with no generator to run and close around that write.
+            data = encode_events(head + first) + DONE
+            await end_stream(meta, exchange, batches)
+            resp.stream = Once(data)
+            return
         meta.status = "in_progress"
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
-        resp.stream = _ClosingStream(_sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]  # an async iterator Falcon closes
+        resp.stream = ClosingStream(sse_body(meta, exchange, batches, head, first))  # type: ignore[assignment]  # an async iterator Falcon closes
 
 
 async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: Settings) -> tuple[dict, str]:
@@ -161,22 +167,6 @@ async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: S
     key = client_key(req, settings)
     meta.key = mask_key(key)
     return body, key
-
-
-def _log_warnings(meta: RequestScope, warnings: list[str]) -> None:
-    """Warnings from translation: the request's (dropped built-in tools…) and the
-    stream translator's (calls outside allowed_tools…)."""
-    for warning in warnings:
-        log.warning("request_id=%s model=%s: %s", meta.request_id, meta.model, warning)
-
-
-def _log_translator(meta: RequestScope, translator: StreamTranslator) -> None:
-    """Once per request: the stream translator's warnings, and at debug level what the
-    backend sent that no part of the Response carries (issue 12: nothing silently dropped)."""
-    _log_warnings(meta, translator.warnings)
-    if translator.unmapped and log.isEnabledFor(logging.DEBUG):
-        log.debug("request_id=%s model=%s: upstream fields not mapped: %s",
-                  meta.request_id, meta.model, ", ".join(sorted(translator.unmapped)))
 
 
 def _fail_request(meta: RequestScope, resp: falcon.asgi.Response, failure: Failure, secret: str) -> None:
@@ -193,56 +183,6 @@ def _fail_request(meta: RequestScope, resp: falcon.asgi.Response, failure: Failu
 
 def _has_output(batch: Batch) -> bool:
     return any(ev["type"] == "response.output_item.added" for ev in batch)
-
-
-async def _sse_body(
-    meta: RequestScope,
-    exchange: Exchange,
-    batches: AsyncGenerator[Batch | _Keepalive, None],
-    head: Batch,
-    first: Batch | _Keepalive,
-) -> AsyncGenerator[bytes, None]:
-    """The SSE bytes: the head events with the first batch, then one write per batch, ``[DONE]``
-    in the terminal batch's write (one write, one syscall, less per stream)."""
-    translator = exchange.translator
-    try:
-        if isinstance(first, _Keepalive):  # the grace time passed: start, and keep it alive
-            yield encode_events(head) + SSE_KEEPALIVE
-        else:
-            yield encode_events(head + first) + DONE if translator.done else encode_events(head + first)
-        if not translator.done:
-            async for batch in batches:
-                if isinstance(batch, _Keepalive):
-                    yield SSE_KEEPALIVE
-                else:
-                    yield encode_events(batch) + DONE if translator.done else encode_events(batch)
-    finally:
-        await batches.aclose()
-        await exchange.aclose()
-        _log_translator(meta, translator)
-        failure = exchange.failure
-        if failure is not None and failure.cause is Cause.CLIENT_GONE:
-            meta.status = "client_disconnected"
-        else:
-            meta.status = translator.response.get("status", "failed")
-
-
-class _ClosingStream:
-    """Falcon ends a response stream with ``close()``, which async generators lack
-    (they have ``aclose()``): without this, a stream Falcon stops iterating would
-    keep its generator suspended until garbage collection (the request scope
-    still releases the exchange it holds)."""
-
-    __slots__ = ("_gen",)
-
-    def __init__(self, gen: AsyncGenerator[bytes, None]) -> None:
-        self._gen = gen
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._gen
-
-    async def close(self) -> None:
-        await self._gen.aclose()
 
 
 def _upstream_headers(
@@ -284,8 +224,10 @@ def _check_content_type(req: falcon.asgi.Request) -> None:
 async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes; refuse larger bodies before reading them whole."""
     length = req.content_length
-    if length is not None and length > limit:
-        raise _too_large(limit)
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        return await req.stream.readall()  # bounded by its length: one coroutine, no generator
     chunks: list[bytes] = []
     size = 0
     async for chunk in req.stream:

@@ -21,7 +21,7 @@ from ..store import Store
 from ..store.shapes import item_list, list_params, response_deleted
 from .auth import client_key
 from .background import SSE_HEADERS
-from .responses import _ClosingStream
+from .sse_body import ClosingStream as _ClosingStream
 
 # OpenAI endpoints that share the /v1/responses/{id} shape but are not ids.
 _OTHER_ENDPOINTS = frozenset({"input_tokens"})

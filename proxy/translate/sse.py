@@ -226,13 +226,17 @@ def encode_events(events: list[Event]) -> bytes:
     if len(events) == 1:
         return encode_event(events[0])
     heads, dumps = _HEADS, _dumps
-    out = []
+    out: list[bytes] = []
+    add = out.append
     for event in events:
         kind: str = event["type"]
         head = heads.get(kind)
         if head is None:
             head = _head(kind)
-        out.append(head + dumps(event) + b"\n\n")
+        # Three parts joined once: no two intermediate copies of each event's bytes.
+        add(head)
+        add(dumps(event))
+        add(b"\n\n")
     return b"".join(out)
 
 
