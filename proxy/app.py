@@ -192,6 +192,9 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
         try:
             await falcon_app(scope, receive, send)
         finally:
+            # The entry closes a reference cycle (scope → RequestScope → receive → uvicorn's cycle
+            # → scope): cut, the request's objects are freed at once, not by a later GC pass.
+            del scope[SCOPE_KEY]
             await request.close()
 
     return asgi

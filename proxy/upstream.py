@@ -123,6 +123,9 @@ class Upstream:
         await self.client.aclose()
 
 
+_CLOSED = httpx.ByteStream(b"")
+
+
 class _Slot(httpx.AsyncByteStream):
     """A response body that gives its in-flight slot back when it is closed."""
 
@@ -139,6 +142,8 @@ class _Slot(httpx.AsyncByteStream):
         try:
             await self._inner.aclose()
         finally:
+            # httpx's inner stream holds the response that holds this one: cut that cycle.
+            self._inner = _CLOSED
             if self._owner is not None:
                 self._owner.in_flight -= 1
                 self._owner = None

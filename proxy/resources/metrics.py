@@ -69,7 +69,7 @@ class _Finishing(AsyncIterator[bytes]):
         self._inner = inner
         self._metrics: Metrics | None = metrics
         self._req = req
-        self._resp = resp
+        self._resp: falcon.asgi.Response | None = resp
         self._route = route
         self._started = started
 
@@ -86,10 +86,12 @@ class _Finishing(AsyncIterator[bytes]):
                 await close()
         finally:
             metrics, self._metrics = self._metrics, None
-            if metrics is not None:
+            # The response holds this stream: letting go of it cuts the cycle, so both are freed at once.
+            resp, self._resp = self._resp, None
+            if metrics is not None and resp is not None:
                 metrics.stream_closed()
                 metrics.request_finished(
-                    self._route, _model(self._req), self._resp.status_code, True, time.perf_counter() - self._started
+                    self._route, _model(self._req), resp.status_code, True, time.perf_counter() - self._started
                 )
 
 
