@@ -4,6 +4,7 @@ Usage::
 
     python -m loadtest.memmap                      # mock + proxy, 64 connections (half JSON, half streams) 20 s
     python -m loadtest.memmap --seconds 60 --conc 16 --variant before=/tmp/pss-base
+    python -m loadtest.memmap --frames --sample-every 10   # + pages copied from the master (root)
 
 It starts the mock and the proxy as ``loadtest.bench`` does, reads
 ``/proc/<pid>/smaps`` of the master and each worker before the load, at the end
@@ -15,12 +16,17 @@ mappings: glibc's other arenas, pymalloc's 1 MiB arenas, mmapped large blocks),
 and metrics' shared files, ``/dev/shm``, deleted files), ``file`` (other files,
 e.g. SQLite's mapped WAL index). Thread stacks are anonymous mappings of their
 own (8 MiB reserved, a guard page beside): counted as ``anon``; the number of
-threads is printed beside.
+threads is printed beside. The total's anonymous part (``Pss_Anon``) is printed
+apart: file-backed PSS is shared with every process on the host mapping the same
+libraries, so it moves with what else runs. ``--frames`` (root) compares each
+worker's page frames with the master's: pages still shared, copied after the
+fork (written to), and the worker's own.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -68,6 +74,38 @@ def smaps(pid: int) -> dict[str, dict[str, int]]:
     return out
 
 
+def _frames(pid: int) -> dict[int, int]:
+    """Page frame number of each present page of ``pid``'s writable heap and anonymous mappings
+    (``/proc/<pid>/pagemap``; the frame numbers read as 0 without CAP_SYS_ADMIN)."""
+    out: dict[int, int] = {}
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            head = line.split()
+            name = head[5] if len(head) > 5 else ""
+            if "w" not in head[1] or (name and name != "[heap]" and not name.startswith("[anon")):
+                continue
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            pagemap.seek(start // 4096 * 8)
+            data = pagemap.read((end - start) // 4096 * 8)
+            for i, (entry,) in enumerate(struct.iter_unpack("<Q", data)):
+                if entry >> 63:  # present
+                    out[start + i * 4096] = entry & ((1 << 55) - 1)
+    return out
+
+
+def copies(proc: Proc) -> None:
+    """Per worker: MB of its heap/anonymous pages still the master's (same frame), copied from the
+    master's (the master has a page at that address, the worker its own) and its own (no master page)."""
+    master = _frames(proc.proc.pid)
+    for w in proc.workers():
+        counts = {"shared": 0, "copied": 0, "own": 0}
+        for addr, frame in _frames(w.pid).items():
+            theirs = master.get(addr)
+            counts["shared" if theirs == frame else "copied" if theirs is not None else "own"] += 1
+        print(f"          worker {w.pid}: pages the master's {counts['shared'] * 4 / 1024:.1f} MB, "
+              f"copied {counts['copied'] * 4 / 1024:.1f} MB, its own {counts['own'] * 4 / 1024:.1f} MB", flush=True)
+
+
 def rollup(pid: int) -> dict[str, int]:
     """kB per field of /proc/<pid>/smaps_rollup (Pss, Pss_Anon, Pss_File, ...)."""
     out = {}
@@ -94,7 +132,12 @@ def report(label: str, proc: Proc) -> float:
         print(f"  {label:<7} {proc.name:<8} pid {p.pid:>7} thr {p.num_threads():>2}  pss {pss / 1024:6.1f}  "
               f"(kind pss/private MB) {cells}", flush=True)
     print(f"  {label:<7} {proc.name:<8} total PSS {total / 1024:.1f} MB (anonymous {anon / 1024:.1f})", flush=True)
+    if FRAMES:
+        copies(proc)
     return total / 1024
+
+
+FRAMES = False  # --frames
 
 
 def load(proxy: Proc, conc: int, seconds: float, workloads: tuple[str, ...] = ("json", "stream50")) -> list[LoadProcs]:
@@ -117,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-every", type=float, default=0.0, help="also report every so many seconds of the load")
     ap.add_argument("--variant", action="append", default=[], help="NAME=DIR[:KEY=VAL,...] as loadtest.bench's")
     ap.add_argument("--env", action="append", default=[], help="KEY=VAL for the main proxy")
+    ap.add_argument("--frames", action="store_true",
+                    help="also each worker's pages shared with the master, copied from it, its own (needs root)")
     args = ap.parse_args(argv)
+    global FRAMES
+    FRAMES = args.frames
     logs = Path(tempfile.mkdtemp(prefix="memmap-logs-"))
     mock = start_mock(2, logs)
     proxies: list[Proc] = []
