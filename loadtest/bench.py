@@ -37,7 +37,8 @@ The load generator is ``loadtest/client.py`` (asyncio + uvloop on raw sockets,
 ``--client-procs`` processes); its ceiling is the "direct" rows of the same run.
 
 ``--soak SECONDS``: concurrency 64 (half JSON, half 50-chunk streams) for SECONDS,
-sampling each worker's RSS every ``--sample-every`` seconds (flat = no leak).
+sampling each worker's RSS every ``--sample-every`` seconds (flat = no leak); with
+``--variant``, each variant is soaked in turn before the proxy, in the same run.
 ``--slow-streams N``: N concurrent streams from ``mock-slow-1000`` (one chunk per
 second, ~``--slow-chunks`` chunks) held by the workers, while ``/health`` and JSON
 requests are probed every 100 ms; reports stream errors and the probes' latency.
@@ -436,7 +437,7 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
         sample = {"t": round(time.time() - t_start, 1), "pids": [p.pid for p in workers],
                   "rss_mb": [round(x, 1) for x in rss], "pss_mb": round(pss_mb(proxy.all_pids()), 1)}
         samples.append(sample)
-        print(f"soak t={sample['t']:>6.1f}s  rss MB per worker: {sample['rss_mb']}  "
+        print(f"soak {proxy.name} t={sample['t']:>6.1f}s  rss MB per worker: {sample['rss_mb']}  "
               f"pss MB master+workers: {sample['pss_mb']}", flush=True)
         next_t += args.sample_every
     cpu1 = cpu_of(proxy.workers())
@@ -456,7 +457,7 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
            "growth_mb_after_warmup": growth, "pss_mb_peak": max(s["pss_mb"] for s in samples),
            "pss_mb_after": pss_after,
            "error_samples": [e for r in results for e in r.error_samples][:5]}
-    print(f"soak: {ok} requests ({ok / args.soak:.0f}/s), {errors} errors, "
+    print(f"soak {proxy.name}: {ok} requests ({ok / args.soak:.0f}/s), {errors} errors, "
           f"cpu {out['cpu_ms_per_req']:.3f} ms/req, RSS growth after warm-up per worker (MB): {growth}, "
           f"PSS master+workers peak {out['pss_mb_peak']} MB, after {pss_after} MB")
     return out
@@ -573,7 +574,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cores={os.cpu_count()} proxy workers={args.workers} mock workers={args.mock_workers} "
               f"client procs={args.client_procs} nofile={hard} load={os.getloadavg()} logs={logs}", flush=True)
         if args.soak:
-            out = soak(args, mock, ours)
+            # Each proxy in turn (the variants first), one soak each, in this one run.
+            soaks = {p.name: soak(args, mock, p) for p in proxies if p.name != "litellm"}
+            out = {"mode": "soak", "soaks": soaks} if len(soaks) > 1 else soaks["proxy"]
+            for name, r in soaks.items():
+                print(f"soak {name}: PSS master+workers peak {r['pss_mb_peak']} MB, after {r['pss_mb_after']} MB, "
+                      f"{r['requests']} requests, {r['errors']} errors, cpu {r['cpu_ms_per_req']:.3f} ms/req")
         elif args.slow_streams:
             out = slow_streams(args, mock, ours)
         else:
