@@ -59,7 +59,11 @@ REQUEST_OBJECTS = (
     "httpx.Response",
     "httpx._models.Response",
     "proxy.upstream._Slot",
+    "proxy.translate.stream.call_items.ToolCall",
+    "proxy.translate.stream.call_items.FunctionCallBuilder",
 )
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather of a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
 @pytest.fixture
@@ -101,6 +105,11 @@ def test_json_and_streamed_requests_leave_no_reference_cycles(collector_off: tup
             with client.responses.create(model="mock-stream-5", input="Count.", stream=True, store=False) as stream:
                 kinds = [event.type for event in stream]
             assert kinds[-1] == "response.completed"
+            call = client.responses.create(model="mock-tool", input="Weather in Paris?", tools=[WEATHER], store=False)
+            assert call.output[-1].type == "function_call"
+            with client.responses.create(model="mock-tool", input="Weather in Rome?", tools=[WEATHER], stream=True,
+                                         store=False) as stream:
+                assert [event.type for event in stream][-1] == "response.completed"
             stored = client.responses.create(model="mock-echo", input="Keep this.")
             assert client.responses.retrieve(stored.id).id == stored.id
         # A request refused before the round trip (400) goes through the same scope.

@@ -129,7 +129,9 @@ class ToolCalls:
         """Close every open call; ``status`` maps its output_index to its final status."""
         for call in self.order:
             if is_open(call.state):
-                call.item.close(status(call.item.index))
+                builder = call.item
+                builder.close(status(builder.index))
+                del call.item  # the builder holds the call: a cycle, left for the garbage collector
 
     def _open(self, call: ToolCall, name: str) -> None:
         ctx = self._ctx
