@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.util
 import mimetypes
 
 # What the workers import (aiohttp, httpx and the websockets protocol pull in the rest).
@@ -38,7 +39,6 @@ MODULES = (
     "httptools",
     "httpx",
     "httpx_aiohttp",
-    "msgpack",
     "multidict",
     "orjson",
     "redis.asyncio",
@@ -51,11 +51,20 @@ MODULES = (
     "yarl",
 )
 
+# Imported by a worker only where installed, never a dependency of ours: Falcon loads msgpack for
+# its MessagePack media handler when it is there (the dev requirements bring it, through locust).
+# A production install (requirements.txt) has none of them, and must still boot.
+OPTIONAL_MODULES = ("msgpack",)
+
 
 def preload() -> None:
-    """Import ``MODULES`` and freeze what the process holds (call in the master, before forking)."""
+    """Import ``MODULES`` (and the ``OPTIONAL_MODULES`` installed), then freeze what the process
+    holds (call in the master, before forking)."""
     for name in MODULES:
         importlib.import_module(name)
+    for name in OPTIONAL_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
     mimetypes.init()
     gc.collect()
     gc.freeze()

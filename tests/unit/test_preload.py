@@ -61,3 +61,28 @@ def test_a_worker_imports_no_library_the_master_did_not_preload(tmp_path: Path) 
     ).stdout.rsplit(" ", 1)
     assert out[0] == "[]", f"modules a worker imports that the master did not preload: {out[0]}"
     assert out[1].strip() == "True", "the master did not build the mimetypes table"
+
+
+def test_every_preloaded_library_is_a_runtime_requirement() -> None:
+    """A production install (requirements.txt alone) must boot: the master imports each of
+    ``MODULES`` before any worker exists, so one that only the dev requirements bring (msgpack,
+    through locust) stopped gunicorn from starting at all. Those are ``OPTIONAL_MODULES``."""
+    import importlib.metadata
+    import re
+
+    from proxy.preload import MODULES, OPTIONAL_MODULES
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    runtime = {norm(line.split("==")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    providers = importlib.metadata.packages_distributions()
+    for name in MODULES:
+        top = name.split(".")[0]
+        if top in sys.stdlib_module_names:
+            continue
+        dists = {norm(d) for d in providers.get(top, [])}
+        assert dists & runtime, f"{name} is preloaded but comes from {sorted(dists)}, not requirements.txt"
+    for name in OPTIONAL_MODULES:
+        assert not {norm(d) for d in providers.get(name, [])} & runtime, f"{name} is a requirement: preload it always"
