@@ -20,32 +20,45 @@ import orjson
 from .devtools import start_mock, start_proxy
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # SIGTERM ends the demo as Ctrl-C does, through the ``finally`` that stops what it started.
+    # (Not by blocking the signals for sigwait: a blocked mask is inherited across fork and exec,
+    # and gunicorn and the mock would then never see the SIGTERM that stops them gracefully.)
+    signal.signal(signal.SIGTERM, _interrupt)
     logs = Path(tempfile.mkdtemp(prefix="responses-proxy-"))
-    mock = None
-    backend = os.environ.get("BACKEND_URL", "").strip()
-    if not backend:
-        mock = start_mock(logs / "mock.log")
-        backend = mock.url + "/v1"
-        print(f"mock backend: {mock.url} (no BACKEND_URL set)")
-    port = int(os.environ.get("HOST_PORT", "8282"))
-    proxy = start_proxy(backend, logs / "proxy.log", port=port, WEB_CONCURRENCY=os.environ.get("WEB_CONCURRENCY", "2"))
-    base = f"http://127.0.0.1:{port}"
-    key = os.environ.get("OPENAI_API_KEY", "sk-demo-not-a-real-key-0000")
-    model = os.environ.get("DEMO_MODEL", "mock-reasoning" if mock else "")
-    print(f"proxy: {base}  (logs: {proxy.log_path})\n")
+    mock = proxy = None
     try:
+        backend = os.environ.get("BACKEND_URL", "").strip()
+        if not backend:
+            mock = start_mock(logs / "mock.log")
+            backend = mock.url + "/v1"
+            print(f"mock backend: {mock.url} (no BACKEND_URL set)")
+        port = int(os.environ.get("HOST_PORT", "8282"))
+        proxy = start_proxy(backend, logs / "proxy.log", port=port,
+                            WEB_CONCURRENCY=os.environ.get("WEB_CONCURRENCY", "2"))
+        base = f"http://127.0.0.1:{port}"
+        key = os.environ.get("OPENAI_API_KEY", "sk-demo-not-a-real-key-0000")
+        model = os.environ.get("DEMO_MODEL", "mock-reasoning" if mock else "")
+        print(f"proxy: {base}  (logs: {proxy.log_path})\n")
         if model:
             _show(base, key, model)
-        print(f"\nServing on {base}/v1/responses. Ctrl-C to stop.")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        print(f"\nServing on {base}/v1/responses. Ctrl-C to stop.", flush=True)
+        while True:
+            signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
-        print("\nstopping…")
-        proxy.stop()
-        if mock:
-            mock.stop()
+        print("\nstopping…", flush=True)
+        codes = []
+        if proxy is not None:
+            codes.append(f"proxy exited with {proxy.stop()}")
+        if mock is not None:
+            codes.append(f"mock exited with {mock.stop()}")
+        print(", ".join(codes) or "nothing was started", flush=True)
     return 0
 
 
@@ -92,5 +105,4 @@ def _output_text(doc: dict) -> str:
 
 
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(main())
