@@ -25,9 +25,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> int:
-    # SIGTERM ends the demo as Ctrl-C does, through the ``finally`` that stops what it started.
-    # (Not by blocking the signals for sigwait: a blocked mask is inherited across fork and exec,
-    # and gunicorn and the mock would then never see the SIGTERM that stops them gracefully.)
+    # Ctrl-C and SIGTERM end the demo through the ``finally`` that stops what it started. SIGINT's
+    # handler is set here too: started from a script's background job, the demo inherits SIGINT
+    # ignored, and Python then installs none of its own. (Not by blocking the signals for
+    # sigwait: a blocked mask is inherited across fork and exec, and gunicorn and the mock would
+    # then never see the SIGTERM that stops them gracefully.)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     logs = Path(tempfile.mkdtemp(prefix="responses-proxy-"))
     mock = proxy = None
