@@ -10,8 +10,8 @@ master and workers together without it, 92 MB with it.
 
 ``MODULES`` is everything third-party a worker imports, including what the
 worker class loads only when it starts serving (uvloop, httptools, uvicorn's
-protocol and lifespan), what Falcon's app pulls in (msgpack) and what the first
-upstream request does (the IDNA codec); ``mimetypes``' table, which Falcon builds
+protocol and lifespan), and what the first upstream request does (the IDNA codec; Falcon's app
+also pulls in msgpack where it is installed: ``OPTIONAL_MODULES``); ``mimetypes``' table, which Falcon builds
 when an app is made, is built here too. Those cost each worker about 0.6 MB of
 its own (``python -m loadtest.memmap``: 1.2 MB less PSS with 2 workers at 64
 connections). ``tests/unit/test_preload.py`` fails when a worker would import

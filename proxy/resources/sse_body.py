@@ -46,19 +46,19 @@ async def sse_body(
     first: Batch | _Keepalive,
 ) -> AsyncGenerator[bytes, None]:
     """The SSE bytes: the head events with the first batch, then one write per batch, ``[DONE]``
-    in the terminal batch's write (one write, one syscall, less per stream)."""
+    in the terminal batch's write (one write, one syscall, less per stream). ``first`` is never
+    the terminal batch: an answer complete with it is written as ``Once`` instead."""
     translator = exchange.translator
     try:
         if isinstance(first, _Keepalive):  # the grace time passed: start, and keep it alive
             yield encode_events(head) + SSE_KEEPALIVE
         else:
-            yield encode_events(head + first) + DONE if translator.done else encode_events(head + first)
-        if not translator.done:
-            async for batch in batches:
-                if isinstance(batch, _Keepalive):
-                    yield SSE_KEEPALIVE
-                else:
-                    yield encode_events(batch) + DONE if translator.done else encode_events(batch)
+            yield encode_events(head + first)
+        async for batch in batches:
+            if isinstance(batch, _Keepalive):
+                yield SSE_KEEPALIVE
+            else:
+                yield encode_events(batch) + DONE if translator.done else encode_events(batch)
     finally:
         await end_stream(meta, exchange, batches)
 

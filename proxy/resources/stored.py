@@ -21,7 +21,7 @@ from ..store import Store
 from ..store.shapes import item_list, list_params, response_deleted
 from .auth import client_key
 from .background import SSE_HEADERS
-from .sse_body import ClosingStream as _ClosingStream
+from .sse_body import ClosingStream
 
 # OpenAI endpoints that share the /v1/responses/{id} shape but are not ids.
 _OTHER_ENDPOINTS = frozenset({"input_tokens"})
@@ -124,7 +124,7 @@ class StoredResponseResource:
         resp.set_headers(SSE_HEADERS)
         events = replay(store, owner, response_id, page, after, keepalive_secs=self._rt.settings.keepalive_secs)
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
-        resp.stream = _ClosingStream(events)  # type: ignore[assignment]  # an async iterator Falcon closes
+        resp.stream = ClosingStream(events)  # type: ignore[assignment]  # an async iterator Falcon closes
 
     async def _not_background(self, store: Store, owner: str, response_id: str, verb: str) -> ProxyError:
         if await store.get_response(owner, response_id) is None:

@@ -82,21 +82,19 @@ CREATE TABLE IF NOT EXISTS response_events (
 """
 
 
+# Where an item is, last writer wins (an item id stored again, e.g. a response's input appended to
+# its conversation, points at its newest copy): the rule of every write to item_index.
+_LAST_WRITER_WINS = "ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos"
+INDEX_ITEM = f"INSERT INTO item_index VALUES (?, ?, ?, ?) {_LAST_WRITER_WINS}"
+
 # Statements with ";" inside, run after DDL. A file of an older version gets them on first open
 # (each is IF NOT EXISTS, as every DDL statement). ``WHERE true``: SQLite's grammar needs a WHERE
 # before an upsert's ON CONFLICT in INSERT … SELECT.
 TRIGGERS = (
-    """CREATE TRIGGER IF NOT EXISTS responses_index AFTER INSERT ON responses BEGIN
+    f"""CREATE TRIGGER IF NOT EXISTS responses_index AFTER INSERT ON responses BEGIN
         INSERT INTO item_index SELECT NEW.owner, j.value, 'r:' || NEW.id, j.key FROM json_each(NEW.ids) j WHERE true
-        ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos;
+        {_LAST_WRITER_WINS};
     END""",
-)
-
-
-# Where an item is, last writer wins (an item id stored again, e.g. a response's input appended to
-# its conversation, points at its newest copy).
-INDEX_ITEM = (
-    "INSERT INTO item_index VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos"
 )
 
 
