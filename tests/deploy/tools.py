@@ -42,15 +42,30 @@ def render(text: str, old: str, new: str, count: int = 1) -> str:
 
 
 def group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group."""
+    """Processes of a process group that still run: not zombies, or zombies whose threads do.
+
+    A killed multi-threaded process (a worker with its store writer thread) can show its
+    main thread as a zombie while another thread is still exiting. The open files, its
+    listening socket among them, belong to the whole thread group and close only with its
+    last thread, so such a process still accepts connections: it counts as running.
+    """
     out = []
     for proc in psutil.process_iter(["pid", "status"]):
+        pid = proc.info["pid"]
         try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.info["pid"]) == pgid:
-                out.append(proc.info["pid"])
+            if os.getpgid(pid) == pgid and (proc.info["status"] != psutil.STATUS_ZOMBIE or _threads_left(pid)):
+                out.append(pid)
         except (ProcessLookupError, psutil.Error):
             pass
     return out
+
+
+def _threads_left(pid: int) -> bool:
+    """Whether a zombie's thread group still has threads other than its (exited) main one."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except FileNotFoundError:
+        return False
 
 
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
