@@ -31,8 +31,8 @@ pages than one in an empty file.
 
 ``--micro``: no HTTP; ``loadtest/store_micro.py`` runs what ``store: true`` adds (``stand``,
 ``prepare``, ``remember`` through the instrumented store) in one process per checkout, at one and
-at four requests in flight, best of its rounds — the difference the HTTP table has to find in the
-noise of a shared machine.
+at four requests in flight (``--in-flight``), best of its rounds — the difference the HTTP table
+has to find in the noise of a shared machine.
 """
 from __future__ import annotations
 
@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="responses stored in each SQLite file before measuring, ids minted by its checkout "
                          "(default 50000: a store in use, not an empty file)")
     ap.add_argument("--micro", action="store_true", help="the stored path alone, in process (no HTTP)")
+    ap.add_argument("--in-flight", type=lambda text: [int(n) for n in text.split(",")], default=[1, 4],
+                    help="--micro: requests in flight, comma-separated (default 1,4; a worker of a proxy at 16 "
+                         "connections holds about 8)")
     args = ap.parse_args(argv)
 
     checkouts = [("this", ROOT)] + [(n, Path(d).resolve()) for n, _, d in (v.partition("=") for v in args.variant)]
@@ -202,7 +205,7 @@ def _micro(args: argparse.Namespace, checkouts: list[tuple[str, Path]], tmp: Pat
     server, redis_url = _start_redis(tmp)
     rows = []
     try:
-        for conc in (1, 4):
+        for conc in args.in_flight:
             for i, (name, root) in enumerate(checkouts):
                 out = subprocess.run(
                     [sys.executable, str(ROOT / "loadtest" / "store_micro.py"), "--redis-url",

@@ -142,7 +142,9 @@ def model_name(body: dict[str, Any]) -> str:
         raise InvalidRequest(
             f"Invalid 'model': expected at most {MAX_MODEL_LEN} characters, got {len(value)}.", "model"
         )
-    if not value.isprintable() or any(c.isspace() for c in value):
+    # Every whitespace character but the space is unprintable (Unicode's Cc and Z categories),
+    # so this is "no whitespace or control character" without a loop over the name.
+    if not value.isprintable() or " " in value:
         raise InvalidRequest(
             "Invalid 'model': the model name must not contain whitespace or control characters.", "model"
         )

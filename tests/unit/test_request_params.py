@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from proxy.translate.context import ECHO_KEYS
 from proxy.translate.errors import InvalidRequest
 from proxy.translate.request import TranslationPolicy, translate_request
 from proxy.translate.response import response_object
+from proxy.translate.validate import model_name
 
 
 def tr(body: dict[str, Any], **policy: Any) -> tuple[dict[str, Any], Any]:
@@ -314,3 +316,33 @@ def test_any_valid_params_give_a_valid_echo(temperature, top_p, penalty, max_out
     Response.model_validate(resource)
     for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         assert (key in chat) == (body[key] is not None)
+
+
+def test_model_name_refuses_exactly_whitespace_and_control_characters() -> None:
+    """A name is refused iff it holds whitespace or an unprintable character, for every code point
+    of the Basic Multilingual Plane and every whitespace character beyond it
+    (``validate.model_name`` looks for the space alone among printable characters)."""
+    points = set(range(0x10000)) - set(range(0xD800, 0xE000))  # (no lone surrogate in decoded JSON)
+    points |= {i for i in range(0x10000, sys.maxunicode + 1) if chr(i).isspace()}
+    wrong = []
+    for c in map(chr, sorted(points)):
+        refused = c.isspace() or not c.isprintable()
+        try:
+            model_name({"model": f"a{c}b"})
+        except InvalidRequest as exc:
+            assert exc.param == "model"
+            if not refused:
+                wrong.append(c)
+        else:
+            if refused:
+                wrong.append(c)
+    assert not wrong, [hex(ord(c)) for c in wrong[:20]]
+    assert all(c.isspace() and not model_ok(c) for c in "\t\n \u00a0\u2028\u3000")
+
+
+def model_ok(c: str) -> bool:
+    try:
+        model_name({"model": f"a{c}b"})
+    except InvalidRequest:
+        return False
+    return True
