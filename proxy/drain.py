@@ -15,14 +15,29 @@ The flag is one byte of anonymous shared memory (``MAP_SHARED``), created in
 the master before it forks (``conf/gunicorn.conf.py``; get-or-create, so a
 SIGHUP reload keeps it), so every worker, respawned ones included, reads the
 byte the master writes.
+
+A worker's own stop, as a WebSocket connection sees it, is ``STOPPING``: an ASGI scope
+extension the worker's WebSocket protocol (``proxy.worker.DrainingWebSocketProtocol``) puts
+on every connection it accepts, an ``asyncio.Future`` done when the worker begins to shut
+down, so the connection can end after its running response instead of under it. A scope
+without it (the app served by another server, or a test's) never stops on its own.
 """
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
 import signal
 import threading
 from typing import Any
+
+STOPPING = "proxy.stopping"
+
+
+def stopping_future(scope: dict[str, Any]) -> asyncio.Future[None] | None:
+    """A WebSocket connection's stop signal (``STOPPING``), if its server gives one."""
+    found = (scope.get("extensions") or {}).get(STOPPING)
+    return found if isinstance(found, asyncio.Future) else None
 
 
 class DrainFlag:

@@ -1,11 +1,11 @@
 """The Uvicorn worker class gunicorn runs: uvloop, httptools and websockets, explicitly,
-and an HTTP protocol that loses no request when the worker stops.
+and HTTP and WebSocket protocols that lose no request when the worker stops.
 
 ``uvicorn-worker`` would pick the stack by "auto"; naming it makes a missing
 package fail at boot instead of silently running the slower pure-Python stack
-(or, for WebSockets, refusing every upgrade). ``websockets-sansio`` is uvicorn's
-protocol over the ``websockets`` package's sans-I/O core (the legacy one is
-deprecated by websockets 14+).
+(or, for WebSockets, refusing every upgrade). WebSockets run on uvicorn's
+``websockets-sansio`` protocol, over the ``websockets`` package's sans-I/O core
+(the legacy one is deprecated by websockets 14+), subclassed for shutdown below.
 
 The WebSocket limits come from the settings: a message may be a little larger
 than ``MAX_BODY_BYTES`` so that one just over the limit reaches the app and gets
@@ -42,6 +42,14 @@ the default of 10 s outlasts both, and stays far below gunicorn's ``keepalive``
 (75 s: an idle connection's normal lifetime) and the graceful timeout.
 ``SHUTDOWN_LINGER_SECS=0`` restores uvicorn's behaviour.
 
+**WebSockets at shutdown.** uvicorn's ``WebSocketsSansIOProtocol.shutdown`` closes
+every open socket with 1012 (service restart) at once, cutting a response in progress:
+the client loses that turn and the backend's tokens are wasted. ``DrainingWebSocketProtocol``
+instead resolves the connection's ``STOPPING`` future (an ASGI scope extension) and lets the
+app end the connection itself: an idle one is closed with 1012 at once, a busy one right after
+its running response's terminal event (``proxy.resources.ws_connection``). gunicorn's
+graceful timeout bounds the wait, as it bounds streams.
+
 Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
 handshake on a path that has no WebSocket route: 404, 405), where the same
 refusal of a plain HTTP request is not logged at all: a client's mistake, not
@@ -58,10 +66,13 @@ from typing import Any, ClassVar
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]  # ships no type information
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # ships no type information
+from websockets.http11 import Request
 
 from . import settings as settings_mod
+from .drain import STOPPING
 
 # Room for the `response.create` envelope and for a body just over the limit.
 WS_MESSAGE_SLACK_BYTES = 1024 * 1024
@@ -173,6 +184,27 @@ class LingeringServer(Server):
         await super().shutdown(sockets)
 
 
+class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, but a stopping worker lets the app close each
+    accepted connection itself (see the module docstring)."""
+
+    _stopping: asyncio.Future[None] | None = None
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # (none when the handshake was refused outright)
+        if scope is not None:
+            self._stopping = self.loop.create_future()
+            scope["extensions"][STOPPING] = self._stopping
+
+    def shutdown(self) -> None:
+        stopping = self._stopping
+        if stopping is None or not self.handshake_complete or self.close_sent or self.disconnected:
+            super().shutdown()  # not accepted yet (a 500), or already closing: uvicorn's way
+        elif not stopping.done():
+            stopping.set_result(None)  # (its pings go on: a response may run for minutes yet)
+
+
 class QuietRefusedHandshakes(logging.Filter):
     """On the ``falcon`` logger: its "HTTPError … raised while handling WebSocket" records of a 4xx
     become INFO records (dropped when the logger is set above INFO); everything else passes."""
@@ -192,7 +224,7 @@ class QuietRefusedHandshakes(logging.Filter):
 def websocket_kwargs(settings: settings_mod.Settings) -> dict[str, Any]:
     """uvicorn's WebSocket options for these settings."""
     return {
-        "ws": "websockets-sansio",
+        "ws": DrainingWebSocketProtocol,
         "ws_max_size": settings.max_body_bytes + WS_MESSAGE_SLACK_BYTES,
         "ws_ping_interval": settings.websocket_ping_secs,
         "ws_ping_timeout": settings.websocket_ping_secs,

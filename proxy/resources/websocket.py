@@ -28,6 +28,7 @@ import time
 import falcon.asgi
 from falcon.errors import PayloadTypeError, WebSocketDisconnected
 
+from ..drain import stopping_future
 from ..errors import ProxyError
 from ..logs import request_completed
 from ..runtime import Runtime
@@ -76,7 +77,8 @@ class WebSocketMode:
             await _refuse(ws, refusal)
             return
         connection = Connection(
-            self._rt, self._compaction, ws, key=key, upstream_key=upstream_key, headers=headers
+            self._rt, self._compaction, ws, key=key, upstream_key=upstream_key, headers=headers,
+            stopping=stopping_future(req.scope),
         )
         try:
             await ws.accept()

@@ -23,8 +23,13 @@ false``; any other id goes to the store seam (``proxy.resources.chaining``), and
 The client leaving sets ``gone``, which every exchange watches: its upstream
 request is cancelled at once (tokens cost money), as for HTTP. After
 ``WEBSOCKET_MAX_SECS`` the connection lets a running response finish, then sends
-OpenAI's ``websocket_connection_limit_reached`` error and closes (1000). Keep-alive
-pings are the protocol's (``WEBSOCKET_PING_SECS``, in ``proxy.worker``).
+OpenAI's ``websocket_connection_limit_reached`` error and closes (1000). When the
+worker stops (``stopping``, ``proxy.drain.STOPPING``) the connection closes with 1012
+(service restart) at once if idle, else right after its running response's terminal
+event; a ``response.create`` that arrives meanwhile gets a 503 ``error`` event (Codex
+retries a 503) instead of a response the close would cut. Either way the client
+reconnects, to a worker that is not stopping. Keep-alive pings are the protocol's
+(``WEBSOCKET_PING_SECS``, in ``proxy.worker``).
 """
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ from .ws_response import Responder, Run, protocol_error
 log = logging.getLogger("proxy.websocket")
 
 _CHAINABLE = frozenset({"completed", "incomplete"})
+_RESTARTING = ProxyError(503, "This server is restarting; reconnect and send the request again.",
+                         code="service_unavailable")
 
 
 class Connection:
@@ -54,7 +61,7 @@ class Connection:
 
     def __init__(
         self, runtime: Runtime, compaction: Compaction, ws: falcon.asgi.WebSocket, *,
-        key: str, upstream_key: str, headers: dict[str, str],
+        key: str, upstream_key: str, headers: dict[str, str], stopping: asyncio.Future[None] | None = None,
     ) -> None:
         self._settings = runtime.settings
         self._responder = Responder(runtime, compaction, key=key, upstream_key=upstream_key, headers=headers)
@@ -64,19 +71,24 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._last: History | None = None  # what chaining from the last response stands on
         self._expired = False
+        self._stopping = stopping
+        self._restarting = False  # the worker stops: no new response, the connection closes
         self._events = 0  # connection-level events sent (response.steer.failed)
 
     async def run(self) -> None:
-        limit = asyncio.create_task(self._limit())
+        enders = [asyncio.create_task(self._limit())]
+        if self._stopping is not None:
+            enders.append(asyncio.create_task(self._restart(self._stopping)))
         try:
             await self._read()
         finally:
             self._gone.set()
-            limit.cancel()
+            for ender in enders:
+                ender.cancel()
             task = self._task
             if task is not None and not task.done():
                 task.cancel()  # its exchange closes the upstream request on the way out
-            await asyncio.gather(limit, *(() if task is None else (task,)), return_exceptions=True)
+            await asyncio.gather(*enders, *(() if task is None else (task,)), return_exceptions=True)
 
     # ------------------------------------------------------------------ messages in
 
@@ -110,6 +122,9 @@ class Connection:
         if isinstance(frame, wf.Steer):
             self._events += 1
             await self.send(wf.steer_failed_event(frame, self._events - 1))
+            return
+        if self._restarting:
+            await self.send(protocol_error(_RESTARTING))
             return
         if self._expired:
             await self.send(protocol_error(self._limit_reached()))
@@ -166,11 +181,21 @@ class Connection:
     async def _limit(self) -> None:
         await asyncio.sleep(self._settings.websocket_max_secs)
         self._expired = True
+        await self._running_response()
+        if not self._restarting and await self.send(protocol_error(self._limit_reached())):
+            await self._ws.close(1000, "websocket_connection_limit_reached")
+
+    async def _restart(self, stopping: asyncio.Future[None]) -> None:
+        await asyncio.wait((stopping,))  # (not awaited directly: a cancelled wait would cancel it)
+        self._restarting = True
+        await self._running_response()
+        await self._ws.close(1012, "service restart")
+
+    async def _running_response(self) -> None:
+        """Return once no response runs (a running one finishes first)."""
         task = self._task
         if task is not None and not task.done():
-            await asyncio.wait((task,))  # a running response finishes first
-        if await self.send(protocol_error(self._limit_reached())):
-            await self._ws.close(1000, "websocket_connection_limit_reached")
+            await asyncio.wait((task,))
 
     def _limit_reached(self) -> ProxyError:
         secs = self._settings.websocket_max_secs

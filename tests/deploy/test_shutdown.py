@@ -25,12 +25,15 @@ import time
 import httpx
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from proxy.drain import DrainFlag
 from proxy.settings import SettingsError, load
+from tests.conformance_ws import TERMINALS
 from tests.conftest import API_KEY
 from tests.faults.helpers import worker_pids
 from tests.http import auth, health, wait_for
+from tests.wsclient import open_ws, read_response, recv, send
 
 pytestmark = pytest.mark.slow
 
@@ -177,6 +180,67 @@ def test_a_websocket_handshake_on_a_lingering_connection_is_refused_with_503(pro
         err = orjson.loads(body)["error"]
         assert set(err) == {"message", "type", "param", "code"} and err["code"] == "service_unavailable", err
         assert _closed_by_server(s, 10)
+
+
+def _close_code(ws, timeout: float) -> int:
+    """The close code of the server's close frame, once the socket is closed (frames before it skipped)."""
+    deadline = time.monotonic() + timeout
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+    assert closed.value.rcvd is not None, f"closed with no close frame: {closed.value!r}"
+    return closed.value.rcvd.code
+
+
+def test_a_websocket_response_in_progress_at_shutdown_finishes_then_the_socket_closes_1012(proxy_factory):
+    """uvicorn closed every WebSocket at once on shutdown (1012), cutting the response it was
+    streaming: the client lost the turn. Now the running response ends normally, a new
+    ``response.create`` meanwhile gets a 503 ``error`` (the client retries it elsewhere), and
+    then the server closes with 1012 (service restart)."""
+    service = proxy_factory(WEB_CONCURRENCY="1", GRACEFUL_TIMEOUT_SECS="60")
+    words = "one two three four five six seven eight"
+    with open_ws(service.url) as ws:
+        send(ws, {"type": "response.create", "model": "mock-slow-400", "input": words})
+        frames = [recv(ws)]
+        while frames[-1]["type"] != "response.output_text.delta":
+            frames.append(recv(ws))
+        (old,) = worker_pids(service)
+        service.signal(signal.SIGHUP)
+        wait_for(lambda: f"[{old}] [INFO] Shutting down" in service.log_text(), 30, what="the old worker's shutdown")
+        time.sleep(0.3)  # past uvicorn's 0.1 s pause after it told every connection to shut down
+        send(ws, {"type": "response.create", "model": "mock-echo", "input": "while it stops"})
+        refusals = []
+        while frames[-1]["type"] not in TERMINALS:
+            frame = recv(ws)
+            (refusals if frame["type"] == "error" else frames).append(frame)
+        assert frames[-1]["type"] == "response.completed", frames[-1]
+        text = "".join(f["delta"] for f in frames if f["type"] == "response.output_text.delta")
+        assert text == frames[-1]["response"]["output"][0]["content"][0]["text"] == f"You said: {words}"
+        refusals += _frames_until_closed(ws)
+        assert [(r["status"], r["error"]["code"]) for r in refusals] == [(503, "service_unavailable")], refusals
+        assert ws.close_code == 1012, (ws.close_code, ws.close_reason)
+    wait_for(lambda: old not in worker_pids(service), 30, what="the old worker to exit")
+
+
+def _frames_until_closed(ws) -> list[dict]:
+    """Every frame still sent before the server's close."""
+    out = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            out.append(recv(ws, 30))
+    return out
+
+
+def test_an_idle_websocket_is_closed_1012_as_soon_as_its_worker_stops(proxy_factory):
+    """No response running: closed at once, not after the graceful timeout (60 s here)."""
+    service = proxy_factory(WEB_CONCURRENCY="1", GRACEFUL_TIMEOUT_SECS="60")
+    with open_ws(service.url) as ws:
+        send(ws, {"type": "response.create", "model": "mock-echo", "input": "one turn"})
+        assert read_response(ws)[-1]["type"] == "response.completed"
+        (old,) = worker_pids(service)
+        service.signal(signal.SIGHUP)
+        assert _close_code(ws, 15) == 1012
+    wait_for(lambda: old not in worker_pids(service), 30, what="the old worker to exit")
 
 
 def test_a_connection_left_idle_is_closed_when_the_linger_is_over(proxy_factory):
