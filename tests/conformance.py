@@ -189,7 +189,10 @@ def _check_item(item: dict, where: str) -> None:
         assert item.get("content"), f"{where}: message item without content"
         for part in item["content"]:
             if part["type"] == "output_text":
-                assert part.get("annotations") == [], f"{where}: output_text without annotations []"
+                notes = part.get("annotations")
+                assert isinstance(notes, list), f"{where}: output_text without an annotations list"
+                for note in notes:  # (the types are checked by both libraries' models)
+                    assert note["type"] == "url_citation" and note["url"], f"{where}: annotation {note}"
                 assert isinstance(part.get("logprobs"), list), f"{where}: output_text without logprobs list"
             else:
                 assert part["type"] == "refusal", f"{where}: unexpected part {part['type']}"
@@ -293,12 +296,13 @@ def _validate_event(ev: dict) -> None:
 
 
 class _Part:
-    __slots__ = ("type", "text", "logprobs", "text_done", "done", "final", "status")
+    __slots__ = ("type", "text", "logprobs", "annotations", "text_done", "done", "final", "status")
 
     def __init__(self, ptype: str) -> None:
         self.type = ptype
         self.text: list[str] = []
         self.logprobs: list = []
+        self.annotations: list = []
         self.text_done = False
         self.done = False
         self.final: dict | None = None
@@ -395,6 +399,7 @@ def check_stream(events: list[dict]) -> dict:
             assert all(p.done for p in it.parts), "content part added while another is open"
             part = ev["part"]
             assert part[_PART_TEXT_KEY[part["type"]]] == "", "content part added with text"
+            assert part.get("annotations", []) == [], "content part added with annotations"
             expected = ("reasoning_text",) if it.type == "reasoning" else ("output_text", "refusal")
             assert part["type"] in expected, f"{part['type']} part in a {it.type} item"
             assert not it.summary, "reasoning_text content added to an item streaming a summary"
@@ -438,6 +443,13 @@ def check_stream(events: list[dict]) -> dict:
             p.text.append(ev["delta"])
             if t == "response.output_text.delta":
                 p.logprobs.extend(ev["logprobs"])
+        elif t == "response.output_text.annotation.added":
+            ci = ev["content_index"]
+            assert ci < len(it.parts), f"{t} before content_part.added"
+            p = it.parts[ci]
+            assert p.type == "output_text" and not p.done, f"{t} on a {p.type} part, or after its done event"
+            assert ev["annotation_index"] == len(p.annotations), f"{t}: annotation_index out of order"
+            p.annotations.append(ev["annotation"])
         elif t in _DONE_PART:
             ptype, key = _DONE_PART[t]
             ci = ev["content_index"]
@@ -458,6 +470,7 @@ def check_stream(events: list[dict]) -> dict:
             assert part[_PART_TEXT_KEY[p.type]] == "".join(p.text), "content_part.done text != deltas"
             if p.type == "output_text":
                 assert part["logprobs"] == p.logprobs
+                assert part["annotations"] == p.annotations, "content_part.done annotations != annotation.added events"
             p.done = True
             p.final = part
         elif t in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):

@@ -8,8 +8,8 @@ same ``StreamTranslator``, so both kinds of answer give identical responses.
 The message becomes the delta whole — content as a string or a list of parts,
 every reasoning field (``reasoning_details`` too), tool calls with their index —
 and the choice's and the document's other fields ride along on the chunk, so the
-translator reads everything it maps and names in ``unmapped`` whatever it cannot
-(``annotations``, ``content_filter_results``, ``prompt_filter_results``…), as it
+translator reads everything it maps (``annotations`` too) and names in ``unmapped``
+whatever it cannot (``content_filter_results``, ``prompt_filter_results``…), as it
 does for a stream. A missing finish reason is left missing: the caller ends the
 chunks with ``finish(clean=True)``, which infers it.
 """

@@ -31,10 +31,18 @@ class Logprob(TypedDict):
     top_logprobs: list[TopLogprob]
 
 
+class UrlCitation(TypedDict):
+    type: Literal["url_citation"]
+    url: str
+    title: str
+    start_index: int
+    end_index: int
+
+
 class OutputTextPart(TypedDict):
     type: Literal["output_text"]
     text: str
-    annotations: list[Any]
+    annotations: list[UrlCitation]
     logprobs: list[Logprob]
 
 

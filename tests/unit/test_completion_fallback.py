@@ -72,7 +72,8 @@ def test_no_choice_is_no_answer():
 
 def test_missing_finish_reason_is_inferred_and_other_fields_are_named():
     """A body without a finish reason ends cleanly (the whole answer came); what the
-    translator cannot map (annotations, filter results, the choice's extras) is named."""
+    translator cannot map (an annotation without its citation, filter results, the choice's extras)
+    is named."""
     doc = {
         "choices": [{"index": 0, "finish_reason": "", "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
                      "message": {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm"},
@@ -86,7 +87,7 @@ def test_missing_finish_reason_is_inferred_and_other_fields_are_named():
     assert final["status"] == "completed" and translator.finish_reason == "stop"
     assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
     assert translator.unmapped == {
-        "choices[].delta.annotations", "choices[].content_filter_results", "prompt_filter_results",
+        "choices[].delta.annotations[type=url_citation]", "choices[].content_filter_results", "prompt_filter_results",
     }
 
 

@@ -213,7 +213,7 @@ def test_unmapped_fields_are_named_once_and_inputs_are_not_touched() -> None:
     assert fed == chunks
     assert texts(final) == ("", "Hi there")
     assert t.unmapped == {
-        "citations", "prompt_filter_results", "choices[].delta.annotations", "choices[].delta.channel",
+        "citations", "prompt_filter_results", "choices[].delta.annotations[type=None]", "choices[].delta.channel",
         "choices[].token_ids", "choices[].delta.executed_tools", "usage.cost", "timings",
     }
 

@@ -18,7 +18,9 @@ ITEM = {"id": "msg_1", "type": "message", "status": "in_progress", "content": []
 ARGS: dict[str, Any] = {
     "response": {"id": "resp_1"}, "item": ITEM, "code": "server_error", "message": "m", "item_id": "msg_1",
     "index": 0, "part_index": 0, "part": {"type": "output_text", "text": ""}, "delta": "d", "text": "t",
-    "logprobs": [], "refusal": "r", "arguments": "{}", "input": "i", "incomplete": True,
+    "logprobs": [], "refusal": "r", "arguments": "{}", "input": "i", "incomplete": True, "annotation_index": 0,
+    "annotation": {"type": "url_citation", "url": "https://example.com/", "title": "t", "start_index": 0,
+                   "end_index": 1},
 }
 # Constructor name → event type, where the rule (dots for underscores) needs help.
 TYPES = {
@@ -29,6 +31,7 @@ TYPES = {
     "content_part_done": "response.content_part.done",
     "output_text_delta": "response.output_text.delta",
     "output_text_done": "response.output_text.done",
+    "output_text_annotation_added": "response.output_text.annotation.added",
     "refusal_delta": "response.refusal.delta",
     "refusal_done": "response.refusal.done",
     "reasoning_text_delta": "response.reasoning_text.delta",
@@ -69,7 +72,7 @@ def test_every_event_type_has_a_constructor_and_json_mode_builds_none_of_them() 
     built = [ev["type"] for ev in live.out[1:]]
     expected = [TYPES.get(n, "response." + n.removeprefix("response_")) for n in names]
     assert built == expected
-    assert len(set(built)) == 24  # the grammar's event types, each built by exactly one constructor
+    assert len(set(built)) == 25  # the grammar's event types, each built by exactly one constructor
     # Indexes and placed items are the same in both modes: JSON mode's Response has the same output.
     assert live.slots == silent.slots == [ITEM, None] and live.output() == silent.output() == [ITEM]
 

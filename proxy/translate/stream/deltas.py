@@ -3,9 +3,10 @@
 Every delta field the translator maps is read here, after the shape check
 (``shape``) admitted the chunk: reasoning from ``reasoning_content``, ``reasoning`` or
 ``reasoning_details`` (``parts``); content as a string (through the ``<think>``
-splitter, with logprobs) or as a list of parts; refusals; tool calls, also in the
-legacy ``function_call`` form. The common one-field deltas take fast paths that
-look nothing else up, and a token for the open item goes straight to its builder.
+splitter, with logprobs) or as a list of parts; refusals; url citations
+(``annotations``); tool calls, also in the legacy ``function_call`` form. The
+common one-field deltas take fast paths that look nothing else up, and a token
+for the open item goes straight to its builder.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..context import ResponseContext
 from ..shapes import ItemStatus
 from ..think import ThinkSplitter
 from .message import convert_logprobs
-from .parts import content_parts, reasoning_details_text
+from .parts import content_parts, reasoning_details_text, url_citations
 from .segments import Segments
 from .tool_calls import ToolCalls
 
@@ -84,6 +85,11 @@ class DeltaReader:
         refusal = delta.get("refusal")
         if refusal and type(refusal) is str:
             self._segments.refusal(refusal)
+        annotations = delta.get("annotations")
+        if annotations:  # after the delta's own text, which they may point into
+            citations = url_citations(annotations, self.unmapped)
+            if citations:
+                self._segments.annotate(citations)
         tool_calls = delta.get("tool_calls")
         if tool_calls:
             self._calls.feed(tool_calls)

@@ -19,7 +19,7 @@ no events.
 """
 from __future__ import annotations
 
-from ..shapes import Event, Logprob, MessagePart, OutputItem, ReasoningTextPart, Response, SummaryTextPart
+from ..shapes import Event, Logprob, MessagePart, OutputItem, ReasoningTextPart, Response, SummaryTextPart, UrlCitation
 
 
 class Emitter:
@@ -127,6 +127,14 @@ class Emitter:
         self._seq = seq + 1
         self.out.append({"type": "response.output_text.done", "sequence_number": seq, "item_id": item_id,
                          "output_index": index, "content_index": part_index, "text": text, "logprobs": logprobs})
+
+    def output_text_annotation_added(self, item_id: str, index: int, part_index: int, annotation_index: int,
+                                     annotation: UrlCitation) -> None:
+        seq = self._seq
+        self._seq = seq + 1
+        self.out.append({"type": "response.output_text.annotation.added", "sequence_number": seq,
+                         "item_id": item_id, "output_index": index, "content_index": part_index,
+                         "annotation_index": annotation_index, "annotation": annotation})
 
     def refusal_delta(self, item_id: str, index: int, part_index: int, delta: str) -> None:
         seq = self._seq

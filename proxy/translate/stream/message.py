@@ -3,7 +3,8 @@
 One ``MessageBuilder`` per translator, reused for each message item it opens
 (a message interrupted by reasoning or a tool call is closed, and later text
 opens a new item). Its life: ``open`` (``output_item.added``) → per part
-``content_part.added`` → ``output_text.delta`` / ``refusal.delta`` … →
+``content_part.added`` → ``output_text.delta`` / ``output_text.annotation.added`` /
+``refusal.delta`` … →
 ``*.done`` + ``content_part.done`` → ``close`` (``output_item.done``).
 Switching between text and refusal closes the current part and opens the
 next, at the next ``content_index``.
@@ -19,7 +20,16 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from ..shapes import ItemStatus, Logprob, MessageItem, MessagePart, OutputTextPart, RefusalPart, TopLogprob
+from ..shapes import (
+    ItemStatus,
+    Logprob,
+    MessageItem,
+    MessagePart,
+    OutputTextPart,
+    RefusalPart,
+    TopLogprob,
+    UrlCitation,
+)
 from .events import Emitter
 
 
@@ -38,7 +48,7 @@ class MessageBuilder:
     """Owns the open message item (if ``is_open``) and the whitespace held before one."""
 
     __slots__ = ("_em", "_new_id", "is_open", "item_id", "index", "_content", "_part", "_part_index", "_buf",
-                 "_lp", "_held", "_held_lp")
+                 "_lp", "_notes", "_held", "_held_lp")
 
     def __init__(self, emitter: Emitter, new_id: Callable[[str], str]) -> None:
         self._em = emitter
@@ -51,6 +61,7 @@ class MessageBuilder:
         self._part_index = 0  # content_index of the part being written
         self._buf: list[str] = []
         self._lp: list[Logprob] = []
+        self._notes: list[UrlCitation] = []  # the text part's annotations
         # Leading whitespace (and its logprobs) seen while no message is open.
         # Pieces are kept in lists: a model looping on "\n" tokens must not make this quadratic.
         self._held: list[str] = []
@@ -106,6 +117,15 @@ class MessageBuilder:
             self._lp.extend(lp)
         self._em.output_text_delta(self.item_id, self.index, self._part_index, text, lp)
 
+    def annotate(self, citations: list[UrlCitation]) -> None:
+        """Add annotations to the open message's text part (opening one if needed)."""
+        if self._part is not _TEXT:
+            self._open_part(_TEXT)
+        notes = self._notes
+        for citation in citations:
+            notes.append(citation)
+            self._em.output_text_annotation_added(self.item_id, self.index, self._part_index, len(notes) - 1, citation)
+
     def refusal(self, text: str) -> None:
         """Append to the open message's refusal part (opening one if needed)."""
         if self._part is not _REFUSAL:
@@ -122,6 +142,7 @@ class MessageBuilder:
         self._part_index = len(self._content)
         self._buf = []
         self._lp = []
+        self._notes = []
         part: MessagePart
         if kind is _TEXT:
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -135,7 +156,8 @@ class MessageBuilder:
         em = self._em
         part: MessagePart
         if self._part is _TEXT:
-            text_part: OutputTextPart = {"type": "output_text", "text": text, "annotations": [], "logprobs": self._lp}
+            text_part: OutputTextPart = {"type": "output_text", "text": text, "annotations": self._notes,
+                                         "logprobs": self._lp}
             self._content.append(text_part)
             em.output_text_done(self.item_id, self.index, ci, text, text_part["logprobs"])
             part = text_part
@@ -147,6 +169,7 @@ class MessageBuilder:
         self._part = _NONE
         self._buf = []
         self._lp = []
+        self._notes = []
         em.content_part_done(self.item_id, self.index, ci, part)
 
 

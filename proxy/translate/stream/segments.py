@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..context import ResponseContext
-from ..shapes import ItemStatus, Logprob
+from ..shapes import ItemStatus, Logprob, UrlCitation
 from .events import Emitter
 from .message import MessageBuilder
 from .reasoning import ReasoningSummary, ReasoningText
@@ -43,18 +43,25 @@ class Segments:
             if held is None:
                 return  # whitespace alone does not make a message (yet)
             text, lp = held
-            if self.reasoning.is_open:
-                self.reasoning.close("completed")
-            message.open()
+            self._open_message()
         message.text(text, lp)
 
     def refusal(self, text: str) -> None:
-        message = self.message
-        if not message.is_open:
-            if self.reasoning.is_open:
-                self.reasoning.close("completed")
-            message.open()
-        message.refusal(text)
+        if not self.message.is_open:
+            self._open_message()
+        self.message.refusal(text)
+
+    def annotate(self, citations: list[UrlCitation]) -> None:
+        """Citations of the message's text; they open the message if no text did yet (OpenRouter
+        sends them first)."""
+        if not self.message.is_open:
+            self._open_message()
+        self.message.annotate(citations)
+
+    def _open_message(self) -> None:
+        if self.reasoning.is_open:
+            self.reasoning.close("completed")
+        self.message.open()
 
     def close(self) -> None:
         """Before a tool call's item: close whichever segment is open."""

@@ -41,7 +41,7 @@ _X_GROQ_KEYS = frozenset({"usage", "id"})  # x_groq.usage is read when the chunk
 CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _DELTA_KEYS = frozenset(
     {"role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls", "function_call",
-     "reasoning_details"}
+     "reasoning_details", "annotations"}
 )
 _TOOL_CALL_KEYS = frozenset({"index", "id", "type", "function"})
 _FUNCTION_KEYS = frozenset({"name", "arguments"})
@@ -101,6 +101,9 @@ def check_delta(delta: dict[str, Any], unmapped: set[str]) -> None:
         if type(content) is not list:
             raise MalformedChunk("choices[].delta.content")
         _check_parts(content, unmapped)
+    annotations = delta.get("annotations")
+    if annotations is not None and type(annotations) is not list:
+        raise MalformedChunk("choices[].delta.annotations")
     fc = delta.get("function_call")
     if fc:
         if type(fc) is not dict:

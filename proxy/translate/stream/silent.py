@@ -7,7 +7,7 @@ allocation), except the two that hand out output indexes and place items.
 """
 from __future__ import annotations
 
-from ..shapes import Logprob, MessagePart, OutputItem, ReasoningTextPart, Response, SummaryTextPart
+from ..shapes import Logprob, MessagePart, OutputItem, ReasoningTextPart, Response, SummaryTextPart, UrlCitation
 from .events import Emitter
 
 
@@ -54,6 +54,10 @@ class SilentEmitter(Emitter):
         pass
 
     def output_text_done(self, item_id: str, index: int, part_index: int, text: str, logprobs: list[Logprob]) -> None:
+        pass
+
+    def output_text_annotation_added(self, item_id: str, index: int, part_index: int, annotation_index: int,
+                                     annotation: UrlCitation) -> None:
         pass
 
     def refusal_delta(self, item_id: str, index: int, part_index: int, delta: str) -> None:
