@@ -157,18 +157,30 @@ def test_an_interruption_neither_swallows_nor_leaves_a_cancellation(run: Callabl
         await asyncio.sleep(0.01)  # no stray CancelledError at the next await
 
         # Cancelled from elsewhere while the interrupt fires as well: CancelledError, not Interrupted.
+        # Both in one callback, so that no loop iteration separates them however loaded the machine
+        # (two timers 1 ms apart let the task wake up in between, and the test fail: a flake in CI).
+        gone = loop.create_future()
+        both = Interrupt(gone)
+
         async def waiter() -> None:
-            await interrupt.wait(asyncio.sleep(30), time.monotonic() + 0.05)
+            await both.wait(asyncio.sleep(30))
 
         waiting = asyncio.ensure_future(waiter())
-        await asyncio.sleep(0.049)
-        loop.call_later(0.001, waiting.cancel)
         await asyncio.sleep(0.01)
+
+        def fire_and_cancel() -> None:
+            gone.set_result(None)  # the interrupt fires (its callback runs next)
+            waiting.cancel()
+
+        loop.call_soon(fire_and_cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
         assert waiting.cancelled()
+        both.close()
 
         # A result that is ready wins; a due time that passed while nothing waited fires nothing.
-        assert await interrupt.wait(asyncio.sleep(0, "ready"), time.monotonic() + 0.001) == "ready"
-        await asyncio.sleep(0.02)
+        assert await interrupt.wait(asyncio.sleep(0, "ready"), time.monotonic() + 0.05) == "ready"
+        await asyncio.sleep(0.08)  # (its timer falls due meanwhile: a margin a loaded machine cannot eat)
         assert await interrupt.wait(asyncio.sleep(0.01, "late"), time.monotonic() + 30) == "late"
 
         # The client gone: every wait is interrupted, at once.

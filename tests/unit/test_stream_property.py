@@ -20,10 +20,11 @@ TEXT = st.lists(
 
 
 def translate_payloads(payloads: list[bytes], **ctx_kw) -> list[dict]:
-    """Feed decoded SSE payloads through a translator with a deterministic id source."""
+    """Feed decoded SSE payloads through a translator with deterministic ids and clock (two runs
+    compared across a second boundary must not differ in ``completed_at``: a CI flake)."""
     counter = itertools.count()
     ctx = ResponseContext(response_id="resp_p", created_at=1, model="m", echo=default_echo(), **ctx_kw)
-    t = StreamTranslator(ctx, new_id=lambda prefix: f"{prefix}_{next(counter):04d}")
+    t = StreamTranslator(ctx, new_id=lambda prefix: f"{prefix}_{next(counter):04d}", clock=lambda: 2.0)
     events = t.start()
     for p in payloads:
         if p == b"[DONE]":
