@@ -44,3 +44,12 @@ class ProxyError(Exception):
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
     """A 400 ``invalid_request_error`` naming the offending ``param``."""
     return ProxyError(400, message, param=param, code=code)
+
+
+def restarting() -> ProxyError:
+    """What a stopping worker answers a new request it will not serve (a WebSocket handshake on a
+    lingering connection, a ``response.create`` on a closing socket): retry on another worker."""
+    return ProxyError(
+        503, "This server is restarting; reconnect and send the request again.",
+        type="server_error", code="service_unavailable", headers={"Retry-After": "1"},
+    )

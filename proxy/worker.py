@@ -63,6 +63,7 @@ import socket
 import sys
 from typing import Any, ClassVar
 
+import orjson
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]  # ships no type information
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -73,19 +74,17 @@ from websockets.http11 import Request
 
 from . import settings as settings_mod
 from .drain import STOPPING
+from .errors import restarting
 
 # Room for the `response.create` envelope and for a body just over the limit.
 WS_MESSAGE_SLACK_BYTES = 1024 * 1024
 
 # A WebSocket handshake that reaches a stopping worker: the client reconnects and lands on a
 # live one. (An upgraded connection would outlive the linger, holding the worker up.)
+_RESTARTING_BODY = orjson.dumps(restarting().body())
 _RESTARTING = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-)
-_RESTARTING_BODY = (
-    b'{"error":{"message":"This server is restarting; reconnect.","type":"server_error",'
-    b'"param":null,"code":"service_unavailable"}}'
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_RESTARTING_BODY), _RESTARTING_BODY)
 )
 
 
@@ -152,7 +151,7 @@ class LingeringHttpToolsProtocol(HttpToolsProtocol):
         if not self._lingering:
             super().handle_websocket_upgrade()
             return
-        self.transport.write(_RESTARTING % (len(_RESTARTING_BODY), _RESTARTING_BODY))
+        self.transport.write(_RESTARTING)
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -34,15 +34,28 @@ class TapConnection:
 
     def messages(self) -> tuple[list[str], list[str]]:
         """(client's text messages, server's text messages) of a WebSocket connection."""
+        return (_texts(_frames(bytes(self.client_bytes), masked=True)),
+                _texts(_frames(self._server_frames(), masked=False)))
+
+    def server_close_code(self) -> int | None:
+        """The code of the server's close frame, if it sent one."""
+        closes = [payload for opcode, payload in _frames(self._server_frames(), masked=False) if opcode == 0x8]
+        return int.from_bytes(closes[-1][:2], "big") if closes and len(closes[-1]) >= 2 else None
+
+    def _server_frames(self) -> bytes:
         assert self.is_websocket, self.request_line
         head, sep, frames = bytes(self.server_bytes).partition(_HEAD_END)
         assert sep and head.startswith(b"HTTP/1.1 101"), head[:200]
-        return _texts(bytes(self.client_bytes), masked=True), _texts(frames, masked=False)
+        return frames
 
 
-def _texts(data: bytes, *, masked: bool) -> list[str]:
-    """The text messages in a stream of (unfragmented, uncompressed) WebSocket frames."""
-    out: list[str] = []
+def _texts(frames: list[tuple[int, bytes]]) -> list[str]:
+    return [payload.decode("utf-8") for opcode, payload in frames if opcode == 0x1]
+
+
+def _frames(data: bytes, *, masked: bool) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each frame in a stream of (unfragmented, uncompressed) WebSocket frames."""
+    out: list[tuple[int, bytes]] = []
     i = 0
     while i + 2 <= len(data):
         b0, b1 = data[i], data[i + 1]
@@ -63,8 +76,7 @@ def _texts(data: bytes, *, masked: bool) -> list[str]:
         i += length
         if mask:
             payload = bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
-        if opcode == 0x1:
-            out.append(payload.decode("utf-8"))
+        out.append((opcode, payload))
     return out
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import falcon.asgi
 from falcon.errors import PayloadTypeError, WebSocketDisconnected
 
-from ..errors import ProxyError, invalid_request
+from ..errors import ProxyError, invalid_request, restarting
 from ..runtime import Runtime
 from ..store import History
 from ..translate import ws_frames as wf
@@ -52,8 +52,6 @@ from .ws_response import Responder, Run, protocol_error
 log = logging.getLogger("proxy.websocket")
 
 _CHAINABLE = frozenset({"completed", "incomplete"})
-_RESTARTING = ProxyError(503, "This server is restarting; reconnect and send the request again.",
-                         code="service_unavailable")
 
 
 class Connection:
@@ -70,9 +68,10 @@ class Connection:
         self._busy: Run | None = None  # the response running, if any
         self._task: asyncio.Task[None] | None = None
         self._last: History | None = None  # what chaining from the last response stands on
-        self._expired = False
+        # Once the connection is ending (its age limit, its worker stopping): what a new
+        # response.create gets instead of a response; the running one still finishes.
+        self._ending: ProxyError | None = None
         self._stopping = stopping
-        self._restarting = False  # the worker stops: no new response, the connection closes
         self._events = 0  # connection-level events sent (response.steer.failed)
 
     async def run(self) -> None:
@@ -123,11 +122,8 @@ class Connection:
             self._events += 1
             await self.send(wf.steer_failed_event(frame, self._events - 1))
             return
-        if self._restarting:
-            await self.send(protocol_error(_RESTARTING))
-            return
-        if self._expired:
-            await self.send(protocol_error(self._limit_reached()))
+        if self._ending is not None:
+            await self.send(protocol_error(self._ending))
             return
         if self._busy is not None:
             await self.send(protocol_error(ProxyError(
@@ -180,22 +176,24 @@ class Connection:
 
     async def _limit(self) -> None:
         await asyncio.sleep(self._settings.websocket_max_secs)
-        self._expired = True
-        await self._running_response()
-        if not self._restarting and await self.send(protocol_error(self._limit_reached())):
+        reached = self._limit_reached()
+        if await self._end(reached) and await self.send(protocol_error(reached)):
             await self._ws.close(1000, "websocket_connection_limit_reached")
 
     async def _restart(self, stopping: asyncio.Future[None]) -> None:
         await asyncio.wait((stopping,))  # (not awaited directly: a cancelled wait would cancel it)
-        self._restarting = True
-        await self._running_response()
-        await self._ws.close(1012, "service restart")
+        if await self._end(restarting(), takes_over=True):
+            await self._ws.close(1012, "service restart")
 
-    async def _running_response(self) -> None:
-        """Return once no response runs (a running one finishes first)."""
+    async def _end(self, refusal: ProxyError, *, takes_over: bool = False) -> bool:
+        """Refuse new responses with ``refusal`` and wait for the running one to finish. False when
+        the other ending took over meanwhile (a restart over the age limit): it closes the socket."""
+        if self._ending is None or takes_over:
+            self._ending = refusal
         task = self._task
         if task is not None and not task.done():
             await asyncio.wait((task,))
+        return self._ending is refusal
 
     def _limit_reached(self) -> ProxyError:
         secs = self._settings.websocket_max_secs

@@ -18,7 +18,6 @@ the history; the loop still finishes.
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 
@@ -30,7 +29,7 @@ from tests.clients.helpers import NetTrap, assistant_turns, check_chat_request
 from tests.clients.test_codex_cli import FINAL, METADATA_NOTICE, PATCH, R1, R2, UNKNOWN_MODEL
 from tests.conformance_ws import check_trigger_stream, check_ws_stream, split_responses
 from tests.conftest import API_KEY
-from tests.faults.helpers import worker_pids
+from tests.faults.helpers import reload_worker
 from tests.http import wait_for
 from tests.wstap import SocketTap
 
@@ -162,15 +161,6 @@ def test_codex_compacts_remotely_mid_loop_and_finishes(proxy, mock, tmp_path, tr
 RESTART_FINAL = "The file says hello; nothing else to do here."
 
 
-def _close_code(conn) -> int | None:
-    """The code of the close frame the server sent last on a tapped WebSocket, if any."""
-    data = bytes(conn.server_bytes)
-    at = data.rfind(b"\x88")  # FIN + close opcode, unmasked (server to client)
-    if at < 0 or at + 4 > len(data) or data[at + 1] & 0x7F < 2:
-        return None
-    return int.from_bytes(data[at + 2:at + 4], "big")
-
-
 def _codex_in_thread(tmp_path, tap, trap, model: str) -> tuple[threading.Thread, dict]:
     ws = make_workspace(tmp_path / "ws", {"hello.txt": "hello\n"})
     base = tap.url + "/v1"
@@ -185,18 +175,10 @@ def _codex_in_thread(tmp_path, tap, trap, model: str) -> tuple[threading.Thread,
     return thread, out
 
 
-def _restart_worker(service) -> float:
-    """SIGHUP (new workers, the old one stops gracefully): when its shutdown began."""
-    (old,) = worker_pids(service)
-    service.signal(signal.SIGHUP)
-    wait_for(lambda: f"[{old}] [INFO] Shutting down" in service.log_text(), 30, what="the old worker's shutdown")
-    return time.time()
-
-
 def test_codex_finishes_a_turn_streaming_while_its_worker_restarts(proxy_factory, mock, tmp_path, trap):
     """The final answer streams for ~4 s; the worker restarts 1 s into it. The turn must end on the
-    same socket, once (Codex runs with no stream retries, so a cut would fail it), then the socket
-    closes with 1012."""
+    same socket, once, then the socket closes with 1012. (Cut mid-answer, as uvicorn's own protocol
+    did, Codex falls back to an HTTP POST of the same turn: the backend is asked, and bills, twice.)"""
     service = proxy_factory(WEB_CONCURRENCY="1", GRACEFUL_TIMEOUT_SECS="60")
     model = "gpt-5.5"
     mock.script(
@@ -208,7 +190,8 @@ def test_codex_finishes_a_turn_streaming_while_its_worker_restarts(proxy_factory
         thread, out = _codex_in_thread(tmp_path, tap, trap, model)
         wait_for(lambda: len(mock.requests(model)) >= 2, 90, interval=0.05, what="the final turn upstream")
         time.sleep(1.0)
-        stopping = _restart_worker(service)
+        reload_worker(service)
+        stopping = time.time()  # (the old worker's shutdown had begun by then)
         thread.join(120)
         run = out["run"]
         assert run.returncode == 0, run.describe()
@@ -216,7 +199,7 @@ def test_codex_finishes_a_turn_streaming_while_its_worker_restarts(proxy_factory
         (conn,) = tap.websockets()  # no second connection: nothing had to be sent again
         assert conn.closed.wait(15)
         assert tap.http_requests() == []
-        assert _close_code(conn) == 1012
+        assert conn.server_close_code() == 1012
     final_turn = mock.requests(model)[-1]
     assert len(mock.requests(model)) == 2, "a turn was sent to the backend twice"
     assert final_turn["started_at"] < stopping < final_turn["ended_at"], "the restart did not land mid-stream"
@@ -237,14 +220,14 @@ def test_codex_reconnects_after_its_idle_socket_is_closed_by_a_restart(proxy_fac
         wait_for(lambda: any(r["ended_at"] for r in mock.requests(model)), 90, interval=0.05,
                  what="the first turn answered")
         time.sleep(0.5)  # its terminal event out; Codex is running the command
-        _restart_worker(service)
+        reload_worker(service)
         thread.join(120)
         run = out["run"]
         assert run.returncode == 0, run.describe()
         assert run.items("agent_message")[-1]["text"] == RESTART_FINAL, run.describe()
         first, second = tap.websockets()
         assert tap.http_requests() == []
-        assert _close_code(first) == 1012
+        assert first.server_close_code() == 1012
         sent, received = second.messages()
         (create,) = [json.loads(m) for m in sent if json.loads(m)["type"] == "response.create"]
         assert check_ws_stream([json.loads(m) for m in received])["status"] == "completed"

@@ -14,18 +14,10 @@ from pathlib import Path
 import pytest
 
 from proxy.devtools import ROOT, free_port
+from tests.deploy.tools import running
 from tests.http import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.split(") ", 1)[1][0] != "Z"  # (a zombie is gone)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -45,7 +37,7 @@ def test_the_demo_answers_then_stops_with_its_children_on_a_signal(tmp_path: Pat
             assert len(children) == 2, children  # gunicorn's master and the mock
             demo.send_signal(sig)
             assert demo.wait(60) == 0
-            assert not [pid for pid in children if _alive(pid)]
+            assert not [pid for pid in children if running(pid)]
             # Each stopped itself on its SIGTERM; one that blocked it would have been killed (-9). (uvicorn,
             # the mock's server, raises the signal again once it has shut down gracefully: -15.)
             assert re.search(r"proxy exited with 0, mock exited with (0|-15)\n", out.read_text()), out.read_text()[-300:]

@@ -31,7 +31,7 @@ from proxy.drain import DrainFlag
 from proxy.settings import SettingsError, load
 from tests.conformance_ws import TERMINALS
 from tests.conftest import API_KEY
-from tests.faults.helpers import worker_pids
+from tests.faults.helpers import reload_worker, worker_pids
 from tests.http import auth, health, wait_for
 from tests.wsclient import open_ws, read_response, recv, send
 
@@ -81,9 +81,7 @@ def _idle_connection_at_reload(service) -> tuple[socket.socket, int]:
     s.sendall(_request("first"))
     head, _ = _read_response(s)
     assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower(), head
-    (old,) = worker_pids(service)
-    service.signal(signal.SIGHUP)
-    wait_for(lambda: f"[{old}] [INFO] Shutting down" in service.log_text(), 30, what="the old worker's shutdown")
+    old = reload_worker(service)
     time.sleep(0.3)  # past uvicorn's 0.1 s pause after it told every connection to shut down
     return s, old
 
@@ -127,9 +125,7 @@ def _stream_across_reload(service) -> tuple[socket.socket, bytes]:
         data += s.recv(65536)
     head, _, rest = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower(), head
-    (old,) = worker_pids(service)
-    service.signal(signal.SIGHUP)
-    wait_for(lambda: f"[{old}] [INFO] Shutting down" in service.log_text(), 30, what="the old worker's shutdown")
+    reload_worker(service)
     body = _read_chunked_to_end(s, rest)
     assert b"event: response.completed" in body, body[-500:]
     return s, body
@@ -182,16 +178,6 @@ def test_a_websocket_handshake_on_a_lingering_connection_is_refused_with_503(pro
         assert _closed_by_server(s, 10)
 
 
-def _close_code(ws, timeout: float) -> int:
-    """The close code of the server's close frame, once the socket is closed (frames before it skipped)."""
-    deadline = time.monotonic() + timeout
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            ws.recv(timeout=max(0.1, deadline - time.monotonic()))
-    assert closed.value.rcvd is not None, f"closed with no close frame: {closed.value!r}"
-    return closed.value.rcvd.code
-
-
 def test_a_websocket_response_in_progress_at_shutdown_finishes_then_the_socket_closes_1012(proxy_factory):
     """uvicorn closed every WebSocket at once on shutdown (1012), cutting the response it was
     streaming: the client lost the turn. Now the running response ends normally, a new
@@ -204,9 +190,7 @@ def test_a_websocket_response_in_progress_at_shutdown_finishes_then_the_socket_c
         frames = [recv(ws)]
         while frames[-1]["type"] != "response.output_text.delta":
             frames.append(recv(ws))
-        (old,) = worker_pids(service)
-        service.signal(signal.SIGHUP)
-        wait_for(lambda: f"[{old}] [INFO] Shutting down" in service.log_text(), 30, what="the old worker's shutdown")
+        old = reload_worker(service)
         time.sleep(0.3)  # past uvicorn's 0.1 s pause after it told every connection to shut down
         send(ws, {"type": "response.create", "model": "mock-echo", "input": "while it stops"})
         refusals = []
@@ -216,18 +200,20 @@ def test_a_websocket_response_in_progress_at_shutdown_finishes_then_the_socket_c
         assert frames[-1]["type"] == "response.completed", frames[-1]
         text = "".join(f["delta"] for f in frames if f["type"] == "response.output_text.delta")
         assert text == frames[-1]["response"]["output"][0]["content"][0]["text"] == f"You said: {words}"
-        refusals += _frames_until_closed(ws)
-        assert [(r["status"], r["error"]["code"]) for r in refusals] == [(503, "service_unavailable")], refusals
+        refusals += _frames_until_closed(ws, 30)
+        assert [(r["status"], r["error"]["type"], r["error"]["code"]) for r in refusals] == [
+            (503, "server_error", "service_unavailable")], refusals
         assert ws.close_code == 1012, (ws.close_code, ws.close_reason)
     wait_for(lambda: old not in worker_pids(service), 30, what="the old worker to exit")
 
 
-def _frames_until_closed(ws) -> list[dict]:
-    """Every frame still sent before the server's close."""
+def _frames_until_closed(ws, timeout: float) -> list[dict]:
+    """Every frame the server still sends before its close frame (each awaited ``timeout`` s at most)."""
     out = []
-    with pytest.raises(ConnectionClosed):
+    with pytest.raises(ConnectionClosed) as closed:
         while True:
-            out.append(recv(ws, 30))
+            out.append(recv(ws, timeout))
+    assert closed.value.rcvd is not None, f"closed with no close frame: {closed.value!r}"
     return out
 
 
@@ -239,7 +225,8 @@ def test_an_idle_websocket_is_closed_1012_as_soon_as_its_worker_stops(proxy_fact
         assert read_response(ws)[-1]["type"] == "response.completed"
         (old,) = worker_pids(service)
         service.signal(signal.SIGHUP)
-        assert _close_code(ws, 15) == 1012
+        assert _frames_until_closed(ws, 15) == []
+        assert ws.close_code == 1012, (ws.close_code, ws.close_reason)
     wait_for(lambda: old not in worker_pids(service), 30, what="the old worker to exit")
 
 

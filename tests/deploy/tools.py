@@ -42,29 +42,31 @@ def render(text: str, old: str, new: str, count: int = 1) -> str:
 
 
 def group_pids(pgid: int) -> list[int]:
-    """Processes of a process group that still run: not zombies, or zombies whose threads do.
+    """Processes of a process group that still run (``running``)."""
+    out = []
+    for proc in psutil.process_iter(["pid"]):
+        pid = proc.info["pid"]
+        try:
+            if os.getpgid(pid) == pgid and running(pid):
+                out.append(pid)
+        except ProcessLookupError:
+            pass
+    return out
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs: it exists and is not a zombie, or is a zombie whose threads do.
 
     A killed multi-threaded process (a worker with its store writer thread) can show its
     main thread as a zombie while another thread is still exiting. The open files, its
     listening socket among them, belong to the whole thread group and close only with its
     last thread, so such a process still accepts connections: it counts as running.
     """
-    out = []
-    for proc in psutil.process_iter(["pid", "status"]):
-        pid = proc.info["pid"]
-        try:
-            if os.getpgid(pid) == pgid and (proc.info["status"] != psutil.STATUS_ZOMBIE or _threads_left(pid)):
-                out.append(pid)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return out
-
-
-def _threads_left(pid: int) -> bool:
-    """Whether a zombie's thread group still has threads other than its (exited) main one."""
     try:
+        if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return True
         return len(os.listdir(f"/proc/{pid}/task")) > 1
-    except FileNotFoundError:
+    except (psutil.Error, FileNotFoundError):
         return False
 
 

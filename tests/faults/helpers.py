@@ -55,6 +55,15 @@ def worker_pids(service: Service) -> list[int]:
     return [pid for _, pid in sorted(out)]
 
 
+def reload_worker(service: Service) -> int:
+    """SIGHUP a one-worker service (gunicorn starts a new worker, the old one stops gracefully) and
+    return once the old worker has begun shutting down (its "Shutting down" line): its pid."""
+    (old,) = worker_pids(service)
+    service.signal(signal.SIGHUP)
+    wait_for(lambda: f"[{old}] [INFO] Shutting down" in service.log_text(), 30, what="the old worker's shutdown")
+    return old
+
+
 def wait_workers(service: Service, count: int = 2, exclude: set[int] = frozenset(), timeout: float = 20.0) -> list[int]:
     """Wait until ``count`` workers not in ``exclude`` exist and each answers /health."""
     pids = wait_for(

@@ -43,12 +43,13 @@ def test_openrouter_citations_streamed_before_the_text_annotate_it() -> None:
          "end_index": c["end_index"]}
         for c in recorded
     ]
-    added = [e for e in events if e["type"] == "response.output_text.annotation.added"]
+    at = [i for i, e in enumerate(events) if e["type"] == "response.output_text.annotation.added"]
+    added = [events[i] for i in at]
     assert [e["annotation_index"] for e in added] == list(range(len(recorded)))
     assert {(e["item_id"], e["output_index"], e["content_index"]) for e in added} == {(message["id"], 0, 0)}
     # They came first: every one before the first text delta, as the backend sent them.
     first_delta = next(i for i, e in enumerate(events) if e["type"] == "response.output_text.delta")
-    assert all(events.index(e) < first_delta for e in added)
+    assert max(at) < first_delta
     # A JSON client of the same stream gets the same annotations.
     _, json_response, _ = replay(OPENROUTER, stream=False)
     assert json_response["output"][0]["content"][0]["annotations"] == part["annotations"]
