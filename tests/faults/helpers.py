@@ -26,6 +26,7 @@ import psutil
 
 from proxy.devtools import Service
 from tests.conftest import API_KEY
+from tests.deploy.tools import running
 from tests.http import auth, wait_for
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -48,7 +49,7 @@ def worker_pids(service: Service) -> list[int]:
     out = []
     for child in children:
         try:
-            if child.status() != psutil.STATUS_ZOMBIE:
+            if running(child.pid):  # (a zombie whose threads still exit still holds the listener)
                 out.append((child.create_time(), child.pid))
         except psutil.NoSuchProcess:
             pass
