@@ -37,7 +37,8 @@ from .translate.errors import InvalidRequest
 
 log = logging.getLogger("proxy.app")
 
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+# An unknown path is OpenAI's invalid_request_error (its "Invalid URL" 404), as the stored routes answer one.
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
 class _Lifespan:

@@ -287,6 +287,22 @@ def test_method_not_allowed_is_openai_shaped_with_allow_and_request_id(eproxy):
     }
 
 
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v1/chat/completions"),  # no route (Falcon's 404)
+    ("GET", "/v1/responses/resp_abc/bogus"),  # a stored response's route, an unknown action
+    ("GET", "/v1/nothing/here"),
+])
+def test_unknown_paths_answer_one_openai_shaped_404(eproxy, method, path):
+    r = httpx.request(method, eproxy.url + path, headers=AUTH, timeout=10)
+    assert r.status_code == 404
+    assert error_of(r) == {
+        "message": f"Unknown path: {method} {path}.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "not_found",
+    }
+
+
 def test_head_health_has_headers_and_no_body(eproxy):
     r = httpx.head(eproxy.url + "/health")
     assert r.status_code == 200
