@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
-import aiohttp
 import httpx
 import orjson
 
@@ -147,7 +146,7 @@ async def relay(
                     wait_secs = keepalive_secs
                     yield KEEPALIVE
                 continue
-            except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            except httpx.HTTPError as exc:
                 yield _fail(translator, outcome, _read_failure(exc, idle_timeout_secs))
                 return
             wait_secs = keepalive_secs
@@ -221,11 +220,9 @@ def _timeout(message: str) -> Failure:
     return Failure(Cause.BACKEND_TIMEOUT, message, "backend_timeout", kind="timeout")
 
 
-def _read_failure(exc: Exception, idle_timeout_secs: float) -> Failure:
-    """An upstream read that failed mid-stream."""
-    # Mid-stream there is no connecting: the aiohttp transport names a dropped
-    # connection (aiohttp.ClientConnectionError) ConnectTimeout.
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+def _read_failure(exc: httpx.HTTPError, idle_timeout_secs: float) -> Failure:
+    """An upstream read that failed mid-stream: silent too long, or the connection broke."""
+    if isinstance(exc, httpx.TimeoutException):
         return _timeout(f"The backend sent nothing for {idle_timeout_secs:g} s.")
     return Failure(
         Cause.BACKEND_FAILED, f"The backend connection broke mid-stream ({type(exc).__name__}).",

@@ -2,8 +2,7 @@
 
 httpx stays the API of every upstream request (``AsyncClient.send``, its
 ``Response``, its exceptions); this module is the layer beneath it, in place
-of httpx-aiohttp's ``AiohttpTransport`` (same aiohttp session, same
-exception mapping, so one failure taxonomy). Measured with py-spy under load
+of httpx-aiohttp's ``AiohttpTransport`` (the same aiohttp session). Measured with py-spy under load
 (loadtest/bench.py --profile), the layers around aiohttp's own work cost more
 CPU than translating a JSON answer; this one removes what we never use:
 
@@ -15,16 +14,20 @@ CPU than translating a JSON answer; this one removes what we never use:
   a timer falls due (``proxy.interrupt``), instead of racing a task per read;
 - the client keeps no cookies (``PoolClient``): the pool serves every client,
   so a backend's ``Set-Cookie`` must never ride along on another client's
-  request (httpx's jar would have replayed it), and parsing it cost 4% of a request.
+  request (httpx's jar would have replayed it), and parsing it cost 4% of a request;
+- aiohttp's exceptions become the httpx exception that says what failed
+  (``_mapped``): httpx-aiohttp's mapping named every ``ClientConnectionError``
+  (a refused connect, a reset, a server closing mid-stream) ``ConnectTimeout``,
+  so its callers had to read the chained aiohttp exception to tell them apart.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp.transport import map_aiohttp_exceptions
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -50,13 +53,12 @@ class Body(httpx.AsyncByteStream):
         buffer only after its wait returned, so a read cancelled while it waits
         (or whose wake-up a cancellation overtakes) leaves them for the next read
         (tests/unit/test_interrupt.py proves it on a real connection). Errors
-        are httpx's, mapped as the rest of the transport maps them.
+        are httpx's (``_mapped``).
         """
         try:
             return await self._content.readany()
-        except aiohttp.ClientError:
-            with map_aiohttp_exceptions():
-                raise
+        except _RAISED as exc:
+            raise _mapped(exc) from exc
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while chunk := await self.read():
@@ -65,9 +67,8 @@ class Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         try:
             await self._response.__aexit__(None, None, None)
-        except aiohttp.ClientError:
-            with map_aiohttp_exceptions():
-                raise
+        except _RAISED as exc:
+            raise _mapped(exc) from exc
 
 
 class ChatTransport(httpx.AsyncBaseTransport):
@@ -112,9 +113,8 @@ class ChatTransport(httpx.AsyncBaseTransport):
                 timeout=self._timeout(extensions.get("timeout", {})),
                 server_hostname=extensions.get("sni_hostname"),
             )
-        except aiohttp.ClientError:  # mapped only when raised: no context manager per request
-            with map_aiohttp_exceptions():
-                raise
+        except _RAISED as exc:  # mapped only when raised: no context manager per request
+            raise _mapped(exc) from exc
         body = Body(response)
         out_ext: dict[str, Any] = {"http_version": _HTTP11, READER: body}
         if response.reason:
@@ -126,6 +126,41 @@ class ChatTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.session.close()
+
+
+_RAISED = (aiohttp.ClientError, asyncio.TimeoutError)
+"""What aiohttp raises for a failed request or read (its timeouts are ``asyncio.TimeoutError`` too)."""
+
+# In order, the first match wins: aiohttp's classes overlap (ServerTimeoutError is a
+# ServerConnectionError and an asyncio.TimeoutError; ClientSSLError is a ClientConnectorError).
+_MAPPING: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], type[httpx.TransportError]], ...] = (
+    # aiohttp names every timeout of connecting (pool wait included) ConnectionTimeoutError...
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    # ...so any other (SocketTimeoutError: sock_read; a bare ServerTimeoutError) is silence after it.
+    (asyncio.TimeoutError, httpx.ReadTimeout),
+    # No connection: refused, DNS, TLS handshake or certificate (ClientSSLError's kin), proxy, socket path.
+    ((aiohttp.ClientConnectorError, aiohttp.ServerFingerprintMismatch), httpx.ConnectError),
+    ((aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError), httpx.UnsupportedProtocol),
+    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+    (aiohttp.UploadAbortedError, httpx.WriteError),
+    # The connection ended or broke before the message did: the server closing (ServerDisconnectedError),
+    # a reset or broken pipe (ClientOSError, ClientConnectionResetError), a body cut short or its framing
+    # broken (ClientPayloadError). ReadError, not httpcore's RemoteProtocolError for a close, because
+    # RemoteProtocolError says the bytes that did come are not HTTP (below): one is cut, the other malformed.
+    ((aiohttp.ClientConnectionError, aiohttp.ClientPayloadError), httpx.ReadError),
+)
+
+
+def _mapped(exc: BaseException) -> httpx.TransportError:
+    """The httpx exception that names what failed (raise it ``from exc``: logs keep aiohttp's).
+
+    Anything not in ``_MAPPING`` is a reply aiohttp could not parse (ClientResponseError
+    carrying the parser's error: a bad status line, headers or chunk size): RemoteProtocolError.
+    """
+    for raised, mapped in _MAPPING:
+        if isinstance(exc, raised):
+            return mapped(str(exc))
+    return httpx.RemoteProtocolError(str(exc))
 
 
 def _headers(headers: httpx.Headers) -> CIMultiDict[str]:

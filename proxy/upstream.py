@@ -177,17 +177,11 @@ async def open_stream(
         response = await send(request)
     except httpx.HTTPError as exc:
         raise _transport_error(exc) from None
-    except aiohttp.ClientError as exc:
-        # Errors the transport does not map: a bad status line, a reply that is not HTTP…
-        raise Failure(
-            Cause.BACKEND_FAILED, f"The backend sent an invalid HTTP response ({type(exc).__name__}).",
-            "backend_error", kind="malformed",
-        ) from None
     if response.status_code == 200:
         return response
     try:
         raw = await _read_bounded(response)
-    except (httpx.HTTPError, aiohttp.ClientError):
+    except httpx.HTTPError:
         raw = b""
     finally:
         await response.aclose()
@@ -195,38 +189,37 @@ async def open_stream(
 
 
 def _transport_error(exc: httpx.HTTPError) -> Failure:
-    """Unreachable (502, the host's failure), too slow (504) or cut off (502).
+    """Unreachable (502, the host's failure), too slow (504), cut off or not HTTP (502).
 
-    The aiohttp transport maps every ``ClientConnectionError`` to
-    ``ConnectTimeout``, so the aiohttp exception it chains is what tells them apart.
+    By the httpx exception alone (``proxy.transport`` names aiohttp's failures so): no
+    connection says nothing about a model; a connection that broke or a reply that is
+    not HTTP is the backend failing.
     """
-    cause = exc.__cause__
-    name = type(cause or exc).__name__
-    if isinstance(cause, aiohttp.ServerDisconnectedError):
-        return Failure(
-            Cause.BACKEND_FAILED, "The backend closed the connection before answering.", "backend_error",
-            kind="disconnected",
-        )
-    if isinstance(cause, aiohttp.ConnectionTimeoutError) or (
-        cause is None and isinstance(exc, httpx.ConnectTimeout)
-    ):
+    name = type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
         return Failure(
             Cause.BACKEND_UNREACHABLE, f"The backend is unreachable (connect timeout, {name}).",
             "backend_unreachable", kind="unreachable",
         )
-    if isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ClientSSLError)) or isinstance(
-        exc, (httpx.ConnectError, httpx.UnsupportedProtocol)
-    ):
+    if isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol)):
         return Failure(
             Cause.BACKEND_UNREACHABLE, f"The backend is unreachable ({name}).", "backend_unreachable",
             kind="unreachable",
         )
-    # A reset (ClientOSError) arrives as httpx's ConnectTimeout too: cut, not slow (the last case).
-    cut = isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, aiohttp.ServerTimeoutError)
-    if isinstance(exc, httpx.TimeoutException) and not cut:
+    if isinstance(exc, httpx.TimeoutException):
         return Failure(
             Cause.BACKEND_TIMEOUT, f"The backend did not answer in time ({name}).", "backend_timeout",
             kind="timeout",
+        )
+    if isinstance(exc, httpx.ReadError):  # closed, reset: cut, not slow
+        return Failure(
+            Cause.BACKEND_FAILED, "The backend closed the connection before answering.", "backend_error",
+            kind="disconnected",
+        )
+    if isinstance(exc, httpx.RemoteProtocolError):  # a bad status line, a reply that is not HTTP…
+        return Failure(
+            Cause.BACKEND_FAILED, f"The backend sent an invalid HTTP response ({name}).",
+            "backend_error", kind="malformed",
         )
     return Failure(
         Cause.BACKEND_FAILED, f"The backend connection failed before an answer ({name}).", "backend_error",
