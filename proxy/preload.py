@@ -38,7 +38,6 @@ MODULES = (
     "hiredis",
     "httptools",
     "httpx",
-    "httpx_aiohttp",
     "multidict",
     "orjson",
     "redis.asyncio",

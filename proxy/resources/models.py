@@ -23,7 +23,6 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import falcon
 import falcon.asgi
 import httpx
@@ -139,15 +138,13 @@ class ModelsResource:
         headers = {"authorization": f"Bearer {key}", "accept": "application/json", "accept-encoding": "identity"}
         try:
             response = await client.send(client.build_request("GET", url, headers=headers), stream=True)
-        except httpx.HTTPError as exc:
+        except httpx.HTTPError as exc:  # (the transport maps aiohttp's failures: proxy.transport)
             raise _transport_error(exc) from None
-        except aiohttp.ClientError as exc:
-            raise _malformed(f"The backend sent an invalid HTTP response ({type(exc).__name__}).") from None
         try:
             if response.status_code != 200:
                 raise _status_error(response, await _read_bounded(response))
             body = await _read_all(response)
-        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+        except httpx.HTTPError as exc:
             raise _malformed(f"The backend's answer broke off ({type(exc).__name__}).") from None
         finally:
             await response.aclose()
