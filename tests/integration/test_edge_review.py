@@ -312,7 +312,7 @@ def test_head_health_has_headers_and_no_body(eproxy):
 
 
 def test_backend_closing_before_answering_is_502_and_counted(proxy_factory, raw_backend):
-    """aiohttp's ServerDisconnectedError (which the transport maps to ConnectTimeout)
+    """aiohttp's ServerDisconnectedError (which the transport maps to httpx.ReadError, not to a timeout)
     is named for what it is: the backend closed the connection before answering."""
     backend = raw_backend(b"")
     svc = proxy_factory(backend_url=backend.url, CIRCUIT_BREAKER_THRESHOLD="100", WEB_CONCURRENCY="1")
