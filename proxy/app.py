@@ -23,6 +23,7 @@ from .resources.background import BackgroundMode
 from .resources.compact import Compaction, CompactResource
 from .resources.conversations import ConversationItemsResource, ConversationsResource
 from .resources.health import HealthResource
+from .resources.input_tokens import InputTokensResource
 from .resources.metrics import MetricsMiddleware, MetricsResource
 from .resources.models import ModelsResource
 from .resources.responses import ResponsesResource
@@ -156,6 +157,9 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     falcon_app.add_route("/responses", responses)
     falcon_app.add_route("/v1/responses/compact", CompactResource(compaction))
     falcon_app.add_route("/responses/compact", CompactResource(compaction))
+    input_tokens = InputTokensResource(runtime)
+    falcon_app.add_route("/v1/responses/input_tokens", input_tokens)
+    falcon_app.add_route("/responses/input_tokens", input_tokens)
     stored = StoredResponseResource(runtime, jobs)
     conversations = ConversationsResource(runtime)
     items = ConversationItemsResource(runtime)

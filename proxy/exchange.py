@@ -195,6 +195,17 @@ class Exchange:
         finally:
             await relaying.aclose()
 
+    async def run_to_end(self) -> Response:
+        """The whole exchange with nobody streaming it (compaction's summary, a token count):
+        open, read every batch, close; the finished Response, or raise its ``Failure``."""
+        async with self:
+            await self.open()
+            async for _ in self.batches():
+                pass
+        if self.failure is not None:
+            raise self.failure
+        return self.response
+
     def verdict(self) -> Verdict:
         """What this exchange says about the backend (read by ``aclose``)."""
         failure = self.outcome.failure

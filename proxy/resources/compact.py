@@ -75,13 +75,7 @@ class Compaction:
         exchange = rt.exchange(
             chat=chat, ctx=ctx, headers=headers, secret=key, disconnected=watch(), emit_events=False
         )
-        async with exchange:
-            await exchange.open()
-            async for _ in exchange.batches():
-                pass
-        if exchange.failure is not None:
-            raise exchange.failure
-        response = exchange.response
+        response = await exchange.run_to_end()
         summary = cmp.summary_of(response)
         if not summary:
             raise Failure(

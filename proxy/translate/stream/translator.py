@@ -119,6 +119,12 @@ class StreamTranslator:
     def response(self) -> Response:
         return self._response
 
+    @property
+    def chat_usage(self) -> dict[str, Any] | None:
+        """The backend's own ``usage``, as it sent it (None when it sent none): the Response's
+        usage is zeros then, which a caller that needs the count (input_tokens) must not take."""
+        return self._usage if isinstance(self._usage, dict) else None
+
     def start(self) -> list[Event]:
         """``response.created`` and ``response.in_progress`` with the in-progress snapshot."""
         if not self._emit or self._phase is _DONE:
