@@ -107,19 +107,35 @@ def stream_events(proxy: Service, response_id: str, starting_after: int | None =
         return parse_sse(r.read())
 
 
+def read_logged(proxy: Service, response_id: str, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` events of a running job's replay (``GET …?stream=true``, then leave):
+    returns once the store's log holds them. The creating client's live view runs up to one
+    store write ahead of the log (``proxy/background/feed.py``), so a test that kills the worker
+    and then compares the replay with what that client saw must first wait for this."""
+    with httpx.stream(
+        "GET", f"{proxy.url}/v1/responses/{response_id}", params={"stream": "true"}, headers=auth(API_KEY), timeout=60
+    ) as r:
+        return _first_events(r, count)
+
+
 def read_some(proxy: Service, body: dict[str, Any], count: int) -> list[dict[str, Any]]:
     """POST a streamed background request, read ``count`` events, then leave (close the connection)."""
-    events: list[dict[str, Any]] = []
     with httpx.stream(
         "POST", proxy.url + "/v1/responses", json={**body, "background": True, "stream": True},
         headers=auth(API_KEY), timeout=60,
     ) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if line.startswith("data: {"):
-                events.append(orjson.loads(line[6:]))
-                if len(events) == count:
-                    break
+        return _first_events(r, count)
+
+
+def _first_events(r: httpx.Response, count: int) -> list[dict[str, Any]]:
+    """An SSE answer's first ``count`` events (the caller then leaves: closes the connection)."""
+    assert r.status_code == 200, r.read()
+    events: list[dict[str, Any]] = []
+    for line in r.iter_lines():
+        if line.startswith("data: {"):
+            events.append(orjson.loads(line[6:]))
+            if len(events) == count:
+                break
     return events
 
 

@@ -15,7 +15,17 @@ import httpx
 
 from proxy.background.bodies import LOST_MESSAGE, SHUTDOWN_MESSAGE
 from proxy.store.sqlite_store import SQLiteStore
-from tests.background_kit import background, poll, read_some, slow_text, start, stream_events, wait_upstream, worker_of
+from tests.background_kit import (
+    background,
+    poll,
+    read_logged,
+    read_some,
+    slow_text,
+    start,
+    stream_events,
+    wait_upstream,
+    worker_of,
+)
 from tests.conformance import check_response, check_stream
 from tests.conftest import API_KEY
 from tests.http import auth
@@ -40,6 +50,7 @@ def test_a_job_whose_worker_is_sigkilled_fails_within_the_lease_bound(proxy_fact
     live = read_some(svc, {"model": "mock-slow-100", "input": text}, 5)
     rid = live[0]["response"]["id"]
     wait_upstream(mock, text, ended=False)
+    assert read_logged(svc, rid, 5) == live  # the log holds what the client saw (it may lag by a write)
     pid = worker_of(svc, rid)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
