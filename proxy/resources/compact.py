@@ -40,6 +40,7 @@ from ..translate.history import input_items
 from ..translate.request import translate_request
 from ..translate.shapes import Usage
 from ..translate.sse import DONE, encode_events
+from .auth import upstream_key
 from .responses import _SSE_HEADERS, _fail_request, _upstream_headers, read_request
 from .scope import RequestScope
 
@@ -103,14 +104,14 @@ class Compaction:
     ) -> None:
         """``POST /v1/responses`` ending with a ``compaction_trigger``: JSON, or SSE when ``stream`` is set."""
         settings = self._rt.settings
-        upstream_key = settings.backend_api_key or key
-        headers = _upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers)
+        secret = upstream_key(key, settings)
+        headers = _upstream_headers(req, secret, meta.request_id, settings.forward_headers)
         try:
             ctx, final = await self.answer_trigger(
-                body, key=upstream_key, headers=headers, watch=meta.watch_disconnect
+                body, key=secret, headers=headers, watch=meta.watch_disconnect
             )
         except Failure as failure:
-            _fail_request(meta, resp, failure, upstream_key)
+            _fail_request(meta, resp, failure, secret)
             return
         meta.model = ctx.model
         meta.status = final["status"]
@@ -140,14 +141,14 @@ class CompactResource:
                 "Nothing to compact: send 'input' (the conversation) and/or 'previous_response_id'.", "input",
                 "missing_required_parameter",
             )
-        upstream_key = settings.backend_api_key or key
-        headers = _upstream_headers(req, upstream_key, meta.request_id, settings.forward_headers)
+        secret = upstream_key(key, settings)
+        headers = _upstream_headers(req, secret, meta.request_id, settings.forward_headers)
         try:
             summary, usage = await self._compaction.summarize(
-                body, key=upstream_key, headers=headers, watch=meta.watch_disconnect
+                body, key=secret, headers=headers, watch=meta.watch_disconnect
             )
         except Failure as failure:
-            _fail_request(meta, resp, failure, upstream_key)
+            _fail_request(meta, resp, failure, secret)
             return
         meta.status = "completed"
         resp.content_type = falcon.MEDIA_JSON

@@ -22,6 +22,7 @@ from ..state import stand
 from ..translate import validate as v
 from ..translate.context import ResponseContext
 from ..translate.request import translate_request
+from .auth import upstream_key
 from .responses import _fail_request, _upstream_headers, read_request
 from .scope import RequestScope
 
@@ -45,12 +46,12 @@ class InputTokensResource:
         standing = await stand(rt.store, key, body, request_id=meta.request_id)
         chat, ctx = translate_request(standing.body, rt.policy)
         chat[rt.policy.max_tokens_field] = 1
-        upstream_key = rt.settings.backend_api_key or key
-        headers = _upstream_headers(req, upstream_key, meta.request_id, rt.settings.forward_headers)
+        secret = upstream_key(key, rt.settings)
+        headers = _upstream_headers(req, secret, meta.request_id, rt.settings.forward_headers)
         try:
-            count = await self._count(chat, ctx, upstream_key, headers, meta)
+            count = await self._count(chat, ctx, secret, headers, meta)
         except Failure as failure:
-            _fail_request(meta, resp, failure, upstream_key)
+            _fail_request(meta, resp, failure, secret)
             return
         meta.status = "completed"
         resp.content_type = falcon.MEDIA_JSON

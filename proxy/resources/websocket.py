@@ -33,7 +33,7 @@ from ..errors import ProxyError
 from ..logs import request_completed
 from ..runtime import Runtime
 from ..translate.ws_frames import encode
-from .auth import client_key
+from .auth import client_key, upstream_key
 from .compact import Compaction
 from .responses import ResponsesResource, _upstream_headers
 from .scope import _new_request_id
@@ -71,13 +71,13 @@ class WebSocketMode:
         settings = self._rt.settings
         try:
             key = client_key(req, settings)
-            upstream_key = settings.backend_api_key or key
-            headers = _upstream_headers(req, upstream_key, "-", settings.forward_headers)
+            secret = upstream_key(key, settings)
+            headers = _upstream_headers(req, secret, "-", settings.forward_headers)
         except ProxyError as refusal:
             await _refuse(ws, refusal)
             return
         connection = Connection(
-            self._rt, self._compaction, ws, key=key, upstream_key=upstream_key, headers=headers,
+            self._rt, self._compaction, ws, key=key, upstream_key=secret, headers=headers,
             stopping=stopping_future(req.scope),
         )
         try:

@@ -80,7 +80,7 @@ def test_bad_input_and_backend_failures_are_openai_shaped(proxy, mock):
         client.responses.input_tokens.count(model="mock-error-500", input="hi")
     assert failed.value.status_code == 502
     r = httpx.post(proxy.url + "/v1/responses/input_tokens", json={"model": "m", "input": "hi"}, timeout=10)
-    assert r.status_code == 401 and error_of(r)["type"]
+    assert r.status_code == 401 and error_of(r)["code"] == "missing_api_key"
 
 
 def test_a_backend_without_usage_is_a_502_not_a_made_up_count(proxy, mock):

@@ -110,7 +110,7 @@ class StreamTranslator:
         self._phase = _STREAMING
         self.done = False  # the terminal event is sent (an attribute: the relay reads it per chunk)
         self._incomplete: str | None = None  # the incomplete_details reason, once finished
-        self._usage: Any = None
+        self._usage: dict[str, Any] | None = None  # the backend's own (shape.chunk_usage)
         self._response = response_object(ctx, status="in_progress")
 
     # ------------------------------------------------------------------ API
@@ -123,7 +123,7 @@ class StreamTranslator:
     def chat_usage(self) -> dict[str, Any] | None:
         """The backend's own ``usage``, as it sent it (None when it sent none): the Response's
         usage is zeros then, which a caller that needs the count (input_tokens) must not take."""
-        return self._usage if isinstance(self._usage, dict) else None
+        return self._usage
 
     def start(self) -> list[Event]:
         """``response.created`` and ``response.in_progress`` with the in-progress snapshot."""
