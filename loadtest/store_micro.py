@@ -6,7 +6,9 @@ names the checkout whose ``proxy`` is measured); prints one JSON line.
 
 Why beside the HTTP table: on a shared 2-core machine the per-request CPU of the whole service
 drifts by more than the 0.15 ms being measured; this isolates the difference, and "best of
-``--rounds``" (each round alternating the two bodies) discards the rounds another tenant slowed.
+``--rounds``" (each round alternating the two bodies) discards the rounds another tenant slowed;
+``added_median_us``, the median of the rounds' own differences (both bodies back to back), is
+printed beside it, as the run-to-run spread of the best is itself tens of µs here.
 ``--conc 4`` keeps four requests in flight, as a loaded worker does.
 
 ``floor_us``: the store's own work for the same put with nothing around it, what no change to the
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -86,13 +89,17 @@ async def _measure(backend: str, where: str, rounds: int, n: int, conc: int) -> 
 
     await request(True)  # connect, create the file
     best: dict[bool, float] = {True: float("inf"), False: float("inf")}
+    added: list[float] = []  # per round, the two bodies measured back to back
     for r in range(rounds):
+        costs: dict[bool, float] = {}
         for keep in ((False, True) if r % 2 == 0 else (True, False)):
-            best[keep] = min(best[keep], await batch(keep))
+            costs[keep] = await batch(keep)
+            best[keep] = min(best[keep], costs[keep])
+        added.append(costs[True] - costs[False])
     await store.aclose()
     floor = await _floor(backend, where, template, rounds, n)
     return {"store_false_us": best[False], "store_true_us": best[True], "added_us": best[True] - best[False],
-            "floor_us": floor}
+            "added_median_us": statistics.median(added), "floor_us": floor}
 
 
 async def _floor(backend: str, where: str, template: dict[str, Any], rounds: int, n: int) -> float:

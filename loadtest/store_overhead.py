@@ -221,13 +221,15 @@ def _micro(args: argparse.Namespace, checkouts: list[tuple[str, Path]], tmp: Pat
     print(f"CPU per request of the stored path in one process, µs (best of {max(args.rounds, 6)} rounds, "
           f"{args.prefill} responses stored first); budget: +{BUDGET_MS * 1000:.0f} µs")
     print(f"{'checkout':<10} {'in flight':>9} {'backend':<7} {'store:false':>11} {'store:true':>10} {'added':>8} "
-          f"{'budget':>6} {'floor':>6}")
+          f"{'budget':>6} {'median':>8} {'floor':>6}")
     for name, doc in rows:
         for backend in ("sqlite", "redis"):
             r = doc[backend]
             ok = "ok" if r["added_us"] <= BUDGET_MS * 1000 else "OVER"
             print(f"{name:<10} {doc['conc']:>9} {backend:<7} {r['store_false_us']:>11.1f} {r['store_true_us']:>10.1f} "
-                  f"{r['added_us']:>+8.1f} {ok:>6} {r['floor_us']:>6.1f}")
+                  f"{r['added_us']:>+8.1f} {ok:>6} {r['added_median_us']:>+8.1f} {r['floor_us']:>6.1f}")
+    print("added: best store:true minus best store:false; median: of each round's own difference (the two bodies "
+          "back to back)")
     print("floor: the store's own work for that put alone (SQLite: put_response's statements on a connection, no "
           "thread; Redis: its EVALSHA on a bare asyncio protocol), see loadtest/store_micro.py")
     return 0
