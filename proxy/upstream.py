@@ -252,7 +252,9 @@ def _status_error(response: httpx.Response, raw: bytes) -> Failure:
             code,
             kind=f"status_{status}",
             status=status,
-            error_type=err_type or ("rate_limit_error" if status == 429 else _ERROR_TYPES.get(status)),
+            # A body without a type (FastAPI's {"detail"}, plain text): OpenAI's own 401, 403 and 404
+            # say invalid_request_error, the cause's type, as the proxy's own 401s do.
+            error_type=err_type or ("rate_limit_error" if status == 429 else None),
             param=param,
             headers=headers,
         )
@@ -263,9 +265,6 @@ def _status_error(response: httpx.Response, raw: bytes) -> Failure:
         kind="status_5xx",
         headers=headers,
     )
-
-
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 
 
 def _backend_error_fields(raw: bytes) -> tuple[str | None, str | None, str | None, str | None]:

@@ -190,6 +190,32 @@ def test_backend_4xx_and_429_pass_through(openai_client, mock):
     assert "Slow down" in str(exc.value)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(
+    "status, body, content_type, message, raised",
+    [
+        (401, '{"detail": "Invalid token"}', "application/json", "Invalid token", openai.AuthenticationError),
+        (403, "Forbidden", "text/plain", "Forbidden", openai.PermissionDeniedError),
+        (404, '{"error": "model not served here"}', "application/json", "model not served here", openai.NotFoundError),
+    ],
+    ids=["fastapi-detail", "plain-text", "error-string"],
+)
+def test_a_backend_4xx_without_a_type_gets_openais(openai_client, mock, status, body, content_type, message, raised,
+                                                    stream):
+    """Such a body's status and message pass through; its type is OpenAI's for these statuses,
+    invalid_request_error, not another API's authentication_error / permission_error / not_found_error."""
+    mock.script(f"m-bare-{status}", {"status": status, "raw": [body], "content_type": content_type})
+    with pytest.raises(raised) as exc:
+        if stream:
+            for _ in openai_client.responses.create(model=f"m-bare-{status}", input="hi", stream=True):
+                pass
+        else:
+            openai_client.responses.create(model=f"m-bare-{status}", input="hi")
+    assert exc.value.status_code == status
+    assert exc.value.type == "invalid_request_error", exc.value.body
+    assert exc.value.body["message"] == message, exc.value.body
+
+
 def test_backend_unreachable_is_502(proxy_factory):
     from proxy.devtools import free_port
 
