@@ -17,7 +17,7 @@ import orjson
 from . import logs
 from . import settings as settings_mod
 from .background import Jobs, jobs_for
-from .errors import ProxyError, invalid_request
+from .errors import ProxyError, invalid_request, type_for_status
 from .failures import Failure
 from .resources.background import BackgroundMode
 from .resources.compact import Compaction, CompactResource
@@ -37,10 +37,6 @@ from .store.shapes import InvalidParam
 from .translate.errors import InvalidRequest
 
 log = logging.getLogger("proxy.app")
-
-# An unknown path is OpenAI's invalid_request_error (its "Invalid URL" 404), as the stored routes answer one.
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
-
 
 class _Lifespan:
     """Opens the worker's upstream pool at ASGI startup and closes it at shutdown; background jobs
@@ -117,7 +113,7 @@ def _serialize_http_error(req: falcon.Request, resp: falcon.Response, exc: falco
         {
             "error": {
                 "message": message,
-                "type": _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"),
+                "type": type_for_status(status),  # an unknown path: OpenAI's "Invalid URL" 404 type
                 "param": None,
                 "code": code,
             }

@@ -41,6 +41,14 @@ class ProxyError(Exception):
         }
 
 
+def type_for_status(status: int) -> str:
+    """The ``type`` of an error whose body names none, by its status: OpenAI's 4xx say
+    ``invalid_request_error`` (its 401, 403 and 404 too), 429 ``rate_limit_error``, 5xx ``server_error``."""
+    if status == 429:
+        return "rate_limit_error"
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
     """A 400 ``invalid_request_error`` naming the offending ``param``."""
     return ProxyError(400, message, param=param, code=code)

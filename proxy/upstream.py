@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 import orjson
 
+from .errors import type_for_status
 from .failures import Cause, Failure
 from .settings import CONNECT_TIMEOUT_SECS, Settings
 from .transport import ChatTransport, PoolClient
@@ -252,9 +253,7 @@ def _status_error(response: httpx.Response, raw: bytes) -> Failure:
             code,
             kind=f"status_{status}",
             status=status,
-            # A body without a type (FastAPI's {"detail"}, plain text): OpenAI's own 401, 403 and 404
-            # say invalid_request_error, the cause's type, as the proxy's own 401s do.
-            error_type=err_type or ("rate_limit_error" if status == 429 else None),
+            error_type=err_type or type_for_status(status),  # (a body without one: FastAPI's {"detail"}, text)
             param=param,
             headers=headers,
         )

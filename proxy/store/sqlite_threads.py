@@ -113,9 +113,9 @@ class SQLiteThreads:
         stop = False
         while not stop and (job := jobs.get()) is not None:
             if jobs.empty():  # alone (always, at one request in flight): no batch to build
-                fut = job[0]
+                fut, fn, args, deadline = job
                 if not fut.done():
-                    conn, result, exc = self._execute(conn, job[1], job[2], job[3])
+                    conn, result, exc = self._execute(conn, fn, args, deadline)
                     try:
                         fut.get_loop().call_soon_threadsafe(_settle_one, fut, result, exc)
                     except RuntimeError:  # the loop closed: nobody is waiting any more
