@@ -31,6 +31,9 @@ before validating it there. The deliberate exceptions, each asserted below:
 6. ``conversation`` (``{"id": "conv_…"}``) is a top-level key beside the 31 when
    the request named a conversation: OpenAI's Response carries it (the openai
    SDK's ``Response.conversation``), the Open Responses spec has no such key.
+7. ``reasoning.effort`` ``minimal`` and ``max``: the openai SDK's ``ReasoningEffort``
+   has them, Open Responses' enum does not; the echo of a request that used one is
+   validated against OpenAI's models, and blanked for Open Responses validation.
 
 Reasoning items come in two shapes, never mixed: ``reasoning_text`` content
 (``summary: []``), or — when the request asked for ``reasoning.summary`` —
@@ -138,6 +141,8 @@ _OPENAI_ONLY_EVENTS = frozenset({"response.custom_tool_call_input.delta", "respo
 # Exception 1, asserted: these names must never be emitted.
 _FORBIDDEN_EVENTS = frozenset({"response.reasoning.delta", "response.reasoning.done"})
 _OPENAI_ONLY_ITEMS = frozenset({"custom_tool_call"})
+# Exception 7: reasoning efforts only OpenAI defines.
+_OPENAI_ONLY_EFFORTS = frozenset({"minimal", "max"})
 
 
 # --------------------------------------------------------------- helpers
@@ -166,7 +171,7 @@ def _assert_no_extra(value: Any, path: str) -> None:
 
 
 def _ort_response_view(obj: dict) -> dict:
-    """The Response as Open Responses can express it (exceptions 3–5)."""
+    """The Response as Open Responses can express it (exceptions 3–5 and 7)."""
     view = dict(obj)
     view["output"] = [it for it in obj.get("output") or [] if it.get("type") not in _OPENAI_ONLY_ITEMS]
     tools = obj.get("tools")
@@ -175,6 +180,9 @@ def _ort_response_view(obj: dict) -> dict:
     text = obj.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = {**text, "format": {**text["format"], "schema": None}}
+    reasoning = obj.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") in _OPENAI_ONLY_EFFORTS:
+        view["reasoning"] = {**reasoning, "effort": None}
     return view
 
 

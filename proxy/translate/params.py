@@ -18,10 +18,15 @@ from typing import Any
 from . import validate as v
 from .errors import InvalidRequest
 
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+# The values of the pinned openai SDK's ReasoningEffort and ServiceTier (Open Responses lists
+# fewer): a value the client library offers is never a 400.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 REASONING_SUMMARIES = ("auto", "concise", "detailed")
 VERBOSITIES = ("low", "medium", "high")
-SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
+# The tier a Response shows for a requested one, where OpenAI's differs: `fast` is Fast mode,
+# served and reported as `priority`.
+_TIER_SHOWN = {"fast": "priority"}
 TRUNCATIONS = ("auto", "disabled")
 INCLUDE_ENCRYPTED = "reasoning.encrypted_content"
 INCLUDE_LOGPROBS = "message.output_text.logprobs"
@@ -85,6 +90,13 @@ def text_config(body: dict[str, Any], chat: dict[str, Any], *, forward_verbosity
         if forward_verbosity:
             chat["verbosity"] = verbosity
     return echo
+
+
+def service_tier_echo(tier: str | None) -> str:
+    """The ``service_tier`` a Response shows for the requested one (``default`` when absent)."""
+    if tier is None:
+        return "default"
+    return _TIER_SHOWN.get(tier, tier)
 
 
 def reasoning_config(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any] | None:

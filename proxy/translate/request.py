@@ -175,7 +175,7 @@ def translate_request(
         "max_tool_calls": max_tool_calls,
         "store": True if store is None else store,
         "background": background,
-        "service_tier": service_tier or "default",
+        "service_tier": p.service_tier_echo(service_tier),
         "metadata": metadata,
         "safety_identifier": safety_identifier,
         "prompt_cache_key": prompt_cache_key,

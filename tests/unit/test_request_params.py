@@ -114,7 +114,7 @@ def test_text_format_json_object_text_and_verbosity_policy() -> None:
     assert ctx.echo["text"] == {"format": {"type": "text"}, "verbosity": "low"}
 
 
-@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh"])
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh", "max"])
 def test_reasoning_effort_passes_through(effort: str) -> None:
     chat, ctx = tr({"reasoning": {"effort": effort, "summary": "detailed"}})
     assert chat["reasoning_effort"] == effort
