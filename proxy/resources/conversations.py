@@ -21,6 +21,7 @@ from ..errors import ProxyError, invalid_request
 from ..runtime import Runtime
 from ..store import Store, prepare_items
 from ..store.base import ItemPage
+from ..store.items import listed
 from ..store.shapes import (
     MAX_ITEMS_PER_CREATE,
     check_metadata,
@@ -148,7 +149,7 @@ class ConversationItemsResource(_Base):
         item = await store.get_conversation_item(owner, conversation_id, item_id)
         if item is None:
             raise await _missing(store, owner, conversation_id, item_id)
-        _json(resp, item)
+        _json(resp, listed(item))
 
     async def on_delete_one(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, conversation_id: str, item_id: str
