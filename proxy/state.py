@@ -199,8 +199,7 @@ async def _stand(
     raw = body.get("input")
     refs = referenced_ids(raw)
     if refs and store is not None:
-        wanted = [ref for ref in refs if ref]
-        raw = resolve_references(raw, await store.get_items(owner, wanted) if wanted else {})
+        raw = await with_references(store, owner, raw, refs)
     if previous:
         if known is not None and previous == known.response_id:
             history: History | None = known
@@ -226,6 +225,16 @@ async def _stand(
     chained["input"] = [*standing.context, *standing.own_input]
     standing.body = chained
     return standing
+
+
+async def with_references(
+    store: Store, owner: str, raw: Any, refs: list[str], param: str = "input"
+) -> Any:
+    """``raw`` (a request's ``input``, the Conversations API's ``items``) with its item references
+    (``refs``: ``referenced_ids(raw)``) replaced by the owner's stored items, read in one call;
+    ``InvalidItem`` naming ``param[i]`` for one that is not there (unknown or another key's)."""
+    wanted = [ref for ref in refs if ref]
+    return resolve_references(raw, await store.get_items(owner, wanted) if wanted else {}, param)
 
 
 def _previous_not_found(response_id: str) -> ProxyError:
