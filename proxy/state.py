@@ -41,7 +41,7 @@ from .store import (
     StoreUnavailable,
     prepare_items,
 )
-from .store.items import encode_items, referenced_ids, resolve_references
+from .store.items import check_unique, encode_items, referenced_ids, resolve_references
 from .store.shapes import InvalidParam, conversation_param
 from .translate.history import CONTEXT_KEYS, input_items
 from .translate.shapes import Response
@@ -96,6 +96,7 @@ class Standing:
         assert self.store is not None
         try:
             self.own_input = prepare_items(self.own_input)
+            check_unique(self.own_input, "input")
         except InvalidItem as exc:
             raise refusal(exc, self.request_id) from None
         self.input_json = encode_items(self.own_input)

@@ -22,7 +22,7 @@ from ..runtime import Runtime
 from ..state import with_references
 from ..store import Store, prepare_items
 from ..store.base import ItemPage
-from ..store.items import listed, referenced_ids
+from ..store.items import check_unique, listed, referenced_ids
 from ..store.shapes import (
     MAX_ITEMS_PER_CREATE,
     check_metadata,
@@ -60,7 +60,9 @@ async def _items(store: Store, owner: str, body: dict[str, Any], *, required: bo
     refs = referenced_ids(raw)
     if refs:
         raw = await with_references(store, owner, raw, refs, "items")
-    return prepare_items(raw, "items")
+    items = prepare_items(raw, "items")
+    check_unique(items, "items")
+    return items
 
 
 async def _missing(store: Store, owner: str, conversation_id: str, item_id: str) -> ProxyError:

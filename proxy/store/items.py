@@ -155,6 +155,22 @@ def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -
     return out
 
 
+def check_unique(items: Sequence[Item], param: str) -> None:
+    """Refuse prepared items that repeat an id, as OpenAI does ("Duplicate item found with id"),
+    naming the second. One request's items must: a list is paged by item id (``after``), and an
+    id at two positions would serve the same pages again and again. (The store itself takes a
+    batch again without harm: a retried write adds nothing.)"""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        item_id = item["id"]
+        if item_id in seen:
+            raise InvalidItem(
+                f"Duplicate item found with id '{item_id[:MAX_ID_CHARS]}' at '{param}[{i}]'. "
+                f"Remove duplicate items from your {param} and try again.", f"{param}[{i}]",
+            )
+        seen.add(item_id)
+
+
 def item_ids(items: Sequence[Item], param: str = "items") -> list[str]:
     """The ids of items that must already have one (output items, prepared input)."""
     ids = []
