@@ -41,7 +41,7 @@ from .store import (
     StoreUnavailable,
     prepare_items,
 )
-from .store.items import encode_items, referenced_ids, resolve_references
+from .store.items import check_unique, encode_items, referenced_ids, resolve_references
 from .store.shapes import InvalidParam, conversation_param
 from .translate.history import CONTEXT_KEYS, input_items
 from .translate.shapes import Response
@@ -96,6 +96,7 @@ class Standing:
         assert self.store is not None
         try:
             self.own_input = prepare_items(self.own_input)
+            check_unique(self.own_input, "input")
         except InvalidItem as exc:
             raise refusal(exc, self.request_id) from None
         self.input_json = encode_items(self.own_input)
@@ -199,8 +200,7 @@ async def _stand(
     raw = body.get("input")
     refs = referenced_ids(raw)
     if refs and store is not None:
-        wanted = [ref for ref in refs if ref]
-        raw = resolve_references(raw, await store.get_items(owner, wanted) if wanted else {})
+        raw = await with_references(store, owner, raw, refs)
     if previous:
         if known is not None and previous == known.response_id:
             history: History | None = known
@@ -226,6 +226,16 @@ async def _stand(
     chained["input"] = [*standing.context, *standing.own_input]
     standing.body = chained
     return standing
+
+
+async def with_references(
+    store: Store, owner: str, raw: Any, refs: list[str], param: str = "input"
+) -> Any:
+    """``raw`` (a request's ``input``, the Conversations API's ``items``) with its item references
+    (``refs``: ``referenced_ids(raw)``) replaced by the owner's stored items, read in one call;
+    ``InvalidItem`` naming ``param[i]`` for one that is not there (unknown or another key's)."""
+    wanted = [ref for ref in refs if ref]
+    return resolve_references(raw, await store.get_items(owner, wanted) if wanted else {}, param)
 
 
 def _previous_not_found(response_id: str) -> ProxyError:

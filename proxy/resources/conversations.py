@@ -19,8 +19,10 @@ import orjson
 
 from ..errors import ProxyError, invalid_request
 from ..runtime import Runtime
+from ..state import with_references
 from ..store import Store, prepare_items
 from ..store.base import ItemPage
+from ..store.items import check_unique, listed, referenced_ids
 from ..store.shapes import (
     MAX_ITEMS_PER_CREATE,
     check_metadata,
@@ -42,7 +44,8 @@ def _item_not_found(item_id: str) -> ProxyError:
     return ProxyError(404, f"Item with id '{item_id[:256]}' not found.", param="item_id", code="not_found")
 
 
-def _items(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:
+async def _items(store: Store, owner: str, body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:
+    """The items to add, prepared; references (input items like any other) resolved to the stored items."""
     raw = body.get("items")
     if raw is None:
         if required:
@@ -54,7 +57,12 @@ def _items(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:
         raise invalid_request(
             f"Invalid 'items': at most {MAX_ITEMS_PER_CREATE} items at a time, got {len(raw)}.", "items"
         )
-    return prepare_items(raw, "items")
+    refs = referenced_ids(raw)
+    if refs:
+        raw = await with_references(store, owner, raw, refs, "items")
+    items = prepare_items(raw, "items")
+    check_unique(items, "items")
+    return items
 
 
 async def _missing(store: Store, owner: str, conversation_id: str, item_id: str) -> ProxyError:
@@ -96,7 +104,8 @@ class ConversationsResource(_Base):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body, store, owner = await self._body_and_owner(req)
         metadata = check_metadata(body.get("metadata"))
-        _json(resp, await store.create_conversation(owner, metadata=metadata, items=_items(body, required=False)))
+        items = await _items(store, owner, body, required=False)
+        _json(resp, await store.create_conversation(owner, metadata=metadata, items=items))
 
     async def on_get_one(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, conversation_id: str) -> None:
         store, owner = self._owner(req)
@@ -126,7 +135,8 @@ class ConversationItemsResource(_Base):
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, conversation_id: str) -> None:
         body, store, owner = await self._body_and_owner(req)
-        added = await store.append_conversation_items(owner, conversation_id, _items(body, required=True))
+        items = await _items(store, owner, body, required=True)
+        added = await store.append_conversation_items(owner, conversation_id, items)
         if added is None:
             raise _not_found(conversation_id)
         _json(resp, item_list(ItemPage(added)))
@@ -148,7 +158,7 @@ class ConversationItemsResource(_Base):
         item = await store.get_conversation_item(owner, conversation_id, item_id)
         if item is None:
             raise await _missing(store, owner, conversation_id, item_id)
-        _json(resp, item)
+        _json(resp, listed(item))
 
     async def on_delete_one(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, conversation_id: str, item_id: str

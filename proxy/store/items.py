@@ -87,6 +87,31 @@ def prepare_items(raw: str | Sequence[Any], param: str = "input") -> list[Item]:
     return out
 
 
+# ``detail`` may be left out of an ``input_image`` part (OpenAI's default is ``auto``), but the
+# SDK's listed ``ResponseInputImage`` requires it. It is filled in when an item is listed, not when
+# stored, so the backend gets a replayed item exactly as the client sent it.
+_IMAGE_DEFAULTS = {"detail": "auto"}
+
+
+def _listed_parts(parts: Any) -> Any:
+    if not isinstance(parts, list) or not any(_bare_image(p) for p in parts):
+        return parts
+    return [{**p, **_IMAGE_DEFAULTS} if _bare_image(p) else p for p in parts]
+
+
+def _bare_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "input_image" and part.get("detail") is None
+
+
+def listed(item: Item) -> Item:
+    """``item`` as the API lists or returns it: image parts of a message's ``content`` or a tool
+    output's ``output`` with their default ``detail``. The item itself when nothing is missing."""
+    fixed: dict[str, Any] = {k: _listed_parts(item[k]) for k in ("content", "output") if k in item}
+    if all(fixed[k] is item[k] for k in fixed):
+        return item
+    return {**item, **fixed}
+
+
 def _reference_id(item: Any) -> str | None:
     """The id an input item refers to: ``{"type": "item_reference", "id"}`` or the SDK's typeless
     ``{"id"}`` (an item with neither ``type`` nor ``role``)."""
@@ -128,6 +153,22 @@ def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -
             raise InvalidItem(f"Invalid '{param}[{i}]': no stored item with id '{ref[:MAX_ID_CHARS]}' found.",
                               f"{param}[{i}]")
     return out
+
+
+def check_unique(items: Sequence[Item], param: str) -> None:
+    """Refuse prepared items that repeat an id, as OpenAI does ("Duplicate item found with id"),
+    naming the second. One request's items must: a list is paged by item id (``after``), and an
+    id at two positions would serve the same pages again and again. (The store itself takes a
+    batch again without harm: a retried write adds nothing.)"""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        item_id = item["id"]
+        if item_id in seen:
+            raise InvalidItem(
+                f"Duplicate item found with id '{item_id[:MAX_ID_CHARS]}' at '{param}[{i}]'. "
+                f"Remove duplicate items from your {param} and try again.", f"{param}[{i}]",
+            )
+        seen.add(item_id)
 
 
 def item_ids(items: Sequence[Item], param: str = "items") -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import ItemPage
+from .items import listed
 
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
@@ -46,8 +47,9 @@ def response_deleted(response_id: str) -> dict[str, Any]:
 
 
 def item_list(page: ItemPage) -> dict[str, Any]:
-    """A ``list`` object: ``data``, ``first_id``, ``last_id`` (``None`` when empty), ``has_more``."""
-    data = page.items
+    """A ``list`` object: ``data`` (each item as listed: ``items.listed``), ``first_id``, ``last_id``
+    (``None`` when empty), ``has_more``."""
+    data = [listed(item) for item in page.items]
     return {
         "object": "list",
         "data": data,

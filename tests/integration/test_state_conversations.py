@@ -198,3 +198,32 @@ def test_chaining_from_a_response_whose_conversation_was_deleted(proxy_factory, 
         assert get(svc.url, f"/v1/responses/{rid}").status_code == 200
     assert len(upstream(mock, "mock-echo")) == calls
     assert "store error" not in svc.log_text()  # not logged as a fault of the store
+
+
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def test_an_image_sent_without_detail_is_listed_with_the_default_the_sdk_requires(state_proxy, mock):
+    """``detail`` may be left out of an ``input_image`` part (OpenAI defaults it to ``auto``), but
+    the SDK's listed type (``ResponseInputImage``) requires it: every route that lists or returns
+    such an item shows ``auto`` (``sdk`` validates each answer as the SDK's types), while the
+    backend still gets the image exactly as the client sent it."""
+    svc = state_proxy
+    model = "img-" + os.urandom(3).hex()
+    mock.script(model, {"text": "a pixel"}, {"text": "still a pixel"})
+    image = {"type": "input_image", "image_url": PIXEL}
+    message = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "look"}, image]}
+    tool_output = {"type": "function_call_output", "call_id": "call_i", "output": [image]}
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create(items=[message])
+        added = client.conversations.items.create(conv.id, items=[
+            {"type": "function_call", "call_id": "call_i", "name": "snap", "arguments": "{}"}, tool_output])
+        listed = client.conversations.items.list(conv.id, order="asc").data
+        one = client.conversations.items.retrieve(listed[0].id, conversation_id=conv.id)
+        answer = client.responses.create(model=model, input=[message])
+        own = client.responses.input_items.list(answer.id).data
+        client.responses.create(model=model, input="again?", previous_response_id=answer.id)
+    assert [p.detail for p in (listed[0].content[1], one.content[1], own[0].content[1])] == ["auto"] * 3
+    assert added.data[1].output[0].detail == "auto" and listed[2].output[0].detail == "auto"
+    first, chained = upstream(mock, model)
+    assert first[0]["content"][1] == chained[0]["content"][1] == {"type": "image_url", "image_url": {"url": PIXEL}}

@@ -97,3 +97,35 @@ def test_references_over_a_websocket_resolve_and_refuse_as_over_http(state_proxy
         assert read_response(ws)[-1]["type"] == "response.completed"
     assert upstream(mock, "mock-echo") == [[{"role": "assistant", "content": "You said: kept for the socket"},
                                             {"role": "user", "content": "and?"}]]
+
+
+def test_conversation_items_may_be_item_references(state_proxy, mock):
+    """``items`` of ``conversations.create`` and ``conversations.items.create`` are input items, so
+    the SDK lets them be references (``{"type": "item_reference", "id"}`` or the typeless
+    ``{"id"}``): the conversation gets the stored item itself, under its id, as a response's input
+    would; an unknown or another key's reference is a 400 naming it, and nothing is added."""
+    svc = state_proxy
+    model = "convref-" + os.urandom(3).hex()
+    mock.script(model, {"text": "stored answer"}, {"text": "answer in the conversation"})
+    foreign = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": "B's secret"}, key=KEY_B).json()
+    with sdk(svc.url) as (client, _):
+        stored = client.responses.create(model=model, input="stored question")
+        [question] = client.responses.input_items.list(stored.id).data
+        conv = client.conversations.create(items=[{"type": "item_reference", "id": question.id}])
+        added = client.conversations.items.create(conv.id, items=[
+            {"id": stored.output[0].id}, {"type": "message", "role": "user", "content": "and now?"}])
+        listed = client.conversations.items.list(conv.id, order="asc").data
+        for bad in ("msg_" + "0" * 32, foreign["output"][0]["id"]):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.conversations.items.create(conv.id, items=[
+                    {"role": "user", "content": "x"}, {"type": "item_reference", "id": bad}])
+            assert caught.value.body["param"] == "items[1]" and bad in caught.value.body["message"]
+        assert len(client.conversations.items.list(conv.id).data) == 3
+        client.responses.create(model=model, input="so?", conversation=conv.id)
+    assert [i.id for i in listed] == [question.id, stored.output[0].id, added.data[1].id]
+    assert [i.id for i in added.data[:1]] == [stored.output[0].id] and added.data[0].role == "assistant"
+    assert listed[1].content[0].text == "stored answer"
+    assert upstream(mock, model)[1] == [
+        {"role": "user", "content": "stored question"}, {"role": "assistant", "content": "stored answer"},
+        {"role": "user", "content": "and now?"}, {"role": "user", "content": "so?"},
+    ]

@@ -166,3 +166,34 @@ def test_input_items_pages_through_the_requests_own_input(state_proxy, mock):
         assert [i.id for i in client.responses.input_items.list(rid, limit=2, order="asc")] == ids
         assert [i.id for i in client.responses.input_items.list(first["id"])] == [
             _page(svc.url, first["id"])["data"][0]["id"]]
+
+
+def test_an_input_naming_one_item_id_twice_is_refused_as_openai_does(state_proxy, mock):
+    """OpenAI refuses an input whose items repeat an id ("Duplicate item found with id …"). Kept,
+    such an input would also stall the SDK's pager: ``after`` (the last id of a page) names two
+    positions, and ``input_items.list`` would serve the same pages again and again. So a repeated
+    id — given twice, or two references to one item — is a 400 naming the second, before the
+    backend is called; the same within one batch of conversation items."""
+    svc = state_proxy
+    _, stored = _json_post(svc.url, {"model": "mock-echo", "input": "stored"})
+    out = stored["output"][0]["id"]
+    mock.reset()
+    given = {"type": "message", "id": "msg_twice", "role": "user", "content": "x"}
+    cases = [
+        ([given, {"role": "user", "content": "between"}, given], "input[2]", "msg_twice"),
+        ([{"type": "item_reference", "id": out}, {"id": out}], "input[1]", out),
+    ]
+    for items, param, dup in cases:
+        for stream in (False, True):
+            err = error(post(svc.url, "/v1/responses", {"model": "mock-echo", "input": items, "stream": stream}), 400)
+            assert (err["param"], err["type"]) == (param, "invalid_request_error") and dup in err["message"], err
+            assert "Duplicate item" in err["message"], err
+    assert mock.requests() == []
+    conv = post(svc.url, "/v1/conversations", {}).json()["id"]
+    for path in (f"/v1/conversations/{conv}/items", "/v1/conversations"):
+        assert error(post(svc.url, path, {"items": [given, given]}), 400)["param"] == "items[1]"
+    assert get(svc.url, f"/v1/conversations/{conv}/items").json()["data"] == []
+    # distinct ids are fine, and the SDK's pager walks them once
+    _, doc = _json_post(svc.url, {"model": "mock-echo", "input": [given, {**given, "id": "msg_once"}, given | {"id": "m3"}]})
+    with sdk(svc.url) as (client, _):
+        assert [i.id for i in client.responses.input_items.list(doc["id"], limit=1)] == ["m3", "msg_once", "msg_twice"]

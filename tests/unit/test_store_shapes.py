@@ -41,6 +41,22 @@ def test_prepared_items_have_the_full_shapes_the_sdk_lists(raw):
     ConversationItemList.model_validate(sh.item_list(ItemPage(items)))
 
 
+def test_image_parts_are_listed_with_their_default_detail_and_stored_as_sent():
+    image = {"type": "input_image", "image_url": "https://example.com/a.png"}
+    raw = [{"role": "user", "content": [image]},
+           {"type": "function_call_output", "call_id": "c", "output": [image, {**image, "detail": "low"}]}]
+    items = prepare_items(raw)
+    assert items[0]["content"] == [image]  # the stored form is what the client sent
+    page = sh.item_list(ItemPage(items))
+    ConversationItemList.model_validate(page)
+    ResponseItemList.model_validate(page)
+    assert page["data"][0]["content"] == [{**image, "detail": "auto"}]
+    assert [p["detail"] for p in page["data"][1]["output"]] == ["auto", "low"]
+    assert items[0]["content"] == [image]  # listing changes nothing stored
+    plain = prepare_items("no image")
+    assert sh.item_list(ItemPage(plain))["data"][0] is plain[0]  # nothing missing: no copy
+
+
 def test_assistant_messages_in_input_become_output_messages():
     [item] = prepare_items([{"role": "assistant", "content": "said before"}])
     assert item["content"] == [{"type": "output_text", "text": "said before", "annotations": []}]
