@@ -136,8 +136,10 @@ def translate_request(
         if top_logprobs:
             chat["top_logprobs"] = top_logprobs
 
-    safety_identifier = v.opt_str(body, "safety_identifier", max_len=v.MAX_ID_STRING)
-    user = safety_identifier if safety_identifier is not None else v.opt_str(body, "user", max_len=v.MAX_ID_STRING)
+    safety_identifier = v.opt_str(body, "safety_identifier", max_len=v.MAX_SAFETY_IDENTIFIER)
+    user = safety_identifier
+    if user is None:
+        user = v.opt_str(body, "user", max_len=v.MAX_SAFETY_IDENTIFIER)
     if user is not None:
         chat["user"] = user
     prompt_cache_key = v.opt_str(body, "prompt_cache_key", max_len=v.MAX_ID_STRING)

@@ -16,7 +16,11 @@ MAX_INPUT_STRING = 10_485_760  # spec: input string maxLength
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
-MAX_ID_STRING = 64  # safety_identifier, prompt_cache_key
+MAX_ID_STRING = 64  # prompt_cache_key (the spec's bound)
+# safety_identifier: OpenAI's bound (the openai SDK documents 128; the Open Responses spec says 64):
+# an identifier OpenAI takes, such as a SHA-512 hex digest, is never a 400 here. ``user``, which
+# it replaces and which fills the same chat field, has the same.
+MAX_SAFETY_IDENTIFIER = 128
 
 
 def type_name(value: Any) -> str:

@@ -81,6 +81,15 @@ def test_deprecated_user_maps_to_chat_user() -> None:
     assert chat["user"] == "u-7" and ctx.echo["safety_identifier"] is None
 
 
+def test_a_safety_identifier_of_openais_length_is_taken() -> None:
+    """OpenAI takes 128 characters (a SHA-512 hex digest of a user name); the spec says 64."""
+    digest = "ab" * 64
+    chat, ctx = tr({"safety_identifier": digest})
+    assert chat["user"] == digest and ctx.echo["safety_identifier"] == digest
+    chat, _ = tr({"user": digest})
+    assert chat["user"] == digest
+
+
 def test_logprobs() -> None:
     chat, ctx = tr({"top_logprobs": 5})
     assert chat["logprobs"] is True and chat["top_logprobs"] == 5 and ctx.include_logprobs and ctx.echo["top_logprobs"] == 5
@@ -201,7 +210,7 @@ def test_model_validation(model: Any, ok: bool) -> None:
         ("max_tool_calls", 0), ("top_logprobs", 21), ("top_logprobs", -1), ("top_logprobs", 1.5),
         ("stream", "true"), ("stream", 1), ("store", "no"), ("parallel_tool_calls", "yes"), ("background", "no"),
         ("truncation", "sometimes"), ("service_tier", "gold"), ("instructions", ["x"]), ("include", "x"),
-        ("safety_identifier", "x" * 65), ("prompt_cache_key", "k" * 65), ("user", 5),
+        ("safety_identifier", "x" * 129), ("prompt_cache_key", "k" * 65), ("user", 5), ("user", "u" * 129),
         ("metadata", []), ("client_metadata", "x"), ("stream_options", 1),
     ],
 )
