@@ -31,6 +31,7 @@ from ..state import Standing, stand
 from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
+from ..translate.validate import check_nesting
 from .auth import client_key, is_header_safe, scrub, upstream_key
 from .background import BackgroundMode
 from .scope import RequestScope
@@ -259,6 +260,7 @@ def _parse_body(raw: bytes) -> dict:
             f"The request body must be a JSON object, got {type(body).__name__}.",
             code="invalid_json",
         )
+    check_nesting(body)
     return body
 
 

@@ -1,0 +1,82 @@
+"""Hostile or unusual HTTP input found in review, each defect pinned through the real service.
+
+- A body nested deeper than orjson can write back (it reads 1024 levels, writes 254) was
+  accepted, then failed where the proxy serialized what it derived from it: a 500, or a
+  background stream of nothing but ``[DONE]``.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy.translate.validate import MAX_NESTING
+from tests.conformance_ws import check_ws_error, check_ws_stream
+from tests.http import error_of, post
+from tests.wsclient import open_ws, read_response, recv, send
+
+
+def _nested(levels: int) -> dict:
+    """An object ``levels`` levels deep (itself the first)."""
+    doc: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        doc = {"a": doc}
+    return doc
+
+
+def _tool(parameters: dict) -> list[dict]:
+    return [{"type": "function", "name": "f", "parameters": parameters}]
+
+
+def _schema(schema: dict) -> dict:
+    return {"format": {"type": "json_schema", "name": "s", "schema": schema}}
+
+
+# Each a body nested 300 levels deep: orjson reads it (up to 1024), but cannot write it back (254).
+DEEP = 300
+_TOO_DEEP = [
+    ("/v1/responses", {"model": "hostile-deep", "input": "x", "tools": _tool(_nested(DEEP))}),
+    ("/v1/responses", {"model": "hostile-deep", "input": "x", "stream": True, "tools": _tool(_nested(DEEP))}),
+    ("/v1/responses", {"model": "hostile-deep", "input": "x", "stream": True, "background": True,
+                       "text": _schema(_nested(DEEP))}),
+    ("/v1/responses", {"model": "hostile-deep", "input": [{"role": "user", "content": "x", "extra": _nested(DEEP)}]}),
+    ("/v1/responses/compact", {"model": "hostile-deep", "input": "x", "tools": _tool(_nested(DEEP))}),
+    ("/v1/responses/input_tokens", {"model": "hostile-deep", "input": "x", "tools": _tool(_nested(DEEP))}),
+    ("/v1/conversations", {"items": [{"role": "user", "content": "x", "extra": _nested(DEEP)}]}),
+]
+
+
+@pytest.mark.parametrize("path,body", _TOO_DEEP, ids=[f"{i}:{p}" for i, (p, _) in enumerate(_TOO_DEEP)])
+def test_a_body_nested_too_deep_is_a_400_before_anything_happens(proxy, mock, path, body):
+    r = post(proxy.url, json.dumps(body).encode(), path=path)  # (orjson cannot write it either)
+    assert r.status_code == 400, r.text[:300]
+    err = error_of(r)
+    assert err["type"] == "invalid_request_error" and err["code"] == "invalid_json", err
+    assert f"more than {MAX_NESTING} levels" in err["message"], err
+    assert mock.requests("hostile-deep") == []
+
+
+def test_a_body_nested_to_the_limit_is_served_in_every_form(proxy, mock):
+    """At MAX_NESTING, everything derived from the body (chat request, Response, events, stored
+    records, the background event log) is still written."""
+    mock.script("hostile-deep-ok", {"text": "fine"})
+    deep = _nested(MAX_NESTING - 5)  # under tools[0].parameters: the body is MAX_NESTING deep
+    for extra in ({}, {"stream": True}, {"stream": True, "background": True}):
+        body = {"model": "hostile-deep-ok", "input": "x", "tools": _tool(deep), "text": _schema(deep), **extra}
+        r = post(proxy.url, body)
+        assert r.status_code == 200, r.text[:300]
+        if extra.get("stream"):
+            assert b"response.created" in r.content and r.content.endswith(b"data: [DONE]\n\n"), r.content[-300:]
+    r = post(proxy.url, {"items": [{"role": "user", "content": "x", "extra": _nested(MAX_NESTING - 3)}]},
+             path="/v1/conversations")
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_a_websocket_create_nested_too_deep_is_a_400_event(proxy, mock):
+    with open_ws(proxy.url) as ws:
+        send(ws, {"type": "response.create", "model": "hostile-deep", "input": "x", "tools": _tool(_nested(DEEP))})
+        error = check_ws_error(recv(ws), 400, "invalid_json")
+        assert f"more than {MAX_NESTING} levels" in error["message"]
+        send(ws, {"type": "response.create", "model": "mock-echo", "input": "still here?", "store": False})
+        assert check_ws_stream(read_response(ws))["status"] == "completed"
+    assert mock.requests("hostile-deep") == []
