@@ -163,6 +163,7 @@ async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: S
     """A POST's JSON body and the client's key, in the order of the checks (see the module
     docstring): content type, size, JSON, then the key; the scope learns the model and masked key."""
     _check_content_type(req)
+    _check_content_encoding(req)
     body = _parse_body(await _read_body(req, settings.max_body_bytes))
     meta.model = _loggable_model(body.get("model"))
     key = client_key(req, settings)
@@ -219,6 +220,19 @@ def _check_content_type(req: falcon.asgi.Request) -> None:
             415,
             f"Unsupported Content-Type {media!r}: send the request body as application/json.",
             code="unsupported_media_type",
+        )
+
+
+def _check_content_encoding(req: falcon.asgi.Request) -> None:
+    """Bodies are read as they come: a compressed one would only fail as "not valid JSON" (or,
+    under a coding whose bytes happen to parse, be read wrong), so any coding is refused as
+    RFC 9110 says, naming it. (The clients we serve send none to a custom base URL.)"""
+    coding = req.get_header("Content-Encoding")
+    if coding and coding.strip().lower() != "identity":
+        raise ProxyError(
+            415,
+            f"Unsupported Content-Encoding {coding[:64]!r}: send the request body uncompressed.",
+            code="unsupported_content_encoding",
         )
 
 

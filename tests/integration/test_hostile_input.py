@@ -3,9 +3,12 @@
 - A body nested deeper than orjson can write back (it reads 1024 levels, writes 254) was
   accepted, then failed where the proxy serialized what it derived from it: a 500, or a
   background stream of nothing but ``[DONE]``.
+- ``Content-Encoding`` was ignored: a gzip body got "not valid JSON (UTF-8): surrogates not
+  allowed", a compressed body under any other coding was parsed as if it were plain.
 """
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -80,3 +83,24 @@ def test_a_websocket_create_nested_too_deep_is_a_400_event(proxy, mock):
         send(ws, {"type": "response.create", "model": "mock-echo", "input": "still here?", "store": False})
         assert check_ws_stream(read_response(ws))["status"] == "completed"
     assert mock.requests("hostile-deep") == []
+
+
+@pytest.mark.parametrize("coding,compress", [
+    ("gzip", gzip.compress), ("br", lambda b: b), ("x-unknown", lambda b: b), ("gzip, identity", gzip.compress),
+], ids=["gzip", "br-header-plain-body", "unknown", "two-codings"])
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/conversations"])
+def test_a_content_encoded_body_is_a_415_naming_the_coding(proxy, mock, coding, compress, path):
+    body = json.dumps({"model": "hostile-coding", "input": "x", "store": False}).encode()
+    r = post(proxy.url, compress(body), headers={"Content-Encoding": coding}, path=path)
+    assert r.status_code == 415, r.text[:300]
+    err = error_of(r)
+    assert err["code"] == "unsupported_content_encoding" and repr(coding) in err["message"], err
+    assert mock.requests("hostile-coding") == []
+
+
+def test_identity_content_encoding_is_a_plain_body(proxy, mock):
+    mock.script("hostile-identity", {"text": "plain"})
+    body = json.dumps({"model": "hostile-identity", "input": "x", "store": False}).encode()
+    for coding in ("identity", "Identity", ""):
+        r = post(proxy.url, body, headers={"Content-Encoding": coding})
+        assert r.status_code == 200, (coding, r.text[:300])
