@@ -164,7 +164,11 @@ async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: S
     docstring): content type, size, JSON, then the key; the scope learns the model and masked key."""
     _check_content_type(req)
     _check_content_encoding(req)
-    body = _parse_body(await _read_body(req, settings.max_body_bytes))
+    raw = await _read_body(req, settings.max_body_bytes)
+    if raw is None:  # nobody is left to answer; nothing the request asked for may happen
+        meta.status = "client_disconnected"
+        raise ProxyError(499, "The client left before sending the whole body.", code="client_disconnected")
+    body = _parse_body(raw)
     meta.model = _loggable_model(body.get("model"))
     key = client_key(req, settings)
     meta.key = mask_key(key)
@@ -236,13 +240,16 @@ def _check_content_encoding(req: falcon.asgi.Request) -> None:
         )
 
 
-async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; refuse larger bodies before reading them whole."""
+async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes | None:
+    """Read at most ``limit`` bytes; refuse larger bodies before reading them whole. ``None``: the
+    client left before its ``Content-Length`` came (Falcon ends the read there, short, silently:
+    a cut body that happens to parse must not be taken for the request)."""
     length = req.content_length
     if length is not None:
         if length > limit:
             raise _too_large(limit)
-        return await req.stream.readall()  # bounded by its length: one coroutine, no generator
+        data = await req.stream.readall()  # bounded by its length: one coroutine, no generator
+        return data if len(data) == length else None
     chunks: list[bytes] = []
     size = 0
     async for chunk in req.stream:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import time
 
+import httpx
 import pytest
 
 from proxy.translate.validate import MAX_NESTING
 from tests.conformance_ws import check_ws_error, check_ws_stream
-from tests.http import error_of, post
+from tests.conftest import API_KEY
+from tests.faults.helpers import completed_for
+from tests.http import auth, error_of, post
 from tests.wsclient import open_ws, read_response, recv, send
 
 
@@ -104,3 +109,29 @@ def test_identity_content_encoding_is_a_plain_body(proxy, mock):
     for coding in ("identity", "Identity", ""):
         r = post(proxy.url, body, headers={"Content-Encoding": coding})
         assert r.status_code == 200, (coding, r.text[:300])
+
+
+def _send_then_leave(port: int, path: str, body: bytes, rid: str) -> None:
+    """A request whose Content-Length promises 10 bytes more than it sends; the client then leaves."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nX-Request-ID: {rid}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body) + 10}\r\n\r\n".encode() + body
+        )
+        time.sleep(0.5)  # the proxy has read what came and waits for the rest
+
+
+def test_a_body_cut_short_by_the_client_leaving_is_not_acted_on(proxy, mock):
+    mock.script("hostile-cut", {"text": "billed anyway"})
+    _send_then_leave(proxy.port, "/v1/responses",
+                     json.dumps({"model": "hostile-cut", "input": "x", "background": True}).encode(), "hostile-cut-bg")
+    conversation = httpx.post(proxy.url + "/v1/conversations", json={}, headers=auth(), timeout=10).json()["id"]
+    items = json.dumps({"items": [{"role": "user", "content": "never sent whole"}]}).encode()
+    _send_then_leave(proxy.port, f"/v1/conversations/{conversation}/items", items, "hostile-cut-items")
+    for rid in ("hostile-cut-bg", "hostile-cut-items"):
+        (line,) = completed_for(proxy, rid)
+        assert (line.status, line.http_status) == ("client_disconnected", 499), line
+    time.sleep(1.0)  # (a background job would have called the backend by now)
+    assert mock.requests("hostile-cut") == []
+    listed = httpx.get(proxy.url + f"/v1/conversations/{conversation}/items", headers=auth(), timeout=10).json()
+    assert listed["data"] == [], listed
