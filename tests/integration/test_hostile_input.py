@@ -135,3 +135,18 @@ def test_a_body_cut_short_by_the_client_leaving_is_not_acted_on(proxy, mock):
     assert mock.requests("hostile-cut") == []
     listed = httpx.get(proxy.url + f"/v1/conversations/{conversation}/items", headers=auth(), timeout=10).json()
     assert listed["data"] == [], listed
+
+
+@pytest.mark.parametrize("headers", [
+    [("Authorization", f"Bearer {API_KEY}"), ("Authorization", "Bearer sk-second-0123456789abcdef")],
+    [("X-Api-Key", API_KEY), ("X-Api-Key", "sk-second-0123456789abcdef")],
+    [("Authorization", f"Bearer {API_KEY} sk-second-0123456789abcdef")],
+], ids=["two-authorization", "two-x-api-key", "two-tokens"])
+def test_more_than_one_key_is_a_401_and_neither_goes_upstream(proxy, mock, headers):
+    body = {"model": "hostile-keys", "input": "x", "store": False}
+    r = httpx.post(proxy.url + "/v1/responses", json=body, headers=headers, timeout=10)
+    assert r.status_code == 401, r.text[:300]
+    err = error_of(r)
+    assert err["code"] == "invalid_api_key" and "one API key" in err["message"], err
+    assert API_KEY not in r.text and "sk-second" not in r.text
+    assert mock.requests("hostile-keys") == []
