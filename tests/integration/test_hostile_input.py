@@ -16,6 +16,7 @@ import time
 import httpx
 import pytest
 
+from proxy.logs import mask_key
 from proxy.translate.validate import MAX_NESTING
 from tests.conformance_ws import check_ws_error, check_ws_stream
 from tests.conftest import API_KEY
@@ -150,3 +151,23 @@ def test_more_than_one_key_is_a_401_and_neither_goes_upstream(proxy, mock, heade
     assert err["code"] == "invalid_api_key" and "one API key" in err["message"], err
     assert API_KEY not in r.text and "sk-second" not in r.text
     assert mock.requests("hostile-keys") == []
+
+
+def test_debug_logging_masks_the_keys_of_a_websocket_handshake(proxy_factory, mock):
+    svc = proxy_factory(LOG_LEVEL="debug", WEB_CONCURRENCY="1")
+    bearer, header = "sk-hostile-debug-0123456789-BEARER", "sk-hostile-debug-0123456789-XAPIKEY"
+    with open_ws(svc.url, key=bearer) as ws:
+        send(ws, {"type": "response.create", "model": "mock-echo", "input": "x", "store": False})
+        assert check_ws_stream(read_response(ws))["status"] == "completed"
+    with open_ws(svc.url, key="", headers={"X-Api-Key": header}) as ws:
+        send(ws, {"type": "response.create", "model": "mock-echo", "input": "x", "store": False})
+        assert check_ws_stream(read_response(ws))["status"] == "completed"
+    svc.stop()
+    log = svc.log_path.read_text("utf-8", "replace")
+    assert "< upgrade: websocket" in log  # the handshake's debug lines are there…
+    for key in (bearer, header):
+        leaked = [line for line in log.splitlines() if key in line or key[9:] in line]
+        assert not leaked, leaked[:3]
+    # …with the keys masked.
+    assert f"< authorization: {mask_key('Bearer ' + bearer)}" in log
+    assert f"< x-api-key: {mask_key(header)}" in log
