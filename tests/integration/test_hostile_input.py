@@ -171,3 +171,14 @@ def test_debug_logging_masks_the_keys_of_a_websocket_handshake(proxy_factory, mo
     # …with the keys masked.
     assert f"< authorization: {mask_key('Bearer ' + bearer)}" in log
     assert f"< x-api-key: {mask_key(header)}" in log
+
+
+@pytest.mark.parametrize("method,action,allowed", [
+    ("POST", "input_items", "GET"), ("DELETE", "input_items", "GET"), ("GET", "cancel", "POST"), ("PUT", "cancel", "POST"),
+])
+def test_a_stored_responses_action_answers_405_with_its_own_allow(proxy, method, action, allowed):
+    path = f"/v1/responses/resp_hostile/{action}"
+    r = httpx.request(method, proxy.url + path, headers=auth(), timeout=10)
+    assert r.status_code == 405, r.text[:300]
+    assert error_of(r)["code"] == "method_not_allowed"
+    assert {m.strip() for m in r.headers["allow"].split(",")} == {allowed, "OPTIONS"}, r.headers["allow"]
