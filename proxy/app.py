@@ -161,7 +161,8 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     items = ConversationItemsResource(runtime)
     for prefix in ("/v1", ""):
         falcon_app.add_route(prefix + "/responses/{response_id}", stored)
-        falcon_app.add_route(prefix + "/responses/{response_id}/{action}", stored, suffix="action")
+        falcon_app.add_route(prefix + "/responses/{response_id}/input_items", stored, suffix="input_items")
+        falcon_app.add_route(prefix + "/responses/{response_id}/cancel", stored, suffix="cancel")
         falcon_app.add_route(prefix + "/conversations", conversations)
         falcon_app.add_route(prefix + "/conversations/{conversation_id}", conversations, suffix="one")
         falcon_app.add_route(prefix + "/conversations/{conversation_id}/items", items)

@@ -53,7 +53,9 @@ graceful timeout bounds the wait, as it bounds streams.
 Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
 handshake on a path that has no WebSocket route: 404, 405), where the same
 refusal of a plain HTTP request is not logged at all: a client's mistake, not
-the server's. ``QuietRefusedHandshakes`` sends those lines out at INFO.
+the server's. ``QuietRefusedHandshakes`` sends those lines out at INFO. At DEBUG the
+``websockets`` protocol logs each handshake's headers; ``MaskedHandshakeHeaders`` masks the
+credentials among them.
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ from websockets.http11 import Request
 from . import settings as settings_mod
 from .drain import STOPPING
 from .errors import restarting
+from .logs import mask_key
 
 # Room for the `response.create` envelope and for a body just over the limit.
 WS_MESSAGE_SLACK_BYTES = 1024 * 1024
@@ -220,6 +223,21 @@ class QuietRefusedHandshakes(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
+class MaskedHandshakeHeaders(logging.Filter):
+    """On ``uvicorn.error``: at DEBUG the ``websockets`` protocol logs every handshake header
+    there (``< authorization: Bearer …``); credentials go out through ``mask_key``."""
+
+    SECRET = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == "< %s: %s" and isinstance(args, tuple) and len(args) == 2:
+            name, value = args
+            if isinstance(name, str) and name.lower() in self.SECRET:
+                record.args = (name, mask_key(str(value)))
+        return True
+
+
 def websocket_kwargs(settings: settings_mod.Settings) -> dict[str, Any]:
     """uvicorn's WebSocket options for these settings."""
     return {
@@ -249,6 +267,9 @@ class Worker(UvicornWorker):
         falcon_log = logging.getLogger("falcon")
         if not any(isinstance(f, QuietRefusedHandshakes) for f in falcon_log.filters):
             falcon_log.addFilter(QuietRefusedHandshakes())
+        server_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, MaskedHandshakeHeaders) for f in server_log.filters):
+            server_log.addFilter(MaskedHandshakeHeaders())
 
     async def _serve(self) -> None:
         # UvicornWorker._serve with LingeringServer in place of Server.

@@ -45,7 +45,8 @@ def presented_key(req: falcon.asgi.Request) -> str | None:
     """The client's key from ``Authorization: Bearer …`` or ``x-api-key``.
 
     A key must be printable ASCII: anything else cannot be sent upstream in a
-    header, so it is refused here as an invalid key (401), not a crash.
+    header, so it is refused here as an invalid key (401), not a crash; and one
+    token, without spaces or commas (two headers, or two keys in one).
     """
     key: str | None = None
     auth = req.get_header("Authorization")
@@ -58,6 +59,13 @@ def presented_key(req: falcon.asgi.Request) -> str | None:
         key = (req.get_header("X-Api-Key") or "").strip() or None
     if key is not None and not is_header_safe(key):
         raise ProxyError(401, "The API key must be printable ASCII.", code="invalid_api_key")
+    if key is not None and (" " in key or "," in key):
+        # Two such headers reach us joined with "," (one value per name): forwarded, that sends
+        # both keys upstream as one, and the stored objects would belong to the pair.
+        raise ProxyError(
+            401, "Send one API key, in one 'Authorization: Bearer <key>' or 'X-Api-Key' header.",
+            code="invalid_api_key",
+        )
     return key
 
 

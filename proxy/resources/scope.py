@@ -113,5 +113,5 @@ class RequestIdMiddleware:
             return
         resp.set_header("X-Request-ID", scope.request_id)
         scope.http_status = resp.status_code
-        if not req_succeeded:
+        if not req_succeeded and scope.status != "client_disconnected":  # (a body the client left unfinished)
             scope.status = "error"

@@ -69,11 +69,7 @@ class StoredResponseResource:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps(response_deleted(response_id))
 
-    async def on_get_action(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, response_id: str, action: str
-    ) -> None:
-        if action != "input_items":
-            raise _unknown_path(req)
+    async def on_get_input_items(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, response_id: str) -> None:
         store, owner = self._owned(req, response_id)
         p = list_params(req.get_param("limit"), req.get_param("order"), req.get_param("after"))
         page = await store.list_input_items(owner, response_id, limit=p.limit, order=p.order, after=p.after)
@@ -82,11 +78,7 @@ class StoredResponseResource:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps(item_list(page))
 
-    async def on_post_action(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, response_id: str, action: str
-    ) -> None:
-        if action != "cancel":
-            raise _unknown_path(req)
+    async def on_post_cancel(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, response_id: str) -> None:
         store, owner = self._owned(req, response_id)
         found = await self._cancel(store, owner, response_id)
         if found is None:
@@ -159,7 +151,3 @@ def _starting_after(value: str | None) -> int:
             "starting_after",
         )
     return after
-
-
-def _unknown_path(req: falcon.asgi.Request) -> ProxyError:
-    return ProxyError(404, f"Unknown path: {req.method} {req.path}.", code="not_found")

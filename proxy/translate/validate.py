@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
+import orjson
+
 from .errors import InvalidRequest
 
 MAX_MODEL_LEN = 256
@@ -21,6 +23,44 @@ MAX_ID_STRING = 64  # prompt_cache_key (the spec's bound)
 # an identifier OpenAI takes, such as a SHA-512 hex digest, is never a 400 here. ``user``, which
 # it replaces and which fills the same chat field, has the same.
 MAX_SAFETY_IDENTIFIER = 128
+MAX_NESTING = 200  # levels of arrays and objects a request may nest (see check_nesting)
+# orjson reads 1024 levels but writes no more than 254.
+_WRITABLE_NESTING = 254
+
+
+def check_nesting(doc: Any, what: str = "The request body") -> None:
+    """Refuse a parsed document nested more than ``MAX_NESTING`` levels deep.
+
+    orjson reads 1024 levels but writes only 254, and what the proxy writes from a request — the
+    chat request, the echoed Response, its events, the store's records — nests the request's
+    values a few levels deeper than the request itself: a body orjson read could fail only
+    there, as a 500 or a broken stream. Written once under the headroom left (C speed, about a
+    fifth of the read), it either fits or is refused here, before anything happens.
+    """
+    _HEADROOM_HOLE[0] = doc
+    try:
+        orjson.dumps(_HEADROOM)
+    except orjson.JSONEncodeError as exc:
+        if "Recursion" not in str(exc):
+            raise
+        raise InvalidRequest(
+            f"{what} nests arrays and objects more than {MAX_NESTING} levels deep.", None, "invalid_json"
+        ) from None
+    finally:
+        _HEADROOM_HOLE[0] = None  # (orjson holds the GIL throughout: no other thread sees it set)
+
+
+def _headroom() -> tuple[list[Any], list[Any]]:
+    """Arrays nested ``_WRITABLE_NESTING - MAX_NESTING`` deep, and the innermost one (the hole a
+    document is put in): built once, not per request."""
+    hole: list[Any] = [None]
+    outer = hole
+    for _ in range(_WRITABLE_NESTING - MAX_NESTING - 1):
+        outer = [outer]
+    return outer, hole
+
+
+_HEADROOM, _HEADROOM_HOLE = _headroom()
 
 
 def type_name(value: Any) -> str:
