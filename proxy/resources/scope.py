@@ -115,3 +115,7 @@ class RequestIdMiddleware:
         scope.http_status = resp.status_code
         if not req_succeeded and scope.status != "client_disconnected":  # (a body the client left unfinished)
             scope.status = "error"
+        elif scope.status == "error" and resp.status_code < 400 and resp.stream is None:
+            # A route that answers no Response of its own (a stored object, a list, the models)
+            # and did its job. A stream keeps "error" until its end says otherwise.
+            scope.status = "completed"

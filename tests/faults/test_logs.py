@@ -117,6 +117,32 @@ def test_request_id_honoured_or_generated(fproxy, mock):
     assert r.status_code == 400 and r.headers["x-request-id"] == "client-id-43"
 
 
+def test_routes_without_a_response_log_completed_when_they_succeed(fproxy, mock):
+    """The stored-object, conversation and models routes set no status of their own: a 200 there
+    is ``completed`` (as ``/input_tokens``), a refusal stays ``error``."""
+    mock.script("log-store", {"text": "kept"})
+    stored = post(fproxy.url, {"model": "log-store", "input": "x"}).json()["id"]
+    headers = {**auth(), "Content-Type": "application/json"}
+    conv = httpx.post(fproxy.url + "/v1/conversations", content=b"{}", headers=headers, timeout=10).json()["id"]
+    cases = [
+        ("lr-get", "GET", f"/v1/responses/{stored}", 200, "completed"),
+        ("lr-items", "GET", f"/v1/responses/{stored}/input_items", 200, "completed"),
+        ("lr-conv", "GET", f"/v1/conversations/{conv}", 200, "completed"),
+        ("lr-conv-items", "GET", f"/v1/conversations/{conv}/items", 200, "completed"),
+        ("lr-delete", "DELETE", f"/v1/responses/{stored}", 200, "completed"),
+        ("lr-gone", "GET", f"/v1/responses/{stored}", 404, "error"),
+        ("lr-bad-limit", "GET", f"/v1/conversations/{conv}/items?limit=0", 400, "error"),
+    ]
+    problems = []
+    for rid, method, path, http_status, status in cases:
+        r = httpx.request(method, fproxy.url + path, headers={**headers, "X-Request-ID": rid}, timeout=10)
+        assert r.status_code == http_status, (rid, r.status_code, r.text[:300])
+        lines = completed_for(fproxy, rid, timeout=5)
+        if len(lines) != 1 or (lines[0].status, lines[0].http_status) != (status, http_status):
+            problems.append(f"{rid}: {lines}, expected status={status} http_status={http_status}")
+    assert not problems, "\n".join(problems)
+
+
 def test_json_log_format(proxy_factory, mock):
     svc = proxy_factory(LOG_FORMAT="json")
     mock.script("log-json", {"text": "ok"})
