@@ -125,6 +125,31 @@ def test_compaction_trigger_over_http_json_and_sse(proxy, mock):
     _sees_summary_not_history(mock.requests(model)[-1]["body"])
 
 
+def test_compaction_trigger_over_http_stands_on_the_store(proxy, mock):
+    """A trigger request naming stored state (``previous_response_id``, an ``item_reference``) is
+    answered from it, as any request is: not with the stateless refusal of a proxy without a store."""
+    model = "cmp-chained"
+    mock.script(model, {"text": "OLD-ANSWER add() subtracts."})
+    first = post(proxy.url, {"model": model, "input": CONVERSATION[:3], "tools": [TOOL]})
+    assert first.status_code == 200, first.text
+    first = first.json()
+    trigger = {"type": "compaction_trigger"}
+    r = post(proxy.url, {"model": model, "previous_response_id": first["id"], "tools": [TOOL],
+                         "input": [CONVERSATION[4], trigger]})
+    assert r.status_code == 200, r.text
+    check_final_trigger_response(r.json())
+    assert r.json()["previous_response_id"] == first["id"]
+    r = post(proxy.url, {"model": model, "input": [{"type": "item_reference", "id": first["output"][0]["id"]},
+                                                   CONVERSATION[4], trigger]})
+    assert r.status_code == 200, r.text
+    check_final_trigger_response(r.json())
+    chained, referenced = (r["body"] for r in mock.requests(model)[1:])
+    _summary_request(chained)  # the stored history is what is summarized
+    assert "OLD-ANSWER" in json.dumps(referenced["messages"])
+    r = post(proxy.url, {"model": model, "previous_response_id": "resp_unknown", "input": [trigger]})
+    assert r.status_code == 404 and error_of(r)["code"] == "previous_response_not_found", r.text
+
+
 def test_compaction_trigger_over_a_websocket_chains(proxy, mock):
     model = "cmp-ws"
     mock.script(model, {"text": "OLD-ANSWER add() subtracts."}, {"text": "fixed"})
