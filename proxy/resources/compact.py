@@ -13,8 +13,8 @@ tools offered, then wrap the answer (``proxy.translate.compaction``):
 
 The summary is asked for before anything is sent, so a failure is answered like
 any request that failed before its first byte (HTTP status, or a WebSocket
-protocol error). ``previous_response_id`` on ``/compact`` is resolved like any
-other (``proxy.state.stand``).
+protocol error). ``previous_response_id`` and item references, on ``/compact`` and on
+a trigger request, are resolved like any other (``proxy.state.stand``).
 """
 from __future__ import annotations
 
@@ -102,13 +102,17 @@ class Compaction:
     async def respond_http(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, meta: RequestScope, body: dict, key: str
     ) -> None:
-        """``POST /v1/responses`` ending with a ``compaction_trigger``: JSON, or SSE when ``stream`` is set."""
+        """``POST /v1/responses`` ending with a ``compaction_trigger``: JSON, or SSE when ``stream`` is set.
+        What it names in the store (``previous_response_id``, item references) is read first, as
+        for any request, so the summary is of the whole conversation."""
         settings = self._rt.settings
+        standing = await stand(self.store, key, body, request_id=meta.request_id)
         secret = upstream_key(key, settings)
         headers = _upstream_headers(req, secret, meta.request_id, settings.forward_headers)
         try:
             ctx, final = await self.answer_trigger(
-                body, key=secret, headers=headers, watch=meta.watch_disconnect
+                standing.body, key=secret, headers=headers, watch=meta.watch_disconnect,
+                previous_response_id=standing.previous_response_id,
             )
         except Failure as failure:
             _fail_request(meta, resp, failure, secret)

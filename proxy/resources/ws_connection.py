@@ -123,7 +123,7 @@ class Connection:
             await self.send(wf.steer_failed_event(frame, self._events - 1))
             return
         if self._ending is not None:
-            await self.send(protocol_error(self._ending))
+            await self.send(protocol_error(self._ending, frame.stream_id))
             return
         if self._busy is not None:
             await self.send(protocol_error(ProxyError(
@@ -131,7 +131,7 @@ class Connection:
                 "A response is already in progress on this connection: wait for its terminal event "
                 "(response.completed, response.incomplete or response.failed), or open another connection.",
                 code="response_in_progress",
-            )))
+            ), frame.stream_id))
             return
         run = self._busy = Run(frame.body.get("model"))
         self._task = asyncio.create_task(self._respond(frame, run))

@@ -53,12 +53,13 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 _CHAINABLE = frozenset({"completed", "incomplete"})
 
 
-def protocol_error(refusal: ProxyError | InvalidRequest) -> dict[str, Any]:
+def protocol_error(refusal: ProxyError | InvalidRequest, stream_id: str | None = None) -> dict[str, Any]:
     """The ``error`` frame for a request refused before its response began: the HTTP status and
-    the OpenAI-shaped error a ``POST`` gets (the core's ``InvalidRequest`` is a 400, as in ``proxy.app``)."""
+    the OpenAI-shaped error a ``POST`` gets (the core's ``InvalidRequest`` is a 400, as in ``proxy.app``),
+    with the refused ``response.create``'s ``stream_id``, if it had one."""
     if isinstance(refusal, InvalidRequest):
         refusal = invalid_request(refusal.message, refusal.param, refusal.code)
-    return wf.error_event(refusal.status, refusal.body()["error"], refusal.headers)
+    return wf.error_event(refusal.status, refusal.body()["error"], refusal.headers, stream_id)
 
 
 class Run:
@@ -102,7 +103,7 @@ class Responder:
         try:
             await self._create(link, frame, run)
         except (ProxyError, InvalidRequest) as refusal:
-            frame_out = protocol_error(refusal)
+            frame_out = protocol_error(refusal, frame.stream_id)
             run.http_status = frame_out["status"]
             await link.send(frame_out)
         except Failure as failure:
@@ -114,7 +115,7 @@ class Responder:
                 failure.message = scrub(failure.message, self._upstream_key)
                 error = failure.http_error()
                 run.http_status = error.status
-                await link.send(protocol_error(error))
+                await link.send(protocol_error(error, frame.stream_id))
         except asyncio.CancelledError:
             run.status, run.http_status = "client_disconnected", 499
             raise
@@ -123,7 +124,7 @@ class Responder:
             run.http_status = 500
             await link.send(protocol_error(ProxyError(
                 500, "Internal proxy error.", type="server_error", code="internal_error"
-            )))
+            ), frame.stream_id))
         finally:
             request_completed(
                 model=run.model, duration_ms=(time.perf_counter() - run.started) * 1000.0, status=run.status,

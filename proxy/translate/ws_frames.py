@@ -117,13 +117,19 @@ def _steer(doc: dict[str, Any]) -> Steer:
     return Steer(previous, doc["input"])
 
 
-def error_event(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+def error_event(
+    status: int, error: dict[str, Any], headers: dict[str, str] | None = None, stream_id: str | None = None
+) -> dict[str, Any]:
     """A protocol error: the request was refused before any response began. ``error`` is the
     OpenAI-shaped error object (``message``, ``type``, ``param``, ``code``) an HTTP client gets
-    with ``status``; ``headers`` (e.g. ``Retry-After``) ride inside it."""
+    with ``status``; ``headers`` (e.g. ``Retry-After``) ride inside it. ``stream_id`` is the
+    refused ``response.create``'s lane, echoed as on its events so a client can tell which one."""
     if headers:
         error = {**error, "headers": dict(headers)}
-    return {"type": "error", "status": status, "error": error}
+    event = {"type": "error", "status": status, "error": error}
+    if stream_id is not None:
+        event["stream_id"] = stream_id
+    return event
 
 
 def stream_error_event(event: dict[str, Any], error_type: str) -> dict[str, Any]:

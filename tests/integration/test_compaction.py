@@ -75,6 +75,33 @@ def test_sdk_compact_and_the_compacted_item_fed_back(proxy, mock):
     assert body["messages"][-1]["content"] == "Anything left?"
 
 
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def test_compact_keeps_an_image_message_as_a_valid_listed_item(proxy, mock):
+    """A user message whose image part left out ``detail`` (OpenAI's default ``auto``) comes back
+    in ``output`` as the SDK's ``ResponseInputMessageItem``, which requires it; the reasoning item
+    and the tool calls around it are summarized, not kept."""
+    conversation = [
+        {"role": "user", "content": [{"type": "input_text", "text": "What is in this picture?"},
+                                     {"type": "input_image", "image_url": PIXEL}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "OLD-REASONING"}]},
+        *CONVERSATION[1:3],
+        {"role": "user", "content": [{"type": "input_image", "image_url": PIXEL, "detail": "low"}]},
+    ]
+    r = post(proxy.url, {"model": "cmp-image", "input": conversation}, path="/v1/responses/compact")
+    assert r.status_code == 200, r.text
+    *messages, _ = check_compacted(r.json())["output"]
+    assert [[p.get("detail") for p in m["content"] if p["type"] == "input_image"] for m in messages] == [
+        ["auto"], ["low"]
+    ]
+    (summarizing,) = [r["body"] for r in mock.requests("cmp-image")]
+    assert "OLD-TOOL-OUTPUT" in json.dumps(summarizing["messages"])
+    # Fed back, the listed messages are input like any other.
+    r = post(proxy.url, {"model": "cmp-image", "input": [*r.json()["output"], {"role": "user", "content": "Go on."}]})
+    assert r.status_code == 200, r.text
+
+
 def test_compaction_trigger_over_http_json_and_sse(proxy, mock):
     model = "cmp-trigger"
     body = {"model": model, "input": [*CONVERSATION, {"type": "compaction_trigger"}], "tools": [TOOL],
@@ -96,6 +123,31 @@ def test_compaction_trigger_over_http_json_and_sse(proxy, mock):
                                                    streamed["output"][0], {"role": "user", "content": "Go on."}]})
     assert r.status_code == 200, r.text
     _sees_summary_not_history(mock.requests(model)[-1]["body"])
+
+
+def test_compaction_trigger_over_http_stands_on_the_store(proxy, mock):
+    """A trigger request naming stored state (``previous_response_id``, an ``item_reference``) is
+    answered from it, as any request is: not with the stateless refusal of a proxy without a store."""
+    model = "cmp-chained"
+    mock.script(model, {"text": "OLD-ANSWER add() subtracts."})
+    first = post(proxy.url, {"model": model, "input": CONVERSATION[:3], "tools": [TOOL]})
+    assert first.status_code == 200, first.text
+    first = first.json()
+    trigger = {"type": "compaction_trigger"}
+    r = post(proxy.url, {"model": model, "previous_response_id": first["id"], "tools": [TOOL],
+                         "input": [CONVERSATION[4], trigger]})
+    assert r.status_code == 200, r.text
+    check_final_trigger_response(r.json())
+    assert r.json()["previous_response_id"] == first["id"]
+    r = post(proxy.url, {"model": model, "input": [{"type": "item_reference", "id": first["output"][0]["id"]},
+                                                   CONVERSATION[4], trigger]})
+    assert r.status_code == 200, r.text
+    check_final_trigger_response(r.json())
+    chained, referenced = (r["body"] for r in mock.requests(model)[1:])
+    _summary_request(chained)  # the stored history is what is summarized
+    assert "OLD-ANSWER" in json.dumps(referenced["messages"])
+    r = post(proxy.url, {"model": model, "previous_response_id": "resp_unknown", "input": [trigger]})
+    assert r.status_code == 404 and error_of(r)["code"] == "previous_response_not_found", r.text
 
 
 def test_compaction_trigger_over_a_websocket_chains(proxy, mock):

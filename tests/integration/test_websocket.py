@@ -121,6 +121,33 @@ def test_second_create_while_one_runs_gets_an_error_and_the_connection_stays_usa
     assert len(mock.requests(model)) == 2
 
 
+def test_every_frame_of_a_lane_echoes_its_stream_id_refusals_too(proxy, mock):
+    """``stream_id`` (the SDK's WebSocket lane): each event of that ``response.create`` echoes it,
+    and so does the ``error`` frame refusing it (``ResponseWsError.stream_id``: "present when the
+    originating response.create supplied a stream_id"), so a client reading lanes can tell which
+    request was refused."""
+    model = "ws-lanes"
+    mock.script(model, {"chunks": [f"t{i} " for i in range(8)], "delay": 0.1})
+    mock.script("ws-lanes-limited", {"status": 429, "error": {"message": "slow down", "type": "rate_limit_error"}})
+
+    def lane(frame: dict, stream_id: str) -> dict:
+        assert frame.get("stream_id") == stream_id, frame
+        return {k: v for k, v in frame.items() if k != "stream_id"}
+
+    with open_ws(proxy.url) as ws:
+        send(ws, {"type": "response.create", "model": model, "input": "x", "temperature": "hot", "stream_id": "bad"})
+        check_ws_error(lane(recv(ws), "bad"), 400)
+        send(ws, {"type": "response.create", "model": "ws-lanes-limited", "input": "x", "stream_id": "limited"})
+        check_ws_error(lane(recv(ws), "limited"), 429)
+        send(ws, {"type": "response.create", "model": model, "input": "long one", "stream_id": "a"})
+        created = recv(ws)
+        send(ws, {"type": "response.create", "model": model, "input": "too soon", "stream_id": "b"})
+        frames = [created, *read_response(ws, through_errors=True)]
+        (busy,) = [f for f in frames if f["type"] == "error"]
+        check_ws_error(lane(busy, "b"), 409, "response_in_progress")
+        check_ws_stream([lane(f, "a") for f in frames if f is not busy])
+
+
 def test_steer_is_refused_with_its_input_returned(proxy, mock):
     model = "ws-steer"
     mock.script(model, {"chunks": ["a ", "b ", "c "], "delay": 0.2})
