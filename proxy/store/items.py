@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ..translate.content import with_default_detail
 from ..translate.ids import new_id
 from .base import InvalidItem, Item, ItemPage, NewResponse
 
@@ -87,26 +88,12 @@ def prepare_items(raw: str | Sequence[Any], param: str = "input") -> list[Item]:
     return out
 
 
-# ``detail`` may be left out of an ``input_image`` part (OpenAI's default is ``auto``), but the
-# SDK's listed ``ResponseInputImage`` requires it. It is filled in when an item is listed, not when
-# stored, so the backend gets a replayed item exactly as the client sent it.
-_IMAGE_DEFAULTS = {"detail": "auto"}
-
-
-def _listed_parts(parts: Any) -> Any:
-    if not isinstance(parts, list) or not any(_bare_image(p) for p in parts):
-        return parts
-    return [{**p, **_IMAGE_DEFAULTS} if _bare_image(p) else p for p in parts]
-
-
-def _bare_image(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "input_image" and part.get("detail") is None
-
-
 def listed(item: Item) -> Item:
     """``item`` as the API lists or returns it: image parts of a message's ``content`` or a tool
-    output's ``output`` with their default ``detail``. The item itself when nothing is missing."""
-    fixed: dict[str, Any] = {k: _listed_parts(item[k]) for k in ("content", "output") if k in item}
+    output's ``output`` with their default ``detail`` (``with_default_detail``). Filled in when
+    listed, not when stored, so the backend gets a replayed item exactly as the client sent it.
+    The item itself when nothing is missing."""
+    fixed: dict[str, Any] = {k: with_default_detail(item[k]) for k in ("content", "output") if k in item}
     if all(fixed[k] is item[k] for k in fixed):
         return item
     return {**item, **fixed}

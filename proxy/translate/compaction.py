@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
+from proxy.translate.content import with_default_detail
 from proxy.translate.context import ResponseContext
 from proxy.translate.errors import InvalidRequest
 from proxy.translate.history import input_items
@@ -118,7 +119,7 @@ def user_messages(items: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(item, dict) or item.get("role") != "user" or item.get("type", "message") != "message":
             continue
         content = item.get("content")
-        parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else _listed(content)
+        parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else with_default_detail(content)
         out.append({
             "id": item.get("id") if isinstance(item.get("id"), str) else new_id("msg"),
             "type": "message",
@@ -127,19 +128,6 @@ def user_messages(items: list[Any]) -> list[dict[str, Any]]:
             "content": parts,
         })
     return out
-
-
-def _listed(parts: Any) -> Any:
-    """``parts`` as an output item lists them: an ``input_image`` that left out ``detail`` gets
-    OpenAI's default ``auto``, which the SDK's ``ResponseInputMessageItem`` (how a compacted
-    response's user messages are read) requires."""
-    if not isinstance(parts, list):
-        return parts
-    return [
-        {**p, "detail": "auto"} if isinstance(p, dict) and p.get("type") == "input_image" and p.get("detail") is None
-        else p
-        for p in parts
-    ]
 
 
 def compacted_response(

@@ -19,6 +19,19 @@ _TEXT_PARTS = ("input_text", "output_text")
 ChatContent = str | list[dict[str, Any]]
 
 
+def with_default_detail(parts: Any) -> Any:
+    """``parts`` as the API lists them: an ``input_image`` that left out ``detail`` gets OpenAI's
+    default ``auto``, which the SDK's listed types (``ResponseInputImage``) require. ``parts``
+    itself when none is missing (or it is not a list); the given parts are not modified."""
+    if not isinstance(parts, list) or not any(_bare_image(p) for p in parts):
+        return parts
+    return [{**p, "detail": "auto"} if _bare_image(p) else p for p in parts]
+
+
+def _bare_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "input_image" and part.get("detail") is None
+
+
 def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     url = part.get("image_url")
     if url is None:
