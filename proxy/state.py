@@ -36,6 +36,7 @@ from .store import (
     Item,
     NewResponse,
     ObjectTooLarge,
+    ResponsePending,
     Store,
     StoreError,
     StoreUnavailable,
@@ -249,7 +250,7 @@ def _previous_not_found(response_id: str) -> ProxyError:
 def refusal(exc: StoreError | InvalidParam, request_id: str = "-", where: str = "") -> ProxyError:
     """``store_http_error(exc)``, with the store's own faults (not the client's bad ids, items or
     sizes) logged: store errors never hold a key."""
-    client = isinstance(exc, (InvalidParam, InvalidItem, ObjectTooLarge)) or (
+    client = isinstance(exc, (InvalidParam, InvalidItem, ObjectTooLarge, ResponsePending)) or (
         isinstance(exc, HistoryIncomplete) and exc.conversation_id is not None
     )
     if not client:
@@ -267,6 +268,12 @@ def store_http_error(exc: StoreError | InvalidParam) -> ProxyError:
         )
     if isinstance(exc, (InvalidItem, InvalidParam)):
         return invalid_request(str(exc), exc.param)
+    if isinstance(exc, ResponsePending):
+        return invalid_request(
+            f"Previous response with id '{exc.response_id[:256]}' is still in progress: its output is not there "
+            "yet. Wait until it has finished (poll GET /v1/responses/{id}) before continuing from it.",
+            "previous_response_id", "previous_response_in_progress",
+        )
     if isinstance(exc, ObjectTooLarge):
         return ProxyError(413, f"Cannot store this: {exc}.", code="object_too_large")
     if isinstance(exc, HistoryIncomplete) and exc.conversation_id is not None:

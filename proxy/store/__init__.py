@@ -25,7 +25,8 @@ What the routes call (all ``await``; an unknown, expired, deleted or foreign id 
 
 Errors: ``StoreUnavailable`` (down, hung, locked, full: 503 + ``retry_after``), ``ObjectTooLarge``
 (413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``), ``HistoryIncomplete``,
-``TooManyJobs`` (a key's background cap: 429).
+``ResponsePending`` (chaining from a background response still running: 400), ``TooManyJobs``
+(a key's background cap: 429).
 
 Design: each response keeps its own items and the ids of its ancestors
 -----------------------------------------------------------------------
@@ -136,6 +137,7 @@ from .base import (
     NewJob,
     NewResponse,
     ObjectTooLarge,
+    ResponsePending,
     Store,
     StoreError,
     StoreUnavailable,
@@ -156,6 +158,7 @@ __all__ = [
     "NewJob",
     "NewResponse",
     "ObjectTooLarge",
+    "ResponsePending",
     "Store",
     "StoreError",
     "StoreUnavailable",

@@ -54,6 +54,16 @@ class HistoryIncomplete(StoreError):
         self.conversation_id = conversation_id
 
 
+class ResponsePending(StoreError):
+    """The response a request chains from is a background response still queued or running: its
+    output is not there yet. Chaining now would hand the backend the turn without its answer, so
+    ``get_history`` refuses (the client's doing: it must wait for the response to finish)."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"response {response_id!r} is still in progress")
+        self.response_id = response_id
+
+
 class TooManyJobs(StoreError):
     """The owner already has ``limit`` background jobs whose leases are live (a 429 with
     ``Retry-After``). Counted by the store, so the cap holds across workers and instances."""

@@ -3,8 +3,9 @@
 A wrapper rather than calls sprinkled through the routes: each operation a
 route or a transport awaits is counted once, by name and backend, with its
 latency, and as failed when the store itself failed (unavailable, history lost)
-— not when it refused an object as too large or an item as invalid, or found a
-response's conversation deleted, which are the client's doing.
+— not when it refused an object as too large or an item as invalid, found a
+response's conversation deleted, or a chain's predecessor still running, which are the
+client's doing.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from ..metrics import Metrics
-from .base import HistoryIncomplete, InvalidItem, ObjectTooLarge, Store
+from .base import HistoryIncomplete, InvalidItem, ObjectTooLarge, ResponsePending, Store
 
 
 class InstrumentedStore:
@@ -47,7 +48,7 @@ class InstrumentedStore:
                 result = await call(*args, **kwargs)
                 ok = True
                 return result
-            except (ObjectTooLarge, InvalidItem):
+            except (ObjectTooLarge, InvalidItem, ResponsePending):
                 ok = True  # refused for what it was given: the store is fine
                 raise
             except HistoryIncomplete as exc:

@@ -55,11 +55,14 @@ PUT_RESPONSE = script(PUT_FUNCTION + """
 return put_response(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
 """)
 
-# ARGV: P O rid → nil | {'incomplete', why[, conversation id]} | {'ok', n, n conversation items…, item arrays…}
+# ARGV: P O rid → nil | {'pending'} (a background response not ended) | {'incomplete', why[, conversation id]}
+#   | {'ok', n, n conversation items…, item arrays…}
 HISTORY = script("""
 local rid = ARGV[3]
 local thread = redis.call('GET', rk(rid))
 if not thread then return false end
+local job = redis.call('HGET', P .. 'job:' .. O .. ':' .. rid, 's')  -- a background response's state
+if job and job ~= 'ended' then return {'pending'} end
 local t = tk(thread)
 local f = redis.call('HMGET', t, rid .. ':c', rid .. ':d', ':bc', ':bs', ':s')
 if not f[2] then return {'incomplete', 'its items are gone'} end

@@ -26,6 +26,7 @@ from .base import (
     ItemPage,
     NewResponse,
     ObjectTooLarge,
+    ResponsePending,
     StoreBase,
     StoreError,
 )
@@ -108,6 +109,8 @@ class RedisStore(RedisJobs, StoreBase):
         found = await self._run(lua.HISTORY, owner, response_id)
         if found is None:
             return None
+        if found[0] == b"pending":
+            raise ResponsePending(response_id)
         if found[0] != b"ok":
             raise HistoryIncomplete(response_id, _text(found[1]), _text(found[2]) if len(found) > 2 else None)
         n_conv = int(found[1])  # conversation items (objects) first, then stored arrays

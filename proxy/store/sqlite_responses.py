@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .base import HistoryIncomplete, Item, ObjectTooLarge
+from .base import HistoryIncomplete, Item, ObjectTooLarge, ResponsePending
 from .items import decode_arrays, decode_objects, encode_items
 from .sqlite_schema import transaction
 
@@ -128,12 +128,14 @@ def get_history(conn: sqlite3.Connection, owner: str, response_id: str) -> list[
     now = now_ms()
     with transaction(conn, write=False):
         row = conn.execute(
-            "SELECT live, expires_at, chain, items, base_conv, base_seq, base_items FROM responses "
-            "WHERE id = ? AND owner = ?",
+            "SELECT r.live, r.expires_at, r.chain, r.items, r.base_conv, r.base_seq, r.base_items, j.state "
+            "FROM responses r LEFT JOIN jobs j ON j.response_id = r.id WHERE r.id = ? AND r.owner = ?",
             (response_id, owner),
         ).fetchone()
         if not _live(row, now):
             return None
+        if row[7] is not None and row[7] != "ended":  # a background response not finished yet
+            raise ResponsePending(response_id)
         base = row[4:7]
         ancestors = []
         if row[2] != "[]":

@@ -9,7 +9,9 @@ import time
 from contextlib import closing
 
 import httpx
+import openai
 import orjson
+import pytest
 from openai.types.responses import Response
 
 from tests.background_kit import (
@@ -52,6 +54,39 @@ def test_a_background_response_is_polled_to_completion_and_chains(proxy_factory,
     # Chaining from a finished background response works like from any other.
     r = post(svc.url, {"model": "mock-echo", "input": "and then?", "previous_response_id": final["id"]})
     assert r.status_code == 200, r.text
+    sent = mock.requests("mock-echo")[-1]["body"]["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("user", text), ("assistant", "You said: " + text), ("user", "and then?")
+    ]
+
+
+def test_chaining_from_a_running_background_response_is_refused_until_it_ends(proxy_factory, mock):
+    """Its output is not there yet: chaining from it would hand the backend the turn without its
+    answer. A 400 naming previous_response_id (on either worker, over HTTP and through the
+    SDK), nothing sent to the backend; once it has ended, the chain carries its answer."""
+    svc = start(proxy_factory)
+    text = "wait for me " + slow_text(1.5)
+    running = background(svc, {"model": "mock-slow-100", "input": text})
+    chained = {"model": "mock-echo", "input": "and then?", "previous_response_id": running["id"]}
+    echo_calls = len(mock.requests("mock-echo"))
+    r = post(svc.url, chained)
+    assert r.status_code == 400, r.text
+    err = error_of(r)
+    assert (err["type"], err["param"], err["code"]) == (
+        "invalid_request_error", "previous_response_id", "previous_response_in_progress"
+    ), err
+    assert running["id"] in err["message"] and "in progress" in err["message"]
+    with closing(client_on(svc, running["id"], other_than=worker_of(svc, running["id"]))) as other:
+        assert other.post("/v1/responses", json={**chained, "stream": True}).status_code == 400
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key=API_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(**chained)
+    assert refused.value.code == "previous_response_in_progress"
+    assert len(mock.requests("mock-echo")) == echo_calls  # nothing reached the backend
+    final = poll(svc, running["id"])
+    assert final["status"] == "completed"
+    answer = client.responses.create(**chained)
+    assert answer.status == "completed"
     sent = mock.requests("mock-echo")[-1]["body"]["messages"]
     assert [(m["role"], m["content"]) for m in sent] == [
         ("user", text), ("assistant", "You said: " + text), ("user", "and then?")

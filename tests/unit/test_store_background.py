@@ -12,7 +12,7 @@ import orjson
 import pytest
 from openai.types.responses import Response
 
-from proxy.store import NewResponse, ObjectTooLarge, prepare_items
+from proxy.store import NewResponse, ObjectTooLarge, ResponsePending, prepare_items
 from proxy.store.base import NewJob, TooManyJobs
 from proxy.translate.ids import new_id
 from tests.store_kit import BACKENDS, run, spec, stored_rows
@@ -94,6 +94,40 @@ def test_a_background_response_is_stored_at_once_and_finished_later(backend, sto
         assert not await store.finish_background(owner, done, WORKER, 1, [], "completed")
         assert await store.end_background(owner, r.id, running, version=snap.version + 1, outcome="cancelled") == "ended"
         assert await store.get_response(owner, r.id) == done.body
+
+    run(store, scenario)
+
+
+def test_a_chain_from_a_background_response_waits_for_its_end(backend, store_factory):
+    """Queued, running: its output is not there yet, so a history read of it refuses
+    (``ResponsePending``) instead of handing on the turn without its answer; ended (completed or
+    cancelled by anyone), it reads like any stored response."""
+    store = store_factory(backend)
+    owner = store.owner_of("sk-alice")
+
+    async def scenario(store):
+        for ending in ("finished", "cancelled"):
+            r = queued()
+            await store.create_background(owner, r, job())
+            with pytest.raises(ResponsePending) as refused:
+                await store.get_history(owner, r.id)
+            assert refused.value.response_id == r.id
+            assert await store.start_background(owner, r.id, body(r.id, "in_progress"), WORKER)
+            with pytest.raises(ResponsePending):
+                await store.get_history(owner, r.id)
+            if ending == "finished":
+                done = finished(r)
+                assert await store.finish_background(owner, done, WORKER, 0, [], "completed")
+                expected = r.input_items + done.output_items
+            else:
+                outcome = await store.end_background(owner, r.id, body(r.id, "cancelled"), version=1, outcome="cancelled")
+                assert outcome == "ok"
+                expected = r.input_items
+            assert (await store.get_history(owner, r.id)).items == expected, ending
+        # Another key's pending response is simply not found: ids leak nothing.
+        other = queued()
+        await store.create_background(owner, other, job())
+        assert await store.get_history(store.owner_of("sk-bob"), other.id) is None
 
     run(store, scenario)
 
