@@ -18,7 +18,7 @@ from ..background.replay import replay
 from ..errors import ProxyError, invalid_request
 from ..runtime import Runtime
 from ..store import Store
-from ..store.shapes import item_list, list_params, response_deleted
+from ..store.shapes import item_list, list_params, query_int, response_deleted
 from .auth import client_key
 from .background import SSE_HEADERS
 from .sse_body import ClosingStream
@@ -141,11 +141,8 @@ def _starting_after(value: str | None) -> int:
     """The sequence number to resume after (absent: every event, from ``response.created``)."""
     if value is None or value == "":
         return -1
-    try:
-        after = int(value)
-    except ValueError:
-        after = -2
-    if after < 0:
+    after = query_int(value)
+    if after is None:
         raise invalid_request(
             f"Invalid 'starting_after': expected a sequence number (an integer of 0 or more), got {value[:32]!r}.",
             "starting_after",

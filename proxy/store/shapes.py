@@ -59,17 +59,21 @@ def item_list(page: ItemPage) -> dict[str, Any]:
     }
 
 
+def query_int(value: str) -> int | None:
+    """A query parameter's non-negative integer, written in ASCII digits only: ``int()`` alone
+    also takes ``" 5"``, ``"+5"``, ``"1_0"`` and other scripts' digits. ``None`` for anything else."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def list_params(limit: str | None, order: str | None, after: str | None) -> ListParams:
     """Query parameters of ``input_items`` and conversation item lists, as strings (absent: ``None``):
     ``limit`` 1–100 (default 20), ``order`` ``asc``/``desc`` (default ``desc``), ``after`` an item id."""
     n = 20
     if limit is not None and limit != "":
-        try:
-            n = int(limit)
-        except ValueError:
-            raise InvalidParam(
-                f"Invalid 'limit': expected an integer between 1 and 100, got {limit[:32]!r}.", "limit"
-            ) from None
+        parsed = query_int(limit)
+        if parsed is None:
+            raise InvalidParam(f"Invalid 'limit': expected an integer between 1 and 100, got {limit[:32]!r}.", "limit")
+        n = parsed
         if not 1 <= n <= 100:
             raise InvalidParam(f"Invalid 'limit': expected an integer between 1 and 100, got {n}.", "limit")
     if order is None or order == "":

@@ -107,7 +107,7 @@ def test_what_background_mode_refuses(proxy_factory, mock):
     poll(svc, quiet["id"])
     r = httpx.get(f"{svc.url}/v1/responses/{quiet['id']}", params={"stream": "true"}, headers=auth(), timeout=10)
     assert r.status_code == 400 and error_of(r)["param"] == "stream"
-    for bad in ("-1", "x", "1.5"):
+    for bad in ("-1", "x", "1.5", "+1", " 1", "1_0", "\u0661"):
         r = httpx.get(
             f"{svc.url}/v1/responses/{quiet['id']}", params={"stream": "true", "starting_after": bad},
             headers=auth(), timeout=10,

@@ -119,7 +119,8 @@ def test_list_parameters_default_and_are_checked():
     assert sh.list_params(None, None, None) == sh.ListParams(20, "desc", None)
     assert sh.list_params("100", "asc", "msg_1") == sh.ListParams(100, "asc", "msg_1")
     assert sh.list_params("1", "", "") == sh.ListParams(1, "desc", None)
-    for limit in ("0", "101", "ten", "1.5"):
+    # ASCII digits only: int() alone reads " 5", "+5", "1_0" and "٥" (an Arabic-Indic five).
+    for limit in ("0", "101", "ten", "1.5", "-1", " 5", "+5", "1_0", "\u0665"):
         with pytest.raises(sh.InvalidParam) as caught:
             sh.list_params(limit, None, None)
         assert caught.value.param == "limit"
