@@ -1,4 +1,5 @@
-"""``max_tool_calls``: calls past the limit never reach the client, and the backend is not told.
+"""``max_tool_calls``: calls past the limit never reach the client, and the backend is not told;
+``parallel_tool_calls: false``: one call, whatever the backend sends.
 
 Chat Completions has no such field, so the limit is enforced on the way back:
 the first ``max_tool_calls`` calls the client may get (in order of first
@@ -36,13 +37,15 @@ def call(index: int, name: str | None = None, args: str | None = None, id: str |
     return ch({"tool_calls": [tc]})
 
 
-def run(chunks: list[dict[str, Any]], limit: int | None, **ctx_kw: Any) -> tuple[list[dict[str, Any]], StreamTranslator]:
+def run(
+    chunks: list[dict[str, Any]], limit: int | None, parallel: bool = True, **ctx_kw: Any
+) -> tuple[list[dict[str, Any]], StreamTranslator]:
     """Streaming run (conformance-checked) and JSON run; they must give the same Response."""
     results = []
     for emit in (True, False):
         counter = itertools.count()
-        ctx = ResponseContext(response_id="resp_m", created_at=1, model="m",
-                              echo=default_echo(max_tool_calls=limit), **ctx_kw)
+        echo = default_echo(max_tool_calls=limit, parallel_tool_calls=parallel)
+        ctx = ResponseContext(response_id="resp_m", created_at=1, model="m", echo=echo, **ctx_kw)
         t = StreamTranslator(ctx, emit_events=emit, clock=lambda: 2, new_id=lambda p: f"{p}_{next(counter)}")
         events = t.start()
         for c in chunks:
@@ -113,3 +116,23 @@ def test_the_limit_comes_from_the_request_and_is_not_sent_upstream() -> None:
         t.feed(c)
     t.finish()
     assert names(t) == ["f"] and t.dropped_calls == ["g"]
+
+
+def test_parallel_tool_calls_false_lets_one_call_through() -> None:
+    """A backend may ignore the flag (it is forwarded); OpenAI's answer then has one call."""
+    chunks = [ch({"content": "Two at once."}), call(0, "a", '{"n":1}', id="call_a"), call(1, "b", "{}", id="call_b"),
+              call(2, "c", "{}", id="call_c"), ch({}, "tool_calls")]
+    events, t = run(chunks, None, parallel=False)
+    assert names(t) == ["a"] and t.response["parallel_tool_calls"] is False
+    assert t.dropped_calls == ["b", "c"]
+    assert t.warnings == [f"dropped upstream tool call {n!r}: parallel_tool_calls is false: one call per response"
+                          for n in ("b", "c")]
+    assert b"call_b" not in orjson.dumps(events)
+    # The tighter bound names the drop: max_tool_calls 1 (or 0) is its own reason.
+    _, t = run(chunks, 1, parallel=False)
+    assert names(t) == ["a"] and t.warnings[0] == "dropped upstream tool call 'b': over max_tool_calls (1)"
+    _, t = run(chunks, 3, parallel=False)
+    assert names(t) == ["a"] and "parallel_tool_calls is false" in t.warnings[0]
+    # parallel_tool_calls true (the default) lets every call through.
+    _, t = run(chunks, None, parallel=True)
+    assert names(t) == ["a", "b", "c"] and t.dropped_calls == []

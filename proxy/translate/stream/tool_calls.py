@@ -11,10 +11,13 @@ name); the whole call in one chunk; calls interleaved by ``index``; a missing
 generated); one index reused for several whole calls (told apart by id). Calls
 are opened in order of first appearance, so a call waits for an earlier one
 still without a name. A call whose name never arrives is dropped. Calls to
-tools outside ``ctx.allowed_tools``, and calls past the request's
-``max_tool_calls`` (the limit the Response echoes), are dropped before they
-reach the client; the backend is not told the limit, chat has no such field.
-Every drop is recorded in ``dropped`` and ``warnings``.
+tools outside ``ctx.allowed_tools``, calls past the request's
+``max_tool_calls`` (the limit the Response echoes), and with
+``parallel_tool_calls: false`` every call after the first, are dropped before
+they reach the client: the backend is not told the limit (chat has no such
+field), and not every backend honours ``parallel_tool_calls``, while OpenAI's
+answer then holds at most one call. Every drop is recorded in ``dropped`` and
+``warnings``.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class ToolCalls:
     """Every upstream call of the response, by key and in order of first appearance."""
 
     __slots__ = ("_ctx", "_em", "_new_id", "_before_open", "_by_key", "order", "next_open", "_last", "_room",
-                 "dropped", "warnings")
+                 "_serial", "dropped", "warnings")
 
     def __init__(self, ctx: ResponseContext, emitter: Emitter, new_id: Callable[[str], str],
                  before_open: Callable[[], None]) -> None:
@@ -48,7 +51,11 @@ class ToolCalls:
         self._last: ToolCall | None = None  # where a fragment without index or id belongs
         # How many more calls the client may get (max_tool_calls, as echoed; -1: no limit).
         limit = ctx.echo.get("max_tool_calls")
-        self._room = limit if type(limit) is int and limit >= 0 else -1
+        room = limit if type(limit) is int and limit >= 0 else -1
+        # parallel_tool_calls: false leaves room for one call: ``_serial`` when that, not
+        # max_tool_calls, is the bound (it names the reason of a drop).
+        self._serial = ctx.echo.get("parallel_tool_calls") is False and room not in (0, 1)
+        self._room = 1 if self._serial else room
         self.dropped: list[str] = []
         self.warnings: list[str] = []
 
@@ -139,7 +146,10 @@ class ToolCalls:
             self._drop(call, name, "not in allowed_tools")
             return
         if self._room == 0:
-            self._drop(call, name, f"over max_tool_calls ({ctx.echo['max_tool_calls']})")
+            if self._serial:
+                self._drop(call, name, "parallel_tool_calls is false: one call per response")
+            else:
+                self._drop(call, name, f"over max_tool_calls ({ctx.echo['max_tool_calls']})")
             return
         if self._room > 0:
             self._room -= 1
