@@ -281,7 +281,7 @@ def _parse_body(raw: bytes) -> dict:
             f"The request body must be a JSON object, got {type(body).__name__}.",
             code="invalid_json",
         )
-    check_nesting(body)
+    check_nesting(body, raw=raw)
     return body
 
 

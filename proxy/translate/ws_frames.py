@@ -73,7 +73,7 @@ def parse_frame(text: str) -> Frame:
         )
     kind = doc.get("type")
     if kind == "response.create":
-        v.check_nesting(doc, "The message")
+        v.check_nesting(doc, "The message", text)
         return _create(doc)
     if kind == "response.steer":
         return _steer(doc)
