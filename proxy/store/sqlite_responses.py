@@ -217,16 +217,20 @@ def _free(conn: sqlite3.Connection, rid: str | None, now: int, budget: int = 100
 
 
 def get_items(conn: sqlite3.Connection, owner: str, item_ids: Sequence[str]) -> dict[str, Item]:
-    """Items by id, wherever the owner stored them (a live response's items, a conversation's)."""
+    """Items by id, wherever the owner stored them: of each id's holders (``sqlite_schema``), read
+    in one query newest first, the first that still has it (a live response, a conversation)."""
     now = now_ms()
     found: dict[str, Item] = {}
     with transaction(conn, write=False):
-        where = conn.execute(
-            "SELECT item_id, loc, pos FROM item_index WHERE owner = ? AND item_id IN (SELECT value FROM json_each(?))",
+        holders = conn.execute(
+            "SELECT item_id, loc, pos FROM item_index WHERE owner = ? AND item_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY rowid DESC",
             (owner, _json(list(item_ids))),
         ).fetchall()
         decoded: dict[str, list[Item] | None] = {}
-        for item_id, loc, pos in where:
+        for item_id, loc, pos in holders:
+            if item_id in found:  # (a newer holder had it)
+                continue
             kind, _, key = loc.partition(":")
             if kind == "r":
                 if key not in decoded:
