@@ -10,7 +10,7 @@ import asyncio
 import orjson
 import pytest
 
-from proxy.store import NewResponse, Store, prepare_items
+from proxy.store import NewJob, NewResponse, Store, prepare_items
 from proxy.translate.ids import new_id
 from tests.store_kit import BACKENDS, run, stored_rows
 
@@ -181,5 +181,31 @@ def test_another_key_never_sees_any_holder(backend, store_factory):
         assert await store.delete_conversation(alice, cid) and await store.delete_response(alice, again.id)
         assert await found(store, alice, x) == x  # alice falls back to her older holder…
         assert await store.get_items(bob, [x["id"], a.output_items[0]["id"]]) == {}  # … bob to none of hers
+
+    run(store, scenario)
+
+
+def test_a_background_responses_items_are_holders_like_a_plain_responses(backend, store_factory):
+    """A background response indexes its input when it is created and its output when it finishes
+    (``redis_job_scripts``, ``sqlite_job_sql``): both stay found when a newer holder goes."""
+    store = store_factory(backend)
+    owner = store.owner_of("sk-alice")
+
+    async def scenario(store):
+        stored = response(prepare_items("referenced"))
+        await store.put_response(owner, stored)
+        x = stored.input_items[0]
+        rid = new_id("resp")
+        queued = NewResponse(rid, orjson.dumps({"id": rid, "status": "queued"}), [x], [])
+        await store.create_background(owner, queued, NewJob("host:1:a", 30_000, 10, False))
+        assert await store.delete_response(owner, stored.id)
+        assert await found(store, owner, x) == x  # in the background response's input
+        done = NewResponse(queued.id, queued.body, queued.input_items, answer("done"))
+        assert await store.finish_background(owner, done, "host:1:a", 0, [], "completed")
+        out = done.output_items[0]
+        later = response([out])
+        await store.put_response(owner, later)
+        assert await store.delete_response(owner, later.id)
+        assert await store.get_items(owner, [x["id"], out["id"]]) == {x["id"]: x, out["id"]: out}
 
     run(store, scenario)
