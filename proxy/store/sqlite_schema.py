@@ -5,16 +5,20 @@ ancestors (``chain``), its ``parent`` and ``kids`` (how many responses built on 
 kept). Each put inserts one row and counts one child on its parent — O(1) whatever the chain's
 length. A row goes when it is deleted or expired *and* has no kept children, and then its parent
 is looked at the same way, so a chain is freed from its leaves up (on DELETE, and by the sweep).
-``item_index`` lists, per owner and item id, every *holder* of the item — ``r:<response id>``
-(at ``pos`` in its items) or ``c:<conversation id>`` — since one id is legitimately stored by
-several (a resolved ``item_reference`` stores the item again in the new response, a client resends
-an item with its id, a response's items are appended to its conversation). A lookup takes the
-newest holder that is still live (a response live and not expired, a conversation not expired
-with the item still in it) and falls back to older ones; deleting or freeing a holder removes its
-own rows only. "Newest" is the row's ``rowid``: SQLite gives a new row one more than the largest
-in the table, so the order of rowids is the order the holders stored the item in (no time column:
-schema 3's code, which a gunicorn reload runs beside this one on the same file, writes the table
-with ``INSERT INTO item_index VALUES (?, ?, ?, ?)``, which a fifth column would refuse). A
+``item_index`` lists, per owner and item id, every *holder* of the item: ``r:<response id>`` (the
+item at ``pos`` in its items) or ``c:<conversation id>``. One id is legitimately stored by several
+(a resolved ``item_reference`` stores the item again in the new response, a client resends an
+item with its id, a response's items are appended to its conversation). A lookup takes, of the
+holders still live (a response live and not expired, a conversation not expired with the item
+still in it), the newest, so it falls back to older ones when that one is deleted or expires;
+deleting or freeing a holder removes its own rows only. Holders rank by when they stored the
+item plus the TTL they stored it with: a response's ``expires_at``; a conversation's ``pos`` (its
+items are looked up by id, so the column is free there), small for those schema 3 wrote (older
+than any since). Under one ``RESPONSE_STORE_TTL_SECS`` that is the order they were stored in
+(after a change of the TTL, the copy kept longest wins while it lasts). Why no column for it:
+schema 3's code, run beside this one on the same file during a gunicorn reload, inserts
+``VALUES (?, ?, ?, ?)``, which a fifth column refuses; ordering by rowid instead needs a second
+b-tree, which made a put 10 µs dearer (``loadtest/store_micro.py``'s floor, 50,000 rows). A
 response's own entries are written by the trigger ``responses_index`` from its ``ids``, inside
 its INSERT, so a plain put is one statement. Times are milliseconds since the epoch; every read
 checks ``expires_at``. A background response also has a ``jobs`` row (its lease, state and log
@@ -48,10 +52,11 @@ CREATE TABLE IF NOT EXISTS responses (
     body BLOB                       -- the Response JSON, NULL once deleted
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
-CREATE TABLE IF NOT EXISTS item_index (  -- every holder of an item, in rowid order: oldest first
-    owner TEXT NOT NULL, item_id TEXT NOT NULL, loc TEXT NOT NULL, pos INTEGER NOT NULL,
-    UNIQUE (owner, item_id, loc)
-);
+CREATE TABLE IF NOT EXISTS item_index (  -- every holder of an item
+    owner TEXT NOT NULL, item_id TEXT NOT NULL, loc TEXT NOT NULL,
+    pos INTEGER NOT NULL,           -- r: the item's position in its items, c: stored at + TTL (ms)
+    PRIMARY KEY (owner, item_id, loc)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -133,18 +138,17 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
 
 
 # Schema 3's index (renamed item_index_v3) to this one: every live response's items and every
-# conversation's, in the order they were stored in (rowids), then schema 3's own rows, the newest
-# holder of their item (so an item resolves where it did before, and falls back from there).
+# conversation's (when those were stored is not known: 0, older than any), then schema 3's own
+# rows, the last holder of their item, so an item resolves where it did before and falls back
+# from there (a conversation ranks as stored when it was last written to).
 _REBUILD = (
     "INSERT INTO item_index SELECT r.owner, j.value, 'r:' || r.id, j.key FROM responses r, json_each(r.ids) j "
-    "WHERE r.live = 1 AND NOT EXISTS (SELECT 1 FROM item_index_v3 o "
-    "WHERE o.owner = r.owner AND o.item_id = j.value AND o.loc = 'r:' || r.id) "
-    f"ORDER BY r.rowid, j.key {_SAME_HOLDER}",
-    "INSERT INTO item_index SELECT c.owner, i.item_id, 'c:' || i.conv, i.seq "
-    "FROM conversation_items i JOIN conversations c ON c.id = i.conv WHERE NOT EXISTS (SELECT 1 FROM item_index_v3 o "
-    "WHERE o.owner = c.owner AND o.item_id = i.item_id AND o.loc = 'c:' || i.conv) "
-    f"ORDER BY i.rowid {_SAME_HOLDER}",
-    f"INSERT INTO item_index SELECT owner, item_id, loc, pos FROM item_index_v3 WHERE true {_SAME_HOLDER}",
+    f"WHERE r.live = 1 {_SAME_HOLDER}",
+    "INSERT INTO item_index SELECT c.owner, i.item_id, 'c:' || i.conv, 0 "
+    f"FROM conversation_items i JOIN conversations c ON c.id = i.conv WHERE true {_SAME_HOLDER}",
+    "INSERT INTO item_index SELECT o.owner, o.item_id, o.loc, CASE WHEN substr(o.loc, 1, 2) = 'c:' THEN "
+    "coalesce((SELECT c.expires_at FROM conversations c WHERE c.id = substr(o.loc, 3)), 0) ELSE o.pos END "
+    f"FROM item_index_v3 o WHERE true {_SAME_HOLDER}",
 )
 
 
@@ -161,8 +165,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     It is rebuilt from the holders themselves (``_REBUILD``), its rows older than any holder
     stored from now on; the trigger that writes it goes first, as SQLite would rename the table
     inside it."""
-    one_holder = conn.execute("SELECT pk FROM pragma_table_info('item_index') WHERE name = 'item_id'").fetchone()
-    rebuild = one_holder is not None and one_holder[0] > 0  # item_id in the primary key: schema 3 or older
+    loc = conn.execute("SELECT pk FROM pragma_table_info('item_index') WHERE name = 'loc'").fetchone()
+    rebuild = loc is not None and loc[0] == 0  # one row per item id: schema 3 or older
     if rebuild:
         conn.execute("DROP TRIGGER IF EXISTS responses_index")
         conn.execute("ALTER TABLE item_index RENAME TO item_index_v3")

@@ -6,6 +6,7 @@ is deleted or expires — never to another key's."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -137,25 +138,32 @@ def test_the_newest_of_differing_copies_wins_and_the_older_are_found_after_it_go
 
 @pytest.mark.slow
 def test_an_expired_holder_makes_the_lookup_fall_back_to_a_live_one(backend, store_factory):
-    store = store_factory(backend)
+    """The newest holder (a response) expires while an older one (a conversation, written to
+    since) lives on: the lookup falls back to the conversation's copy, then to nothing."""
+    ttl = 2.0
+    store = store_factory(backend, ttl_secs=int(ttl))
     owner = store.owner_of("sk-alice")
 
     async def scenario(store):
-        brief = store_factory(backend, ttl_secs=1)  # the same file or key prefix, a 1 s TTL
-        try:
-            a = response(prepare_items("kept long"))
-            await store.put_response(owner, a)
-            x = a.input_items[0]
-            await brief.put_response(owner, response([copy_of(x, "short-lived response")]))
-            await brief.create_conversation(owner, items=[copy_of(x, "short-lived conversation")])
-            assert await found(store, owner, x) == copy_of(x, "short-lived conversation")
-            await asyncio.sleep(1.4)
+        x = prepare_items("in the conversation")[0]
+        cid = (await store.create_conversation(owner, items=[x]))["id"]
+        await asyncio.sleep(0.3)
+        newer = response([copy_of(x, "the response's copy")])
+        await store.put_response(owner, newer)
+        newer_stored = time.monotonic()
+        assert await found(store, owner, x) == newer.input_items[0]
+        await asyncio.sleep(0.7)
+        conv_started = time.monotonic()
+        await store.append_conversation_items(owner, cid, prepare_items("keeps it alive"))
+        await asyncio.sleep(max(0.0, newer_stored + ttl + 0.2 - time.monotonic()))
+        assert time.monotonic() < conv_started + ttl, "the machine stalled too long for this check"
+        assert await store.get_response(owner, newer.id) is None
+        assert await found(store, owner, x) == x
+        if backend == "sqlite":  # the sweep frees the expired holder's rows only
+            assert await store.sweep(force=True) == 1
             assert await found(store, owner, x) == x
-            if hasattr(brief, "sweep"):  # SQLite: the sweep frees the expired holders' entries only
-                assert await brief.sweep(force=True) == 2
-                assert await found(store, owner, x) == x
-        finally:
-            await brief.aclose()
+        await asyncio.sleep(max(0.0, conv_started + ttl + 0.4 - time.monotonic()))
+        assert await found(store, owner, x) is None
 
     run(store, scenario)
 
