@@ -25,7 +25,7 @@ one *thread*:
   response, a conversation that still has the item), so deleting or expiring the newest falls
   back to the others; a delete removes its own member only (``unhold``). The key's TTL is its
   longest-lived holder's, only ever extended (``hold``): an expired holder's member stays until
-  then, skipped by every lookup.
+  then, or until a later ``hold`` finds it gone, skipped by every lookup meanwhile.
 - ``P i:O:<item id>`` string, written by the code before ``ix:`` (one holder, the last writer):
   still read after the ``ix:`` holders, and removed by the deletes that remove its holder, so
   items stored before an upgrade (or by older workers during a rolling one) stay referenceable.
@@ -63,12 +63,26 @@ local function now_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local function now_ms() return math.floor(now_us() / 1000) end
--- ``member`` holds item ``id`` since ``us``, until ``keep`` (ms) at least. (A key ZADD just created
--- has no TTL, which PEXPIREAT GT takes for an infinite one: NX gives it its first.)
+-- ``member`` holds item ``id`` since ``us``, until ``keep`` (ms) at least. A new key (ZADD gives
+-- it no TTL, which PEXPIREAT GT would take for an infinite one) gets its TTL from NX. Of an older
+-- key's holders stored before ``keep`` is as far off as now, responses that are gone lose their
+-- member (nothing removed it when they expired), two at most, oldest first up to the first still
+-- there (with one TTL they expire in the order they were stored; conversations are passed over):
+-- an item stored again and again keeps about its live holders.
 local function hold(id, member, us, keep)
   local k = ixk(id)
   redis.call('ZADD', k, fmt(us), member)
-  if redis.call('PEXPIREAT', k, keep, 'GT') == 0 then redis.call('PEXPIREAT', k, keep, 'NX') end
+  if redis.call('PEXPIREAT', k, keep, 'NX') == 1 then return end
+  redis.call('PEXPIREAT', k, keep, 'GT')
+  local before, dropped = '(' .. fmt(2 * us - tonumber(keep) * 1000), 0
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', before, 'LIMIT', '0', '16')) do
+    local rid = string.match(old, '^%d+:(.*)$')
+    if rid then
+      if dropped == 2 or redis.call('EXISTS', rk(rid)) == 1 then break end
+      redis.call('ZREM', k, old)
+      dropped = dropped + 1
+    end
+  end
 end
 local function unhold(id, member)
   redis.call('ZREM', ixk(id), member)

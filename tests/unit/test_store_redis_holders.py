@@ -145,3 +145,34 @@ def test_a_conversation_renews_the_old_pointers_of_its_items_as_its_own_holders(
         assert found == {old["id"]: old, new["id"]: new}
 
     run(store, scenario)
+
+
+@pytest.mark.slow
+def test_an_item_stored_again_and_again_keeps_about_its_live_holders_only(store_factory):
+    """Expired holders leave their member behind (nothing deletes it) while a longer-lived holder
+    keeps the key: the next holders stored drop them, two at a time, so a conversation item that
+    every turn stores again does not grow a set of dead responses."""
+    store = store_factory("redis")
+    brief = store_factory("redis", ttl_secs=1)  # (the same key prefix)
+    owner = store.owner_of("sk-alice")
+
+    async def scenario(store):
+        try:
+            cid = (await store.create_conversation(owner, items=prepare_items("kept")))["id"]
+            [x] = (await store.conversation_context(owner, cid)).items
+            for _ in range(3):
+                await brief.put_response(owner, response([x]))
+            with redis_client(store) as client:
+                assert client.zcard(key(store, "ix", owner, x["id"])) == 4
+                await asyncio.sleep(1.3)  # the three responses expired, the conversation holds on
+                last = response([x])
+                await brief.put_response(owner, last)
+                members = {m.decode() for m in client.zrange(key(store, "ix", owner, x["id"]), 0, -1)}
+                assert len(members) == 3 and {f"c:{cid}", f"0:{last.id}"} <= members
+                await brief.put_response(owner, response([x]))
+                assert client.zcard(key(store, "ix", owner, x["id"])) == 3  # c, last, and the new one
+            assert await store.get_items(owner, [x["id"]]) == {x["id"]: x}
+        finally:
+            await brief.aclose()
+
+    run(store, scenario)
