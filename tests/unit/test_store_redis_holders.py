@@ -12,20 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
 import pytest
 
-from proxy.store import NewResponse, prepare_items
+from proxy.store import prepare_items
 from proxy.store.redis_store import RedisStore
-from proxy.translate.ids import new_id
 from tests.store_kit import redis_client, run
-
-
-def response(inputs: list[dict], text: str = "answer") -> NewResponse:
-    rid = new_id("resp")
-    out = [{"id": new_id("msg"), "type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}]
-    return NewResponse(rid, orjson.dumps({"id": rid}), inputs, out)
+from tests.unit.test_store_item_holders import response
 
 
 def key(store: RedisStore, kind: str, owner: str, item_id: str) -> str:

@@ -15,18 +15,11 @@ import pytest
 from proxy.store import NewResponse, owner_of, prepare_items, sqlite_responses
 from proxy.store.sqlite_schema import SCHEMA_VERSION
 from proxy.store.sqlite_store import SQLiteStore
-from proxy.translate.ids import new_id
 from tests import sqlite_v3
 from tests.store_kit import run
+from tests.unit.test_store_item_holders import response
 
 OWNER = owner_of("sk-alice")
-
-
-def response(inputs: list[dict], text: str = "answer") -> NewResponse:
-    rid = new_id("resp")
-    out = [{"id": new_id("msg"), "type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}]
-    return NewResponse(rid, orjson.dumps({"id": rid}), inputs, out)
 
 
 def items_of(r: NewResponse) -> list[dict]:
