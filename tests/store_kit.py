@@ -48,7 +48,7 @@ def run(store: Store, scenario: Callable[[Store], Awaitable[T]]) -> T:
 
 def stored_rows(store: Store) -> dict[str, int]:
     """What physically remains of a store, read behind its back: SQLite rows per table, or Redis
-    keys under the store's prefix per kind (``r``, ``i``, ``c``, ``ci``, ``cb``)."""
+    keys under the store's prefix per kind (``r``, ``t``, ``ix``, ``c``, ``ci``, ``cb``…)."""
     if isinstance(store, SQLiteStore):
         import sqlite3
 

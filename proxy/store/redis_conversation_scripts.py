@@ -16,8 +16,9 @@ local new, size = plan_items(cid, 8, limit)
 if size > limit then return {'too_large', fmt(size)} end
 redis.call('HSET', ck(cid), 'a', ARGV[4], 'm', ARGV[5], 'q', '0', 'z', '0', 'x', '0')
 write_items(cid, new, size)
-touch_conv(cid, now_ms() + ttl, ttl)
-point_items(cid, new)
+local us = now_us()
+touch_conv(cid, math.floor(us / 1000) + ttl, ttl)
+point_items(cid, new, us)
 return {'ok'}
 """)
 
@@ -28,8 +29,9 @@ if redis.call('EXISTS', ck(cid)) == 0 then return {'missing'} end
 local new, size = plan_items(cid, 6, limit)
 if size > limit then return {'too_large', fmt(size)} end
 write_items(cid, new, size)
-touch_conv(cid, now_ms() + ttl, ttl)
-point_items(cid, new)
+local us = now_us()
+touch_conv(cid, math.floor(us / 1000) + ttl, ttl)
+point_items(cid, new, us)
 return {'ok'}
 """)
 
@@ -54,10 +56,7 @@ DELETE_CONVERSATION = script("""
 local cid = ARGV[3]
 if redis.call('EXISTS', ck(cid)) == 0 then return 0 end
 local ids = redis.call('ZRANGE', cik(cid), 0, -1)
-local mine = 'c:' .. cid
-for i = 1, #ids do
-  if redis.call('GET', ik(ids[i])) == mine then redis.call('DEL', ik(ids[i])) end
-end
+for i = 1, #ids do unhold(ids[i], 'c:' .. cid) end
 redis.call('DEL', ck(cid), cik(cid), cbk(cid))
 return 1
 """)
@@ -115,7 +114,7 @@ if redis.call('ZREM', cik(cid), id) == 0 then return false end
 local body = redis.call('HGET', cbk(cid), id)
 redis.call('HDEL', cbk(cid), id)
 if body then redis.call('HINCRBY', h, 'z', -#body) end
-if redis.call('GET', ik(id)) == 'c:' .. cid then redis.call('DEL', ik(id)) end
+unhold(id, 'c:' .. cid)
 touch_conv(cid, now_ms() + ttl, ttl)
 return redis.call('HMGET', h, 'a', 'm')
 """)

@@ -129,8 +129,8 @@ if thread then
   local n = tonumber(redis.call('HGET', t, rid .. ':n') or '0')
   redis.call('HSET', t, rid .. ':b', ARGV[6], rid .. ':d', ARGV[7], rid .. ':i', ARGV[8])
   local es = fmt(redis.call('PEXPIRETIME', rk(rid)))
-  local ids = cjson.decode(ARGV[8])
-  for i = n + 1, #ids do redis.call('SET', ik(ids[i]), fmt(i - 1) .. ':' .. rid, 'PXAT', es) end
+  local ids, us = cjson.decode(ARGV[8]), now_us()
+  for i = n + 1, #ids do hold(ids[i], fmt(i - 1) .. ':' .. rid, us, es) end
 end
 end_job(rid, ARGV[9])
 return {'ok'}

@@ -17,7 +17,18 @@ one *thread*:
   the longest own lifetime of its responses: each put extends it (``PEXPIREAT … GT``), so a
   descendant never outlives its ancestors' items. A DELETE frees a response's fields when it has
   no kept children, then its parent's the same way; the whole key goes with its root.
-- ``P i:O:<item id>`` string: ``<pos>:<response id>`` or ``c:<conversation id>``, where an item is.
+- ``P ix:O:<item id>`` sorted set: every *holder* of the item, ``<pos>:<response id>`` (at that
+  position of its items) or ``c:<conversation id>``, scored by when it stored the item (µs, server
+  time). One id is legitimately stored by several: a resolved ``item_reference`` stores the item
+  again in the new response, a client resends an item with its id, a response's items are appended
+  to its conversation. A lookup tries them newest first and takes the first still live (a visible
+  response, a conversation that still has the item), so deleting or expiring the newest falls
+  back to the others; a delete removes its own member only (``unhold``). The key's TTL is its
+  longest-lived holder's, only ever extended (``hold``): an expired holder's member stays until
+  then, or until a later ``hold`` finds it gone, skipped by every lookup meanwhile.
+- ``P i:O:<item id>`` string, written by the code before ``ix:`` (one holder, the last writer):
+  still read after the ``ix:`` holders, and removed by the deletes that remove its holder, so
+  items stored before an upgrade (or by older workers during a rolling one) stay referenceable.
 
 Conversations:
 
@@ -41,14 +52,41 @@ _PRELUDE = """
 local P, O = ARGV[1], ARGV[2]
 local function rk(id) return P .. 'r:' .. O .. ':' .. id end
 local function ik(id) return P .. 'i:' .. O .. ':' .. id end
+local function ixk(id) return P .. 'ix:' .. O .. ':' .. id end
 local function ck(id) return P .. 'c:' .. O .. ':' .. id end
 local function cik(id) return P .. 'ci:' .. O .. ':' .. id end
 local function cbk(id) return P .. 'cb:' .. O .. ':' .. id end
 local function tk(id) return P .. 't:' .. O .. ':' .. id end
 local function fmt(n) return string.format('%d', n) end
-local function now_ms()
+local function now_us()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function now_ms() return math.floor(now_us() / 1000) end
+-- ``member`` holds item ``id`` since ``us``, until ``keep`` (ms) at least. A new key (ZADD gives
+-- it no TTL, which PEXPIREAT GT would take for an infinite one) gets its TTL from NX. Of an older
+-- key's holders stored before ``keep`` is as far off as now, responses that are gone lose their
+-- member (nothing removed it when they expired), two at most, oldest first up to the first still
+-- there (with one TTL they expire in the order they were stored; conversations are passed over):
+-- an item stored again and again keeps about its live holders.
+local function hold(id, member, us, keep)
+  local k = ixk(id)
+  redis.call('ZADD', k, fmt(us), member)
+  if redis.call('PEXPIREAT', k, keep, 'NX') == 1 then return end
+  redis.call('PEXPIREAT', k, keep, 'GT')
+  local before, dropped = '(' .. fmt(2 * us - tonumber(keep) * 1000), 0
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', before, 'LIMIT', '0', '16')) do
+    local rid = string.match(old, '^%d+:(.*)$')
+    if rid then
+      if dropped == 2 or redis.call('EXISTS', rk(rid)) == 1 then break end
+      redis.call('ZREM', k, old)
+      dropped = dropped + 1
+    end
+  end
+end
+local function unhold(id, member)
+  redis.call('ZREM', ixk(id), member)
+  if redis.call('GET', ik(id)) == member then redis.call('DEL', ik(id)) end
 end
 local function hmget_all(key, ids)
   local out = {}
@@ -67,7 +105,10 @@ local function touch_conv(cid, exp, ttl)
   if tonumber(ts) > tonumber(redis.call('HGET', h, 'x') or '0') then
     local keep = fmt(tonumber(ts) + ttl)
     local ids = redis.call('ZRANGE', cik(cid), 0, -1)
-    for i = 1, #ids do redis.call('PEXPIREAT', ik(ids[i]), keep) end
+    for i = 1, #ids do
+      redis.call('PEXPIREAT', ixk(ids[i]), keep, 'GT')
+      redis.call('PEXPIREAT', ik(ids[i]), keep, 'GT')  -- (an item appended before ix:)
+    end
     redis.call('HSET', h, 'x', keep)
   end
 end
@@ -94,9 +135,9 @@ local function write_items(cid, new, size)
   end
   redis.call('HSET', h, 'q', fmt(seq), 'z', fmt(size))
 end
-local function point_items(cid, new)
+local function point_items(cid, new, us)
   local keep = redis.call('HGET', ck(cid), 'x')
-  for _, i in ipairs(new) do redis.call('SET', ik(ARGV[i]), 'c:' .. cid, 'PXAT', keep) end
+  for _, i in ipairs(new) do hold(ARGV[i], 'c:' .. cid, us, keep) end
 end
 """
 

@@ -14,7 +14,8 @@ from .redis_lua import script
 PUT_FUNCTION = """
 local function put_response(rid, body, items, n_input, ids_json, ttl_ms, prev, conv, conv_seq, snapshot)
   if redis.call('EXISTS', rk(rid)) == 1 then return -1 end
-  local now = now_ms()
+  local us = now_us()
+  local now = math.floor(us / 1000)
   local ttl = tonumber(ttl_ms)
   local es = fmt(now + ttl)
   local thread, chain = rid, '[]'
@@ -45,7 +46,7 @@ local function put_response(rid, body, items, n_input, ids_json, ttl_ms, prev, c
   if conv ~= '' then touch_conv(conv, now + ttl, ttl) end
   redis.call('SET', rk(rid), thread, 'PXAT', es)
   local ids = cjson.decode(ids_json)
-  for i = 1, #ids do redis.call('SET', ik(ids[i]), fmt(i - 1) .. ':' .. rid, 'PXAT', es) end
+  for i = 1, #ids do hold(ids[i], fmt(i - 1) .. ':' .. rid, us, es) end
   return 1
 end
 """
@@ -106,10 +107,7 @@ redis.call('DEL', rk(rid))
 local t = tk(thread)
 redis.call('HDEL', t, rid .. ':b')
 local ids = cjson.decode(redis.call('HGET', t, rid .. ':i') or '[]')
-for i = 1, #ids do
-  local p = redis.call('GET', ik(ids[i]))
-  if p and string.match(p, '^%d+:(.*)$') == rid then redis.call('DEL', ik(ids[i])) end
-end
+for i = 1, #ids do unhold(ids[i], fmt(i - 1) .. ':' .. rid) end
 local node = rid
 while node do
   if redis.call('EXISTS', rk(node)) == 1 then break end
@@ -128,29 +126,37 @@ end
 return 1
 """)
 
-# ARGV: P O item_id… → {id, pos, response id, items (or '' when sent already) | id, '-1', conv id, item}…
+# ARGV: P O item_id… → {id, pos, response id, items (or '' when sent already) | id, '-1', conv id, item}…:
+# of each id's holders, newest first (then the pointer written before ix:), the first still live.
 GET_ITEMS = script("""
 local out, sent = {}, {}
+local function take(id, holder)
+  local pos, rid = string.match(holder, '^(%d+):(.*)$')
+  if rid then
+    local thread = redis.call('GET', rk(rid))
+    local d = thread and redis.call('HGET', tk(thread), rid .. ':d')
+    if not d then return false end
+    if sent[rid] then d = '' end
+    sent[rid] = true
+    out[#out + 1] = id; out[#out + 1] = pos; out[#out + 1] = rid; out[#out + 1] = d
+    return true
+  end
+  if string.sub(holder, 1, 2) ~= 'c:' then return false end
+  local cid = string.sub(holder, 3)
+  local body = redis.call('HGET', cbk(cid), id)
+  if not body then return false end
+  out[#out + 1] = id; out[#out + 1] = '-1'; out[#out + 1] = cid; out[#out + 1] = body
+  return true
+end
 for i = 3, #ARGV do
-  local id = ARGV[i]
-  local p = redis.call('GET', ik(id))
-  if p then
-    local pos, rid = string.match(p, '^(%d+):(.*)$')
-    if rid then
-      local thread = redis.call('GET', rk(rid))
-      local d = thread and redis.call('HGET', tk(thread), rid .. ':d')
-      if d then
-        if sent[rid] then d = '' end
-        sent[rid] = true
-        out[#out + 1] = id; out[#out + 1] = pos; out[#out + 1] = rid; out[#out + 1] = d
-      end
-    elseif string.sub(p, 1, 2) == 'c:' then
-      local cid = string.sub(p, 3)
-      local body = redis.call('HGET', cbk(cid), id)
-      if body then
-        out[#out + 1] = id; out[#out + 1] = '-1'; out[#out + 1] = cid; out[#out + 1] = body
-      end
-    end
+  local id, done = ARGV[i], false
+  for _, holder in ipairs(redis.call('ZREVRANGE', ixk(id), 0, -1)) do
+    done = take(id, holder)
+    if done then break end
+  end
+  if not done then
+    local old = redis.call('GET', ik(id))
+    if old then take(id, old) end
   end
 end
 return out

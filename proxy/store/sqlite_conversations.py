@@ -67,7 +67,7 @@ def _append(
         ).rowcount
         if added:
             size += len(body)
-            conn.execute(INDEX_ITEM, (owner, item_id, loc, seq))
+            conn.execute(INDEX_ITEM, (owner, item_id, loc, exp))  # (its rank among the item's holders)
     if size > limit:
         raise ObjectTooLarge(size, limit)  # rolls the whole batch back
     conn.execute(

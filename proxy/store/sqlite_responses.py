@@ -218,35 +218,40 @@ def _free(conn: sqlite3.Connection, rid: str | None, now: int, budget: int = 100
     return freed
 
 
+# Every live holder of the wanted items, newest first (``sqlite_schema``): a response with its
+# liveness checked here, a conversation with the item's JSON. Holders of one millisecond: a
+# conversation first (its items are appended after its response's put), then the later id.
+_HOLDERS = (
+    "SELECT x.item_id, x.loc, x.pos, ci.body FROM item_index x "
+    "LEFT JOIN responses r ON substr(x.loc, 1, 2) = 'r:' AND r.id = substr(x.loc, 3) AND r.owner = x.owner "
+    "LEFT JOIN conversations c ON substr(x.loc, 1, 2) = 'c:' AND c.id = substr(x.loc, 3) AND c.owner = x.owner "
+    "AND c.expires_at > :now "
+    "LEFT JOIN conversation_items ci ON ci.conv = c.id AND ci.item_id = x.item_id "
+    "WHERE x.owner = :owner AND x.item_id IN (SELECT value FROM json_each(:ids)) "
+    "AND (r.live = 1 AND r.expires_at > :now OR ci.body IS NOT NULL) "
+    "ORDER BY coalesce(r.expires_at, x.pos) DESC, substr(x.loc, 1, 2) = 'c:' DESC, x.loc DESC"
+)
+
+
 def get_items(conn: sqlite3.Connection, owner: str, item_ids: Sequence[str]) -> dict[str, Item]:
-    """Items by id, wherever the owner stored them (a live response's items, a conversation's)."""
-    now = now_ms()
+    """Items by id, wherever the owner stored them: of each id's live holders, read in one query
+    newest first, the first (a response's items are read only for the one it takes)."""
     found: dict[str, Item] = {}
     with transaction(conn, write=False):
-        where = conn.execute(
-            "SELECT item_id, loc, pos FROM item_index WHERE owner = ? AND item_id IN (SELECT value FROM json_each(?))",
-            (owner, _json(list(item_ids))),
-        ).fetchall()
-        decoded: dict[str, list[Item] | None] = {}
-        for item_id, loc, pos in where:
-            kind, _, key = loc.partition(":")
-            if kind == "r":
-                if key not in decoded:
-                    row = conn.execute(
-                        "SELECT live, expires_at, items FROM responses WHERE id = ? AND owner = ?", (key, owner)
-                    ).fetchone()
-                    decoded[key] = decode_arrays([row[2]]) if _live(row, now) else None
-                items = decoded[key]
-                if items is not None and pos < len(items):
-                    found[item_id] = items[pos]
+        holders = conn.execute(_HOLDERS, {"now": now_ms(), "owner": owner, "ids": _json(list(item_ids))}).fetchall()
+        decoded: dict[str, list[Item]] = {}
+        for item_id, loc, pos, body in holders:
+            if item_id in found:  # (a newer holder had it)
                 continue
-            row = conn.execute(
-                "SELECT ci.body FROM conversation_items ci JOIN conversations c ON c.id = ci.conv "
-                "WHERE ci.conv = ? AND ci.item_id = ? AND c.owner = ? AND c.expires_at > ?",
-                (key, item_id, owner, now),
-            ).fetchone()
-            if row is not None:
-                found[item_id] = orjson.loads(row[0])
+            if body is not None:
+                found[item_id] = orjson.loads(body)
+                continue
+            rid = loc[2:]
+            if rid not in decoded:
+                (items,) = conn.execute("SELECT items FROM responses WHERE id = ?", (rid,)).fetchone()
+                decoded[rid] = decode_arrays([items])
+            if pos < len(decoded[rid]):
+                found[item_id] = decoded[rid][pos]
     return found
 
 

@@ -5,12 +5,24 @@ ancestors (``chain``), its ``parent`` and ``kids`` (how many responses built on 
 kept). Each put inserts one row and counts one child on its parent — O(1) whatever the chain's
 length. A row goes when it is deleted or expired *and* has no kept children, and then its parent
 is looked at the same way, so a chain is freed from its leaves up (on DELETE, and by the sweep).
-``item_index`` maps an owner's item id to where the item is (``r:<response id>`` at a position
-in its items, or ``c:<conversation id>``); a response's own entries are written by the trigger
-``responses_index`` from its ``ids``, inside its INSERT, so a plain put is one statement. Times
-are milliseconds since the epoch; every read checks ``expires_at``. A background response also
-has a ``jobs`` row (its lease, state and log size) and its events in ``response_events``
-(``sqlite_jobs``).
+``item_index`` lists, per owner and item id, every *holder* of the item: ``r:<response id>`` (the
+item at ``pos`` in its items) or ``c:<conversation id>``. One id is legitimately stored by several
+(a resolved ``item_reference`` stores the item again in the new response, a client resends an
+item with its id, a response's items are appended to its conversation). A lookup takes, of the
+holders still live (a response live and not expired, a conversation not expired with the item
+still in it), the newest, so it falls back to older ones when that one is deleted or expires;
+deleting or freeing a holder removes its own rows only. Holders rank by when they stored the
+item plus the TTL they stored it with: a response's ``expires_at``; a conversation's ``pos`` (its
+items are looked up by id, so the column is free there), small for those schema 3 wrote (older
+than any since). Under one ``RESPONSE_STORE_TTL_SECS`` that is the order they were stored in
+(after a change of the TTL, the copy kept longest wins while it lasts). Why no column for it:
+schema 3's code, run beside this one on the same file during a gunicorn reload, inserts
+``VALUES (?, ?, ?, ?)``, which a fifth column refuses; ordering by rowid instead needs a second
+b-tree, which made a put 10 µs dearer (``loadtest/store_micro.py``'s floor, 50,000 rows). A
+response's own entries are written by the trigger ``responses_index`` from its ``ids``, inside
+its INSERT, so a plain put is one statement. Times are milliseconds since the epoch; every read
+checks ``expires_at``. A background response also has a ``jobs`` row (its lease, state and log
+size) and its events in ``response_events`` (``sqlite_jobs``).
 """
 from __future__ import annotations
 
@@ -19,7 +31,8 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
-SCHEMA_VERSION = 3  # 2: background jobs and their event logs (issue 15); 3: responses_index
+# 2: background jobs and their event logs (issue 15); 3: responses_index; 4: item_index keeps every holder
+SCHEMA_VERSION = 4
 
 DDL = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -39,9 +52,10 @@ CREATE TABLE IF NOT EXISTS responses (
     body BLOB                       -- the Response JSON, NULL once deleted
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
-CREATE TABLE IF NOT EXISTS item_index (
-    owner TEXT NOT NULL, item_id TEXT NOT NULL, loc TEXT NOT NULL, pos INTEGER NOT NULL,
-    PRIMARY KEY (owner, item_id)
+CREATE TABLE IF NOT EXISTS item_index (  -- every holder of an item
+    owner TEXT NOT NULL, item_id TEXT NOT NULL, loc TEXT NOT NULL,
+    pos INTEGER NOT NULL,           -- r: the item's position in its items, c: stored at + TTL (ms)
+    PRIMARY KEY (owner, item_id, loc)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
@@ -82,10 +96,10 @@ CREATE TABLE IF NOT EXISTS response_events (
 """
 
 
-# Where an item is, last writer wins (an item id stored again, e.g. a response's input appended to
-# its conversation, points at its newest copy): the rule of every write to item_index.
-_LAST_WRITER_WINS = "ON CONFLICT DO UPDATE SET loc = excluded.loc, pos = excluded.pos"
-INDEX_ITEM = f"INSERT INTO item_index VALUES (?, ?, ?, ?) {_LAST_WRITER_WINS}"
+# A holder storing an item adds its own row; the same holder storing it again (a retried write)
+# keeps its row and its place among the item's holders: the rule of every write to item_index.
+_SAME_HOLDER = "ON CONFLICT DO UPDATE SET pos = excluded.pos"
+INDEX_ITEM = f"INSERT INTO item_index VALUES (?, ?, ?, ?) {_SAME_HOLDER}"
 
 # Statements with ";" inside, run after DDL. A file of an older version gets them on first open
 # (each is IF NOT EXISTS, as every DDL statement). ``WHERE true``: SQLite's grammar needs a WHERE
@@ -93,7 +107,7 @@ INDEX_ITEM = f"INSERT INTO item_index VALUES (?, ?, ?, ?) {_LAST_WRITER_WINS}"
 TRIGGERS = (
     f"""CREATE TRIGGER IF NOT EXISTS responses_index AFTER INSERT ON responses BEGIN
         INSERT INTO item_index SELECT NEW.owner, j.value, 'r:' || NEW.id, j.key FROM json_each(NEW.ids) j WHERE true
-        {_LAST_WRITER_WINS};
+        {_SAME_HOLDER};
     END""",
 )
 
@@ -116,16 +130,56 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             with transaction(conn):
-                for statement in DDL.split(";"):  # (no ";" inside the DDL's comments)
-                    if statement.strip():
-                        conn.execute(statement)
-                for statement in TRIGGERS:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _upgrade(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+# Schema 3's index (renamed item_index_v3) to this one: every live response's items and every
+# conversation's (when those were stored is not known: 0, older than any), then schema 3's own
+# rows, the last holder of their item, so an item resolves where it did before and falls back
+# from there (a conversation ranks as stored when it was last written to).
+_REBUILD = (
+    "INSERT INTO item_index SELECT r.owner, j.value, 'r:' || r.id, j.key FROM responses r, json_each(r.ids) j "
+    f"WHERE r.live = 1 {_SAME_HOLDER}",
+    "INSERT INTO item_index SELECT c.owner, i.item_id, 'c:' || i.conv, 0 "
+    f"FROM conversation_items i JOIN conversations c ON c.id = i.conv WHERE true {_SAME_HOLDER}",
+    "INSERT INTO item_index SELECT o.owner, o.item_id, o.loc, CASE WHEN substr(o.loc, 1, 2) = 'c:' THEN "
+    "coalesce((SELECT c.expires_at FROM conversations c WHERE c.id = substr(o.loc, 3)), 0) ELSE o.pos END "
+    f"FROM item_index_v3 o WHERE true {_SAME_HOLDER}",
+)
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Create what is missing and bring an older file to this schema, in the caller's
+    ``BEGIN IMMEDIATE``: every worker of the host opens the file at once, and the first to take
+    the write lock upgrades it while the others wait, then find it done. Decided by what the file
+    holds, not by ``user_version`` alone: during a gunicorn reload schema 3's code opens the file
+    too and sets the version back to 3 (it leaves this schema's tables and trigger as they are,
+    and its statements work on them).
+
+    Schema 3's ``item_index`` kept one row per item id, its last holder, so an item stored again
+    lost its older holders' rows (and, once that last one went, could not be referenced at all).
+    It is rebuilt from the holders themselves (``_REBUILD``), its rows older than any holder
+    stored from now on; the trigger that writes it goes first, as SQLite would rename the table
+    inside it."""
+    loc = conn.execute("SELECT pk FROM pragma_table_info('item_index') WHERE name = 'loc'").fetchone()
+    rebuild = loc is not None and loc[0] == 0  # one row per item id: schema 3 or older
+    if rebuild:
+        conn.execute("DROP TRIGGER IF EXISTS responses_index")
+        conn.execute("ALTER TABLE item_index RENAME TO item_index_v3")
+    for statement in DDL.split(";"):  # (no ";" inside the DDL's comments)
+        if statement.strip():
+            conn.execute(statement)
+    if rebuild:
+        for statement in _REBUILD:
+            conn.execute(statement)
+        conn.execute("DROP TABLE item_index_v3")
+    for statement in TRIGGERS:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 @contextlib.contextmanager

@@ -9,10 +9,10 @@ import os
 import openai
 import pytest
 
-from tests.state_kit import KEY_B, error, get, post, sdk, state_proxy, upstream
+from tests.state_kit import KEY_B, error, get, post, redis_db, sdk, state_proxy, upstream
 from tests.wsclient import open_ws, read_response, send
 
-__all__ = ["state_proxy"]
+__all__ = ["redis_db", "state_proxy"]
 
 
 def test_references_to_a_responses_input_and_output_and_a_conversations_items(state_proxy, mock):
@@ -129,3 +129,48 @@ def test_conversation_items_may_be_item_references(state_proxy, mock):
         {"role": "user", "content": "stored question"}, {"role": "assistant", "content": "stored answer"},
         {"role": "user", "content": "and now?"}, {"role": "user", "content": "so?"},
     ]
+
+
+
+def _proxy(request: pytest.FixtureRequest, backend: str):
+    if backend == "sqlite":
+        return request.getfixturevalue("state_proxy")
+    return request.getfixturevalue("proxy_factory")(RESPONSE_STORE_URL=request.getfixturevalue("redis_db"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_reference_resolves_in_the_older_holder_once_the_response_that_stored_it_again_is_deleted(
+    request, mock, backend
+):
+    """B stores A's input item again (a resolved reference); DELETE B leaves it in A, which still
+    lists it: a reference to it resolves there, not a 400."""
+    svc = _proxy(request, backend)
+    model = "holders-" + os.urandom(3).hex()
+    mock.script(model, {"text": "a"}, {"text": "b"}, {"text": "after b"})
+    with sdk(svc.url) as (client, _):
+        a = client.responses.create(model=model, input="question A")
+        [question] = client.responses.input_items.list(a.id).data
+        b = client.responses.create(model=model, input=[{"type": "item_reference", "id": question.id}])
+        assert [i.id for i in client.responses.input_items.list(b.id).data] == [question.id]
+        client.responses.delete(b.id)
+        assert [i.id for i in client.responses.input_items.list(a.id).data] == [question.id]
+        after = client.responses.create(model=model, input=[{"type": "item_reference", "id": question.id}])
+    assert after.output_text == "after b"
+    assert upstream(mock, model)[2] == [{"role": "user", "content": "question A"}]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_reference_to_a_responses_output_resolves_after_its_conversation_is_deleted(request, mock, backend):
+    """R in conversation C appended its items to C; DELETE C leaves R (200) and its output item,
+    which a reference then finds in R."""
+    svc = _proxy(request, backend)
+    model = "holders-" + os.urandom(3).hex()
+    mock.script(model, {"text": "in conv"}, {"text": "after conv"})
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create()
+        r = client.responses.create(model=model, input="question R", conversation=conv.id)
+        assert client.conversations.delete(conv.id).deleted
+        assert client.responses.retrieve(r.id).output_text == "in conv"
+        after = client.responses.create(model=model, input=[{"id": r.output[0].id}, {"role": "user", "content": "?"}])
+    assert after.output_text == "after conv"
+    assert upstream(mock, model)[1] == [{"role": "assistant", "content": "in conv"}, {"role": "user", "content": "?"}]

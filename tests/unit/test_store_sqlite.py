@@ -9,8 +9,6 @@ import sqlite3
 import stat
 import time
 
-import orjson
-
 from proxy.store import NewResponse, prepare_items
 from proxy.store.sqlite_store import SQLiteStore
 from proxy.translate.ids import new_id
@@ -219,44 +217,3 @@ def test_writes_queued_together_commit_once_each_on_its_own_terms(tmp_path):
     assert run(store, scenario)
     assert stored_rows(store)["responses"] == 1 + 3 * 5
 
-
-def test_a_file_of_schema_2_gets_the_index_trigger_and_its_old_rows_stay_found(tmp_path):
-    """Schema 3 indexes a response's items by trigger. A file written by schema 2 (no trigger; its
-    puts indexed their items themselves) is upgraded on first open: old and new items are found."""
-    from proxy.store import sqlite_schema
-
-    path = str(tmp_path / "v2.sqlite3")
-    old = sqlite3.connect(path, isolation_level=None)
-    for statement in sqlite_schema.DDL.split(";"):  # schema 2's tables are schema 3's, without the trigger
-        if statement.strip():
-            old.execute(statement)
-    old.execute("PRAGMA journal_mode = WAL")
-    old.execute("PRAGMA user_version = 2")
-    store = SQLiteStore(path)
-    owner = store.owner_of("sk-alice")
-    before = turn(1)
-    rid = before.id
-    blob = orjson.dumps(before.input_items + before.output_items)
-    ids = [i["id"] for i in before.input_items + before.output_items]
-    old.execute("INSERT INTO responses VALUES (?, ?, NULL, 0, 1, ?, '[]', ?, NULL, NULL, NULL, 1, ?, ?)",
-                (rid, owner, int(time.time() * 1000) + 60_000, orjson.dumps(ids).decode(), blob, before.body))
-    old.executemany("INSERT INTO item_index VALUES (?, ?, ?, ?)", [(owner, i, "r:" + rid, n) for n, i in enumerate(ids)])
-    old.close()
-
-    async def scenario(store):
-        after = turn(2)
-        await store.put_response(owner, after)
-        wanted = ids + [i["id"] for i in after.input_items + after.output_items]
-        found = await store.get_items(owner, wanted)
-        assert list(found) and sorted(found) == sorted(wanted)
-        assert found[after.output_items[1]["id"]] == after.output_items[1]
-        assert found[ids[-1]] == before.output_items[-1]
-        return True
-
-    assert run(store, scenario)
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION == 3
-        assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'").fetchone()[0] == 1
-    finally:
-        conn.close()
