@@ -74,6 +74,7 @@ class Settings:
     forward_headers: tuple[str, ...] = ()
     json_upstream: str = "json"
     max_body_bytes: int = MAX_BODY_BYTES
+    body_read_timeout_secs: float = 60.0
     max_event_bytes: int = MAX_EVENT_BYTES
     # The response store (proxy/store): "none", "sqlite:///<absolute path>" or "redis://host:port/db".
     response_store_url: str = "none"
@@ -306,6 +307,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         forward_headers=forward_headers,
         json_upstream=_choice(env, "JSON_UPSTREAM", "json", ("json", "stream")),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 1024 * 1024 * 1024),
+        body_read_timeout_secs=_float(env, "BODY_READ_TIMEOUT_SECS", 60.0, 0.1, 3600.0),
         max_event_bytes=_int(env, "MAX_UPSTREAM_EVENT_BYTES", MAX_EVENT_BYTES, 1024, 256 * 1024 * 1024),
         response_store_url=store_url(env.get("RESPONSE_STORE_URL", "").strip()),
         response_store_ttl_secs=_int(env, "RESPONSE_STORE_TTL_SECS", 30 * 24 * 3600, 1, 10 * 365 * 24 * 3600),

@@ -13,6 +13,7 @@ does for an invalid request: to see that, the first upstream batch is awaited
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
@@ -164,7 +165,7 @@ async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: S
     docstring): content type, size, JSON, then the key; the scope learns the model and masked key."""
     _check_content_type(req)
     _check_content_encoding(req)
-    raw = await _read_body(req, settings.max_body_bytes)
+    raw = await _read_body(req, settings.max_body_bytes, settings.body_read_timeout_secs)
     if raw is None:  # nobody is left to answer; nothing the request asked for may happen
         meta.status = "client_disconnected"
         raise ProxyError(499, "The client left before sending the whole body.", code="client_disconnected")
@@ -240,16 +241,38 @@ def _check_content_encoding(req: falcon.asgi.Request) -> None:
         )
 
 
-async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes | None:
+# A body up to this size comes with its headers, or right behind them: reading it is not timed
+# (``asyncio.timeout`` costs ~9 µs, more than such a request's whole read).
+_UNTIMED_BODY_BYTES = 64 * 1024
+
+
+async def _read_body(req: falcon.asgi.Request, limit: int, timeout_secs: float) -> bytes | None:
     """Read at most ``limit`` bytes; refuse larger bodies before reading them whole. ``None``: the
     client left before its ``Content-Length`` came (Falcon ends the read there, short, silently:
-    a cut body that happens to parse must not be taken for the request)."""
+    a cut body that happens to parse must not be taken for the request). A larger or chunked body
+    must arrive within ``timeout_secs``: uvicorn bounds no body read, and a slow upload would hold
+    up to ``limit`` bytes of memory for as long as its client likes."""
     length = req.content_length
     if length is not None:
         if length > limit:
             raise _too_large(limit)
-        data = await req.stream.readall()  # bounded by its length: one coroutine, no generator
+        if length <= _UNTIMED_BODY_BYTES:
+            data = await req.stream.readall()  # bounded by its length: one coroutine, no generator
+        else:
+            try:
+                async with asyncio.timeout(timeout_secs):
+                    data = await req.stream.readall()
+            except TimeoutError:
+                raise _too_slow(timeout_secs) from None
         return data if len(data) == length else None
+    try:
+        async with asyncio.timeout(timeout_secs):
+            return await _read_chunked(req, limit)
+    except TimeoutError:
+        raise _too_slow(timeout_secs) from None
+
+
+async def _read_chunked(req: falcon.asgi.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in req.stream:
@@ -258,6 +281,13 @@ async def _read_body(req: falcon.asgi.Request, limit: int) -> bytes | None:
             raise _too_large(limit)
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_slow(timeout_secs: float) -> ProxyError:
+    return ProxyError(
+        408, f"The request body did not arrive within {timeout_secs:g} s.", code="request_timeout",
+        headers={"Connection": "close"},  # (the rest of it may still come: not on this connection)
+    )
 
 
 def _too_large(limit: int) -> ProxyError:

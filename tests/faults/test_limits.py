@@ -208,3 +208,51 @@ def test_size_limits_are_settings(proxy_factory, mock):
     r = post(svc.url, {"model": "lim-event", "input": "x"})
     assert r.status_code == 502 and "larger than 2048 bytes" in error_of(r)["message"], r.text
     assert post(svc.url, {"model": "lim-event", "input": "x"}).status_code == 200
+
+
+def _stalled_upload(port: int, declared: int, sent: bytes, *, chunked: bool = False) -> tuple[float, bytes]:
+    """Headers and the start of a body, then nothing: (seconds until the proxy answered and closed, its answer)."""
+    import socket
+
+    framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: " + str(declared).encode() + b"\r\n"
+    payload = (b"%x\r\n" % len(sent) + sent + b"\r\n") if chunked else sent
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+            + API_KEY.encode() + b"\r\n" + framing + b"\r\n" + payload
+        )
+        t0 = time.monotonic()
+        data = b""
+        while chunk := s.recv(65536):  # until the proxy closes the connection
+            data += chunk
+        return time.monotonic() - t0, data
+
+
+def test_a_large_body_that_stalls_is_a_408_and_the_connection_closed(proxy_factory, mock):
+    """uvicorn bounds no body read: without BODY_READ_TIMEOUT_SECS a client that stops sending
+    holds the connection, and what it sent, for as long as it likes."""
+    svc = proxy_factory(BODY_READ_TIMEOUT_SECS="1")
+    mock.script("lim-slow", {"text": "never"})
+    head = b'{"model": "lim-slow", "input": "' + b"a" * 100_000
+    for chunked in (False, True):
+        waited, answer = _stalled_upload(svc.port, len(head) + 1000, head, chunked=chunked)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+        doc = orjson.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert doc["error"]["code"] == "request_timeout" and doc["error"]["type"] == "invalid_request_error", doc
+        assert b"connection: close" in answer.lower().split(b"\r\n\r\n", 1)[0]
+        assert 0.9 <= waited < 20, waited
+    assert mock.requests("lim-slow") == []
+    # A body that keeps coming within the bound, and small bodies, are untouched; the workers serve on.
+    mock.script("lim-steady", {"text": "fine"})
+
+    def steady():
+        yield b'{"model": "lim-steady", "input": "'
+        for _ in range(5):
+            time.sleep(0.1)
+            yield b"b" * 30_000
+        yield b'"}'
+
+    r = httpx.post(svc.url + "/v1/responses", content=steady(), headers={**auth(), "Content-Type": "application/json"},
+                   timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    assert post(svc.url, {"model": "lim-steady", "input": "small"}).status_code == 200
