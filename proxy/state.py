@@ -42,6 +42,7 @@ from .store import (
     StoreUnavailable,
     prepare_items,
 )
+from .store.base import client_caused
 from .store.items import check_unique, encode_items, referenced_ids, resolve_references
 from .store.shapes import InvalidParam, conversation_param
 from .translate.history import CONTEXT_KEYS, input_items
@@ -250,10 +251,7 @@ def _previous_not_found(response_id: str) -> ProxyError:
 def refusal(exc: StoreError | InvalidParam, request_id: str = "-", where: str = "") -> ProxyError:
     """``store_http_error(exc)``, with the store's own faults (not the client's bad ids, items or
     sizes) logged: store errors never hold a key."""
-    client = isinstance(exc, (InvalidParam, InvalidItem, ObjectTooLarge, ResponsePending)) or (
-        isinstance(exc, HistoryIncomplete) and exc.conversation_id is not None
-    )
-    if not client:
+    if not (isinstance(exc, InvalidParam) or client_caused(exc)):
         log.warning("request_id=%s: %sstore error: %s", request_id, where, exc)
     return store_http_error(exc)
 

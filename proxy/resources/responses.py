@@ -253,23 +253,17 @@ async def _read_body(req: falcon.asgi.Request, limit: int, timeout_secs: float) 
     must arrive within ``timeout_secs``: uvicorn bounds no body read, and a slow upload would hold
     up to ``limit`` bytes of memory for as long as its client likes."""
     length = req.content_length
-    if length is not None:
-        if length > limit:
-            raise _too_large(limit)
-        if length <= _UNTIMED_BODY_BYTES:
-            data = await req.stream.readall()  # bounded by its length: one coroutine, no generator
-        else:
-            try:
-                async with asyncio.timeout(timeout_secs):
-                    data = await req.stream.readall()
-            except TimeoutError:
-                raise _too_slow(timeout_secs) from None
-        return data if len(data) == length else None
-    try:
-        async with asyncio.timeout(timeout_secs):
-            return await _read_chunked(req, limit)
-    except TimeoutError:
-        raise _too_slow(timeout_secs) from None
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    if length is not None and length <= _UNTIMED_BODY_BYTES:
+        data = await req.stream.readall()  # bounded by its length: one coroutine, no generator
+    else:
+        try:
+            async with asyncio.timeout(timeout_secs):
+                data = await (req.stream.readall() if length is not None else _read_chunked(req, limit))
+        except TimeoutError:
+            raise _too_slow(timeout_secs) from None
+    return data if length is None or len(data) == length else None
 
 
 async def _read_chunked(req: falcon.asgi.Request, limit: int) -> bytes:

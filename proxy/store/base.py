@@ -82,6 +82,16 @@ class InvalidItem(StoreError, ValueError):
         self.param = param
 
 
+def client_caused(exc: BaseException) -> bool:
+    """Whether a store error is the client's doing, not a fault of the store: an object too large,
+    an invalid item, a chain's predecessor still running, or a conversation the client deleted
+    under a response built on it. Such errors are answered as 4xx, not logged as store faults,
+    and not counted as failed operations."""
+    if isinstance(exc, HistoryIncomplete):
+        return exc.conversation_id is not None
+    return isinstance(exc, (ObjectTooLarge, InvalidItem, ResponsePending))
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """What a new turn needs from its ``previous_response_id``: the whole chain's input and output

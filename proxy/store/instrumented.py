@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from ..metrics import Metrics
-from .base import HistoryIncomplete, InvalidItem, ObjectTooLarge, ResponsePending, Store
+from .base import Store, client_caused
 
 
 class InstrumentedStore:
@@ -48,11 +48,8 @@ class InstrumentedStore:
                 result = await call(*args, **kwargs)
                 ok = True
                 return result
-            except (ObjectTooLarge, InvalidItem, ResponsePending):
-                ok = True  # refused for what it was given: the store is fine
-                raise
-            except HistoryIncomplete as exc:
-                ok = exc.conversation_id is not None  # a client deleted that conversation: no fault
+            except Exception as exc:
+                ok = client_caused(exc)  # refused for what it was given: the store is fine
                 raise
             finally:
                 metrics.store_op(op, backend, ok, time.perf_counter() - start)

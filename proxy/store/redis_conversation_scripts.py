@@ -16,9 +16,7 @@ local new, size = plan_items(cid, 8, limit)
 if size > limit then return {'too_large', fmt(size)} end
 redis.call('HSET', ck(cid), 'a', ARGV[4], 'm', ARGV[5], 'q', '0', 'z', '0', 'x', '0')
 write_items(cid, new, size)
-local us = now_us()
-touch_conv(cid, math.floor(us / 1000) + ttl, ttl)
-point_items(cid, new, us)
+point_items(cid, new, ttl)
 return {'ok'}
 """)
 
@@ -29,9 +27,7 @@ if redis.call('EXISTS', ck(cid)) == 0 then return {'missing'} end
 local new, size = plan_items(cid, 6, limit)
 if size > limit then return {'too_large', fmt(size)} end
 write_items(cid, new, size)
-local us = now_us()
-touch_conv(cid, math.floor(us / 1000) + ttl, ttl)
-point_items(cid, new, us)
+point_items(cid, new, ttl)
 return {'ok'}
 """)
 

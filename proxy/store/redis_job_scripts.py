@@ -25,7 +25,6 @@ from .redis_lua import script
 from .redis_scripts import PUT_FUNCTION
 
 _JOBS = """
-local function jk(id) return P .. 'job:' .. O .. ':' .. id end
 local function evk(id) return P .. 'ev:' .. O .. ':' .. id end
 local function ev_id(seq) return '0-' .. fmt(seq + 1) end
 local function running(j, worker)

@@ -57,6 +57,7 @@ local function ck(id) return P .. 'c:' .. O .. ':' .. id end
 local function cik(id) return P .. 'ci:' .. O .. ':' .. id end
 local function cbk(id) return P .. 'cb:' .. O .. ':' .. id end
 local function tk(id) return P .. 't:' .. O .. ':' .. id end
+local function jk(id) return P .. 'job:' .. O .. ':' .. id end
 local function fmt(n) return string.format('%d', n) end
 local function now_us()
   local t = redis.call('TIME')
@@ -135,7 +136,10 @@ local function write_items(cid, new, size)
   end
   redis.call('HSET', h, 'q', fmt(seq), 'z', fmt(size))
 end
-local function point_items(cid, new, us)
+-- After ``write_items``: the conversation's TTL extended, and it made a holder of its new items.
+local function point_items(cid, new, ttl)
+  local us = now_us()
+  touch_conv(cid, math.floor(us / 1000) + ttl, ttl)
   local keep = redis.call('HGET', ck(cid), 'x')
   for _, i in ipairs(new) do hold(ARGV[i], 'c:' .. cid, us, keep) end
 end

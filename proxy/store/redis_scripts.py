@@ -62,7 +62,7 @@ HISTORY = script("""
 local rid = ARGV[3]
 local thread = redis.call('GET', rk(rid))
 if not thread then return false end
-local job = redis.call('HGET', P .. 'job:' .. O .. ':' .. rid, 's')  -- a background response's state
+local job = redis.call('HGET', jk(rid), 's')  -- a background response's state
 if job and job ~= 'ended' then return {'pending'} end
 local t = tk(thread)
 local f = redis.call('HMGET', t, rid .. ':c', rid .. ':d', ':bc', ':bs', ':s')

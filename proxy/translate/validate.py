@@ -36,37 +36,24 @@ def check_nesting(doc: Any, what: str = "The request body", raw: bytes | str | N
     orjson reads 1024 levels but writes only 254, and what the proxy writes from a request — the
     chat request, the echoed Response, its events, the store's records — nests the request's
     values a few levels deeper than the request itself: a body orjson read could fail only
-    there, as a 500 or a broken stream. Written once under the headroom left (C speed, about a
+    there, as a 500 or a broken stream. Written once inside the headroom left (C speed, about a
     fifth of the read), it either fits or is refused here, before anything happens.
     """
     if raw is not None:
         brackets = raw.count("[") + raw.count("{") if isinstance(raw, str) else raw.count(b"[") + raw.count(b"{")
         if brackets <= MAX_NESTING:
             return
-    _HEADROOM_HOLE[0] = doc
+    wrapped = doc
+    for _ in range(_WRITABLE_NESTING - MAX_NESTING):
+        wrapped = [wrapped]
     try:
-        orjson.dumps(_HEADROOM)
+        orjson.dumps(wrapped)
     except orjson.JSONEncodeError as exc:
         if "Recursion" not in str(exc):
             raise
         raise InvalidRequest(
             f"{what} nests arrays and objects more than {MAX_NESTING} levels deep.", None, "invalid_json"
         ) from None
-    finally:
-        _HEADROOM_HOLE[0] = None  # (orjson holds the GIL throughout: no other thread sees it set)
-
-
-def _headroom() -> tuple[list[Any], list[Any]]:
-    """Arrays nested ``_WRITABLE_NESTING - MAX_NESTING`` deep, and the innermost one (the hole a
-    document is put in): built once, not per request."""
-    hole: list[Any] = [None]
-    outer = hole
-    for _ in range(_WRITABLE_NESTING - MAX_NESTING - 1):
-        outer = [outer]
-    return outer, hole
-
-
-_HEADROOM, _HEADROOM_HOLE = _headroom()
 
 
 def type_name(value: Any) -> str:
