@@ -94,11 +94,15 @@ class SSEDecoder:
     def _blocks(self, lines: bytes, out: list[bytes]) -> None:
         """Whole lines, no event under way: cut at blank lines, so the common event (one
         ``data: `` line) costs one slice; any other block goes line by line."""
-        # The common read, told in C: only "data: " lines, each followed by a blank line (every
-        # "\n" but the separators' and the last two would be another line). Cut in one split.
-        if (lines.startswith(b"data: ") and lines.endswith(b"\n\n")
-                and lines.count(b"\n") == 2 * lines.count(b"\n\ndata: ") + 2):
+        # The common read, told in C: only "data: " lines, each followed by a blank line. Cut at
+        # the separators in one split; the cut is right when the read holds no other "\n" than
+        # theirs (two each) and the last two. One count, not a second search: a read that is
+        # not this shape pays the split for nothing and goes the general way.
+        if lines.startswith(b"data: ") and lines.endswith(b"\n\n"):
             payloads = lines.split(b"\n\ndata: ")
+            if lines.count(b"\n") != 2 * len(payloads):
+                self._blocks_general(lines, out)
+                return
             payloads[0] = payloads[0][6:]
             payloads[-1] = payloads[-1][:-2]
             if len(lines) > self._max and max(map(len, payloads)) >= self._max:
@@ -106,6 +110,10 @@ class SSEDecoder:
                 raise EventTooLarge(f"SSE event exceeds {self._max} bytes")
             out += payloads
             return
+        self._blocks_general(lines, out)
+
+    def _blocks_general(self, lines: bytes, out: list[bytes]) -> None:
+        """Any whole lines: block by block, a lone ``data: `` line still one slice."""
         blocks = lines.split(b"\n\n")
         last = blocks.pop()  # lines of an event whose blank line has not come yet ("" if none)
         line = self._line
