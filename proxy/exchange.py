@@ -137,7 +137,8 @@ class Exchange:
             raise
 
     def start(self) -> Batch:
-        """``response.created`` and ``response.in_progress`` (nothing in JSON mode)."""
+        """``response.created`` and ``response.in_progress`` (nothing in JSON mode; only
+        ``response.in_progress`` after the translator's ``queue()``, a background job's head)."""
         return self.translator.start()
 
     async def batches(self, *, first_wait_secs: float | None = None) -> AsyncGenerator[Batch | _Keepalive, None]:

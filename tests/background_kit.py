@@ -139,6 +139,18 @@ def _first_events(r: httpx.Response, count: int) -> list[dict[str, Any]]:
     return events
 
 
+QUEUED_START = ("response.created", "response.queued", "response.in_progress", "response.output_item.added")
+
+
+def check_queued_start(events: list[dict[str, Any]]) -> None:
+    """A streamed background response starts as OpenAI's does: created and queued with the Response
+    ``queued``, then in_progress (the same Response, ``in_progress``), then its first item."""
+    assert tuple(e["type"] for e in events[:4]) == QUEUED_START, [e["type"] for e in events[:5]]
+    assert [e["sequence_number"] for e in events[:4]] == [0, 1, 2, 3]
+    created, queued, in_progress = (e["response"] for e in events[:3])
+    assert created == queued == dict(in_progress, status="queued") and in_progress["status"] == "in_progress"
+
+
 def check_resumed(full: list[dict[str, Any]], after: int, resumed: list[dict[str, Any]]) -> None:
     """A resumed stream is exactly the original's events after ``after``, and the two together
     are one valid stream."""

@@ -344,6 +344,30 @@ _DONE_PART = {
 _PART_TEXT_KEY = {"output_text": "text", "refusal": "refusal", "reasoning_text": "text"}
 
 
+def _check_head(events: list[dict]) -> int:
+    """The stream's start; how many events it is. ``response.created`` then ``response.in_progress``,
+    both with the Response ``in_progress``; or, a background response's (as OpenAI starts a queued
+    one), ``response.created`` and ``response.queued`` with it ``queued``, then ``response.in_progress``.
+    None of the three appears anywhere else (the item loop rejects events without an output_index)."""
+    types = [ev["type"] for ev in events[:3]]
+    queued = types[1] == "response.queued"
+    head = 3 if queued else 2
+    expected = ["response.created", "response.queued", "response.in_progress"] if queued else [
+        "response.created", "response.in_progress"]
+    assert types[:head] == expected, f"stream starts {types}"
+    assert len(events) > head, f"stream ends after its head: {types}"
+    resp_id = events[0]["response"]["id"]
+    for i, ev in enumerate(events[:head]):
+        r = check_response(ev["response"])
+        status = "queued" if queued and i < 2 else "in_progress"
+        assert r["status"] == status, f"{ev['type']} with the Response {r['status']}, not {status}"
+        assert r["output"] == [] and r["usage"] is None, ev["type"]
+        assert r["id"] == resp_id
+        if queued:
+            assert r["background"] is True, "a queued Response that is not a background one"
+    return head
+
+
 def check_stream(events: list[dict]) -> dict:
     """Validate every event and the stream's state machine; return the final Response."""
     assert len(events) >= 3, f"stream too short: {[e.get('type') for e in events]}"
@@ -352,13 +376,8 @@ def check_stream(events: list[dict]) -> dict:
         assert ev.get("sequence_number") == i, f"event {i} ({ev['type']}) has sequence_number {ev.get('sequence_number')}"
         _validate_event(ev)
 
-    assert events[0]["type"] == "response.created", events[0]["type"]
-    assert events[1]["type"] == "response.in_progress", events[1]["type"]
+    head = _check_head(events)
     resp_id = events[0]["response"]["id"]
-    for ev in events[:2]:
-        r = check_response(ev["response"])
-        assert r["status"] == "in_progress" and r["output"] == [] and r["usage"] is None, r["status"]
-        assert r["id"] == resp_id
 
     terminals = [i for i, ev in enumerate(events) if ev["type"] in TERMINAL_TYPES]
     assert terminals == [len(events) - 1], f"terminal events at {terminals} of {len(events)}"
@@ -370,7 +389,7 @@ def check_stream(events: list[dict]) -> dict:
 
     items: dict[int, _Item] = {}
     ids: set[str] = set()
-    for ev in events[2:-1]:
+    for ev in events[head:-1]:
         t = ev["type"]
         if t == "error":
             continue

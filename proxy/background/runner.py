@@ -1,10 +1,12 @@
 """The job runner: a transport like the SSE and JSON paths, whose "client" is the store.
 
 It consumes one ``Exchange`` (built by ``Runtime.exchange``, so the same breakers, upstream pool
-and translator as every other request): the head events, the Response ``in_progress``, then each
-batch of events logged (``EventLog``) and handed to the original client's ``LiveFeed`` if it
-streams, and at the end the final Response, its output items and the last events in one write —
-before the terminal event reaches anyone, so a client that saw it finds the response finished.
+and translator as every other request): ``response.created`` and ``response.queued`` (the Response
+``queued``, as the POST stored it), the Response stored ``in_progress``, then ``response.in_progress``
+and each batch of events logged (``EventLog``) and handed to the original client's ``LiveFeed`` if
+it streams, and at the end the final Response, its output items and the last events in one write —
+before the terminal event reaches anyone, so a client that saw it finds the response finished (as
+one that saw ``response.in_progress`` finds it at least in progress).
 
 The job's ``stop`` future is the exchange's ``disconnected``: whatever completes it (a cancel, a
 lost lease, shutdown, a full log) ends the upstream request at once, as a client leaving would.
@@ -113,8 +115,9 @@ class JobRun:
     async def _generate(self, exchange: Exchange, events: EventLog, stop: Stop) -> Batch | None:
         """Run the exchange to its terminal batch (returned, not yet published), or to a stop."""
         translator = exchange.translator
-        self._publish(exchange.start())
+        self._publish(translator.queue())
         await events.start(orjson.dumps(exchange.response))
+        self._publish(exchange.start())
         try:
             await exchange.open()
         except Failure as failure:

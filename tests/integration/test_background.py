@@ -16,6 +16,7 @@ from openai.types.responses import Response
 
 from tests.background_kit import (
     background,
+    check_queued_start,
     check_resumed,
     client_on,
     get,
@@ -27,7 +28,7 @@ from tests.background_kit import (
     wait_upstream,
     worker_of,
 )
-from tests.conformance import check_response, check_stream
+from tests.conformance import check_response, check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.http import auth, error_of, post
 
@@ -179,6 +180,37 @@ def test_a_stream_left_early_goes_on_and_resumes_from_any_point_on_any_worker(pr
     check_resumed(full, 4, following)
     for after in (0, 1, 5, len(full) // 2, len(full) - 2, len(full) - 1):
         check_resumed(full, after, stream_events(svc, rid, starting_after=after))
+
+
+def test_a_streamed_background_response_starts_queued_then_in_progress_live_and_in_its_log(proxy_factory, mock):
+    """As OpenAI streams a background response: ``response.created`` and ``response.queued`` with the
+    Response ``queued``, then ``response.in_progress`` once the job began (a GET then finds it in
+    progress), numbered from 0; the log replays the same events, and a resume from 0, 1 or 2 (either
+    side of the queued/in_progress boundary) gets exactly the ones after it."""
+    svc = start(proxy_factory)
+    text = "queued first " + slow_text(3.0)
+    rid, raw = None, b""
+    with httpx.stream(
+        "POST", svc.url + "/v1/responses", json={"model": "mock-slow-100", "input": text, "background": True,
+                                                  "stream": True}, headers=auth(), timeout=60,
+    ) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for chunk in r.iter_bytes():
+            raw += chunk
+            _, sep, data = raw.partition(b"event: response.in_progress\ndata: ")
+            if rid is None and sep and b"\n" in data:
+                rid = orjson.loads(data.split(b"\n", 1)[0])["response"]["id"]
+                assert get(svc, rid)["status"] == "in_progress"  # stored before the event was sent
+    assert rid is not None
+    live = parse_sse(raw)
+    check_queued_start(live)
+    assert check_stream(live) == poll(svc, rid)
+    full = stream_events(svc, rid)
+    assert full == live
+    for after, first in ((0, "response.queued"), (1, "response.in_progress"), (2, "response.output_item.added")):
+        resumed = stream_events(svc, rid, starting_after=after)
+        assert resumed[0]["type"] == first and resumed[0]["sequence_number"] == after + 1
+        check_resumed(full, after, resumed)
 
 
 def test_the_key_and_worker_caps_answer_429_and_leave_interactive_requests_alone(proxy_factory, mock):

@@ -17,6 +17,7 @@ import pytest
 from proxy.background.bodies import LOST_MESSAGE
 from tests.background_kit import (
     background,
+    check_queued_start,
     check_resumed,
     get,
     poll,
@@ -79,12 +80,15 @@ def test_a_stream_left_on_one_instance_resumes_on_the_other(pair, mock):
     text = "resume " + slow_text(3.0)
     live = read_some(a, {"model": "mock-slow-100", "input": text}, 5)
     rid = live[0]["response"]["id"]
-    following = stream_events(b, rid, starting_after=3)  # while it still runs: followed live
+    check_queued_start(live)
+    with ThreadPoolExecutor(4) as pool:  # while it still runs: followed live, from either side of in_progress
+        following = {after: pool.submit(stream_events, b, rid, starting_after=after) for after in (0, 1, 2, 3)}
     full = stream_events(b, rid)
     final = check_stream(full)
     assert final["status"] == "completed" and full[:5] == live
-    check_resumed(full, 3, following)
-    for after in (0, 10, len(full) - 1):
+    for after, resumed in following.items():
+        check_resumed(full, after, resumed.result())
+    for after in (0, 1, 2, 10, len(full) - 1):
         check_resumed(full, after, stream_events(a, rid, starting_after=after))
 
 

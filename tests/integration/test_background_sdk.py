@@ -13,6 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import openai
 import pytest
+from openai.types.responses import (
+    ResponseCreatedEvent,
+    ResponseInProgressEvent,
+    ResponseOutputItemAddedEvent,
+    ResponseQueuedEvent,
+)
 
 from tests.background_kit import check_resumed, slow_text, start
 from tests.conformance import check_response, check_stream, parse_sse
@@ -92,6 +98,11 @@ def test_a_streamed_background_response_left_and_resumed(sdk, mock):
     stream.close()  # the client leaves; the generation goes on
     rid = seen[0].response.id
     assert seen[0].response.background is True
+    # Started as OpenAI starts a background response, parsed into the SDK's own event types.
+    assert [type(e) for e in seen[:4]] == [
+        ResponseCreatedEvent, ResponseQueuedEvent, ResponseInProgressEvent, ResponseOutputItemAddedEvent
+    ]
+    assert [e.response.status for e in seen[:3]] == ["queued", "queued", "in_progress"]
 
     resumed = list(client.responses.retrieve(rid, stream=True, starting_after=seen[-1].sequence_number))
     assert [e.sequence_number for e in resumed] == list(range(6, 6 + len(resumed)))
@@ -106,9 +117,15 @@ def test_a_streamed_background_response_left_and_resumed(sdk, mock):
 
     everything = list(client.responses.retrieve(rid, stream=True))
     assert [e.sequence_number for e in everything] == list(range(6 + len(resumed)))
+    types = [e.type for e in everything]
+    assert types[:4] == ["response.created", "response.queued", "response.in_progress", "response.output_item.added"]
+    for after in (0, 1, 2):  # resumed either side of the queued/in_progress boundary
+        again = list(client.responses.retrieve(rid, stream=True, starting_after=after))
+        assert [e.type for e in again] == types[after + 1 :]
+        assert [e.sequence_number for e in again] == list(range(after + 1, len(types)))
     # The helper asks for the whole stream (it needs every event to build the final Response) and
     # drops the ones up to starting_after itself; retrieve(stream=True, starting_after=N) asks the server.
     paths = [ex.path for ex in tap.exchanges if ex.method == "GET"]
     assert paths[0].endswith("starting_after=5&stream=true") and paths[1].endswith("?stream=true"), paths
     kinds = validate(tap)
-    assert kinds["stream"] == 3 and kinds["resumed"] == 1  # the POST and two whole replays; one resume
+    assert kinds["stream"] == 3 and kinds["resumed"] == 4  # the POST and two whole replays; four resumes

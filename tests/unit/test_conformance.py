@@ -309,6 +309,58 @@ def test_summary_part_status_must_match_the_item(good_summary):
         check_stream(cut)
 
 
+# ------------------------------------------------- a background response's queued start
+
+
+def _queued_events() -> list[dict]:
+    ctx = ResponseContext(response_id="resp_q", created_at=1, model="m", echo=default_echo(background=True))
+    t = StreamTranslator(ctx)
+    ev = t.queue() + t.start()
+    for c in GOOD_CHUNKS:
+        ev += t.feed(c)
+    return ev + t.finish()
+
+
+def _renumbered(events: list[dict]) -> list[dict]:
+    return [dict(e, sequence_number=i) for i, e in enumerate(events)]
+
+
+def test_a_queued_start_passes():
+    events = _queued_events()
+    assert [e["type"] for e in events[:4]] == [
+        "response.created", "response.queued", "response.in_progress", "response.output_item.added"
+    ]
+    assert check_stream(events)["status"] == "completed"
+
+
+def test_a_queued_start_out_of_its_grammar_is_rejected():
+    good = _queued_events()
+    created, queued, in_progress, rest = good[0], good[1], good[2], good[3:]
+
+    def status(ev: dict, value: str) -> dict:
+        return dict(ev, response=dict(ev["response"], status=value))
+
+    bad = {
+        "created queued, no queued event": [created, in_progress, *rest],
+        "queued, no in_progress": [created, queued, *rest],
+        "queued before created": [queued, created, in_progress, *rest],
+        "queued twice": [created, queued, queued, in_progress, *rest],
+        "queued after in_progress": [created, in_progress, queued, *rest],
+        "queued later on": [created, queued, in_progress, rest[0], queued, *rest[1:]],
+        "created in_progress, then queued": [status(created, "in_progress"), queued, in_progress, *rest],
+        "queued event with an in_progress Response": [created, status(queued, "in_progress"), in_progress, *rest],
+        "in_progress event with a queued Response": [created, queued, status(in_progress, "queued"), *rest],
+        "ends after its head": [created, queued, in_progress],
+    }
+    for what, events in bad.items():
+        with pytest.raises(BAD):
+            check_stream(_renumbered(events))
+            pytest.fail(what)
+    plain = [dict(e, response=dict(e["response"], background=False)) if "response" in e else e for e in good]
+    with pytest.raises(AssertionError, match="not a background one"):
+        check_stream(plain)
+
+
 # --------------------------------------------------------------- parse_sse
 
 

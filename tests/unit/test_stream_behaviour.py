@@ -4,6 +4,7 @@ from __future__ import annotations
 import orjson
 
 from proxy.translate.context import ResponseContext
+from proxy.translate.response import response_object
 from proxy.translate.stream import TRUNCATED_MESSAGE, StreamTranslator
 from tests.conformance import check_response, check_stream, default_echo
 
@@ -28,6 +29,26 @@ def test_start_events_carry_in_progress_snapshot():
         assert r["status"] == "in_progress" and r["output"] == [] and r["usage"] is None
         assert r["completed_at"] is None
     assert t.response["status"] == "in_progress" and not t.done
+
+
+def test_a_background_response_starts_queued_then_in_progress_numbered_on():
+    """``queue()`` (a background job's head): created and queued with the Response ``queued``,
+    the same as the queued Response the POST stores; then ``start()`` sends in_progress alone."""
+    ctx = ResponseContext(response_id="resp_b", created_at=100, model="m", echo=default_echo(background=True))
+    t = StreamTranslator(ctx)
+    head = t.queue()
+    assert [(e["type"], e["sequence_number"]) for e in head] == [("response.created", 0), ("response.queued", 1)]
+    for ev in head:
+        assert check_response(ev["response"]) == response_object(t.ctx, status="queued")
+    assert head[0]["response"] is not head[1]["response"]
+    assert t.queue() == []  # once
+    (began,) = t.start()
+    assert (began["type"], began["sequence_number"]) == ("response.in_progress", 2)
+    assert check_response(began["response"])["status"] == "in_progress"
+    events = head + [began] + t.feed(ch({"content": "hi"}, "stop")) + t.finish(clean=True)
+    assert check_stream(events)["status"] == "completed"
+    quiet = StreamTranslator(ctx, emit_events=False)
+    assert quiet.queue() == [] and quiet.start() == []  # JSON mode: no events
 
 
 def test_events_already_returned_do_not_change():

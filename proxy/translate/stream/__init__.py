@@ -9,6 +9,9 @@ Event grammar (translation-guide §4): ``response.created``,
 ``response.in_progress``, then per output item ``output_item.added`` →
 content part / deltas / done events → ``output_item.done``, and exactly one
 terminal ``response.completed`` / ``response.incomplete`` / ``response.failed``.
+A background response starts as OpenAI's does (``queue()``): ``response.created``
+and ``response.queued`` with the Response ``queued``, then ``response.in_progress``
+when its job begins (``start()``).
 
 The parts, each owning one thing:
 

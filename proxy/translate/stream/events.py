@@ -54,6 +54,11 @@ class Emitter:
         self._seq = seq + 1
         self.out.append({"type": "response.created", "sequence_number": seq, "response": response})
 
+    def response_queued(self, response: Response) -> None:
+        seq = self._seq
+        self._seq = seq + 1
+        self.out.append({"type": "response.queued", "sequence_number": seq, "response": response})
+
     def response_in_progress(self, response: Response) -> None:
         seq = self._seq
         self._seq = seq + 1

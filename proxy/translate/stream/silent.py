@@ -26,6 +26,9 @@ class SilentEmitter(Emitter):
     def response_created(self, response: Response) -> None:
         pass
 
+    def response_queued(self, response: Response) -> None:
+        pass
+
     def response_in_progress(self, response: Response) -> None:
         pass
 

@@ -112,6 +112,7 @@ class StreamTranslator:
         self._incomplete: str | None = None  # the incomplete_details reason, once finished
         self._usage: dict[str, Any] | None = None  # the backend's own (shape.chunk_usage)
         self._response = response_object(ctx, status="in_progress")
+        self._queued = False  # queue() sent the head: created and queued
 
     # ------------------------------------------------------------------ API
 
@@ -125,17 +126,35 @@ class StreamTranslator:
         usage is zeros then, which a caller that needs the count (input_tokens) must not take."""
         return self._usage
 
+    def queue(self) -> list[Event]:
+        """``response.created`` and ``response.queued``, each with the Response ``queued``: how a
+        background response's stream starts (as OpenAI's does), before its job begins; ``start()``
+        then sends ``response.in_progress`` alone. Call it before ``start()``, or not at all."""
+        if not self._emit or self._phase is _DONE or self._queued:
+            return []
+        self._queued = True
+        em = self._em
+        out = em.out = []
+        # Two fresh snapshots: the same dicts as the queued Response the background POST stores.
+        em.response_created(response_object(self.ctx, status="queued"))
+        em.response_queued(response_object(self.ctx, status="queued"))
+        return out
+
     def start(self) -> list[Event]:
-        """``response.created`` and ``response.in_progress`` with the in-progress snapshot."""
+        """``response.created`` and ``response.in_progress`` with the in-progress snapshot
+        (``response.in_progress`` alone after ``queue()``: the response was created queued)."""
         if not self._emit or self._phase is _DONE:
             return []
         em = self._em
         out = em.out = []
         # Copies of the in-progress snapshot, each with its own output list: the same dicts
         # response_object builds (whose nested values are the context's, shared by all).
-        created, in_progress = self._response.copy(), self._response.copy()
-        created["output"], in_progress["output"] = [], []
-        em.response_created(created)
+        if not self._queued:
+            created = self._response.copy()
+            created["output"] = []
+            em.response_created(created)
+        in_progress = self._response.copy()
+        in_progress["output"] = []
         em.response_in_progress(in_progress)
         return out
 
