@@ -347,12 +347,16 @@ _PART_TEXT_KEY = {"output_text": "text", "refusal": "refusal", "reasoning_text":
 def _check_head(events: list[dict]) -> int:
     """The stream's start; how many events it is. ``response.created`` then ``response.in_progress``,
     both with the Response ``in_progress``; or, a background response's (as OpenAI starts a queued
-    one), ``response.created`` and ``response.queued`` with it ``queued``, then ``response.in_progress``.
-    None of the three appears anywhere else (the item loop rejects events without an output_index)."""
+    one), ``response.created`` and ``response.queued`` with it ``queued``, then ``response.in_progress``
+    (or, when it fails before it started, at once its ``error`` and ``response.failed``). None of the three appears anywhere else (the item loop rejects events without an output_index)."""
     types = [ev["type"] for ev in events[:3]]
     queued = types[1] == "response.queued"
-    head = 3 if queued else 2
-    expected = ["response.created", "response.queued", "response.in_progress"] if queued else [
+    # A queued response that fails before its job could start (the store refused to mark it
+    # in_progress): its head is created and queued, then the stream's error and response.failed.
+    failed_queued = queued and types[2:] == ["error"] and events[-1]["type"] == "response.failed" and len(events) == 4
+    head = 2 if failed_queued else 3 if queued else 2
+    expected = ["response.created", "response.queued"] if failed_queued else [
+        "response.created", "response.queued", "response.in_progress"] if queued else [
         "response.created", "response.in_progress"]
     assert types[:head] == expected, f"stream starts {types}"
     assert len(events) > head, f"stream ends after its head: {types}"

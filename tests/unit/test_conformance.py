@@ -333,6 +333,20 @@ def test_a_queued_start_passes():
     assert check_stream(events)["status"] == "completed"
 
 
+def test_a_queued_response_that_fails_before_it_starts_passes_and_nothing_else_after_queued():
+    ctx = ResponseContext(response_id="resp_q", created_at=1, model="m", echo=default_echo(background=True))
+    t = StreamTranslator(ctx)
+    events = t.queue() + t.fail("the response store is unavailable", "server_error")
+    assert [e["type"] for e in events] == ["response.created", "response.queued", "error", "response.failed"]
+    assert check_stream(events)["status"] == "failed"
+    good = _queued_events()
+    created, queued = good[0], good[1]
+    for tail in (good[3:4] + events[2:], events[3:], events[2:3] + good[-1:]):
+        with pytest.raises(BAD):
+            check_stream(_renumbered([created, queued, *tail]))
+            pytest.fail(str([e["type"] for e in tail]))
+
+
 def test_a_queued_start_out_of_its_grammar_is_rejected():
     good = _queued_events()
     created, queued, in_progress, rest = good[0], good[1], good[2], good[3:]
