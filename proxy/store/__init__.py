@@ -24,7 +24,8 @@ What the routes call (all ``await``; an unknown, expired, deleted or foreign id 
     create/get/update/delete_conversation, list/get/delete_conversation_item (shapes.conversation…)
 
 Errors: ``StoreUnavailable`` (down, hung, locked, full: 503 + ``retry_after``), ``ObjectTooLarge``
-(413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``), ``HistoryIncomplete``,
+(413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``; ``CursorNotFound``, an ``InvalidItem``: a
+list's ``after`` naming none of its items), ``HistoryIncomplete``,
 ``ResponsePending`` (chaining from a background response still running: 400), ``TooManyJobs``
 (a key's background cap: 429).
 
@@ -127,6 +128,7 @@ from __future__ import annotations
 from ..settings import Settings
 from .base import (
     ConversationContext,
+    CursorNotFound,
     EventPage,
     History,
     HistoryIncomplete,
@@ -148,6 +150,7 @@ from .items import prepare_items, referenced_ids, resolve_references
 
 __all__ = [
     "ConversationContext",
+    "CursorNotFound",
     "EventPage",
     "History",
     "HistoryIncomplete",

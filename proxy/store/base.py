@@ -82,6 +82,18 @@ class InvalidItem(StoreError, ValueError):
         self.param = param
 
 
+class CursorNotFound(InvalidItem):
+    """A list's ``after`` names no item of that list (unknown, deleted, or another list's). The
+    client's error, answered as a 400 naming ``after``: an empty page would end a pager early
+    without saying why, as if the list had ended there."""
+
+    def __init__(self, after: str) -> None:
+        super().__init__(
+            f"No item with id '{after[:256]}' in this list: 'after' must be the id of one of its items "
+            "(the last id of the page before).", "after",
+        )
+
+
 def client_caused(exc: BaseException) -> bool:
     """Whether a store error is the client's doing, not a fault of the store: an object too large,
     an invalid item, a chain's predecessor still running, or a conversation the client deleted

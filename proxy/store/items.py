@@ -18,7 +18,7 @@ import orjson
 
 from ..translate.content import with_default_detail
 from ..translate.ids import new_id
-from .base import InvalidItem, Item, ItemPage, NewResponse
+from .base import CursorNotFound, InvalidItem, Item, ItemPage, NewResponse
 
 MAX_ID_CHARS = 256
 
@@ -191,11 +191,13 @@ def decode_objects(bodies: Sequence[bytes]) -> list[Item]:
 
 def paginate(items: Sequence[Item], limit: int, order: str, after: str | None) -> ItemPage:
     """One page of ``items`` (stored oldest first): ``order`` ``asc`` or ``desc``, the items after
-    the one whose id is ``after`` in that order (an unknown ``after`` gives an empty page)."""
+    the one whose id is ``after`` in that order; ``CursorNotFound`` when none has that id."""
     ordered = list(items) if order == "asc" else list(reversed(items))
     start = 0
     if after is not None:
-        start = next((i + 1 for i, item in enumerate(ordered) if item.get("id") == after), len(ordered))
+        start = next((i + 1 for i, item in enumerate(ordered) if item.get("id") == after), -1)
+        if start < 0:
+            raise CursorNotFound(after)
     page = ordered[start : start + limit]
     return ItemPage(page, start + limit < len(ordered))
 

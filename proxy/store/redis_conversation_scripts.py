@@ -69,7 +69,8 @@ for i = 1, #ids do if bodies[i] then out[#out + 1] = bodies[i] end end
 return out
 """)
 
-# ARGV: P O cid limit order after → nil | {'1' or '0' (has more), item…}
+# ARGV: P O cid limit order after → nil | {'after'} (no item of the conversation has that id)
+#   | {'1' or '0' (has more), item…}
 LIST_ITEMS = script("""
 local cid, limit, order, after = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 if redis.call('EXISTS', ck(cid)) == 0 then return false end
@@ -77,7 +78,7 @@ local zi = cik(cid)
 local ids
 if after ~= '' then
   local s = redis.call('ZSCORE', zi, after)
-  if not s then return {'0'} end
+  if not s then return {'after'} end
   if order == 'asc' then
     ids = redis.call('ZRANGEBYSCORE', zi, '(' .. s, '+inf', 'LIMIT', '0', fmt(limit + 1))
   else

@@ -20,6 +20,7 @@ from .base import (
     DEFAULT_TIMEOUT_SECS,
     DEFAULT_TTL_SECS,
     ConversationContext,
+    CursorNotFound,
     History,
     HistoryIncomplete,
     Item,
@@ -205,7 +206,11 @@ class RedisStore(RedisJobs, StoreBase):
     ) -> ItemPage | None:
         check_page_args(limit, order)
         found = await self._run(conv_lua.LIST_ITEMS, owner, conversation_id, limit, order, after or "")
-        return None if found is None else ItemPage(decode_objects(found[1:]), found[0] == b"1")
+        if found is None:
+            return None
+        if found[0] == b"after":
+            raise CursorNotFound(after or "")
+        return ItemPage(decode_objects(found[1:]), found[0] == b"1")
 
     async def get_conversation_item(self, owner: str, conversation_id: str, item_id: str) -> Item | None:
         found = await self._run(conv_lua.GET_ITEM, owner, conversation_id, item_id)

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .base import Item, ItemPage, ObjectTooLarge
+from .base import CursorNotFound, Item, ItemPage, ObjectTooLarge
 from .items import decode_objects
 from .shapes import conversation
 from .sqlite_responses import now_ms
@@ -136,7 +136,7 @@ def list_items(
                 "SELECT seq FROM conversation_items WHERE conv = ? AND item_id = ?", (conv_id, after)
             ).fetchone()
             if found is None:
-                return ItemPage([], False)
+                raise CursorNotFound(after)
             start = found[0]
         sql = (
             "SELECT body FROM conversation_items WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?"

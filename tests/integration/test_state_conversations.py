@@ -227,3 +227,47 @@ def test_an_image_sent_without_detail_is_listed_with_the_default_the_sdk_require
     assert added.data[1].output[0].detail == "auto" and listed[2].output[0].detail == "auto"
     first, chained = upstream(mock, model)
     assert first[0]["content"][1] == chained[0]["content"][1] == {"type": "image_url", "image_url": {"url": PIXEL}}
+
+
+def _backend_proxy(request: pytest.FixtureRequest, backend: str):
+    if backend == "sqlite":
+        return request.getfixturevalue("state_proxy")
+    return request.getfixturevalue("proxy_factory")(RESPONSE_STORE_URL=request.getfixturevalue("redis_db"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_an_after_that_names_no_item_of_the_list_is_a_400_naming_after(request, backend):
+    """``after`` is a cursor into one list: an id that is none of its items (unknown, another
+    list's, deleted from it) is a 400 ``invalid_request_error`` naming ``after`` on both list
+    routes, as the SDK raises it — not an empty page, which the SDK's pager takes for the end of
+    the list; an ``after`` of the list still pages as before."""
+    svc = _backend_proxy(request, backend)
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": f"c{i}"}
+                                                  for i in range(3)])
+        other = client.conversations.create(items=[{"type": "message", "role": "user", "content": "other"}])
+        response = client.responses.create(model="mock-echo", input=[{"role": "user", "content": f"r{i}"}
+                                                                    for i in range(3)])
+        conv_ids = [i.id for i in client.conversations.items.list(conv.id, order="asc")]
+        own_ids = [i.id for i in client.responses.input_items.list(response.id, order="asc")]
+        foreign = client.conversations.items.list(other.id).data[0].id
+        client.conversations.items.delete(conv_ids[1], conversation_id=conv.id)
+        lists = [
+            (lambda **kw: client.conversations.items.list(conv.id, **kw), [foreign, conv_ids[1], own_ids[0]]),
+            (lambda **kw: client.responses.input_items.list(response.id, **kw), [foreign, conv_ids[0]]),
+        ]
+        for listing, strangers in lists:
+            for after in ["msg_" + "0" * 32, *strangers]:
+                for order in ("asc", "desc"):
+                    with pytest.raises(openai.BadRequestError) as caught:
+                        listing(after=after, order=order, limit=1)
+                    body = caught.value.body
+                    assert (body["type"], body["param"], body["code"]) == ("invalid_request_error", "after", None)
+                    assert f"No item with id '{after}' in this list" in body["message"], body
+        assert [i.id for i in client.conversations.items.list(conv.id, order="asc", after=conv_ids[0])] == [
+            conv_ids[2]]
+        assert [i.id for i in client.responses.input_items.list(response.id, after=own_ids[2])] == own_ids[1::-1]
+    err = error(get(svc.url, f"/v1/conversations/{conv.id}/items", after="nope"), 400)
+    assert err["param"] == "after" and "nope" in err["message"]
+    err = error(get(svc.url, f"/v1/responses/{response.id}/input_items", after="nope"), 400)
+    assert err["param"] == "after" and "nope" in err["message"]

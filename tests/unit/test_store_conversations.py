@@ -9,7 +9,7 @@ import orjson
 import pytest
 from openai.types.conversations import Conversation, ConversationItemList
 
-from proxy.store import HistoryIncomplete, NewResponse, ObjectTooLarge, prepare_items
+from proxy.store import CursorNotFound, HistoryIncomplete, NewResponse, ObjectTooLarge, prepare_items
 from proxy.store.shapes import item_list
 from proxy.translate.ids import new_id
 from tests.store_kit import BACKENDS, from_spec, run, spec, stored_rows
@@ -82,7 +82,16 @@ def test_conversation_items_page_like_the_api(backend, store_factory):
         assert await page(order="asc", limit=6) == (ids[:6], True)
         assert await page(order="asc", limit=2, after=ids[4]) == (ids[5:], False)
         assert await page(order="asc", after=ids[6]) == ([], False)
-        assert await page(order="asc", after="msg_elsewhere") == ([], False)
+        # An ``after`` naming no item of this conversation (unknown, another conversation's, deleted
+        # from it) is the client's error, not an empty page that ends a pager without a word.
+        other = await store.create_conversation(owner, items=messages("elsewhere"))
+        elsewhere = (await store.conversation_context(owner, other["id"])).items[0]["id"]
+        await store.delete_conversation_item(owner, conv["id"], ids[1])
+        for after in ("msg_elsewhere", elsewhere, ids[1]):
+            for order in ("asc", "desc"):
+                with pytest.raises(CursorNotFound) as caught:
+                    await page(order=order, after=after)
+                assert caught.value.param == "after" and after in str(caught.value)
 
     run(store, scenario)
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from openai.types.responses import Response, ResponseItemList
 
-from proxy.store import History, NewResponse, ObjectTooLarge, prepare_items
+from proxy.store import CursorNotFound, History, NewResponse, ObjectTooLarge, prepare_items
 from proxy.store.shapes import item_list
 from proxy.translate.ids import new_id
 from tests.store_kit import BACKENDS, redis_client, run, stored_rows
@@ -184,7 +184,11 @@ def test_input_items_pages_with_limit_order_and_after(backend, store_factory):
         assert await page(order="asc", limit=2, after=ids[2]) == (ids[3:], False)
         assert await page(order="desc", limit=2, after=ids[3]) == ([ids[2], ids[1]], True)
         assert await page(order="desc", limit=1, after=ids[0]) == ([], False)
-        assert await page(order="asc", after="msg_unknown") == ([], False)
+        for after in ("msg_unknown", "msg_" + r.id):  # no item of this list: the client's error
+            for order in ("asc", "desc"):
+                with pytest.raises(CursorNotFound) as caught:
+                    await page(order=order, after=after)
+                assert caught.value.param == "after" and after in str(caught.value)
         assert await page(limit=1) == ([ids[-1]], True)
         assert item_list(await store.list_input_items(owner, r.id, order="asc", after=ids[-1])) == {
             "object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False
