@@ -98,7 +98,8 @@ class Standing:
         assert self.store is not None
         try:
             self.own_input = prepare_items(self.own_input)
-            check_unique(self.own_input, "input")
+            # An item the conversation holds would not be appended again: the 400 OpenAI answers.
+            check_unique(self.own_input, "input", self.conversation.items if self.conversation else ())
         except InvalidItem as exc:
             raise refusal(exc, self.request_id) from None
         self.input_json = encode_items(self.own_input)
@@ -137,14 +138,36 @@ class Standing:
         try:
             await store.put_response(self.owner, record)
             if self.conversation is not None:
-                await store.append_conversation_items(
-                    self.owner, self.conversation.conversation_id, [*self.own_input, *output]
+                await append_turn(
+                    store, self.owner, self.conversation.conversation_id, [*self.own_input, *output],
+                    f"request_id={self.request_id}: response {response['id']}",
                 )
         except StoreError as exc:
             log.warning(
                 "request_id=%s: response %s answered but not stored (%s store): %s",
                 self.request_id, response["id"], store.backend, exc,
             )
+
+
+async def append_turn(store: Store, owner: str, conversation_id: str, items: list[Item], who: str) -> bool:
+    """Append a finished response's items to its conversation (False: the conversation is gone).
+
+    ``prepare()`` refused an input repeating an item of the conversation it read, before the
+    backend was called. Only a request racing this one can have put one of these ids there since
+    (both sent it): the conversation keeps that copy, the rest of the batch is appended after it,
+    contiguous and in order (``skip_held``), and the skipped ids are logged — where a batch
+    refused whole would lose this turn's answer from the conversation."""
+    added = await store.append_conversation_items(owner, conversation_id, items, skip_held=True)
+    if added is None:
+        return False
+    if len(added) < len(items):
+        kept = {item["id"] for item in added}
+        log.warning(
+            "%s: conversation %s got items %s from another request meanwhile: they were not appended again "
+            "(the other %d items were)", who, conversation_id, [i["id"] for i in items if i["id"] not in kept],
+            len(added),
+        )
+    return True
 
 
 async def stand(

@@ -15,7 +15,7 @@ What the routes call (all ``await``; an unknown, expired, deleted or foreign id 
     items = prepare_items(raw)                              # ids, types, statuses; once per request
     await store.put_response(owner, NewResponse(id, body_bytes, items, output, previous=history,
                                                 conversation=ctx))     # before the terminal event
-    await store.append_conversation_items(owner, ctx.conversation_id, items + output)
+    await store.append_conversation_items(owner, ctx.conversation_id, items + output, skip_held=True)
     await store.get_response(owner, id) -> bytes            # GET /v1/responses/{id}, as sent
     await store.delete_response(owner, id) -> bool          # then shapes.response_deleted(id)
     p = shapes.list_params(limit, order, after)             # InvalidParam names limit / order
@@ -129,6 +129,7 @@ from ..settings import Settings
 from .base import (
     ConversationContext,
     CursorNotFound,
+    DuplicateItem,
     EventPage,
     History,
     HistoryIncomplete,
@@ -151,6 +152,7 @@ from .items import prepare_items, referenced_ids, resolve_references
 __all__ = [
     "ConversationContext",
     "CursorNotFound",
+    "DuplicateItem",
     "EventPage",
     "History",
     "HistoryIncomplete",

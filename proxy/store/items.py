@@ -18,7 +18,7 @@ import orjson
 
 from ..translate.content import with_default_detail
 from ..translate.ids import new_id
-from .base import CursorNotFound, InvalidItem, Item, ItemPage, NewResponse
+from .base import CursorNotFound, DuplicateItem, InvalidItem, Item, ItemPage, NewResponse
 
 MAX_ID_CHARS = 256
 
@@ -142,19 +142,17 @@ def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -
     return out
 
 
-def check_unique(items: Sequence[Item], param: str) -> None:
+def check_unique(items: Sequence[Item], param: str, held: Sequence[Item] = ()) -> None:
     """Refuse prepared items that repeat an id, as OpenAI does ("Duplicate item found with id"),
-    naming the second. One request's items must: a list is paged by item id (``after``), and an
-    id at two positions would serve the same pages again and again. (The store itself takes a
-    batch again without harm: a retried write adds nothing.)"""
+    naming the second; or that repeat the id of an item of ``held`` (the conversation they will be
+    appended to: OpenAI's answer too). An item is in a list once: a list is paged by item id
+    (``after``), and an id at two positions would serve the same pages again and again."""
+    taken = {item["id"] for item in held}
     seen: set[str] = set()
     for i, item in enumerate(items):
         item_id = item["id"]
-        if item_id in seen:
-            raise InvalidItem(
-                f"Duplicate item found with id '{item_id[:MAX_ID_CHARS]}' at '{param}[{i}]'. "
-                f"Remove duplicate items from your {param} and try again.", f"{param}[{i}]",
-            )
+        if item_id in seen or item_id in taken:
+            raise DuplicateItem(item_id, param, i, held=item_id in taken)
         seen.add(item_id)
 
 

@@ -21,6 +21,7 @@ from .base import (
     DEFAULT_TTL_SECS,
     ConversationContext,
     CursorNotFound,
+    DuplicateItem,
     History,
     HistoryIncomplete,
     Item,
@@ -49,6 +50,15 @@ DEFAULT_PREFIX = "rp:"
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _refused(reply: list[Any], encoded: Sequence[tuple[str, bytes]], limit: int) -> None:
+    """Raise what a conversation script's ``reply`` refused its items for, if it did."""
+    if reply[0] == b"too_large":
+        raise ObjectTooLarge(int(reply[1]), limit)
+    if reply[0] == b"duplicate":
+        k = int(reply[1])
+        raise DuplicateItem(encoded[k][0], "items", k, held=reply[2] == b"held")
 
 
 class RedisStore(RedisJobs, StoreBase):
@@ -161,8 +171,7 @@ class RedisStore(RedisJobs, StoreBase):
             conv_lua.CREATE_CONVERSATION, owner, conv_id, created_at, orjson.dumps(meta), self._ttl_ms,
             self.max_object_bytes, *pairs,
         )
-        if done[0] == b"too_large":
-            raise ObjectTooLarge(int(done[1]), self.max_object_bytes)
+        _refused(done, encoded, self.max_object_bytes)
         return conversation(conv_id, created_at, meta)
 
     async def get_conversation(self, owner: str, conversation_id: str) -> dict[str, Any] | None:
@@ -180,19 +189,19 @@ class RedisStore(RedisJobs, StoreBase):
         return bool(await self._run(conv_lua.DELETE_CONVERSATION, owner, conversation_id))
 
     async def append_conversation_items(
-        self, owner: str, conversation_id: str, items: Sequence[Item]
+        self, owner: str, conversation_id: str, items: Sequence[Item], *, skip_held: bool = False
     ) -> list[Item] | None:
         prepared, encoded, size = encoded_items(items, "items")
         self._check_size(size)
         pairs = [part for pair in encoded for part in pair]
         done = await self._run(
-            conv_lua.APPEND_ITEMS, owner, conversation_id, self._ttl_ms, self.max_object_bytes, *pairs
+            conv_lua.APPEND_ITEMS, owner, conversation_id, self._ttl_ms, self.max_object_bytes,
+            "1" if skip_held else "0", *pairs,
         )
         if done[0] == b"missing":
             return None
-        if done[0] == b"too_large":
-            raise ObjectTooLarge(int(done[1]), self.max_object_bytes)
-        return prepared
+        _refused(done, encoded, self.max_object_bytes)
+        return [prepared[int(k)] for k in done[1:]]
 
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None:
         found = await self._run(conv_lua.CONVERSATION_CONTEXT, owner, conversation_id)

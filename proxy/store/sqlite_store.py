@@ -130,12 +130,14 @@ class SQLiteStore(SQLiteJobs, StoreBase):
         return await self._write(conv_sql.delete, owner, conversation_id)
 
     async def append_conversation_items(
-        self, owner: str, conversation_id: str, items: Sequence[Item]
+        self, owner: str, conversation_id: str, items: Sequence[Item], *, skip_held: bool = False
     ) -> list[Item] | None:
         prepared, encoded, size = encoded_items(items, "items")
         self._check_size(size)
-        ok = await self._write(conv_sql.append, owner, conversation_id, encoded, self._ttl_ms, self.max_object_bytes)
-        return prepared if ok else None
+        added = await self._write(
+            conv_sql.append, owner, conversation_id, encoded, self._ttl_ms, self.max_object_bytes, skip_held
+        )
+        return None if added is None else [prepared[k] for k in added]
 
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None:
         found = await self._db.run("read", conv_sql.context, owner, conversation_id)
