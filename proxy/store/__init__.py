@@ -64,6 +64,9 @@ What the shared items must never do is break a descendant ("state is a promise")
   ``get_history`` raises ``HistoryIncomplete``; a shortened context is never handed on.
 - **Conversations.** A response built on a conversation records the position it saw; chaining from
   it later reads the conversation's items up to there (items deleted since are gone from it too).
+- **Compaction.** A trigger's response (``NewResponse.window``) is the root of a chain of its own:
+  its window (the conversation compacted) is kept with it as a copied history is, and stands for
+  its own items (still kept: listed, referenced) in the history of every response of that chain.
 
 Writes are O(1) whatever the chain's length: a put inserts one row (or a few hash fields) and
 counts one child on its parent. A chain is freed from its leaves up: a response goes when it is

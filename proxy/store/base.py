@@ -152,6 +152,11 @@ class NewResponse:
     at most one of them. ``input_json`` is ``input_items`` already encoded (a JSON array), when the
     caller had to encode them anyway (to check their size before calling the backend): the store
     then does not encode them again.
+
+    ``window`` is set on a compaction's response (a ``compaction_trigger`` request's): the items a
+    chain from it stands on — the conversation compacted — in place of what it was built on and
+    of its own items, which it still keeps (``input_items`` lists them, references find them).
+    Such a response starts a chain of its own: ``previous`` and ``conversation`` are then None.
     """
 
     id: str
@@ -161,6 +166,7 @@ class NewResponse:
     previous: History | None = None
     conversation: ConversationContext | None = None
     input_json: bytes | None = None
+    window: list[Item] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,6 +226,8 @@ def response_parts(response: NewResponse) -> tuple[bytes, list[str], int]:
     """The items blob, the item ids and the size of a response to store; checks what every backend checks."""
     if response.previous is not None and response.conversation is not None:
         raise ValueError("a response is built on a previous response or on a conversation, not both")
+    if response.window is not None and (response.previous is not None or response.conversation is not None):
+        raise ValueError("a compaction's response stands on its window alone")
     ids = item_ids(response.input_items, "input") + item_ids(response.output_items, "output")
     if response.input_json is None:
         blob = encode_items(response.input_items + response.output_items)

@@ -13,7 +13,8 @@ one *thread*:
   JSON), ``<id>:d`` (its input then output items, a JSON array), ``<id>:n``
   (number of input items), ``<id>:c`` (ancestor ids, JSON, oldest first), ``<id>:p`` (parent),
   ``<id>:k`` (kept children), ``<id>:i`` (its item ids, JSON); and what the root was built on:
-  ``:bc``/``:bs`` (a conversation, up to a position) or ``:s`` (a copied history). Its TTL is
+  ``:bc``/``:bs`` (a conversation, up to a position) or ``:s`` (a copied history; with ``:w``, a
+  compaction's window, which stands for the root's own items in every history). Its TTL is
   the longest own lifetime of its responses: each put extends it (``PEXPIREAT … GT``), so a
   descendant never outlives its ancestors' items. A DELETE frees a response's fields when it has
   no kept children, then its parent's the same way; the whole key goes with its root.

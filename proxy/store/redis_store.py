@@ -87,7 +87,8 @@ class RedisStore(RedisJobs, StoreBase):
     # ------------------------------------------------------------------ responses
 
     async def put_response(self, owner: str, response: NewResponse) -> None:
-        await self._put(owner, response, lua.PUT_RESPONSE, (), lambda reply: reply == 0)
+        compacted = "1" if response.window is not None else ""
+        await self._put(owner, response, lua.PUT_RESPONSE, (compacted,), lambda reply: reply == 0)
 
     async def _put(
         self, owner: str, response: NewResponse, script: Script, tail: Sequence[Any], vanished: Callable[[Any], bool]
@@ -95,13 +96,14 @@ class RedisStore(RedisJobs, StoreBase):
         """Run a script that stores ``response`` (``put_response`` in Lua, then ``tail``'s args);
         if what it was built on vanished meanwhile, run it again with the history it saw, copied."""
         blob, ids, size = response_parts(response)
-        self._check_size(size)
+        window = b"" if response.window is None else encode_items(response.window)  # (a compaction's: ``:s``)
+        self._check_size(size + len(window))
         prev, conv = response.previous, response.conversation
         args = [
             response.id, response.body, blob, len(response.input_items), orjson.dumps(ids), self._ttl_ms,
             prev.response_id if prev else "", conv.conversation_id if conv else "", conv.seq if conv else 0,
         ]
-        reply = await self._run(script, owner, *args, b"", *tail)
+        reply = await self._run(script, owner, *args, window, *tail)
         if not vanished(reply):
             return reply
         snapshot = encode_items(prev.items if prev else conv.items if conv else [])
