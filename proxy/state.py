@@ -21,6 +21,7 @@ as it came, and the translator refuses what it cannot honour without one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from .store import (
 from .store.base import client_caused
 from .store.items import check_unique, encode_items, referenced_ids, resolve_references
 from .store.shapes import InvalidParam, conversation_param
+from .translate.compaction import TRIGGER, compacted_window
 from .translate.history import CONTEXT_KEYS, input_items
 from .translate.shapes import Response
 
@@ -85,20 +87,26 @@ class Standing:
             return self.conversation.items
         return []
 
-    def prepare(self) -> None:
+    def prepare(self, *, trigger: bool = False) -> None:
         """Give the own input items their ids, once the request translated (so a bad item got
         the translator's precise 400 first), and refuse, before the backend is called, an input
         the store could not keep: over ``max_object_bytes`` by itself, or with the items of its
         conversation (413 ``object_too_large``). Without that check the answer would be given and
         then not stored — a chain or a conversation silently missing this turn. (An output that
         pushes a response over the bound can only be found after the fact: that write fails as
-        a store fault does, logged and counted.) Only needed when something will be stored."""
+        a store fault does, logged and counted.) Only needed when something will be stored.
+
+        ``trigger``: the request ends with a ``compaction_trigger``, an instruction rather than
+        an item (no item type of the API lists one): its own input is what comes before it."""
+        if trigger and self.own_input and self.own_input[-1].get("type") == TRIGGER:
+            self.own_input = self.own_input[:-1]
         if not self.keeps:
             return
         assert self.store is not None
         try:
             self.own_input = prepare_items(self.own_input)
-            check_unique(self.own_input, "input")
+            # An item the conversation holds would not be appended again: the 400 OpenAI answers.
+            check_unique(self.own_input, "input", self.conversation.items if self.conversation else ())
         except InvalidItem as exc:
             raise refusal(exc, self.request_id) from None
         self.input_json = encode_items(self.own_input)
@@ -122,29 +130,58 @@ class Standing:
         output: list[Item] = list(response["output"])  # type: ignore[arg-type]  # items are JSON objects
         return History(response["id"], [*self.context, *self.own_input, *output])
 
-    async def remember(self, response: Response) -> None:
-        """Store the finished response and append its items to its conversation (module doc)."""
+    def compacted(self, response: Mapping[str, Any]) -> History:
+        """The history a request chaining from a trigger's ``response`` stands on (its one output is
+        the ``compaction`` item): this conversation compacted (``compaction.compacted_window``)."""
+        return History(response["id"], compacted_window([*self.context, *self.own_input], response["output"][0]))
+
+    async def remember(self, response: Mapping[str, Any], window: list[Item] | None = None) -> None:
+        """Store the finished response and append its items to its conversation (module doc).
+        ``window``: a trigger's response, stored as a chain of its own standing on it (``compacted``)."""
         store = self.store
         if store is None or not self.keeps:
             return
-        output: list[Item] = response["output"]  # type: ignore[assignment]  # items are JSON objects
+        output: list[Item] = response["output"]
         body = orjson.dumps(response)
         self.stored_body = body
+        chained = window is None  # (a window stands for what the request was built on)
         record = NewResponse(
-            response["id"], body, self.own_input, output, previous=self.history, conversation=self.conversation,
-            input_json=self.input_json,
+            response["id"], body, self.own_input, output, previous=self.history if chained else None,
+            conversation=self.conversation if chained else None, input_json=self.input_json, window=window,
         )
         try:
             await store.put_response(self.owner, record)
             if self.conversation is not None:
-                await store.append_conversation_items(
-                    self.owner, self.conversation.conversation_id, [*self.own_input, *output]
+                await append_turn(
+                    store, self.owner, self.conversation.conversation_id, [*self.own_input, *output],
+                    f"request_id={self.request_id}: response {response['id']}",
                 )
         except StoreError as exc:
             log.warning(
                 "request_id=%s: response %s answered but not stored (%s store): %s",
                 self.request_id, response["id"], store.backend, exc,
             )
+
+
+async def append_turn(store: Store, owner: str, conversation_id: str, items: list[Item], who: str) -> bool:
+    """Append a finished response's items to its conversation (False: the conversation is gone).
+
+    ``prepare()`` refused an input repeating an item of the conversation it read, before the
+    backend was called. Only a request racing this one can have put one of these ids there since
+    (both sent it): the conversation keeps that copy, the rest of the batch is appended after it,
+    contiguous and in order (``skip_held``), and the skipped ids are logged — where a batch
+    refused whole would lose this turn's answer from the conversation."""
+    added = await store.append_conversation_items(owner, conversation_id, items, skip_held=True)
+    if added is None:
+        return False
+    if len(added) < len(items):
+        kept = {item["id"] for item in added}
+        log.warning(
+            "%s: conversation %s got items %s from another request meanwhile: they were not appended again "
+            "(the other %d items were)", who, conversation_id, [i["id"] for i in items if i["id"] not in kept],
+            len(added),
+        )
+    return True
 
 
 async def stand(

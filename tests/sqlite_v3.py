@@ -120,6 +120,7 @@ def create_conversation(conn: sqlite3.Connection, owner: str, items: Sequence[An
 
 
 def append(conn: sqlite3.Connection, owner: str, cid: str, items: Sequence[Any]) -> bool:
+    """Schema 3's append, which passed over an id the conversation held (``skip_held`` now)."""
     with mock.patch.object(sqlite_conversations, "INDEX_ITEM", INDEX_ITEM):
         return sqlite_conversations.append(conn, owner, cid, encoded_items(items, "items")[1], TTL_MS,
-                                           DEFAULT_MAX_OBJECT_BYTES)
+                                           DEFAULT_MAX_OBJECT_BYTES, True) is not None

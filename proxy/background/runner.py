@@ -35,6 +35,7 @@ from ..failures import Failure
 from ..relay import Batch, _Keepalive
 from ..resources.auth import scrub
 from ..runtime import Runtime
+from ..state import append_turn
 from ..store import Item, NewResponse, Store, StoreError
 from ..translate.context import ResponseContext
 from ..translate.response import response_error
@@ -165,7 +166,9 @@ class JobRun:
     async def _append_to_conversation(self, items: Sequence[Item]) -> None:
         assert self.job.conversation_id is not None
         try:
-            if await self.store.append_conversation_items(self.job.owner, self.job.conversation_id, items) is None:
+            if not await append_turn(
+                self.store, self.job.owner, self.job.conversation_id, list(items), f"response_id={self.rid}"
+            ):
                 log.warning("response_id=%s: its conversation was deleted meanwhile; not appended", self.rid)
         except StoreError as exc:
             log.error("response_id=%s: appending to its conversation failed: %s", self.rid, exc)

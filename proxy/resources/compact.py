@@ -14,7 +14,9 @@ tools offered, then wrap the answer (``proxy.translate.compaction``):
 The summary is asked for before anything is sent, so a failure is answered like
 any request that failed before its first byte (HTTP status, or a WebSocket
 protocol error). ``previous_response_id`` and item references, on ``/compact`` and on
-a trigger request, are resolved like any other (``proxy.state.stand``).
+a trigger request, are resolved like any other (``proxy.state.stand``); a trigger's
+response is stored like any other (unless ``store: false``), and a chain from it
+stands on the conversation compacted: its user messages, then the compaction item.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ from ..errors import invalid_request
 from ..failures import Cause, Failure
 from ..runtime import Runtime
 from ..settings import Settings
-from ..state import stand
-from ..store import Store
+from ..state import Standing, stand
+from ..store import History, Store
 from ..translate import compaction as cmp
 from ..translate import validate as v
 from ..translate.context import ResponseContext
@@ -86,18 +88,28 @@ class Compaction:
         return summary, response["usage"]
 
     async def answer_trigger(
-        self, body: dict[str, Any], *, key: str, headers: dict[str, str], watch: Watch,
-        previous_response_id: str | None = None,
-    ) -> tuple[ResponseContext, dict[str, Any]]:
-        """A request ending with a ``compaction_trigger``: (its context, its finished Response)."""
-        stripped = cmp.split_trigger(body)
+        self, standing: Standing, *, key: str, headers: dict[str, str], watch: Watch
+    ) -> tuple[ResponseContext, dict[str, Any], History]:
+        """A request ending with a ``compaction_trigger``: its context, its finished Response, and
+        what a chain from that stands on (``Standing.compacted``). Unless it said ``store: false``,
+        the Response is stored as any other before it is sent — its input items (the trigger is
+        none) and its one output, the ``compaction`` item — standing on that compacted history,
+        and appended to its conversation, if it has one."""
+        stripped = cmp.split_trigger(standing.body)
         assert stripped is not None, "answer_trigger needs a request ending with a compaction_trigger"
         # The request itself is validated and echoed as any other (its tools too);
         # only the summarizing call goes without them.
-        _, ctx = translate_request(stripped, self._rt.policy, previous_response_id=previous_response_id)
+        _, ctx = translate_request(
+            stripped, self._rt.policy,
+            previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
+        )
+        standing.prepare(trigger=True)
         summary, usage = await self.summarize(stripped, key=key, headers=headers, watch=watch)
         item = cmp.compaction_item(summary)
-        return ctx, cmp.trigger_response(cmp.in_progress(ctx), item, usage, int(time.time()))
+        final = cmp.trigger_response(cmp.in_progress(ctx), item, usage, int(time.time()))
+        window = standing.compacted(final)
+        await standing.remember(final, window.items)
+        return ctx, final, window
 
     async def respond_http(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, meta: RequestScope, body: dict, key: str
@@ -110,9 +122,8 @@ class Compaction:
         secret = upstream_key(key, settings)
         headers = _upstream_headers(req, secret, meta.request_id, settings.forward_headers)
         try:
-            ctx, final = await self.answer_trigger(
-                standing.body, key=secret, headers=headers, watch=meta.watch_disconnect,
-                previous_response_id=standing.previous_response_id,
+            ctx, final, _ = await self.answer_trigger(
+                standing, key=secret, headers=headers, watch=meta.watch_disconnect
             )
         except Failure as failure:
             _fail_request(meta, resp, failure, secret)
@@ -121,7 +132,7 @@ class Compaction:
         meta.status = final["status"]
         if not ctx.stream:
             resp.content_type = falcon.MEDIA_JSON
-            resp.data = orjson.dumps(final)
+            resp.data = standing.stored_body or orjson.dumps(final)  # (what GET answers, byte for byte)
             return
         resp.content_type = "text/event-stream"
         resp.set_headers(_SSE_HEADERS)

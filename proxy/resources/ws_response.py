@@ -38,7 +38,6 @@ from ..translate import compaction as cmp
 from ..translate import ws_frames as wf
 from ..translate.context import ResponseContext
 from ..translate.errors import InvalidRequest
-from ..translate.history import input_items
 from ..translate.request import translate_request
 from ..translate.shapes import Response
 from .auth import scrub
@@ -199,14 +198,13 @@ class Responder:
             run.status = exchange.response.get("status", "failed")
 
     async def _compact(self, link: Link, standing: Standing, frame: wf.Create, run: Run) -> None:
-        body = standing.body
-        ctx, final = await self._compaction.answer_trigger(
-            body, key=self._upstream_key, headers={**self._headers, "x-request-id": run.request_id},
-            watch=link.watch, previous_response_id=standing.previous_response_id,
+        ctx, final, window = await self._compaction.answer_trigger(
+            standing, key=self._upstream_key, headers={**self._headers, "x-request-id": run.request_id},
+            watch=link.watch,
         )
         run.model = ctx.model
         # What the conversation stands on from here: its user messages, then the summary.
-        link.keep(History(final["id"], [*cmp.user_messages(input_items(body)[:-1]), final["output"][0]]))
+        link.keep(window)
         run.status = "completed"
         await self._send_events(link, cmp.trigger_stream(ctx, final), frame, run)
 

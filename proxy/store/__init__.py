@@ -15,7 +15,7 @@ What the routes call (all ``await``; an unknown, expired, deleted or foreign id 
     items = prepare_items(raw)                              # ids, types, statuses; once per request
     await store.put_response(owner, NewResponse(id, body_bytes, items, output, previous=history,
                                                 conversation=ctx))     # before the terminal event
-    await store.append_conversation_items(owner, ctx.conversation_id, items + output)
+    await store.append_conversation_items(owner, ctx.conversation_id, items + output, skip_held=True)
     await store.get_response(owner, id) -> bytes            # GET /v1/responses/{id}, as sent
     await store.delete_response(owner, id) -> bool          # then shapes.response_deleted(id)
     p = shapes.list_params(limit, order, after)             # InvalidParam names limit / order
@@ -24,7 +24,8 @@ What the routes call (all ``await``; an unknown, expired, deleted or foreign id 
     create/get/update/delete_conversation, list/get/delete_conversation_item (shapes.conversation…)
 
 Errors: ``StoreUnavailable`` (down, hung, locked, full: 503 + ``retry_after``), ``ObjectTooLarge``
-(413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``), ``HistoryIncomplete``,
+(413), ``InvalidItem``/``shapes.InvalidParam`` (400 naming ``param``; ``CursorNotFound``, an ``InvalidItem``: a
+list's ``after`` naming none of its items), ``HistoryIncomplete``,
 ``ResponsePending`` (chaining from a background response still running: 400), ``TooManyJobs``
 (a key's background cap: 429).
 
@@ -63,6 +64,9 @@ What the shared items must never do is break a descendant ("state is a promise")
   ``get_history`` raises ``HistoryIncomplete``; a shortened context is never handed on.
 - **Conversations.** A response built on a conversation records the position it saw; chaining from
   it later reads the conversation's items up to there (items deleted since are gone from it too).
+- **Compaction.** A trigger's response (``NewResponse.window``) is the root of a chain of its own:
+  its window (the conversation compacted) is kept with it as a copied history is, and stands for
+  its own items (still kept: listed, referenced) in the history of every response of that chain.
 
 Writes are O(1) whatever the chain's length: a put inserts one row (or a few hash fields) and
 counts one child on its parent. A chain is freed from its leaves up: a response goes when it is
@@ -127,6 +131,8 @@ from __future__ import annotations
 from ..settings import Settings
 from .base import (
     ConversationContext,
+    CursorNotFound,
+    DuplicateItem,
     EventPage,
     History,
     HistoryIncomplete,
@@ -148,6 +154,8 @@ from .items import prepare_items, referenced_ids, resolve_references
 
 __all__ = [
     "ConversationContext",
+    "CursorNotFound",
+    "DuplicateItem",
     "EventPage",
     "History",
     "HistoryIncomplete",

@@ -82,6 +82,33 @@ class InvalidItem(StoreError, ValueError):
         self.param = param
 
 
+class DuplicateItem(InvalidItem):
+    """Items to store under one id twice: repeated in one batch, or (``held``) already in the
+    conversation they are appended to. OpenAI's answer ("Duplicate item found with id …"), naming
+    the second: an item is in a list once, and a list is paged by item id."""
+
+    def __init__(self, item_id: str, where: str, index: int, held: bool = False) -> None:
+        param = f"{where}[{index}]"
+        why = ": the conversation already holds an item with this id" if held else ""
+        super().__init__(
+            f"Duplicate item found with id '{item_id[:256]}' at '{param}'{why}. "
+            f"Remove duplicate items from your {where} and try again.", param,
+        )
+        self.item_id = item_id
+
+
+class CursorNotFound(InvalidItem):
+    """A list's ``after`` names no item of that list (unknown, deleted, or another list's). The
+    client's error, answered as a 400 naming ``after``: an empty page would end a pager early
+    without saying why, as if the list had ended there."""
+
+    def __init__(self, after: str) -> None:
+        super().__init__(
+            f"No item with id '{after[:256]}' in this list: 'after' must be the id of one of its items "
+            "(the last id of the page before).", "after",
+        )
+
+
 def client_caused(exc: BaseException) -> bool:
     """Whether a store error is the client's doing, not a fault of the store: an object too large,
     an invalid item, a chain's predecessor still running, or a conversation the client deleted
@@ -125,6 +152,11 @@ class NewResponse:
     at most one of them. ``input_json`` is ``input_items`` already encoded (a JSON array), when the
     caller had to encode them anyway (to check their size before calling the backend): the store
     then does not encode them again.
+
+    ``window`` is set on a compaction's response (a ``compaction_trigger`` request's): the items a
+    chain from it stands on — the conversation compacted — in place of what it was built on and
+    of its own items, which it still keeps (``input_items`` lists them, references find them).
+    Such a response starts a chain of its own: ``previous`` and ``conversation`` are then None.
     """
 
     id: str
@@ -134,6 +166,7 @@ class NewResponse:
     previous: History | None = None
     conversation: ConversationContext | None = None
     input_json: bytes | None = None
+    window: list[Item] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +244,13 @@ class Store(Protocol):
 
     Every method may raise ``StoreUnavailable`` (promptly: each operation is bounded by the store's
     timeout). Writes are visible to every worker of every instance sharing the store when they return.
+
+    ``append_conversation_items`` (and ``create_conversation``'s items) is one atomic step, however
+    many append at once: each batch gets consecutive positions, or nothing of it is kept. An item
+    whose id the conversation already holds, or that the batch repeats, is ``DuplicateItem``
+    (nothing kept) — unless ``skip_held``: then only the rest is appended (a finished response's
+    items, appended after it was answered, when a racing request put one of them there first),
+    and the items returned are those added.
     """
 
     backend: str
@@ -239,7 +279,7 @@ class Store(Protocol):
     ) -> dict[str, Any] | None: ...
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
     async def append_conversation_items(
-        self, owner: str, conversation_id: str, items: Sequence[Item]
+        self, owner: str, conversation_id: str, items: Sequence[Item], *, skip_held: bool = False
     ) -> list[Item] | None: ...
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None: ...
     async def list_conversation_items(

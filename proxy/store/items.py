@@ -18,7 +18,7 @@ import orjson
 
 from ..translate.content import with_default_detail
 from ..translate.ids import new_id
-from .base import InvalidItem, Item, ItemPage, NewResponse
+from .base import CursorNotFound, DuplicateItem, InvalidItem, Item, ItemPage, NewResponse
 
 MAX_ID_CHARS = 256
 
@@ -142,19 +142,17 @@ def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -
     return out
 
 
-def check_unique(items: Sequence[Item], param: str) -> None:
+def check_unique(items: Sequence[Item], param: str, held: Sequence[Item] = ()) -> None:
     """Refuse prepared items that repeat an id, as OpenAI does ("Duplicate item found with id"),
-    naming the second. One request's items must: a list is paged by item id (``after``), and an
-    id at two positions would serve the same pages again and again. (The store itself takes a
-    batch again without harm: a retried write adds nothing.)"""
+    naming the second; or that repeat the id of an item of ``held`` (the conversation they will be
+    appended to: OpenAI's answer too). An item is in a list once: a list is paged by item id
+    (``after``), and an id at two positions would serve the same pages again and again."""
+    taken = {item["id"] for item in held}
     seen: set[str] = set()
     for i, item in enumerate(items):
         item_id = item["id"]
-        if item_id in seen:
-            raise InvalidItem(
-                f"Duplicate item found with id '{item_id[:MAX_ID_CHARS]}' at '{param}[{i}]'. "
-                f"Remove duplicate items from your {param} and try again.", f"{param}[{i}]",
-            )
+        if item_id in seen or item_id in taken:
+            raise DuplicateItem(item_id, param, i, held=item_id in taken)
         seen.add(item_id)
 
 
@@ -191,11 +189,13 @@ def decode_objects(bodies: Sequence[bytes]) -> list[Item]:
 
 def paginate(items: Sequence[Item], limit: int, order: str, after: str | None) -> ItemPage:
     """One page of ``items`` (stored oldest first): ``order`` ``asc`` or ``desc``, the items after
-    the one whose id is ``after`` in that order (an unknown ``after`` gives an empty page)."""
+    the one whose id is ``after`` in that order; ``CursorNotFound`` when none has that id."""
     ordered = list(items) if order == "asc" else list(reversed(items))
     start = 0
     if after is not None:
-        start = next((i + 1 for i, item in enumerate(ordered) if item.get("id") == after), len(ordered))
+        start = next((i + 1 for i, item in enumerate(ordered) if item.get("id") == after), -1)
+        if start < 0:
+            raise CursorNotFound(after)
     page = ordered[start : start + limit]
     return ItemPage(page, start + limit < len(ordered))
 
@@ -226,6 +226,8 @@ def response_parts(response: NewResponse) -> tuple[bytes, list[str], int]:
     """The items blob, the item ids and the size of a response to store; checks what every backend checks."""
     if response.previous is not None and response.conversation is not None:
         raise ValueError("a response is built on a previous response or on a conversation, not both")
+    if response.window is not None and (response.previous is not None or response.conversation is not None):
+        raise ValueError("a compaction's response stands on its window alone")
     ids = item_ids(response.input_items, "input") + item_ids(response.output_items, "output")
     if response.input_json is None:
         blob = encode_items(response.input_items + response.output_items)

@@ -1,18 +1,22 @@
 """The conversation scripts of the Redis store (key layout: ``redis_lua``).
 
-An append checks the conversation and the size bound first, then gives its items consecutive
-positions in one atomic script: appends racing from any number of workers lose nothing and
-never interleave. An item id already in the conversation is not added twice.
+An append checks the conversation, its items' ids and the size bound first, then gives its items
+consecutive positions in one atomic script: appends racing from any number of workers lose nothing
+and never interleave. An item id is in a conversation once: a batch with one it holds, or with one
+twice, is refused whole (``{'duplicate', index, 'held' | 'again'}``), or, when told to skip them,
+appended without those items.
 """
 from __future__ import annotations
 
 from .redis_lua import script
 
-# ARGV: P O cid created_at metadata ttl_ms limit (item_id item)… → {'ok'} | {'too_large', size}
+# ARGV: P O cid created_at metadata ttl_ms limit (item_id item)…
+#   → {'ok'} | {'too_large', size} | {'duplicate', index, 'again'}
 CREATE_CONVERSATION = script("""
 local cid, ttl, limit = ARGV[3], tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('EXISTS', ck(cid)) == 1 then return {'ok'} end
-local new, size = plan_items(cid, 8, limit)
+local new, size, dup = plan_items(cid, 8, limit, false)
+if dup then return {'duplicate', dup[1], dup[2]} end
 if size > limit then return {'too_large', fmt(size)} end
 redis.call('HSET', ck(cid), 'a', ARGV[4], 'm', ARGV[5], 'q', '0', 'z', '0', 'x', '0')
 write_items(cid, new, size)
@@ -20,15 +24,19 @@ point_items(cid, new, ttl)
 return {'ok'}
 """)
 
-# ARGV: P O cid ttl_ms limit (item_id item)… → {'ok'} | {'missing'} | {'too_large', size}
+# ARGV: P O cid ttl_ms limit skip ('1': skip held ids) (item_id item)…
+#   → {'ok', index of each item added…} | {'missing'} | {'too_large', size} | {'duplicate', index, why}
 APPEND_ITEMS = script("""
 local cid, ttl, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('EXISTS', ck(cid)) == 0 then return {'missing'} end
-local new, size = plan_items(cid, 6, limit)
+local new, size, dup = plan_items(cid, 7, limit, ARGV[6] == '1')
+if dup then return {'duplicate', dup[1], dup[2]} end
 if size > limit then return {'too_large', fmt(size)} end
 write_items(cid, new, size)
 point_items(cid, new, ttl)
-return {'ok'}
+local out = {'ok'}
+for _, i in ipairs(new) do out[#out + 1] = fmt((i - 7) / 2) end
+return out
 """)
 
 # ARGV: P O cid → nil | {created_at, metadata}
@@ -69,7 +77,8 @@ for i = 1, #ids do if bodies[i] then out[#out + 1] = bodies[i] end end
 return out
 """)
 
-# ARGV: P O cid limit order after → nil | {'1' or '0' (has more), item…}
+# ARGV: P O cid limit order after → nil | {'after'} (no item of the conversation has that id)
+#   | {'1' or '0' (has more), item…}
 LIST_ITEMS = script("""
 local cid, limit, order, after = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 if redis.call('EXISTS', ck(cid)) == 0 then return false end
@@ -77,7 +86,7 @@ local zi = cik(cid)
 local ids
 if after ~= '' then
   local s = redis.call('ZSCORE', zi, after)
-  if not s then return {'0'} end
+  if not s then return {'after'} end
   if order == 'asc' then
     ids = redis.call('ZRANGEBYSCORE', zi, '(' .. s, '+inf', 'LIMIT', '0', fmt(limit + 1))
   else

@@ -13,7 +13,8 @@ one *thread*:
   JSON), ``<id>:d`` (its input then output items, a JSON array), ``<id>:n``
   (number of input items), ``<id>:c`` (ancestor ids, JSON, oldest first), ``<id>:p`` (parent),
   ``<id>:k`` (kept children), ``<id>:i`` (its item ids, JSON); and what the root was built on:
-  ``:bc``/``:bs`` (a conversation, up to a position) or ``:s`` (a copied history). Its TTL is
+  ``:bc``/``:bs`` (a conversation, up to a position) or ``:s`` (a copied history; with ``:w``, a
+  compaction's window, which stands for the root's own items in every history). Its TTL is
   the longest own lifetime of its responses: each put extends it (``PEXPIREAT … GT``), so a
   descendant never outlives its ancestors' items. A DELETE frees a response's fields when it has
   no kept children, then its parent's the same way; the whole key goes with its root.
@@ -113,18 +114,24 @@ local function touch_conv(cid, exp, ttl)
     redis.call('HSET', h, 'x', keep)
   end
 end
-local function plan_items(cid, first, limit)
+-- The (item id, item) pairs from ARGV[first] to append: their ARGV positions and the size after.
+-- An id the conversation holds, or the batch repeats, is skipped when ``skip``; else the third
+-- result names it (``{index in the batch, 'held' or 'again'}``) and nothing is to be written.
+local function plan_items(cid, first, limit, skip)
   local size = tonumber(redis.call('HGET', ck(cid), 'z') or '0')
   local new, seen = {}, {}
   for i = first, #ARGV, 2 do
     local id = ARGV[i]
-    if not seen[id] and not redis.call('ZSCORE', cik(cid), id) then
+    local why = (seen[id] and 'again') or (redis.call('ZSCORE', cik(cid), id) and 'held')
+    if not why then
       seen[id] = true
       new[#new + 1] = i
       size = size + #ARGV[i + 1]
+    elseif not skip then
+      return new, size, {fmt((i - first) / 2), why}
     end
   end
-  return new, size
+  return new, size, nil
 end
 local function write_items(cid, new, size)
   local h = ck(cid)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from .redis_lua import script
 
-# put_response(rid, body, items, n_input, ids_json, ttl_ms, prev_id, conv_id, conv_seq, snapshot), shared by
-# PUT_RESPONSE and the background scripts (redis_job_scripts): every check comes before its first write.
-# → 1 stored, -1 already stored (a retried write), 0 what it was built on vanished (copy it instead).
+# put_response(rid, body, items, n_input, ids_json, ttl_ms, prev_id, conv_id, conv_seq, snapshot[, compacted]),
+# shared by PUT_RESPONSE and the background scripts (redis_job_scripts): every check comes before its first
+# write. ``compacted`` ('1'): a compaction's response, whose snapshot ``:s`` is its window (``:w``, read by
+# HISTORY: in place of its own items). → 1 stored, -1 already stored (a retried write), 0 what it was built on
+# vanished (copy it instead).
 PUT_FUNCTION = """
-local function put_response(rid, body, items, n_input, ids_json, ttl_ms, prev, conv, conv_seq, snapshot)
+local function put_response(rid, body, items, n_input, ids_json, ttl_ms, prev, conv, conv_seq, snapshot, compacted)
   if redis.call('EXISTS', rk(rid)) == 1 then return -1 end
   local us = now_us()
   local now = math.floor(us / 1000)
@@ -39,6 +41,7 @@ local function put_response(rid, body, items, n_input, ids_json, ttl_ms, prev, c
   if thread == rid then
     if conv ~= '' then redis.call('HSET', t, ':bc', conv, ':bs', conv_seq) end
     if snapshot ~= '' then redis.call('HSET', t, ':s', snapshot) end
+    if compacted == '1' then redis.call('HSET', t, ':w', '1') end
     redis.call('PEXPIREAT', t, es)
   else
     redis.call('PEXPIREAT', t, es, 'GT')
@@ -51,9 +54,10 @@ local function put_response(rid, body, items, n_input, ids_json, ttl_ms, prev, c
 end
 """
 
-# ARGV: P O rid body items n_input ids_json ttl_ms prev_id conv_id conv_seq snapshot → as put_response
+# ARGV: P O rid body items n_input ids_json ttl_ms prev_id conv_id conv_seq snapshot compacted → as put_response
 PUT_RESPONSE = script(PUT_FUNCTION + """
-return put_response(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+return put_response(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12],
+  ARGV[13])
 """)
 
 # ARGV: P O rid → nil | {'pending'} (a background response not ended) | {'incomplete', why[, conversation id]}
@@ -65,7 +69,7 @@ if not thread then return false end
 local job = redis.call('HGET', jk(rid), 's')  -- a background response's state
 if job and job ~= 'ended' then return {'pending'} end
 local t = tk(thread)
-local f = redis.call('HMGET', t, rid .. ':c', rid .. ':d', ':bc', ':bs', ':s')
+local f = redis.call('HMGET', t, rid .. ':c', rid .. ':d', ':bc', ':bs', ':s', ':w')
 if not f[2] then return {'incomplete', 'its items are gone'} end
 local out = {'ok', '0'}
 if f[3] then
@@ -82,9 +86,9 @@ local chain = cjson.decode(f[1])
 for i = 1, #chain do
   local d = redis.call('HGET', t, chain[i] .. ':d')
   if not d then return {'incomplete', 'the items of ' .. chain[i] .. ' are gone'} end
-  out[#out + 1] = d
+  if not (f[6] and i == 1) then out[#out + 1] = d end  -- a compaction root: its window stands for them
 end
-out[#out + 1] = f[2]
+if not (f[6] and #chain == 0) then out[#out + 1] = f[2] end
 return out
 """)
 

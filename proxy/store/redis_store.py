@@ -20,6 +20,8 @@ from .base import (
     DEFAULT_TIMEOUT_SECS,
     DEFAULT_TTL_SECS,
     ConversationContext,
+    CursorNotFound,
+    DuplicateItem,
     History,
     HistoryIncomplete,
     Item,
@@ -50,6 +52,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _refused(reply: list[Any], encoded: Sequence[tuple[str, bytes]], limit: int) -> None:
+    """Raise what a conversation script's ``reply`` refused its items for, if it did."""
+    if reply[0] == b"too_large":
+        raise ObjectTooLarge(int(reply[1]), limit)
+    if reply[0] == b"duplicate":
+        k = int(reply[1])
+        raise DuplicateItem(encoded[k][0], "items", k, held=reply[2] == b"held")
+
+
 class RedisStore(RedisJobs, StoreBase):
     backend = "redis"
 
@@ -76,7 +87,8 @@ class RedisStore(RedisJobs, StoreBase):
     # ------------------------------------------------------------------ responses
 
     async def put_response(self, owner: str, response: NewResponse) -> None:
-        await self._put(owner, response, lua.PUT_RESPONSE, (), lambda reply: reply == 0)
+        compacted = "1" if response.window is not None else ""
+        await self._put(owner, response, lua.PUT_RESPONSE, (compacted,), lambda reply: reply == 0)
 
     async def _put(
         self, owner: str, response: NewResponse, script: Script, tail: Sequence[Any], vanished: Callable[[Any], bool]
@@ -84,13 +96,14 @@ class RedisStore(RedisJobs, StoreBase):
         """Run a script that stores ``response`` (``put_response`` in Lua, then ``tail``'s args);
         if what it was built on vanished meanwhile, run it again with the history it saw, copied."""
         blob, ids, size = response_parts(response)
-        self._check_size(size)
+        window = b"" if response.window is None else encode_items(response.window)  # (a compaction's: ``:s``)
+        self._check_size(size + len(window))
         prev, conv = response.previous, response.conversation
         args = [
             response.id, response.body, blob, len(response.input_items), orjson.dumps(ids), self._ttl_ms,
             prev.response_id if prev else "", conv.conversation_id if conv else "", conv.seq if conv else 0,
         ]
-        reply = await self._run(script, owner, *args, b"", *tail)
+        reply = await self._run(script, owner, *args, window, *tail)
         if not vanished(reply):
             return reply
         snapshot = encode_items(prev.items if prev else conv.items if conv else [])
@@ -160,8 +173,7 @@ class RedisStore(RedisJobs, StoreBase):
             conv_lua.CREATE_CONVERSATION, owner, conv_id, created_at, orjson.dumps(meta), self._ttl_ms,
             self.max_object_bytes, *pairs,
         )
-        if done[0] == b"too_large":
-            raise ObjectTooLarge(int(done[1]), self.max_object_bytes)
+        _refused(done, encoded, self.max_object_bytes)
         return conversation(conv_id, created_at, meta)
 
     async def get_conversation(self, owner: str, conversation_id: str) -> dict[str, Any] | None:
@@ -179,19 +191,19 @@ class RedisStore(RedisJobs, StoreBase):
         return bool(await self._run(conv_lua.DELETE_CONVERSATION, owner, conversation_id))
 
     async def append_conversation_items(
-        self, owner: str, conversation_id: str, items: Sequence[Item]
+        self, owner: str, conversation_id: str, items: Sequence[Item], *, skip_held: bool = False
     ) -> list[Item] | None:
         prepared, encoded, size = encoded_items(items, "items")
         self._check_size(size)
         pairs = [part for pair in encoded for part in pair]
         done = await self._run(
-            conv_lua.APPEND_ITEMS, owner, conversation_id, self._ttl_ms, self.max_object_bytes, *pairs
+            conv_lua.APPEND_ITEMS, owner, conversation_id, self._ttl_ms, self.max_object_bytes,
+            "1" if skip_held else "0", *pairs,
         )
         if done[0] == b"missing":
             return None
-        if done[0] == b"too_large":
-            raise ObjectTooLarge(int(done[1]), self.max_object_bytes)
-        return prepared
+        _refused(done, encoded, self.max_object_bytes)
+        return [prepared[int(k)] for k in done[1:]]
 
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None:
         found = await self._run(conv_lua.CONVERSATION_CONTEXT, owner, conversation_id)
@@ -205,7 +217,11 @@ class RedisStore(RedisJobs, StoreBase):
     ) -> ItemPage | None:
         check_page_args(limit, order)
         found = await self._run(conv_lua.LIST_ITEMS, owner, conversation_id, limit, order, after or "")
-        return None if found is None else ItemPage(decode_objects(found[1:]), found[0] == b"1")
+        if found is None:
+            return None
+        if found[0] == b"after":
+            raise CursorNotFound(after or "")
+        return ItemPage(decode_objects(found[1:]), found[0] == b"1")
 
     async def get_conversation_item(self, owner: str, conversation_id: str, item_id: str) -> Item | None:
         found = await self._run(conv_lua.GET_ITEM, owner, conversation_id, item_id)

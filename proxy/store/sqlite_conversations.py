@@ -2,8 +2,9 @@
 
 Items are rows ``(conv, seq, item_id, body)``. An append takes the write lock
 (``BEGIN IMMEDIATE``) before reading ``next_seq``, so appends from any number of processes are
-serialized: none is lost and each batch gets consecutive positions. An item id already in the
-conversation is not added twice (a retried append is harmless).
+serialized: none is lost and each batch gets consecutive positions. An item id is in a
+conversation once (a unique index): a batch with one it holds, or with one twice, is refused
+whole (``DuplicateItem``), or, with ``skip_held``, appended without those items.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .base import Item, ItemPage, ObjectTooLarge
+from .base import CursorNotFound, DuplicateItem, Item, ItemPage, ObjectTooLarge
 from .items import decode_objects
 from .shapes import conversation
 from .sqlite_responses import now_ms
@@ -45,35 +46,47 @@ def create(
 
 
 def append(
-    conn: sqlite3.Connection, owner: str, conv_id: str, items: Encoded, ttl_ms: int, limit: int
-) -> bool:
+    conn: sqlite3.Connection, owner: str, conv_id: str, items: Encoded, ttl_ms: int, limit: int, skip_held: bool
+) -> list[int] | None:
+    """The positions in ``items`` of those appended; None: no such conversation."""
     now = now_ms()
     with transaction(conn):
         row = _row(conn, owner, conv_id, now)
         if row is None:
-            return False
-        _append(conn, owner, conv_id, row[2], row[3], items, now + ttl_ms, limit)
-    return True
+            return None
+        return _append(conn, owner, conv_id, row[2], row[3], items, now + ttl_ms, limit, skip_held)
 
 
 def _append(
-    conn: sqlite3.Connection, owner: str, conv_id: str, seq: int, size: int, items: Encoded, exp: int, limit: int
-) -> None:
+    conn: sqlite3.Connection, owner: str, conv_id: str, seq: int, size: int, items: Encoded, exp: int, limit: int,
+    skip_held: bool = False,
+) -> list[int]:
     loc = "c:" + conv_id
-    for item_id, body in items:
+    added: list[int] = []
+    seen: set[str] = set()
+    for k, (item_id, body) in enumerate(items):
+        if item_id in seen:  # (the unique index refuses it too: say which rule it broke)
+            if skip_held:
+                continue
+            raise DuplicateItem(item_id, "items", k)  # rolls the whole batch back
+        seen.add(item_id)
+        if not conn.execute(
+            "INSERT OR IGNORE INTO conversation_items VALUES (?, ?, ?, ?)", (conv_id, seq + 1, item_id, body)
+        ).rowcount:
+            if skip_held:
+                continue
+            raise DuplicateItem(item_id, "items", k, held=True)
         seq += 1
-        added = conn.execute(
-            "INSERT OR IGNORE INTO conversation_items VALUES (?, ?, ?, ?)", (conv_id, seq, item_id, body)
-        ).rowcount
-        if added:
-            size += len(body)
-            conn.execute(INDEX_ITEM, (owner, item_id, loc, exp))  # (its rank among the item's holders)
+        size += len(body)
+        added.append(k)
+        conn.execute(INDEX_ITEM, (owner, item_id, loc, exp))  # (its rank among the item's holders)
     if size > limit:
         raise ObjectTooLarge(size, limit)  # rolls the whole batch back
     conn.execute(
         "UPDATE conversations SET next_seq = ?, bytes = ?, expires_at = max(expires_at, ?) WHERE id = ?",
         (seq, size, exp, conv_id),
     )
+    return added
 
 
 def get(conn: sqlite3.Connection, owner: str, conv_id: str) -> dict[str, Any] | None:
@@ -136,7 +149,7 @@ def list_items(
                 "SELECT seq FROM conversation_items WHERE conv = ? AND item_id = ?", (conv_id, after)
             ).fetchone()
             if found is None:
-                return ItemPage([], False)
+                raise CursorNotFound(after)
             start = found[0]
         sql = (
             "SELECT body FROM conversation_items WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?"

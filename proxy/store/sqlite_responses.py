@@ -24,6 +24,12 @@ class _Vanished(Exception):
     """What the response was built on went away while it was generated."""
 
 
+# ``base_seq`` of a compaction's response (``NewResponse.window``), which starts its chain: its
+# ``base_items`` is the window a chain from it stands on, in place of its own items. (A row built
+# on a conversation has a position there, 0 or more; a copied history has none.)
+COMPACTED = -1
+
+
 def _json(ids: Sequence[str]) -> str:
     """JSON as TEXT: SQLite's JSON functions read a BLOB argument as JSONB (3.45+), not as JSON."""
     return orjson.dumps(ids).decode()
@@ -60,20 +66,24 @@ def put_response(
     ttl_ms: int,
     limit: int,
     also: Callable[[sqlite3.Connection, int, int], None] | None = None,
+    window: bytes | None = None,
 ) -> None:
     """Store a response in one transaction. If what it was built on vanished meanwhile (its
     predecessor freed, its conversation deleted), store it with the history it saw, copied.
     ``also(conn, now, expires_at)`` runs first in the same transaction (a background job's row
-    and its cap check): when it raises, nothing is stored."""
+    and its cap check): when it raises, nothing is stored. ``window``: a compaction's (``COMPACTED``)."""
     now = now_ms()
     exp = now + ttl_ms
     ids_json = _json(ids)
 
     def row(parent: str | None, chain: str, conv_ref: tuple[str, int] | None, copied: bytes | None) -> tuple[Any, ...]:
-        base_conv, base_seq = conv_ref or (None, None)
+        base_conv, base_seq = conv_ref or (None, None if window is None else COMPACTED)
         return (response_id, owner, parent, 0, 1, exp, chain, ids_json, base_conv, base_seq, copied, n_input, items,
                 body)
 
+    if window is not None:  # a chain of its own, standing on its window: nothing to vanish
+        _insert(conn, row(None, "[]", None, window))
+        return
     try:
         if also is None and not prev_id and conv is None:
             # One statement, atomic on its own (its index entries by trigger): no BEGIN and COMMIT
@@ -154,6 +164,8 @@ def get_history(conn: sqlite3.Connection, owner: str, response_id: str) -> list[
                 raise HistoryIncomplete(response_id, f"the items of {rid} are gone")
             parts.append(items)
         parts.append(row[3])
+        if base[1] == COMPACTED:  # the chain's root is a compaction: its window stands for its own items
+            del parts[1]
     return decode_objects(prefix) + decode_arrays(parts) if prefix else decode_arrays(parts)
 
 

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS responses (
     chain TEXT NOT NULL,            -- JSON array of ancestor ids, oldest first
     ids TEXT NOT NULL,              -- JSON array of its item ids (their index entries)
     base_conv TEXT,                 -- a chain's first response: the conversation it was built on,
-    base_seq INTEGER,               -- … up to this item position,
+    base_seq INTEGER,               -- … up to this item position (-1: a compaction's, standing on base_items),
     base_items BLOB,                -- or the history it saw, copied (its predecessors vanished meanwhile)
     n_input INTEGER NOT NULL,       -- the first n_input items are the request's own input
     items BLOB NOT NULL,            -- its input then output items, a JSON array

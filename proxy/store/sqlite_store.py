@@ -30,7 +30,7 @@ from .base import (
     NewResponse,
     StoreBase,
 )
-from .items import check_page_args, encoded_items, paginate, response_parts
+from .items import check_page_args, encode_items, encoded_items, paginate, response_parts
 from .shapes import conversation
 from .sqlite_jobs import SQLiteJobs
 from .sqlite_schema import connect, transaction
@@ -72,14 +72,15 @@ class SQLiteStore(SQLiteJobs, StoreBase):
 
     async def put_response(self, owner: str, response: NewResponse) -> None:
         blob, ids, size = response_parts(response)
-        self._check_size(size)
+        window = None if response.window is None else encode_items(response.window)
+        self._check_size(size + len(window or b""))
         prev, conv = response.previous, response.conversation
         await self._write(
             resp_sql.put_response, owner, response.id, response.body, blob, len(response.input_items), ids,
             prev.response_id if prev else None,
             (conv.conversation_id, conv.seq) if conv else None,
             prev.items if prev else conv.items if conv else [],
-            self._ttl_ms, self.max_object_bytes,
+            self._ttl_ms, self.max_object_bytes, None, window,
         )
 
     async def get_response(self, owner: str, response_id: str) -> bytes | None:
@@ -130,12 +131,14 @@ class SQLiteStore(SQLiteJobs, StoreBase):
         return await self._write(conv_sql.delete, owner, conversation_id)
 
     async def append_conversation_items(
-        self, owner: str, conversation_id: str, items: Sequence[Item]
+        self, owner: str, conversation_id: str, items: Sequence[Item], *, skip_held: bool = False
     ) -> list[Item] | None:
         prepared, encoded, size = encoded_items(items, "items")
         self._check_size(size)
-        ok = await self._write(conv_sql.append, owner, conversation_id, encoded, self._ttl_ms, self.max_object_bytes)
-        return prepared if ok else None
+        added = await self._write(
+            conv_sql.append, owner, conversation_id, encoded, self._ttl_ms, self.max_object_bytes, skip_held
+        )
+        return None if added is None else [prepared[k] for k in added]
 
     async def conversation_context(self, owner: str, conversation_id: str) -> ConversationContext | None:
         found = await self._db.run("read", conv_sql.context, owner, conversation_id)

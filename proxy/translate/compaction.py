@@ -130,6 +130,14 @@ def user_messages(items: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def compacted_window(items: list[Any], item: CompactionItem | dict[str, Any]) -> list[dict[str, Any]]:
+    """What a conversation compacted by a trigger stands on from then on: its user messages (as
+    ``/responses/compact`` keeps them), then the ``compaction`` item, which the backend reads as
+    the summary of the rest. A chain from the trigger's response sees exactly this, as a client
+    sending these items itself would."""
+    return [*user_messages(items), dict(item)]
+
+
 def compacted_response(
     *, items: list[Any], summary: str, usage: Usage | None, created_at: int
 ) -> dict[str, Any]:

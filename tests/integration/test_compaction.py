@@ -11,6 +11,7 @@ import json
 
 import httpx
 import openai
+import pytest
 
 from proxy.translate.compaction import DEFAULT_PROMPT, SUMMARY_HEADING
 from tests.clients.helpers import check_chat_request
@@ -18,7 +19,10 @@ from tests.conformance import check_response, parse_sse
 from tests.conformance_ws import check_compacted, check_final_trigger_response, check_trigger_stream, check_ws_stream
 from tests.conftest import API_KEY
 from tests.http import error_of, post
+from tests.state_kit import redis_db, sdk
 from tests.wsclient import open_ws, read_response, send
+
+__all__ = ["redis_db"]
 
 TOOL = {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}
 CONVERSATION = [
@@ -201,3 +205,77 @@ def test_the_compaction_prompt_is_a_setting(proxy_factory, mock):
     check_compacted(r.json())
     (body,) = [r["body"] for r in mock.requests("cmp-prompt")]
     assert body["messages"][-1] == {"role": "user", "content": "Summarize in one line."}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_stored_trigger_response_is_kept_and_chains_on_the_compacted_conversation(proxy_factory, mock, request, backend):
+    """A trigger request with ``store`` at its default is stored like any response, over HTTP (JSON
+    and SSE) and over a WebSocket: ``GET`` answers what the client got, ``input_items`` lists its
+    own input (the trigger is no item), and chaining from it — or from a response built on it —
+    stands on the conversation compacted: the backend gets exactly what sending the user messages
+    and the compaction item explicitly gives it, the summary, never the replaced history. With
+    ``store: false`` nothing is kept (404s)."""
+    url = request.getfixturevalue("redis_db") if backend == "redis" else None
+    svc = proxy_factory(**({"RESPONSE_STORE_URL": url} if url else {}))
+    model = "cmp-stored-" + backend
+    mock.script(model, {"text": "OLD-ANSWER add() subtracts."}, *[{"text": f"go {i}"} for i in range(6)])
+    trigger = {"type": "compaction_trigger"}
+    first = post(svc.url, {"model": model, "input": CONVERSATION[:3], "tools": [TOOL]}).json()
+    r = post(svc.url, {"model": model, "previous_response_id": first["id"], "tools": [TOOL],
+                       "input": [CONVERSATION[4], trigger]})
+    assert r.status_code == 200, r.text
+    compacted = r.json()
+    check_final_trigger_response(compacted)
+    got = httpx.get(f"{svc.url}/v1/responses/{compacted['id']}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert got.status_code == 200 and got.content == r.content
+    with sdk(svc.url) as (client, _):
+        own = client.responses.input_items.list(compacted["id"]).data
+        assert [(i.type, i.role, i.content[0].text) for i in own] == [("message", "user", "Also add a docstring.")]
+        assert client.responses.retrieve(compacted["id"]).output[0].type == "compaction"
+
+    def sent() -> dict:
+        return mock.requests(model)[-1]["body"]
+
+    chained = post(svc.url, {"model": model, "previous_response_id": compacted["id"], "input": "Go on."})
+    assert chained.status_code == 200, chained.text
+    via_chain = sent()["messages"]
+    window = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+              for text in ("Fix the failing test in calc.py.", "Also add a docstring.")]
+    explicit = post(svc.url, {"model": model, "store": False,
+                              "input": [*window, compacted["output"][0], {"role": "user", "content": "Go on."}]})
+    assert explicit.status_code == 200, explicit.text
+    assert via_chain == sent()["messages"], "chaining differs from sending the compacted conversation"
+    _sees_summary_not_history(sent())
+    assert [m["role"] for m in via_chain] == ["user"] * 4 and via_chain[2]["content"].startswith(SUMMARY_HEADING)
+    # A response built on it stands on the compacted conversation too, then on its own turn.
+    later = post(svc.url, {"model": model, "previous_response_id": chained.json()["id"], "input": "And then?"})
+    assert later.status_code == 200, later.text
+    assert sent()["messages"] == [*via_chain, {"role": "assistant", "content": "go 0"},
+                                  {"role": "user", "content": "And then?"}]
+
+    # SSE: the terminal event's response is the one stored, and chained from.
+    with httpx.stream("POST", svc.url + "/v1/responses", json={"model": model, "stream": True, "input": [
+            *CONVERSATION, trigger]}, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as s:
+        streamed = check_trigger_stream(parse_sse(s.read()))
+    got = httpx.get(f"{svc.url}/v1/responses/{streamed['id']}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert got.status_code == 200 and got.json() == streamed
+    r = post(svc.url, {"model": model, "previous_response_id": streamed["id"], "input": "Go on."})
+    assert r.status_code == 200, r.text
+    assert sent()["messages"] == via_chain[:2] + [{"role": "user", "content": SUMMARY_HEADING + SUMMARY}] + via_chain[3:]
+
+    # WebSocket: stored too, so another connection (or HTTP) chains from it.
+    with open_ws(svc.url) as ws:
+        send(ws, {"type": "response.create", "model": model, "input": [*CONVERSATION, trigger]})
+        over_ws = check_trigger_stream(read_response(ws))
+    r = post(svc.url, {"model": model, "previous_response_id": over_ws["id"], "input": "Go on."})
+    assert r.status_code == 200, r.text
+    assert sent()["messages"][2] == {"role": "user", "content": SUMMARY_HEADING + SUMMARY}
+
+    # store: false keeps nothing: not retrievable, nothing to chain from.
+    r = post(svc.url, {"model": model, "store": False, "input": [*CONVERSATION, trigger]})
+    assert r.status_code == 200, r.text
+    unstored = r.json()["id"]
+    got = httpx.get(f"{svc.url}/v1/responses/{unstored}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert got.status_code == 404, got.text
+    r = post(svc.url, {"model": model, "previous_response_id": unstored, "input": "Go on."})
+    assert r.status_code == 404 and error_of(r)["code"] == "previous_response_not_found", r.text

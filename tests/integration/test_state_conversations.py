@@ -227,3 +227,156 @@ def test_an_image_sent_without_detail_is_listed_with_the_default_the_sdk_require
     assert added.data[1].output[0].detail == "auto" and listed[2].output[0].detail == "auto"
     first, chained = upstream(mock, model)
     assert first[0]["content"][1] == chained[0]["content"][1] == {"type": "image_url", "image_url": {"url": PIXEL}}
+
+
+def _backend_proxy(request: pytest.FixtureRequest, backend: str):
+    if backend == "sqlite":
+        return request.getfixturevalue("state_proxy")
+    return request.getfixturevalue("proxy_factory")(RESPONSE_STORE_URL=request.getfixturevalue("redis_db"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_an_after_that_names_no_item_of_the_list_is_a_400_naming_after(request, backend):
+    """``after`` is a cursor into one list: an id that is none of its items (unknown, another
+    list's, deleted from it) is a 400 ``invalid_request_error`` naming ``after`` on both list
+    routes, as the SDK raises it — not an empty page, which the SDK's pager takes for the end of
+    the list; an ``after`` of the list still pages as before."""
+    svc = _backend_proxy(request, backend)
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": f"c{i}"}
+                                                  for i in range(3)])
+        other = client.conversations.create(items=[{"type": "message", "role": "user", "content": "other"}])
+        response = client.responses.create(model="mock-echo", input=[{"role": "user", "content": f"r{i}"}
+                                                                    for i in range(3)])
+        conv_ids = [i.id for i in client.conversations.items.list(conv.id, order="asc")]
+        own_ids = [i.id for i in client.responses.input_items.list(response.id, order="asc")]
+        foreign = client.conversations.items.list(other.id).data[0].id
+        client.conversations.items.delete(conv_ids[1], conversation_id=conv.id)
+        lists = [
+            (lambda **kw: client.conversations.items.list(conv.id, **kw), [foreign, conv_ids[1], own_ids[0]]),
+            (lambda **kw: client.responses.input_items.list(response.id, **kw), [foreign, conv_ids[0]]),
+        ]
+        for listing, strangers in lists:
+            for after in ["msg_" + "0" * 32, *strangers]:
+                for order in ("asc", "desc"):
+                    with pytest.raises(openai.BadRequestError) as caught:
+                        listing(after=after, order=order, limit=1)
+                    body = caught.value.body
+                    assert (body["type"], body["param"], body["code"]) == ("invalid_request_error", "after", None)
+                    assert f"No item with id '{after}' in this list" in body["message"], body
+        assert [i.id for i in client.conversations.items.list(conv.id, order="asc", after=conv_ids[0])] == [
+            conv_ids[2]]
+        assert [i.id for i in client.responses.input_items.list(response.id, after=own_ids[2])] == own_ids[1::-1]
+    err = error(get(svc.url, f"/v1/conversations/{conv.id}/items", after="nope"), 400)
+    assert err["param"] == "after" and "nope" in err["message"]
+    err = error(get(svc.url, f"/v1/responses/{response.id}/input_items", after="nope"), 400)
+    assert err["param"] == "after" and "nope" in err["message"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_an_item_id_the_conversation_holds_is_a_400_never_added_twice_nor_answered_as_added(request, mock, backend):
+    """An id is in a conversation once (its items are paged by id). Items added later under an id
+    it holds — given again, or a reference to its own item — are OpenAI's 400 "Duplicate item
+    found with id …" naming the item: on ``POST …/items`` (nothing of the batch kept), and on a
+    response in the conversation, refused before the backend is called (nothing appended, nothing
+    generated); a batch or an input of new ids goes in as before."""
+    svc = _backend_proxy(request, backend)
+    model = "convdup-" + os.urandom(3).hex()
+    mock.script(model, {"text": "answered"})
+    given = {"type": "message", "id": "msg_given_" + os.urandom(4).hex(), "role": "user", "content": "given"}
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create(items=[given])
+        before = [i.id for i in client.conversations.items.list(conv.id, order="asc")]
+        assert before == [given["id"]]
+        attempts = [
+            [{"type": "message", "role": "user", "content": "new"}, given],
+            [{"type": "message", "role": "user", "content": "new"}, {"type": "item_reference", "id": given["id"]}],
+            [{"type": "message", "role": "user", "content": "new"}, {"id": given["id"]}],
+        ]
+        for items in attempts:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.conversations.items.create(conv.id, items=items)
+            body = caught.value.body
+            assert (body["type"], body["param"]) == ("invalid_request_error", "items[1]"), body
+            assert f"Duplicate item found with id '{given['id']}'" in body["message"], body
+            for mode in ({"stream": False}, {"stream": True}, {"background": True}):
+                with pytest.raises(openai.BadRequestError) as caught:
+                    client.responses.create(model=model, input=items, conversation=conv.id, **mode)
+                body = caught.value.body
+                assert (body["param"], body["type"]) == ("input[1]", "invalid_request_error"), body
+                assert f"Duplicate item found with id '{given['id']}'" in body["message"], body
+        assert [i.id for i in client.conversations.items.list(conv.id, order="asc")] == before
+        assert upstream(mock, model) == [], "a refused request reached the backend"
+        # New ids are added, as before; the same item in another conversation is no duplicate.
+        added = client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "n"}])
+        answer = client.responses.create(model=model, input="q", conversation=conv.id)
+        other = client.conversations.create(items=[{"type": "item_reference", "id": given["id"]}])
+        assert [i.id for i in client.conversations.items.list(other.id)] == [given["id"]]
+        listed = [i.id for i in client.conversations.items.list(conv.id, order="asc", limit=100)]
+    own = [i["id"] for i in get(svc.url, f"/v1/responses/{answer.id}/input_items").json()["data"]]
+    assert listed == [given["id"], added.data[0].id, *own, answer.output[0].id]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_racing_appends_of_one_new_id_keep_it_once_and_lose_no_answer(proxy_factory, request, mock, backend):
+    """Requests racing to add one id the conversation does not hold yet: of explicit ``POST
+    …/items``, exactly one adds it, the others get the 400 (one atomic step on each store); of
+    responses that both sent it (each read the conversation before the other appended), each is
+    answered and appended whole but for that id, which the conversation keeps once — the copy
+    appended first — and the proxy logs which ids it did not append again."""
+    url = request.getfixturevalue("redis_db") if backend == "redis" else None
+    svc = proxy_factory(**({"RESPONSE_STORE_URL": url} if url else {}))
+    conv = post(svc.url, "/v1/conversations", {"items": [{"role": "user", "content": "start"}]}).json()["id"]
+    n = 6
+    statuses: dict[int, int] = {}
+    answers: dict[int, dict[str, Any]] = {}
+
+    def race(work) -> None:
+        barrier = threading.Barrier(n)
+
+        def one(k: int) -> None:
+            barrier.wait()
+            work(k)
+
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+
+    contested = {"type": "message", "id": "msg_contested", "role": "user", "content": "contested"}
+
+    def add(k: int) -> None:
+        statuses[k] = post(svc.url, f"/v1/conversations/{conv}/items",
+                           {"items": [{"role": "user", "content": f"adder {k}"}, contested]}).status_code
+
+    race(add)
+    assert sorted(statuses.values()) == [200] + [400] * (n - 1), statuses
+    items = get(svc.url, f"/v1/conversations/{conv}/items", order="asc", limit="100").json()["data"]
+    assert [i["id"] for i in items].count("msg_contested") == 1 and len(items) == 3
+    winner = next(k for k, s in statuses.items() if s == 200)
+    assert _texts(items) == ["start", f"adder {winner}", "contested"]
+
+    racer = {"type": "message", "id": "msg_racer", "role": "user", "content": "sent by all"}
+
+    def respond(k: int) -> None:
+        body = {"model": "mock-slow-300", "conversation": conv, "stream": k % 2 == 1,
+                "input": [racer, {"role": "user", "content": f"racer {k}"}]}
+        r = post(svc.url, "/v1/responses", body)
+        assert r.status_code == 200, r.text
+        answers[k] = r.json() if k % 2 == 0 else {}
+
+    race(respond)
+    assert len(answers) == n
+    items = get(svc.url, f"/v1/conversations/{conv}/items", order="asc", limit="100").json()["data"]
+    ids, texts = [i["id"] for i in items], _texts(items)
+    assert ids.count("msg_racer") == 1 and len(set(ids)) == len(ids)
+    assert len(items) == 3 + 1 + 2 * n, texts  # every racer's own message and answer, the shared item once
+    shared = ids.index("msg_racer")  # at the head of the batch appended first, the others whole after it
+    batches = [texts[shared + 1 + i:shared + 3 + i] for i in range(0, 2 * n, 2)]
+    assert sorted(batches) == sorted([f"racer {k}", f"You said: racer {k}"] for k in range(n)), texts
+    assert shared == 3 and texts[:3] == ["start", f"adder {winner}", "contested"]
+    for doc in answers.values():
+        if doc:
+            assert doc["output"][0]["id"] in ids
+    assert svc.log_text().count("got items ['msg_racer'] from another request meanwhile") == n - 1

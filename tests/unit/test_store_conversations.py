@@ -9,7 +9,7 @@ import orjson
 import pytest
 from openai.types.conversations import Conversation, ConversationItemList
 
-from proxy.store import HistoryIncomplete, NewResponse, ObjectTooLarge, prepare_items
+from proxy.store import CursorNotFound, DuplicateItem, HistoryIncomplete, NewResponse, ObjectTooLarge, prepare_items
 from proxy.store.shapes import item_list
 from proxy.translate.ids import new_id
 from tests.store_kit import BACKENDS, from_spec, run, spec, stored_rows
@@ -82,7 +82,16 @@ def test_conversation_items_page_like_the_api(backend, store_factory):
         assert await page(order="asc", limit=6) == (ids[:6], True)
         assert await page(order="asc", limit=2, after=ids[4]) == (ids[5:], False)
         assert await page(order="asc", after=ids[6]) == ([], False)
-        assert await page(order="asc", after="msg_elsewhere") == ([], False)
+        # An ``after`` naming no item of this conversation (unknown, another conversation's, deleted
+        # from it) is the client's error, not an empty page that ends a pager without a word.
+        other = await store.create_conversation(owner, items=messages("elsewhere"))
+        elsewhere = (await store.conversation_context(owner, other["id"])).items[0]["id"]
+        await store.delete_conversation_item(owner, conv["id"], ids[1])
+        for after in ("msg_elsewhere", elsewhere, ids[1]):
+            for order in ("asc", "desc"):
+                with pytest.raises(CursorNotFound) as caught:
+                    await page(order=order, after=after)
+                assert caught.value.param == "after" and after in str(caught.value)
 
     run(store, scenario)
 
@@ -123,9 +132,24 @@ def test_appends_are_bounded_atomic_and_idempotent(backend, store_factory):
             await store.create_conversation(owner, items=messages("w" * 2100))
         again = prepare_items(messages("retried"))
         await store.append_conversation_items(owner, cid, again)
-        await store.append_conversation_items(owner, cid, again + again)  # a retried write adds nothing
+        # An id is in a conversation once: a later batch with one it holds, or a batch with one
+        # twice, is refused whole (nothing of it kept) — never answered as added while nothing is.
+        fresh = prepare_items(messages("fresh"))
+        for batch, param, held in ((fresh + again, "items[1]", True), (fresh + fresh, "items[1]", False)):
+            with pytest.raises(DuplicateItem) as caught:
+                await store.append_conversation_items(owner, cid, batch)
+            assert caught.value.param == param and caught.value.item_id == batch[1]["id"]
+            assert ("already holds" in str(caught.value)) is held and "Duplicate item found" in str(caught.value)
+        # … unless told to skip what it holds (a response's items after its answer): the rest goes in.
+        added = await store.append_conversation_items(owner, cid, again + fresh + fresh, skip_held=True)
+        assert added == fresh
+        assert await store.append_conversation_items(owner, cid, again, skip_held=True) == []
         items = (await store.conversation_context(owner, cid)).items
-        assert [i["id"] for i in items].count(again[0]["id"]) == 1 and len(items) == 3
+        assert [i["id"] for i in items] == [items[0]["id"], items[1]["id"], again[0]["id"], fresh[0]["id"]]
+        with pytest.raises(DuplicateItem) as caught:
+            await store.create_conversation(owner, items=fresh + fresh)
+        assert caught.value.param == "items[1]"
+        await store.delete_conversation_item(owner, cid, fresh[0]["id"])
         await store.delete_conversation_item(owner, cid, items[0]["id"])  # deleting frees room
         await store.append_conversation_items(owner, cid, messages("v" * 500))
 

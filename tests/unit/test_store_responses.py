@@ -9,7 +9,7 @@ import orjson
 import pytest
 from openai.types.responses import Response, ResponseItemList
 
-from proxy.store import History, NewResponse, ObjectTooLarge, prepare_items
+from proxy.store import CursorNotFound, History, NewResponse, ObjectTooLarge, prepare_items
 from proxy.store.shapes import item_list
 from proxy.translate.ids import new_id
 from tests.store_kit import BACKENDS, redis_client, run, stored_rows
@@ -163,6 +163,41 @@ def test_a_response_whose_predecessor_vanished_meanwhile_keeps_the_history_it_wa
     run(store, scenario)
 
 
+def test_a_compactions_response_stands_on_its_window_and_keeps_its_own_items(backend, store_factory):
+    """A compaction's response (``window``) starts a chain of its own: chaining from it, or from
+    one built on it, sees the window in place of what it was built on and of its own items, which
+    it keeps all the same (listed, found by reference); its predecessor is not needed by it."""
+    store = store_factory(backend)
+    owner = store.owner_of("sk-alice")
+
+    async def scenario(store):
+        first = turn(0)
+        await store.put_response(owner, first)
+        rid = new_id("resp")
+        own = prepare_items([{"role": "user", "content": "compact, please"}])
+        item = {"id": new_id("cmp"), "type": "compaction", "encrypted_content": "rpxc1.opaque"}
+        window = [*prepare_items([{"role": "user", "content": "question 0.0"}]), own[0], item]
+        compacted = NewResponse(rid, response_body(rid, [item], previous=first.id), own, [item], window=window)
+        await store.put_response(owner, compacted)
+        assert (await store.get_history(owner, rid)).items == window
+        assert [i["id"] for i in (await store.list_input_items(owner, rid)).items] == [own[0]["id"]]
+        assert await store.get_items(owner, [own[0]["id"], item["id"]]) == {own[0]["id"]: own[0], item["id"]: item}
+        after = turn(1, await store.get_history(owner, rid))
+        await store.put_response(owner, after)
+        assert (await store.get_history(owner, after.id)).items == window + own_items(after)
+        later = turn(2, await store.get_history(owner, after.id))
+        await store.put_response(owner, later)
+        assert (await store.get_history(owner, later.id)).items == window + own_items(after) + own_items(later)
+        await store.delete_response(owner, first.id)  # (not its predecessor in the store)
+        assert (await store.get_history(owner, later.id)).items == window + own_items(after) + own_items(later)
+        for r in (compacted, after, later):
+            assert await store.delete_response(owner, r.id)
+        return stored_rows(store)
+
+    left = run(store, scenario)
+    assert not any(left.values()), f"deleted responses left data behind: {left}"
+
+
 def test_input_items_pages_with_limit_order_and_after(backend, store_factory):
     store = store_factory(backend)
     owner = store.owner_of("sk-alice")
@@ -184,7 +219,11 @@ def test_input_items_pages_with_limit_order_and_after(backend, store_factory):
         assert await page(order="asc", limit=2, after=ids[2]) == (ids[3:], False)
         assert await page(order="desc", limit=2, after=ids[3]) == ([ids[2], ids[1]], True)
         assert await page(order="desc", limit=1, after=ids[0]) == ([], False)
-        assert await page(order="asc", after="msg_unknown") == ([], False)
+        for after in ("msg_unknown", "msg_" + r.id):  # no item of this list: the client's error
+            for order in ("asc", "desc"):
+                with pytest.raises(CursorNotFound) as caught:
+                    await page(order=order, after=after)
+                assert caught.value.param == "after" and after in str(caught.value)
         assert await page(limit=1) == ([ids[-1]], True)
         assert item_list(await store.list_input_items(owner, r.id, order="asc", after=ids[-1])) == {
             "object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False
