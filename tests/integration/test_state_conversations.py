@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from tests.state_kit import delete, error, get, post, redis_db, sdk, state_proxy, upstream
@@ -360,11 +361,14 @@ def test_racing_appends_of_one_new_id_keep_it_once_and_lose_no_answer(proxy_fact
     racer = {"type": "message", "id": "msg_racer", "role": "user", "content": "sent by all"}
 
     def respond(k: int) -> None:
-        body = {"model": "mock-slow-300", "conversation": conv, "stream": k % 2 == 1,
+        # Streamed, each: the backend then takes 300 ms a chunk, so every racer has read the
+        # conversation before the first appends (a JSON request's backend call is one body, at once).
+        body = {"model": "mock-slow-300", "conversation": conv, "stream": True,
                 "input": [racer, {"role": "user", "content": f"racer {k}"}]}
         r = post(svc.url, "/v1/responses", body)
         assert r.status_code == 200, r.text
-        answers[k] = r.json() if k % 2 == 0 else {}
+        events = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        answers[k] = events[-1]["response"]
 
     race(respond)
     assert len(answers) == n
@@ -377,6 +381,5 @@ def test_racing_appends_of_one_new_id_keep_it_once_and_lose_no_answer(proxy_fact
     assert sorted(batches) == sorted([f"racer {k}", f"You said: racer {k}"] for k in range(n)), texts
     assert shared == 3 and texts[:3] == ["start", f"adder {winner}", "contested"]
     for doc in answers.values():
-        if doc:
-            assert doc["output"][0]["id"] in ids
+        assert doc["status"] == "completed" and doc["output"][0]["id"] in ids
     assert svc.log_text().count("got items ['msg_racer'] from another request meanwhile") == n - 1
