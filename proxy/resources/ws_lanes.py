@@ -10,8 +10,8 @@ server once refused it (409 ``response_in_progress``). ``Lanes`` is that schedul
 connection (``proxy.resources.ws_connection``) hands it each accepted create and it
 starts one task per response.
 
-Bounds, per connection (each refusal is an ``error`` frame naming the create's lane;
-the connection goes on):
+Bounds, per connection (each refusal is an ``error`` frame with the create's
+``stream_id``, if it named one; the connection goes on):
 
 - ``WEBSOCKET_MAX_LANES`` distinct named lanes over the connection's life (the default
   lane does not count; OpenAI's 32): 400 ``websocket_stream_limit_reached``, OpenAI's code;
