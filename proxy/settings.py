@@ -93,6 +93,12 @@ class Settings:
     # interval of the server's keep-alive pings (a peer silent for as long again is dropped).
     websocket_max_secs: float = 3600.0
     websocket_ping_secs: float = 20.0
+    # WebSocket lanes (``stream_id``, proxy/resources/ws_lanes.py), per connection: distinct named
+    # lanes over its lifetime and responses running at once (OpenAI's 32 and 16), and creates
+    # waiting to start (their frames also at most MAX_BODY_BYTES together).
+    websocket_max_lanes: int = 32
+    websocket_max_active: int = 16
+    websocket_max_queued: int = 64
     # Stopping a worker (proxy/worker.py): how long a connection with no request in progress
     # may still bring one (answered with "Connection: close"); on SIGTERM, how long the master
     # first answers /health with 503 "draining" while serving normally (conf/gunicorn.conf.py).
@@ -323,6 +329,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         models_cache_secs=_float(env, "MODELS_CACHE_SECS", 60.0, 0.0, 86400.0),
         websocket_max_secs=_float(env, "WEBSOCKET_MAX_SECS", 3600.0, 1.0, 7 * 86400.0),
         websocket_ping_secs=_float(env, "WEBSOCKET_PING_SECS", 20.0, 1.0, 3600.0),
+        websocket_max_lanes=_int(env, "WEBSOCKET_MAX_LANES", 32, 0, 1024),
+        websocket_max_active=_int(env, "WEBSOCKET_MAX_ACTIVE", 16, 1, 256),
+        websocket_max_queued=_int(env, "WEBSOCKET_MAX_QUEUED", 64, 0, 4096),
         shutdown_linger_secs=_float(env, "SHUTDOWN_LINGER_SECS", 10.0, 0.0, 3600.0),
         shutdown_drain_secs=_float(env, "SHUTDOWN_DRAIN_SECS", 0.0, 0.0, 3600.0),
         compaction_prompt=compaction_prompt(env),

@@ -42,7 +42,9 @@ from pydantic import TypeAdapter
 
 from tests.conformance import RESPONSE_KEYS, _assert_no_extra, _ort_response_view, check_response, check_stream
 
-__all__ = ["check_ws_stream", "check_ws_error", "check_compacted", "check_trigger_stream", "split_responses"]
+__all__ = [
+    "check_ws_stream", "check_ws_error", "check_compacted", "check_trigger_stream", "split_responses", "split_lanes",
+]
 
 _WS_ADAPTER: TypeAdapter = TypeAdapter(ResponsesServerEvent)
 _SSE_ADAPTER: TypeAdapter = TypeAdapter(ResponseStreamEvent)
@@ -99,6 +101,19 @@ def split_responses(frames: list[dict]) -> list[list[dict]]:
             out.append(current)
             current = []
     assert not current, f"frames after the last terminal event: {[f['type'] for f in current]}"
+    return out
+
+
+def split_lanes(frames: list[dict]) -> dict[str | None, list[dict]]:
+    """A connection's frames by lane (``stream_id``; None: the default lane), each lane's in the
+    order they came and without their ``stream_id``, ready for ``check_ws_stream`` / ``check_ws_error``
+    (the SSE grammar has no ``stream_id``; each frame is first validated with it, as sent)."""
+    out: dict[str | None, list[dict]] = {}
+    for frame in frames:
+        _validate_frame(frame)
+        stream_id = frame.get("stream_id")
+        assert stream_id is None or (isinstance(stream_id, str) and stream_id), frame
+        out.setdefault(stream_id, []).append({k: v for k, v in frame.items() if k != "stream_id"})
     return out
 
 

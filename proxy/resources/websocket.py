@@ -4,7 +4,7 @@ The handshake is authenticated exactly as ``POST`` is (``client_key``: the
 client's key forwarded, or operator mode with ``PROXY_API_KEYS``; the same
 ``FORWARD_HEADERS`` checks), then ``proxy.resources.ws_connection`` runs the
 connection: ``response.create`` frames in, every event of each response out as
-one text message, one response at a time.
+one text message, its responses on their lanes (``stream_id``, ``proxy.resources.ws_lanes``).
 
 A refused handshake is accepted and then answered, at the client's first
 message, with a protocol ``error`` event carrying the HTTP status and the same

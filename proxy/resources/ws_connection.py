@@ -1,35 +1,43 @@
-"""One WebSocket-mode connection: every client message as it comes, one response at a time.
+"""One WebSocket-mode connection: every client message as it comes, its responses on their lanes.
 
-A reader takes each message the moment it arrives — so a second
-``response.create``, a ``response.steer`` or the client leaving is seen while a
-response streams — and starts at most one response at a time
+A reader takes each message the moment it arrives — so another ``response.create``,
+a ``response.steer`` or the client leaving is seen while responses stream — and
+hands each accepted create to its lane (``proxy.resources.ws_lanes``: FIFO within a
+``stream_id``, lanes concurrently, the default lane too), which runs it
 (``proxy.resources.ws_response``). What each message gets:
 
-- ``response.create``: a response; while one runs, an ``error`` event (409
-  ``response_in_progress``), and the connection stays usable.
+- ``response.create``: a response, once those before it on its lane have ended; over
+  a bound (lanes, creates waiting), an ``error`` event naming its lane, and the
+  connection stays usable.
 - ``response.steer``: ``response.steer.failed`` (``steering_not_supported``) with
-  the input returned. It belongs to no response's stream, so its
-  ``sequence_number`` counts this connection's own events.
+  the input returned, on the lane of the response it targets when that is on this
+  connection, else its own ``stream_id`` if it named one. It belongs to no
+  response's stream, so its ``sequence_number`` counts this connection's own events.
 - ``response.processed`` (Codex's acknowledgement): nothing. A binary message,
   one that is not JSON, of an unknown type, or over ``MAX_BODY_BYTES``: an
-  ``error`` event (a message over the protocol's own cap, somewhat larger, closes
-  the connection with 1009 before it is buffered: see ``proxy.worker``).
+  ``error`` event (with the frame's ``stream_id`` once it parsed and named one; a
+  message over the protocol's own cap, somewhat larger, closes the connection with
+  1009 before it is buffered: see ``proxy.worker``).
 
-Chaining: the connection keeps its last completed (or incomplete) response's
-context in memory, so ``previous_response_id`` naming it works with ``store:
-false``; any other id goes to the store seam (``proxy.resources.chaining``), and
+Every frame out goes through one lock, held for one whole message: one writer at a
+time, in the order the writers came, so concurrent lanes interleave between frames
+and each response's frames keep their order.
+
+Chaining: the connection keeps its recent completed (or incomplete) responses' contexts
+in memory (``ws_lanes.Kept``), so ``previous_response_id`` naming one works with ``store:
+false``, from any lane; any other id goes to the store seam (``proxy.state``), and
 ``store: true`` responses are handed to it.
 
-The client leaving sets ``gone``, which every exchange watches: its upstream
-request is cancelled at once (tokens cost money), as for HTTP. After
-``WEBSOCKET_MAX_SECS`` the connection lets a running response finish, then sends
-OpenAI's ``websocket_connection_limit_reached`` error and closes (1000). When the
-worker stops (``stopping``, ``proxy.drain.STOPPING``) the connection closes with 1012
-(service restart) at once if idle, else right after its running response's terminal
-event; a ``response.create`` that arrives meanwhile gets a 503 ``error`` event (Codex
-retries a 503) instead of a response the close would cut. Either way the client
-reconnects, to a worker that is not stopping. Keep-alive pings are the protocol's
-(``WEBSOCKET_PING_SECS``, in ``proxy.worker``).
+The client leaving sets ``gone``, which every exchange watches: each running
+response's upstream request is cancelled at once (tokens cost money), as for HTTP,
+and the creates waiting are dropped. After ``WEBSOCKET_MAX_SECS`` the connection lets
+its running responses finish, then sends OpenAI's ``websocket_connection_limit_reached``
+error and closes (1000). When the worker stops (``stopping``, ``proxy.drain.STOPPING``)
+the connection closes with 1012 (service restart) at once if idle, else right after its
+running responses' terminal events; a ``response.create`` that arrives meanwhile, or was
+waiting on a lane, gets a 503 ``error`` event (Codex retries a 503) instead of a response
+the close would cut. Either way the client reconnects, to a worker that is not stopping.
+Keep-alive pings are the protocol's (``WEBSOCKET_PING_SECS``, in ``proxy.worker``).
 """
 from __future__ import annotations
 
@@ -44,14 +52,12 @@ from ..errors import ProxyError, invalid_request, restarting
 from ..runtime import Runtime
 from ..store import History
 from ..translate import ws_frames as wf
-from ..translate.errors import InvalidRequest
 from .compact import Compaction
 from .responses import _too_large
+from .ws_lanes import Kept, Lanes
 from .ws_response import Responder, Run, protocol_error
 
 log = logging.getLogger("proxy.websocket")
-
-_CHAINABLE = frozenset({"completed", "incomplete"})
 
 
 class Connection:
@@ -61,15 +67,19 @@ class Connection:
         self, runtime: Runtime, compaction: Compaction, ws: falcon.asgi.WebSocket, *,
         key: str, upstream_key: str, headers: dict[str, str], stopping: asyncio.Future[None] | None = None,
     ) -> None:
-        self._settings = runtime.settings
+        settings = self._settings = runtime.settings
         self._responder = Responder(runtime, compaction, key=key, upstream_key=upstream_key, headers=headers)
         self._ws = ws
+        self._writing = asyncio.Lock()  # one frame at a time on the socket
         self._gone = asyncio.Event()
-        self._busy: Run | None = None  # the response running, if any
-        self._task: asyncio.Task[None] | None = None
-        self._last: History | None = None  # what chaining from the last response stands on
+        self._lanes = Lanes(
+            self._respond, max_lanes=settings.websocket_max_lanes, max_active=settings.websocket_max_active,
+            max_queued=settings.websocket_max_queued, max_queued_bytes=settings.max_body_bytes,
+        )
+        self._running: set[Run] = set()
+        self._kept = Kept(max(2, settings.websocket_max_active))  # what chaining in memory stands on
         # Once the connection is ending (its age limit, its worker stopping): what a new
-        # response.create gets instead of a response; the running one still finishes.
+        # response.create gets instead of a response; the running ones still finish.
         self._ending: ProxyError | None = None
         self._stopping = stopping
         self._events = 0  # connection-level events sent (response.steer.failed)
@@ -84,10 +94,9 @@ class Connection:
             self._gone.set()
             for ender in enders:
                 ender.cancel()
-            task = self._task
-            if task is not None and not task.done():
-                task.cancel()  # its exchange closes the upstream request on the way out
-            await asyncio.gather(*enders, *(() if task is None else (task,)), return_exceptions=True)
+            self._lanes.close()  # the creates waiting are dropped
+            running = self._lanes.cancel()  # each exchange closes its upstream request on the way out
+            await asyncio.gather(*enders, *running, return_exceptions=True)
 
     # ------------------------------------------------------------------ messages in
 
@@ -113,48 +122,50 @@ class Connection:
     async def _on_message(self, text: str) -> None:
         try:
             frame = wf.parse_frame(text)
-        except InvalidRequest as refusal:
-            await self.send(protocol_error(refusal))
+        except wf.FrameError as bad:
+            await self.send(protocol_error(bad, bad.stream_id))
             return
         if isinstance(frame, wf.Ignored):
             return
         if isinstance(frame, wf.Steer):
             self._events += 1
-            await self.send(wf.steer_failed_event(frame, self._events - 1))
+            await self.send(wf.steer_failed_event(frame, self._events - 1, self._steer_lane(frame)))
             return
-        if self._ending is not None:
-            await self.send(protocol_error(self._ending, frame.stream_id))
-            return
-        if self._busy is not None:
-            await self.send(protocol_error(ProxyError(
-                409,
-                "A response is already in progress on this connection: wait for its terminal event "
-                "(response.completed, response.incomplete or response.failed), or open another connection.",
-                code="response_in_progress",
-            ), frame.stream_id))
-            return
-        run = self._busy = Run(frame.body.get("model"))
-        self._task = asyncio.create_task(self._respond(frame, run))
+        refusal = self._ending if self._ending is not None else self._lanes.admit(frame, len(text))
+        if refusal is not None:
+            await self.send(protocol_error(refusal, frame.stream_id))
 
-    async def _respond(self, frame: wf.Create, run: Run) -> None:
+    async def _respond(self, frame: wf.Create) -> None:
+        run = Run(frame.body.get("model"), frame.stream_id)
+        self._running.add(run)
         try:
             await self._responder.respond(self, frame, run)
         finally:
-            self.sent_terminal(run)
+            self._running.discard(run)
+
+    def _steer_lane(self, steer: wf.Steer) -> str | None:
+        """The lane a ``response.steer.failed`` goes on: its target's, when the target is on this
+        connection (``ResponseSteerFailedEvent.stream_id``), else the steer's own ``stream_id``."""
+        target = steer.previous_response_id
+        for run in self._running:
+            if run.response_id == target:
+                return run.stream_id
+        kept, stream_id = self._kept.lane_of(target)
+        return stream_id if kept else steer.stream_id
 
     # ------------------------------------------------------------------ Link
 
     async def send(self, event: dict[str, Any]) -> bool:
-        try:
-            await self._ws.send_text(wf.encode(event))
-            return True
-        except WebSocketDisconnected:
-            self._gone.set()
-            return False
-
-    def sent_terminal(self, run: Run) -> None:
-        if self._busy is run:
-            self._busy = None
+        text = wf.encode(event)
+        async with self._writing:
+            if self._gone.is_set():
+                return False
+            try:
+                await self._ws.send_text(text)
+                return True
+            except WebSocketDisconnected:
+                self._gone.set()
+                return False
 
     def watch(self) -> asyncio.Future[None]:
         """A future done when the client leaves (one per exchange: the exchange cancels it when it closes)."""
@@ -166,11 +177,11 @@ class Connection:
     def gone(self) -> bool:
         return self._gone.is_set()
 
-    def last(self) -> History | None:
-        return self._last
+    def kept(self, response_id: object) -> History | None:
+        return self._kept.get(response_id)
 
-    def keep(self, history: History) -> None:
-        self._last = history
+    def keep(self, history: History, stream_id: str | None) -> None:
+        self._kept.put(history, stream_id)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -178,22 +189,27 @@ class Connection:
         await asyncio.sleep(self._settings.websocket_max_secs)
         reached = self._limit_reached()
         if await self._end(reached) and await self.send(protocol_error(reached)):
-            await self._ws.close(1000, "websocket_connection_limit_reached")
+            await self._close(1000, "websocket_connection_limit_reached")
 
     async def _restart(self, stopping: asyncio.Future[None]) -> None:
         await asyncio.wait((stopping,))  # (not awaited directly: a cancelled wait would cancel it)
         if await self._end(restarting(), takes_over=True):
-            await self._ws.close(1012, "service restart")
+            await self._close(1012, "service restart")
 
     async def _end(self, refusal: ProxyError, *, takes_over: bool = False) -> bool:
-        """Refuse new responses with ``refusal`` and wait for the running one to finish. False when
-        the other ending took over meanwhile (a restart over the age limit): it closes the socket."""
+        """Refuse new responses with ``refusal`` (the creates waiting on a lane too) and wait for the
+        running ones to finish. False when the other ending took over meanwhile (a restart over the
+        age limit): it closes the socket."""
         if self._ending is None or takes_over:
             self._ending = refusal
-        task = self._task
-        if task is not None and not task.done():
-            await asyncio.wait((task,))
+        for frame in self._lanes.close():
+            await self.send(protocol_error(refusal, frame.stream_id))
+        await self._lanes.settle()
         return self._ending is refusal
+
+    async def _close(self, code: int, reason: str) -> None:
+        async with self._writing:  # after the frame being written
+            await self._ws.close(code, reason)
 
     def _limit_reached(self) -> ProxyError:
         secs = self._settings.websocket_max_secs

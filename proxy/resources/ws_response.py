@@ -11,13 +11,14 @@ message each (``proxy.translate.ws_frames`` for the shapes). Three kinds:
 - ``generate: false`` (Codex's warm-up): prepared without calling the backend;
 - ending with a ``compaction_trigger``: compacted (``proxy.resources.compact``).
 
-``previous_response_id`` is resolved by ``proxy.state.stand`` (the connection's
-last response, held in memory, costs no store read and works with ``store:
-false``; anything else comes from the store); the context a later request will
-chain from, and the stored response when ``store`` is true, are recorded before
-the terminal event is sent (the exchange's ``on_terminal`` hook), and the
-connection is free for the next ``response.create`` the moment that event is
-out. Each response writes one ``request_completed`` line.
+``previous_response_id`` is resolved by ``proxy.state.stand`` (a response the
+connection keeps in memory, from any lane, costs no store read and works with
+``store: false``; anything else comes from the store); the context a later request
+will chain from, and the stored response when ``store`` is true, are recorded before
+the terminal event is sent (the exchange's ``on_terminal`` hook), so the next
+``response.create`` on the lane, or one forking from another lane, finds it. Every
+frame of a response names its lane (``stream_id``) when its create did. Each response
+writes one ``request_completed`` line.
 """
 from __future__ import annotations
 
@@ -47,7 +48,6 @@ from .scope import _new_request_id
 
 log = logging.getLogger("proxy.websocket")
 
-_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Responses a later request may chain from (a failed one is not a context to stand on).
 _CHAINABLE = frozenset({"completed", "incomplete"})
 
@@ -62,27 +62,28 @@ def protocol_error(refusal: ProxyError | InvalidRequest, stream_id: str | None =
 
 
 class Run:
-    """One ``response.create``'s bookkeeping: its metrics line (and, while it runs, the connection's busy mark)."""
+    """One ``response.create``'s bookkeeping: its metrics line, its lane, its response's id once known."""
 
-    __slots__ = ("request_id", "started", "model", "status", "http_status")
+    __slots__ = ("request_id", "started", "model", "status", "http_status", "stream_id", "response_id")
 
-    def __init__(self, model: object) -> None:
+    def __init__(self, model: object, stream_id: str | None = None) -> None:
         self.request_id = _new_request_id()
         self.started = time.perf_counter()
         self.model = _loggable_model(model)
         self.status = "error"
         self.http_status = 200
+        self.stream_id = stream_id
+        self.response_id: str | None = None
 
 
 class Link(Protocol):
     """What a response needs from its connection (``proxy.resources.ws_connection``)."""
 
     async def send(self, event: dict[str, Any]) -> bool: ...  # False once the client is gone
-    def sent_terminal(self, run: Run) -> None: ...  # the connection may take the next response.create
     def watch(self) -> asyncio.Future[None]: ...  # done when the client leaves
     def gone(self) -> bool: ...
-    def last(self) -> History | None: ...  # what chaining from the connection's last response stands on
-    def keep(self, history: History) -> None: ...  # the new last response
+    def kept(self, response_id: object) -> History | None: ...  # what chaining from a kept response stands on
+    def keep(self, history: History, stream_id: str | None) -> None: ...  # a response to chain from, and its lane
 
 
 class Responder:
@@ -132,8 +133,8 @@ class Responder:
 
     async def _create(self, link: Link, frame: wf.Create, run: Run) -> None:
         rt = self._rt
-        standing = await stand(rt.store, self._key, frame.body, request_id=run.request_id, known=link.last(),
-                               chaining=True)
+        standing = await stand(rt.store, self._key, frame.body, request_id=run.request_id,
+                               known=link.kept(frame.body.get("previous_response_id")), chaining=True)
         if cmp.has_trigger(standing.body):
             await self._compact(link, standing, frame, run)
             return
@@ -142,7 +143,7 @@ class Responder:
             previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
         )
         standing.prepare()
-        run.model = ctx.model
+        run.model, run.response_id = ctx.model, ctx.response_id
         try:
             await self._answer(link, frame, run, chat, ctx, standing)
         finally:  # dropped built-in tools, calls outside allowed_tools…, as the HTTP path logs them
@@ -155,13 +156,13 @@ class Responder:
         async def remember(response: Response) -> None:
             await standing.remember(response)
             if response["status"] in _CHAINABLE:
-                link.keep(standing.next_history(response))
+                link.keep(standing.next_history(response), frame.stream_id)
 
         if not frame.generate:  # state prepared, nothing generated, no backend call
             events = wf.prepared_events(ctx)
             await remember(events[-1]["response"])
             run.status = "completed"
-            await self._send_events(link, events, frame, run)
+            await self._send_events(link, events, frame)
             return
         exchange = self._rt.exchange(
             chat=chat, ctx=ctx, headers={**self._headers, "x-request-id": run.request_id},
@@ -183,11 +184,11 @@ class Responder:
             if failure is not None and not isinstance(first, _Keepalive) and not _has_output(first):
                 raise failure  # nothing but the refusal so far: a protocol error, as over HTTP
             events = head if isinstance(first, _Keepalive) else head + first
-            if await self._send_events(link, events, frame, run, exchange) and not exchange.translator.done:
+            if await self._send_events(link, events, frame, exchange) and not exchange.translator.done:
                 async for batch in batches:
                     if isinstance(batch, _Keepalive):
                         continue  # the protocol's own pings keep the connection alive
-                    if not await self._send_events(link, batch, frame, run, exchange):
+                    if not await self._send_events(link, batch, frame, exchange):
                         break
         finally:
             await batches.aclose()
@@ -202,14 +203,14 @@ class Responder:
             standing, key=self._upstream_key, headers={**self._headers, "x-request-id": run.request_id},
             watch=link.watch,
         )
-        run.model = ctx.model
+        run.model, run.response_id = ctx.model, final["id"]
         # What the conversation stands on from here: its user messages, then the summary.
-        link.keep(window)
+        link.keep(window, frame.stream_id)
         run.status = "completed"
-        await self._send_events(link, cmp.trigger_stream(ctx, final), frame, run)
+        await self._send_events(link, cmp.trigger_stream(ctx, final), frame)
 
     async def _send_events(
-        self, link: Link, events: Batch, frame: wf.Create, run: Run, exchange: Exchange | None = None
+        self, link: Link, events: Batch, frame: wf.Create, exchange: Exchange | None = None
     ) -> bool:
         """Send each event as one message; False once the client is gone."""
         stream_id = frame.stream_id
@@ -223,6 +224,4 @@ class Responder:
                 event = {**event, "stream_id": stream_id}
             if not await link.send(event):
                 return False
-            if kind in _TERMINAL:
-                link.sent_terminal(run)
         return True

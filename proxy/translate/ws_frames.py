@@ -6,7 +6,8 @@ WebSocket types (openai 3.57, ``types/responses/responses_client_event.py`` and
 ``responses_server_event.py``), which Codex 0.171 and the Agents SDK 0.24 parse too:
 
 - client → server: ``response.create`` (the ``POST /v1/responses`` body plus
-  ``type``, and the WebSocket-only ``generate`` and ``stream_id``),
+  ``type``, and the WebSocket-only ``generate`` and ``stream_id``, the lane: OpenAI's
+  1-256 letters, digits, ``_``, ``-`` or ``.``),
   ``response.steer``; Codex also sends ``response.processed`` after each
   response, which needs no answer and gets none.
 - server → client: every event of a response exactly as the SSE ``data:`` line,
@@ -14,10 +15,12 @@ WebSocket types (openai 3.57, ``types/responses/responses_client_event.py`` and
   under ``error`` (``ResponseWsError``). A protocol error — the request refused
   before any response exists — also carries the HTTP ``status`` it would have had,
   which is how Codex tells a 400 from a 401 or a 429 on this transport; an error
-  inside a response's stream carries its ``sequence_number`` instead.
+  inside a response's stream carries its ``sequence_number`` instead. A refused
+  frame that parsed and named a valid ``stream_id`` has it echoed (``FrameError``).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,17 @@ from proxy.translate.stream import StreamTranslator
 IGNORED_TYPES = frozenset({"response.processed"})
 # Keys of `response.create` that belong to the WebSocket envelope, not to the request.
 _ENVELOPE_KEYS = ("type", "generate", "stream_id")
+# A lane's name, as OpenAI takes it (its WebSocket-mode guide; the SDK's lane helper checks the same).
+_STREAM_ID = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+
+
+class FrameError(InvalidRequest):
+    """A client frame refused: the 400 of ``InvalidRequest``, and the frame's ``stream_id`` when it
+    parsed and named a valid one, so the ``error`` frame tells the client which lane it refuses."""
+
+    def __init__(self, refusal: InvalidRequest, stream_id: str | None = None) -> None:
+        super().__init__(refusal.message, refusal.param, refusal.code)
+        self.stream_id = stream_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +59,13 @@ class Create:
 
 @dataclass(frozen=True, slots=True)
 class Steer:
-    """A ``response.steer``: more input for a response that is running."""
+    """A ``response.steer``: more input for a response that is running. It should name no
+    ``stream_id`` (its target's lane is its lane), but one it names is echoed when the target is
+    not on the connection."""
 
     previous_response_id: str
     input: Any
+    stream_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +77,48 @@ Frame = Create | Steer | Ignored
 
 
 def parse_frame(text: str) -> Frame:
-    """Read one client text frame; raise ``InvalidRequest`` (a 400 naming ``param``) if it is not one we take."""
+    """Read one client text frame; raise ``FrameError`` (a 400 naming ``param``) if it is not one we
+    take, carrying the frame's ``stream_id`` once the frame is an object naming a valid one."""
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
+        raise FrameError(InvalidRequest(
             f"The message is not valid JSON: {exc.msg} at position {exc.pos}.", code="invalid_json"
-        ) from None
+        )) from None
     if not isinstance(doc, dict):
-        raise InvalidRequest(
+        raise FrameError(InvalidRequest(
             f"The message must be a JSON object, got {v.type_name(doc)}.", code="invalid_json"
-        )
+        ))
+    stream_id = stream_id_of(doc)  # raises (with no stream_id to echo) if it is not a lane's name
+    try:
+        return _frame(doc, text, stream_id)
+    except InvalidRequest as refusal:
+        raise FrameError(refusal, stream_id) from None
+
+
+def stream_id_of(doc: dict[str, Any]) -> str | None:
+    """The frame's lane: None (the default lane) when absent or null; ``invalid_stream_id`` unless
+    1-256 ASCII letters, digits, ``_``, ``-`` or ``.`` (OpenAI's rule: an empty string is invalid)."""
+    value = doc.get("stream_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or _STREAM_ID.fullmatch(value) is None:
+        raise FrameError(InvalidRequest(
+            "The 'stream_id' field must be a non-empty string with at most 256 characters and may only "
+            "contain letters, numbers, underscores, hyphens, and periods; omit it for the default lane.",
+            "stream_id",
+            "invalid_stream_id",
+        ))
+    return value
+
+
+def _frame(doc: dict[str, Any], text: str, stream_id: str | None) -> Frame:
     kind = doc.get("type")
     if kind == "response.create":
         v.check_nesting(doc, "The message", text)
-        return _create(doc)
+        return _create(doc, stream_id)
     if kind == "response.steer":
-        return _steer(doc)
+        return _steer(doc, stream_id)
     if isinstance(kind, str) and kind in IGNORED_TYPES:
         return Ignored(kind)
     if kind is None:
@@ -91,9 +133,8 @@ def parse_frame(text: str) -> Frame:
     )
 
 
-def _create(doc: dict[str, Any]) -> Create:
+def _create(doc: dict[str, Any], stream_id: str | None) -> Create:
     generate = v.opt_bool(doc, "generate")
-    stream_id = v.opt_str(doc, "stream_id", max_len=v.MAX_ID_STRING)
     if doc.get("background") is True:
         raise InvalidRequest(
             "background mode is not supported over a WebSocket (the connection streams every response); "
@@ -106,7 +147,7 @@ def _create(doc: dict[str, Any]) -> Create:
     return Create(body, generate is not False, stream_id)
 
 
-def _steer(doc: dict[str, Any]) -> Steer:
+def _steer(doc: dict[str, Any], stream_id: str | None) -> Steer:
     previous = doc.get("previous_response_id")
     if previous is None:
         raise v.missing("previous_response_id", "the response to steer")
@@ -114,7 +155,7 @@ def _steer(doc: dict[str, Any]) -> Steer:
         raise v.fail("previous_response_id", "a string", previous)
     if doc.get("input") is None:
         raise v.missing("input", "the input to steer with")
-    return Steer(previous, doc["input"])
+    return Steer(previous, doc["input"], stream_id)
 
 
 def error_event(
@@ -146,9 +187,10 @@ def stream_error_event(event: dict[str, Any], error_type: str) -> dict[str, Any]
     }
 
 
-def steer_failed_event(steer: Steer, sequence_number: int) -> dict[str, Any]:
-    """``response.steer.failed``: steering is not supported; the input goes back to the client."""
-    return {
+def steer_failed_event(steer: Steer, sequence_number: int, stream_id: str | None = None) -> dict[str, Any]:
+    """``response.steer.failed``: steering is not supported; the input goes back to the client.
+    ``stream_id``: the lane of the targeted response, or the steer's own (``ResponseSteerFailedEvent``)."""
+    event: dict[str, Any] = {
         "type": "response.steer.failed",
         "sequence_number": sequence_number,
         "error": {
@@ -159,6 +201,9 @@ def steer_failed_event(steer: Steer, sequence_number: int) -> dict[str, Any]:
         },
         "steer": {"input": steer.input, "previous_response_id": steer.previous_response_id},
     }
+    if stream_id is not None:
+        event["stream_id"] = stream_id
+    return event
 
 
 def encode(event: dict[str, Any]) -> str:

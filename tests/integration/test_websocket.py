@@ -12,7 +12,7 @@ import openai
 from openai.types.responses.response_steer_failed_event import ResponseSteerFailedEvent
 
 from tests.clients.helpers import check_chat_request
-from tests.conformance_ws import check_ws_error, check_ws_stream
+from tests.conformance_ws import check_ws_error, check_ws_stream, split_lanes
 from tests.conftest import API_KEY
 from tests.wsclient import open_ws, read_response, recv, send
 
@@ -101,31 +101,34 @@ def test_warm_up_prepares_state_without_calling_the_backend(proxy, mock):
     assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
 
 
-def test_second_create_while_one_runs_gets_an_error_and_the_connection_stays_usable(proxy, mock):
+def test_a_second_create_on_the_default_lane_waits_for_the_first(proxy, mock):
+    """A create without ``stream_id`` is on the implicit default lane, which follows the named lanes'
+    rules (OpenAI's WebSocket-mode guide; the SDK's lane README: "FIFO without overlap"): sent while
+    one runs, it is queued — not refused (409, as this server once did) — and answered right after."""
     model = "ws-busy"
     mock.script(model, {"chunks": [f"t{i} " for i in range(12)], "delay": 0.1}, {"text": "next"})
     with open_ws(proxy.url) as ws:
         send(ws, {"type": "response.create", "model": model, "input": "long one"})
         created = recv(ws)
         assert created["type"] == "response.created"
-        send(ws, {"type": "response.create", "model": model, "input": "too soon"})
-        frames = read_response(ws, through_errors=True)
-        busy = [f for f in frames if f["type"] == "error"]
-        assert len(busy) == 1, [f["type"] for f in frames]
-        check_ws_error(busy[0], 409, "response_in_progress")
-        first = check_ws_stream([created, *(f for f in frames if f is not busy[0])])
+        send(ws, {"type": "response.create", "model": model, "input": "queued behind"})
+        first = check_ws_stream([created, *read_response(ws)])
         assert first["output"][0]["content"][0]["text"] == "".join(f"t{i} " for i in range(12))
+        second = check_ws_stream(read_response(ws))
+        assert second["output"][0]["content"][0]["text"] == "next"
         send(ws, {"type": "response.create", "model": model, "input": "now"})
-        after = check_ws_stream(read_response(ws))
-        assert after["output"][0]["content"][0]["text"] == "next"
-    assert len(mock.requests(model)) == 2
+        assert check_ws_stream(read_response(ws))["status"] == "completed"
+    one, two, _ = mock.requests(model)
+    assert one["body"]["messages"][-1]["content"] == "long one" and two["body"]["messages"][-1]["content"] == "queued behind"
+    # (the mock notes its end just after its last write, which the proxy may read first)
+    assert two["started_at"] >= one["ended_at"] - 0.05, "the default lane ran two responses at once"
 
 
 def test_every_frame_of_a_lane_echoes_its_stream_id_refusals_too(proxy, mock):
     """``stream_id`` (the SDK's WebSocket lane): each event of that ``response.create`` echoes it,
     and so does the ``error`` frame refusing it (``ResponseWsError.stream_id``: "present when the
     originating response.create supplied a stream_id"), so a client reading lanes can tell which
-    request was refused."""
+    request was refused. Two lanes' responses run at once, each frame naming its own."""
     model = "ws-lanes"
     mock.script(model, {"chunks": [f"t{i} " for i in range(8)], "delay": 0.1})
     mock.script("ws-lanes-limited", {"status": 429, "error": {"message": "slow down", "type": "rate_limit_error"}})
@@ -141,11 +144,15 @@ def test_every_frame_of_a_lane_echoes_its_stream_id_refusals_too(proxy, mock):
         check_ws_error(lane(recv(ws), "limited"), 429)
         send(ws, {"type": "response.create", "model": model, "input": "long one", "stream_id": "a"})
         created = recv(ws)
-        send(ws, {"type": "response.create", "model": model, "input": "too soon", "stream_id": "b"})
-        frames = [created, *read_response(ws, through_errors=True)]
-        (busy,) = [f for f in frames if f["type"] == "error"]
-        check_ws_error(lane(busy, "b"), 409, "response_in_progress")
-        check_ws_stream([lane(f, "a") for f in frames if f is not busy])
+        send(ws, {"type": "response.create", "model": model, "input": "meanwhile", "stream_id": "b"})
+        frames = [created]
+        while sum(f["type"] == "response.completed" for f in frames) < 2:
+            frames.append(recv(ws))
+        lanes = split_lanes(frames)
+        assert set(lanes) == {"a", "b"}
+        assert [lane(f, "a") for f in frames if f.get("stream_id") == "a"] == lanes["a"]
+        check_ws_stream(lanes["a"])
+        check_ws_stream(lanes["b"])
 
 
 def test_steer_is_refused_with_its_input_returned(proxy, mock):

@@ -72,3 +72,9 @@ def test_compaction_prompt_settings(tmp_path):
     assert (s.websocket_max_secs, s.websocket_ping_secs) == (120.0, 5.0)
     with pytest.raises(settings.SettingsError, match="WEBSOCKET_MAX_SECS"):
         settings.load({"WEBSOCKET_MAX_SECS": "0"})
+    lanes = settings.load({})
+    assert (lanes.websocket_max_lanes, lanes.websocket_max_active, lanes.websocket_max_queued) == (32, 16, 64)
+    lanes = settings.load({"WEBSOCKET_MAX_LANES": "0", "WEBSOCKET_MAX_ACTIVE": "1", "WEBSOCKET_MAX_QUEUED": "0"})
+    assert (lanes.websocket_max_lanes, lanes.websocket_max_active, lanes.websocket_max_queued) == (0, 1, 0)
+    with pytest.raises(settings.SettingsError, match="WEBSOCKET_MAX_ACTIVE"):
+        settings.load({"WEBSOCKET_MAX_ACTIVE": "0"})

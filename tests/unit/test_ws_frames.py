@@ -43,6 +43,28 @@ def test_refusals_name_what_is_wrong(text, param, code):
     assert error["param"] == param
 
 
+@pytest.mark.parametrize("text,stream_id,code", [
+    ('{"type": "response.create", "stream_id": "lane.1", "background": true}', "lane.1", "unsupported_parameter"),
+    ('{"type": "session.update", "stream_id": "a-b_c"}', "a-b_c", "unknown_event_type"),
+    ('{"type": "response.steer", "stream_id": "s", "input": "x"}', "s", "missing_required_parameter"),
+    ('{"type": "response.create", "stream_id": ""}', None, "invalid_stream_id"),
+    ('{"type": "response.create", "stream_id": "a/b"}', None, "invalid_stream_id"),
+    ('{"type": "response.create", "stream_id": "' + "x" * 257 + '"}', None, "invalid_stream_id"),
+    ('{"stream_id": "x"', None, "invalid_json"),
+])
+def test_a_refused_frame_names_its_valid_stream_id(text, stream_id, code):
+    with pytest.raises(wf.FrameError) as refused:
+        wf.parse_frame(text)
+    assert (refused.value.stream_id, refused.value.code) == (stream_id, code)
+
+
+def test_stream_ids_are_openais_lane_names():
+    assert wf.parse_frame('{"type": "response.create", "stream_id": "' + "A9_.-" * 51 + '"}').stream_id == "A9_.-" * 51
+    assert wf.parse_frame('{"type": "response.create", "stream_id": null}').stream_id is None
+    steer = wf.parse_frame('{"type": "response.steer", "previous_response_id": "r", "input": "x", "stream_id": "s"}')
+    assert wf.steer_failed_event(steer, 0, "s")["stream_id"] == "s" and "stream_id" not in wf.steer_failed_event(steer, 0)
+
+
 def test_ignored_and_steer_frames():
     assert wf.parse_frame('{"type": "response.processed", "response_id": "resp_1"}') == wf.Ignored("response.processed")
     steer = wf.parse_frame('{"type": "response.steer", "previous_response_id": "resp_1", "input": "more"}')
