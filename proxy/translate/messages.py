@@ -33,6 +33,10 @@ from .tools import history_name
 _CALL_TYPES = ("function_call", "custom_tool_call")
 _OUTPUT_TYPES = ("function_call_output", "custom_tool_call_output")
 _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
+# An item's ``status`` as the openai SDK's item types take it (the spec's MessageStatus): an item is
+# stored as sent, so any other value came back from input_items and conversation item listings in
+# a shape the SDK cannot parse.
+_ITEM_STATUSES = ("in_progress", "completed", "incomplete")
 
 
 def reasoning_text(item: dict[str, Any]) -> str:
@@ -190,6 +194,9 @@ def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool)
                     param,
                     "unsupported_input_item",
                 )
+            status = item.get("status")  # of an item served (every other kind was refused above)
+            if status is not None and status not in _ITEM_STATUSES:
+                raise v.fail(param + ".status", "'in_progress', 'completed' or 'incomplete'", status)
     elif raw is None:
         raise v.missing("input", "a string or an array of input items")
     else:

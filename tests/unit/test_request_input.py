@@ -191,6 +191,27 @@ def test_unservable_items_are_400_naming_the_index(item: Any, param: str) -> Non
     assert param.split(".")[0] in e.message or "input[1]" in e.message
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"role": "user", "content": "x", "status": "bogus"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a"}], "status": 7},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "status": "done"},
+        {"type": "function_call_output", "call_id": "c", "output": "o", "status": ""},
+        {"type": "custom_tool_call", "call_id": "c", "name": "f", "input": "x", "status": ["completed"]},
+        {"type": "reasoning", "summary": [], "status": "thinking"},
+    ],
+)
+def test_an_item_status_outside_the_three_is_a_400(item: dict[str, Any]) -> None:
+    """Items are stored as sent: a status the openai SDK's item types do not have came back from
+    input_items (and conversation items) in a shape the SDK cannot parse (found by the live fuzz)."""
+    e = err({"model": "m", "input": [{"role": "user", "content": "ok"}, item]})
+    assert e.param == "input[1].status"
+    assert e.message.startswith("Invalid 'input[1].status': expected 'in_progress', 'completed' or 'incomplete'")
+    for status in ("in_progress", "completed", "incomplete", None):
+        msgs([{"role": "user", "content": "ok"}, {**item, "status": status}])
+
+
 def test_item_reference_message_is_clear() -> None:
     e = err({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]})
     assert "item_reference" in e.message and "input[0]" in e.message
