@@ -37,6 +37,9 @@ _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 # stored as sent, so any other value came back from input_items and conversation item listings in
 # a shape the SDK cannot parse.
 _ITEM_STATUSES = ("in_progress", "completed", "incomplete")
+# An assistant message's ``phase`` (the spec's enum, the openai SDK's Literal): stored and listed
+# as sent, like ``status``.
+_PHASES = ("commentary", "final_answer")
 
 
 def reasoning_text(item: dict[str, Any]) -> str:
@@ -114,6 +117,9 @@ def _message(h: _History, item: dict[str, Any], param: str) -> None:
         h.add({"role": "assistant", "content": text_content(item, param, "")})
     else:
         h.system.append(text_content(item, param, "\n"))
+    phase = item.get("phase")
+    if phase is not None and phase not in _PHASES:
+        raise v.fail(param + ".phase", "'commentary' or 'final_answer'", phase)
 
 
 def _call(h: _History, item: dict[str, Any], itype: str, param: str) -> None:

@@ -5,8 +5,9 @@
   background stream of nothing but ``[DONE]``.
 - ``Content-Encoding`` was ignored: a gzip body got "not valid JSON (UTF-8): surrogates not
   allowed", a compressed body under any other coding was parsed as if it were plain.
-- Found by the live fuzz: an input item's ``status`` was never checked, so any value was stored
-  and listed back by ``input_items`` in a shape the openai SDK's types refuse.
+- Found by the live fuzz: an input item's ``status`` and a message's ``phase`` were never
+  checked, so any value was stored and listed back by ``input_items`` in a shape the openai
+  SDK's types refuse.
 """
 from __future__ import annotations
 
@@ -205,3 +206,19 @@ def test_an_input_item_status_the_sdk_has_not_is_a_400_and_a_valid_one_is_listed
     listing = httpx.get(proxy.url + path, headers=auth(), timeout=10)
     assert listing.status_code == 200 and check_stored_object(path, listing.json())
     assert [item.get("status") for item in listing.json()["data"]] == ["completed", "incomplete", "in_progress"]
+
+
+def test_a_message_phase_the_sdk_has_not_is_a_400_and_a_valid_one_is_listed_conformant(proxy, mock):
+    from tests.tap import check_stored_object
+
+    mock.script("hostile-phase", {"text": "ok"})
+    said = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a"}]}
+    r = post(proxy.url, {"model": "hostile-phase", "input": [{**said, "phase": {"x": 1}}, {"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and error_of(r)["param"] == "input[0].phase", r.text[:300]
+    assert mock.requests("hostile-phase") == []
+    r = post(proxy.url, {"model": "hostile-phase", "input": [{**said, "phase": "commentary"}, {"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text[:300]
+    path = f"/v1/responses/{r.json()['id']}/input_items"
+    listing = httpx.get(proxy.url + path, headers=auth(), timeout=10)
+    assert listing.status_code == 200 and check_stored_object(path, listing.json())
+    assert listing.json()["data"][1]["phase"] == "commentary"

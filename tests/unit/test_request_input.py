@@ -212,6 +212,17 @@ def test_an_item_status_outside_the_three_is_a_400(item: dict[str, Any]) -> None
         msgs([{"role": "user", "content": "ok"}, {**item, "status": status}])
 
 
+def test_a_message_phase_outside_the_spec_enum_is_a_400() -> None:
+    """Stored and listed as sent, like status: any other value came back from input_items in a
+    shape the openai SDK's types refuse (found by the live fuzz)."""
+    item = {"type": "message", "role": "assistant", "content": "a"}
+    for bad in ("final", {"x": 1}, 3):
+        e = err({"model": "m", "input": [{"role": "user", "content": "ok"}, {**item, "phase": bad}]})
+        assert e.param == "input[1].phase" and "'commentary' or 'final_answer'" in e.message
+    for phase in ("commentary", "final_answer", None):
+        assert msgs([{"role": "user", "content": "ok"}, {**item, "phase": phase}])[1] == {"role": "assistant", "content": "a"}
+
+
 def test_item_reference_message_is_clear() -> None:
     e = err({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]})
     assert "item_reference" in e.message and "input[0]" in e.message
