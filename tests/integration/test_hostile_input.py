@@ -5,9 +5,9 @@
   background stream of nothing but ``[DONE]``.
 - ``Content-Encoding`` was ignored: a gzip body got "not valid JSON (UTF-8): surrogates not
   allowed", a compressed body under any other coding was parsed as if it were plain.
-- Found by the live fuzz: an input item's ``status`` and a message's ``phase`` were never
-  checked, so any value was stored and listed back by ``input_items`` in a shape the openai
-  SDK's types refuse.
+- Found by the live fuzz: an input item's ``status``, a message's ``phase`` and a replayed
+  ``output_text`` part's ``annotations`` and ``logprobs`` were never checked, so any value was
+  stored and listed back by ``input_items`` in a shape the openai SDK's types refuse.
 """
 from __future__ import annotations
 
@@ -222,3 +222,27 @@ def test_a_message_phase_the_sdk_has_not_is_a_400_and_a_valid_one_is_listed_conf
     listing = httpx.get(proxy.url + path, headers=auth(), timeout=10)
     assert listing.status_code == 200 and check_stored_object(path, listing.json())
     assert listing.json()["data"][1]["phase"] == "commentary"
+
+
+def test_a_replayed_output_text_part_is_checked_and_listed_conformant(proxy, mock):
+    from tests.tap import check_stored_object
+
+    mock.script("hostile-notes", {"text": "ok"})
+    cite = {"type": "url_citation", "start_index": 0, "end_index": 1, "url": "https://x", "title": "t"}
+    logprob = {"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}
+
+    def said(**part: object) -> dict:
+        return {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a", **part}]}
+
+    for bad, param in ((said(annotations=[{**cite, "start_index": [31]}]), "annotations[0].start_index"),
+                       (said(annotations=None), "annotations"), (said(logprobs=[{"token": "a"}]), "logprobs[0].logprob")):
+        r = post(proxy.url, {"model": "hostile-notes", "input": [bad, {"role": "user", "content": "x"}]})
+        assert r.status_code == 400 and error_of(r)["param"] == "input[0].content[0]." + param, r.text[:300]
+    assert mock.requests("hostile-notes") == []
+    r = post(proxy.url, {"model": "hostile-notes", "input": [said(annotations=[cite], logprobs=[logprob]),
+                                                           {"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text[:300]
+    path = f"/v1/responses/{r.json()['id']}/input_items"
+    listing = httpx.get(proxy.url + path, headers=auth(), timeout=10)
+    assert listing.status_code == 200 and check_stored_object(path, listing.json())
+    assert listing.json()["data"][1]["content"][0]["annotations"] == [cite]
