@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 
 import orjson
 
@@ -26,6 +27,34 @@ def mask_key(key: str | None) -> str:
     if len(key) < 14:
         return "***"
     return f"{key[:6]}…{key[-4:]}"
+
+
+# The key of the request the running task serves (set by ``hold_key``; a background job's task
+# inherits its request's). Only ``KeyScrubber`` reads it.
+_request_key: ContextVar[str | None] = ContextVar("proxy_request_key", default=None)
+_MIN_SCRUBBED = 8  # a shorter "key" would mask ordinary words of every line
+
+
+def hold_key(key: str) -> None:
+    """Name the client key of the request this task serves, so that none of its log lines shows
+    it: a client may send its key where a logged value goes (``X-Request-ID``, ``model``, a tool
+    type a warning names), and the metrics line logged it verbatim."""
+    _request_key.set(key)
+
+
+class KeyScrubber(logging.Filter):
+    """Masks the current request's key (``hold_key``) in a record's message and fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = _request_key.get()
+        if key is None or len(key) < _MIN_SCRUBBED:
+            return True
+        message = record.getMessage()  # kept formatted: the formatter does not format it again
+        record.msg, record.args = message.replace(key, mask_key(key)) if key in message else message, None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and any(isinstance(v, str) and key in v for v in fields.values()):
+            record.fields = {k: v.replace(key, mask_key(key)) if isinstance(v, str) else v for k, v in fields.items()}
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,6 +85,7 @@ def configure(level: str, fmt: str) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
         )
+    handler.addFilter(KeyScrubber())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -12,15 +12,18 @@ import hmac
 import falcon.asgi
 
 from ..errors import ProxyError
-from ..logs import mask_key
+from ..logs import hold_key, mask_key
 from ..settings import Settings
 
 __all__ = ["client_key", "is_header_safe", "presented_key", "scrub", "upstream_key"]
 
 
 def client_key(req: falcon.asgi.Request, settings: Settings) -> str:
-    """The key the client presented, checked against ``PROXY_API_KEYS`` in operator mode; else 401."""
+    """The key the client presented, checked against ``PROXY_API_KEYS`` in operator mode; else 401.
+    From here on no log line of the request shows it (``logs.hold_key``)."""
     key = presented_key(req)
+    if key is not None:
+        hold_key(key)
     if settings.backend_api_key:
         if key is None or not any(
             hmac.compare_digest(key.encode(), allowed.encode()) for allowed in settings.proxy_api_keys

@@ -30,6 +30,7 @@ from ..store.shapes import (
     item_list,
     list_params,
 )
+from ..translate.messages import check_items
 from .auth import client_key
 from .responses import read_request
 
@@ -61,6 +62,7 @@ async def _items(store: Store, owner: str, body: dict[str, Any], *, required: bo
     if refs:
         raw = await with_references(store, owner, raw, refs, "items")
     items = prepare_items(raw, "items")
+    check_items(items, "items")  # each a later response's input: refused now, as input would be
     check_unique(items, "items")
     return items
 

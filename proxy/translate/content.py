@@ -92,6 +92,62 @@ def _text_of(part: dict[str, Any], key: str, param: str) -> str:
     return text
 
 
+# The fields each annotation kind of the openai SDK's ResponseOutputText requires (the spec's
+# UrlCitationParam is the first): a replayed output_text part is stored and listed as sent.
+_ANNOTATION_FIELDS: dict[str, dict[str, type]] = {
+    "url_citation": {"start_index": int, "end_index": int, "url": str, "title": str},
+    "file_citation": {"file_id": str, "filename": str, "index": int},
+    "container_file_citation": {"container_id": str, "file_id": str, "filename": str, "start_index": int,
+                                "end_index": int},
+    "file_path": {"file_id": str, "index": int},
+}
+
+
+def _check_fields(obj: Any, fields: dict[str, type], param: str) -> None:
+    if not isinstance(obj, dict):
+        raise v.fail(param, "an object", obj)
+    for name, kind in fields.items():
+        value = obj.get(name)
+        ok = v.is_int(value) if kind is int else v.is_number(value) if kind is float else isinstance(value, kind)
+        if not ok:
+            expected = {int: "an integer", float: "a number", str: "a string", list: "an array"}[kind]
+            raise v.fail(f"{param}.{name}", expected, value) if value is not None else v.missing(f"{param}.{name}")
+
+
+def _check_output_text(part: dict[str, Any], param: str) -> None:
+    """An output_text part's ``annotations`` and ``logprobs`` (never sent upstream, but stored and
+    listed back): shaped as the openai SDK's ResponseOutputText takes them, or a 400."""
+    annotations = part.get("annotations")
+    if annotations is not None or "annotations" in part:
+        if not isinstance(annotations, list):
+            raise v.fail(param + ".annotations", "an array of annotations", annotations)
+        for k, note in enumerate(annotations):
+            nparam = f"{param}.annotations[{k}]"
+            kind = note.get("type") if isinstance(note, dict) else None
+            fields = _ANNOTATION_FIELDS.get(kind) if isinstance(kind, str) else None
+            if fields is None:
+                raise v.fail(nparam + ".type", "'url_citation', 'file_citation', 'container_file_citation' or "
+                             "'file_path'", kind) if isinstance(note, dict) else v.fail(nparam, "an object", note)
+            _check_fields(note, fields, nparam)
+    logprobs = part.get("logprobs")
+    if logprobs is None:
+        return
+    if not isinstance(logprobs, list):
+        raise v.fail(param + ".logprobs", "an array of log probabilities", logprobs)
+    for k, lp in enumerate(logprobs):
+        _check_logprob(lp, f"{param}.logprobs[{k}]", True)
+
+
+def _check_logprob(obj: Any, param: str, with_top: bool) -> None:
+    fields: dict[str, type] = {"token": str, "logprob": float, "bytes": list}
+    _check_fields(obj, {**fields, "top_logprobs": list} if with_top else fields, param)
+    if not all(v.is_int(b) for b in obj["bytes"]):
+        raise v.fail(param + ".bytes", "an array of integers", obj["bytes"])
+    if with_top:
+        for t, alt in enumerate(obj["top_logprobs"]):
+            _check_logprob(alt, f"{param}.top_logprobs[{t}]", False)
+
+
 def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatContent:
     """Content parts → a plain string when all are text, else chat parts.
 
@@ -107,6 +163,8 @@ def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatConte
         ptype = part.get("type")
         if ptype in _TEXT_PARTS or ptype == "summary_text" or ptype == "reasoning_text":
             chat = {"type": "text", "text": _text_of(part, "text", pparam)}
+            if ptype == "output_text":
+                _check_output_text(part, pparam)
         elif ptype == "refusal":
             chat = {"type": "text", "text": _text_of(part, "refusal", pparam)}
         elif ptype in ("input_image", "input_file") and rich:

@@ -33,6 +33,13 @@ from .tools import history_name
 _CALL_TYPES = ("function_call", "custom_tool_call")
 _OUTPUT_TYPES = ("function_call_output", "custom_tool_call_output")
 _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
+# An item's ``status`` as the openai SDK's item types take it (the spec's MessageStatus): an item is
+# stored as sent, so any other value came back from input_items and conversation item listings in
+# a shape the SDK cannot parse.
+_ITEM_STATUSES = ("in_progress", "completed", "incomplete")
+# An assistant message's ``phase`` (the spec's enum, the openai SDK's Literal): stored and listed
+# as sent, like ``status``.
+_PHASES = ("commentary", "final_answer")
 
 
 def reasoning_text(item: dict[str, Any]) -> str:
@@ -110,6 +117,9 @@ def _message(h: _History, item: dict[str, Any], param: str) -> None:
         h.add({"role": "assistant", "content": text_content(item, param, "")})
     else:
         h.system.append(text_content(item, param, "\n"))
+    phase = item.get("phase")
+    if phase is not None and phase not in _PHASES:
+        raise v.fail(param + ".phase", "'commentary' or 'final_answer'", phase)
 
 
 def _call(h: _History, item: dict[str, Any], itype: str, param: str) -> None:
@@ -137,6 +147,62 @@ def _call(h: _History, item: dict[str, Any], itype: str, param: str) -> None:
     )
 
 
+def _add_item(h: _History, item: Any, param: str) -> None:
+    """One input item into ``h``, or the 400 naming what is wrong with it."""
+    if not isinstance(item, dict):
+        raise v.fail(param, "an input item object", item)
+    itype = item.get("type")
+    if itype == "message" or (itype is None and "role" in item):
+        _message(h, item, param)
+    elif itype in _CALL_TYPES:
+        _call(h, item, itype, param)
+    elif itype in _OUTPUT_TYPES:
+        call_id = v.req_str(item, "call_id", param + ".call_id")
+        h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
+    elif itype == "reasoning":
+        h.add_reasoning(item)
+    elif itype == "compaction":
+        # The summary stands in for the history it replaced (proxy.translate.compaction).
+        h.add({"role": "user", "content": summary_message(item, param)})
+    elif itype == TRIGGER:
+        # The edge answers a request ending with one; anywhere else it is a mistake.
+        raise InvalidRequest(
+            f"Invalid '{param}': a compaction_trigger item must be the last input item.",
+            param,
+            "invalid_compaction_trigger",
+        )
+    elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
+        # The openai SDK's ItemReference: {"id": ...} with an optional type.
+        raise InvalidRequest(
+            f"Invalid '{param}': item_reference is not supported because this server stores no "
+            "responses; send the referenced item itself.",
+            param,
+            "unsupported_input_item",
+        )
+    elif itype is None:
+        raise v.missing(param + ".type", "or 'role' for a message")
+    else:
+        raise InvalidRequest(
+            f"Invalid '{param}': input item type {str(itype)[:64]!r} is not supported by this server "
+            "(it forwards to a Chat Completions backend).",
+            param,
+            "unsupported_input_item",
+        )
+    status = item.get("status")  # of an item served (every other kind was refused above)
+    if status is not None and status not in _ITEM_STATUSES:
+        raise v.fail(param + ".status", "'in_progress', 'completed' or 'incomplete'", status)
+
+
+def check_items(raw: list[Any], param: str) -> None:
+    """Refuse any item that ``input`` would refuse, named ``<param>[i]``: for the Conversations
+    API, whose items are a later response's input. Stored unchecked, one bad item made every
+    response in its conversation a 400 naming an input item its client never sent, and came back
+    from the item listings in a shape the openai SDK's types refuse."""
+    h = _History(keep_reasoning=False)
+    for i, item in enumerate(raw):
+        _add_item(h, item, f"{param}[{i}]")
+
+
 def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool) -> list[dict[str, Any]]:
     """``instructions`` + ``input`` → chat ``messages`` (see the module docstring)."""
     h = _History(keep_reasoning)
@@ -150,46 +216,7 @@ def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool)
         h.add({"role": "user", "content": raw})
     elif isinstance(raw, list):
         for i, item in enumerate(raw):
-            param = f"input[{i}]"
-            if not isinstance(item, dict):
-                raise v.fail(param, "an input item object", item)
-            itype = item.get("type")
-            if itype == "message" or (itype is None and "role" in item):
-                _message(h, item, param)
-            elif itype in _CALL_TYPES:
-                _call(h, item, itype, param)
-            elif itype in _OUTPUT_TYPES:
-                call_id = v.req_str(item, "call_id", param + ".call_id")
-                h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
-            elif itype == "reasoning":
-                h.add_reasoning(item)
-            elif itype == "compaction":
-                # The summary stands in for the history it replaced (proxy.translate.compaction).
-                h.add({"role": "user", "content": summary_message(item, param)})
-            elif itype == TRIGGER:
-                # The edge answers a request ending with one; anywhere else it is a mistake.
-                raise InvalidRequest(
-                    f"Invalid '{param}': a compaction_trigger item must be the last input item.",
-                    param,
-                    "invalid_compaction_trigger",
-                )
-            elif itype == "item_reference" or (itype is None and "role" not in item and "id" in item):
-                # The openai SDK's ItemReference: {"id": ...} with an optional type.
-                raise InvalidRequest(
-                    f"Invalid '{param}': item_reference is not supported because this server stores no "
-                    "responses; send the referenced item itself.",
-                    param,
-                    "unsupported_input_item",
-                )
-            elif itype is None:
-                raise v.missing(param + ".type", "or 'role' for a message")
-            else:
-                raise InvalidRequest(
-                    f"Invalid '{param}': input item type {str(itype)[:64]!r} is not supported by this server "
-                    "(it forwards to a Chat Completions backend).",
-                    param,
-                    "unsupported_input_item",
-                )
+            _add_item(h, item, f"input[{i}]")
     elif raw is None:
         raise v.missing("input", "a string or an array of input items")
     else:

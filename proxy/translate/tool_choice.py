@@ -69,12 +69,19 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
             echo={"type": "function", "name": upstream},
         )
     if ctype == "allowed_tools":
+        # The spec makes ``mode`` optional: "auto" when it is left out (or null).
         mode = raw.get("mode")
+        if mode is None:
+            mode = "auto"
         if mode not in _TOOL_CHOICE_VALUES:
             raise fail("tool_choice.mode", "'auto', 'required' or 'none'", mode)
         entries = raw.get("tools")
         if not isinstance(entries, list):
             raise fail("tool_choice.tools", "an array of tool references", entries)
+        if not entries:  # the spec's minItems: 1
+            raise InvalidRequest(
+                "Invalid 'tool_choice.tools': expected at least one tool reference.", "tool_choice.tools", "empty_array"
+            )
         allowed: dict[str, None] = {}  # ordered set: no quadratic dedup on long lists
         skipped: list[str] = []
         for k, entry in enumerate(entries):
@@ -97,6 +104,11 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
         warning = None
         if skipped:
             warning = "tool_choice.allowed_tools: ignored built-in tool types " + ", ".join(skipped)
+        if mode == "none":
+            # No tool may be called, whichever are allowed: plain "none", which is also how it is
+            # echoed (OpenAI's ToolChoiceAllowed has no mode "none", so the openai SDK could not
+            # parse an allowed_tools echo with it; the Open Responses spec takes either).
+            return ToolChoice(upstream="none", echo="none", warning=warning)
         return ToolChoice(
             upstream=mode,
             echo={

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from proxy.devtools import ROOT, free_port
@@ -51,6 +52,29 @@ def test_client_key_only_masked_in_logs_and_never_in_error_bodies(fproxy, mock):
     assert key not in log, "the client key appears in the proxy log"
     assert key[9:] not in log, "the secret part of the client key appears in the proxy log"
     assert _masked(key) in log, "the request_completed line should name the masked key"
+
+
+def test_a_client_key_sent_where_a_logged_value_goes_is_masked_in_the_log(fproxy, mock):
+    """Found by the live fuzz: the metrics line and the warnings log the client's X-Request-ID,
+    model and the values a warning names verbatim, so a key sent there was in the log."""
+    key = _key()
+    mock.script(key, {"text": "fine"})
+    mock.script("sec-where", {"text": "fine"}, {"text": "fine"}, {"text": "fine"})
+    rid = "sec-where-" + os.urandom(4).hex()
+    sent = [
+        post(fproxy.url, {"model": "sec-where", "input": "x"}, key=key, headers={"X-Request-ID": key}),
+        post(fproxy.url, {"model": key, "input": "x"}, key=key, headers={"X-Request-ID": rid}),
+        post(fproxy.url, {"model": "sec-where", "input": "x", "tool_choice": {"type": key}}, key=key),
+        post(fproxy.url, {"model": "sec-where", "input": "x"}, key=None, headers={"X-Api-Key": key, "X-Request-ID": "p" + key}),
+        httpx.get(fproxy.url + "/v1/responses/resp_nope", headers={"Authorization": f"Bearer {key}", "X-Request-ID": key}),
+    ]
+    assert [r.status_code for r in sent] == [200, 200, 200, 200, 404], [r.text[:200] for r in sent]
+    time.sleep(0.5)
+    log = fproxy.log_text()
+    assert key not in log and key[9:] not in log, "the client key appears in the proxy log"
+    assert f"model={_masked(key)}, " in log and f"request_id={rid}" in log
+    assert log.count(f"request_id={_masked(key)}") == 2 and f"request_id=p{_masked(key)}" in log
+    assert f"tool_choice of built-in type '{_masked(key)}' replaced by 'auto'" in log
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["json", "sse"])

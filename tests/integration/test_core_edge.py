@@ -96,3 +96,28 @@ def test_max_tool_calls_is_enforced_on_the_way_back(proxy, mock):
     assert b"call_2" not in r.content and r.content.count(b'"type":"function_call"') >= 2
     for sent in mock.requests("edge-max"):
         assert "max_tool_calls" not in sent["body"]
+
+
+def test_allowed_tools_without_mode_or_with_mode_none_is_served_conformant(openai_client, mock):
+    """Spec-valid allowed_tools choices found by the live fuzz: without ``mode`` (a 400 before),
+    and with mode "none", whose allowed_tools echo failed the openai SDK's types (JSON and
+    stream). The tap validates every answer (tests/conformance.py)."""
+    tools = [{"type": "function", "name": n, "parameters": {"type": "object", "properties": {}}} for n in ("a", "b")]
+    allowed = [{"type": "function", "name": "a"}]
+    for mode, echoed in ((None, {"type": "allowed_tools", "mode": "auto", "tools": allowed}), ("none", "none")):
+        choice = {"type": "allowed_tools", "tools": allowed, **({"mode": mode} if mode else {})}
+        for stream in (False, True):
+            model = f"edge-allowed-{mode}-{int(stream)}"
+            mock.script(model, {"text": "ok"})
+            kwargs = {"model": model, "input": "hi", "tools": tools, "tool_choice": choice}
+            if stream:
+                with openai_client.responses.stream(**kwargs) as events:
+                    response = events.get_final_response()
+            else:
+                response = openai_client.responses.create(**kwargs)
+            assert response.output_text == "ok"
+            dumped = response.model_dump(mode="json", exclude_unset=True)["tool_choice"]
+            assert dumped == echoed, dumped
+            sent = mock.requests(model)[-1]["body"]
+            assert sent["tool_choice"] == (mode or "auto")
+            assert [t["function"]["name"] for t in sent["tools"]] == (["a", "b"] if mode == "none" else ["a"])

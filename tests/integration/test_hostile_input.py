@@ -5,6 +5,9 @@
   background stream of nothing but ``[DONE]``.
 - ``Content-Encoding`` was ignored: a gzip body got "not valid JSON (UTF-8): surrogates not
   allowed", a compressed body under any other coding was parsed as if it were plain.
+- Found by the live fuzz: an input item's ``status``, a message's ``phase`` and a replayed
+  ``output_text`` part's ``annotations`` and ``logprobs`` were never checked, so any value was
+  stored and listed back by ``input_items`` in a shape the openai SDK's types refuse.
 """
 from __future__ import annotations
 
@@ -182,3 +185,64 @@ def test_a_stored_responses_action_answers_405_with_its_own_allow(proxy, method,
     assert r.status_code == 405, r.text[:300]
     assert error_of(r)["code"] == "method_not_allowed"
     assert {m.strip() for m in r.headers["allow"].split(",")} == {allowed, "OPTIONS"}, r.headers["allow"]
+
+
+def test_an_input_item_status_the_sdk_has_not_is_a_400_and_a_valid_one_is_listed_conformant(proxy, mock):
+    from tests.tap import check_stored_object
+
+    mock.script("hostile-status", {"text": "ok"}, {"text": "ok"})
+    for status in ("bogus", 7):
+        r = post(proxy.url, {"model": "hostile-status", "input": [{"role": "user", "content": "x", "status": status}]})
+        assert r.status_code == 400, r.text[:300]
+        err = error_of(r)
+        assert err["param"] == "input[0].status" and err["type"] == "invalid_request_error", err
+    assert mock.requests("hostile-status") == []
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "status": "incomplete"}
+    r = post(proxy.url, {"model": "hostile-status", "input": [
+        {"role": "user", "content": "x", "status": "in_progress"}, call,
+        {"type": "function_call_output", "call_id": "c1", "output": "o", "status": None}]})
+    assert r.status_code == 200, r.text[:300]
+    path = f"/v1/responses/{r.json()['id']}/input_items"
+    listing = httpx.get(proxy.url + path, headers=auth(), timeout=10)
+    assert listing.status_code == 200 and check_stored_object(path, listing.json())
+    assert [item.get("status") for item in listing.json()["data"]] == ["completed", "incomplete", "in_progress"]
+
+
+def test_a_message_phase_the_sdk_has_not_is_a_400_and_a_valid_one_is_listed_conformant(proxy, mock):
+    from tests.tap import check_stored_object
+
+    mock.script("hostile-phase", {"text": "ok"})
+    said = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a"}]}
+    r = post(proxy.url, {"model": "hostile-phase", "input": [{**said, "phase": {"x": 1}}, {"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and error_of(r)["param"] == "input[0].phase", r.text[:300]
+    assert mock.requests("hostile-phase") == []
+    r = post(proxy.url, {"model": "hostile-phase", "input": [{**said, "phase": "commentary"}, {"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text[:300]
+    path = f"/v1/responses/{r.json()['id']}/input_items"
+    listing = httpx.get(proxy.url + path, headers=auth(), timeout=10)
+    assert listing.status_code == 200 and check_stored_object(path, listing.json())
+    assert listing.json()["data"][1]["phase"] == "commentary"
+
+
+def test_a_replayed_output_text_part_is_checked_and_listed_conformant(proxy, mock):
+    from tests.tap import check_stored_object
+
+    mock.script("hostile-notes", {"text": "ok"})
+    cite = {"type": "url_citation", "start_index": 0, "end_index": 1, "url": "https://x", "title": "t"}
+    logprob = {"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}
+
+    def said(**part: object) -> dict:
+        return {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a", **part}]}
+
+    for bad, param in ((said(annotations=[{**cite, "start_index": [31]}]), "annotations[0].start_index"),
+                       (said(annotations=None), "annotations"), (said(logprobs=[{"token": "a"}]), "logprobs[0].logprob")):
+        r = post(proxy.url, {"model": "hostile-notes", "input": [bad, {"role": "user", "content": "x"}]})
+        assert r.status_code == 400 and error_of(r)["param"] == "input[0].content[0]." + param, r.text[:300]
+    assert mock.requests("hostile-notes") == []
+    r = post(proxy.url, {"model": "hostile-notes", "input": [said(annotations=[cite], logprobs=[logprob]),
+                                                           {"role": "user", "content": "x"}]})
+    assert r.status_code == 200, r.text[:300]
+    path = f"/v1/responses/{r.json()['id']}/input_items"
+    listing = httpx.get(proxy.url + path, headers=auth(), timeout=10)
+    assert listing.status_code == 200 and check_stored_object(path, listing.json())
+    assert listing.json()["data"][1]["content"][0]["annotations"] == [cite]

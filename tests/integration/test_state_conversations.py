@@ -98,6 +98,35 @@ def test_bad_conversation_requests_are_400s_naming_the_parameter(state_proxy):
     assert get(svc.url, f"/v1/conversations/{conv['id']}/items").json()["data"] == []
 
 
+def test_an_item_a_response_could_not_take_as_input_is_refused_by_the_conversation(state_proxy, mock):
+    """Found by the live fuzz: conversation items were stored unchecked, so an item ``input``
+    refuses (an unknown type, a call named by a number, a bad role, status or tool output) was
+    listed back in a shape the SDK's types refuse, and every response in that conversation was
+    a 400 naming an input item its client never sent. Now the same 400, named ``items[i]``, on
+    create and on add, and nothing is stored."""
+    svc = state_proxy
+    model = "conv-check-" + os.urandom(3).hex()
+    mock.script(model, {"text": "ok"})
+    conv = post(svc.url, "/v1/conversations", {"items": [{"role": "user", "content": "kept"}]}).json()
+    ok = {"role": "user", "content": "fine"}
+    cases = [
+        ({"type": "bogus", "x": 1}, "items[1]"),
+        ({"type": "function_call", "call_id": "c", "name": 5, "arguments": "{}"}, "items[1].name"),
+        ({"role": "wizard", "content": "x"}, "items[1].role"),
+        ({"role": "user", "content": "x", "status": "bogus"}, "items[1].status"),
+        ({"type": "function_call_output", "call_id": "c", "output": {"a": 1}}, "items[1].output"),
+        ({"type": "message", "role": "assistant", "content": [{"type": "input_image"}]}, "items[1].content[0].type"),
+    ]
+    for item, param in cases:
+        for path in ("/v1/conversations", f"/v1/conversations/{conv['id']}/items"):
+            err = error(post(svc.url, path, {"items": [ok, item]}), 400)
+            assert err["param"] == param and err["type"] == "invalid_request_error", (path, item, err)
+            assert "items[1]" in err["message"], err
+    with sdk(svc.url) as (client, _):  # every answer validated as the SDK's types
+        assert _texts(client.conversations.items.list(conv["id"]).data) == ["kept"]
+        assert client.responses.create(model=model, input="next", conversation=conv["id"]).output_text == "ok"
+
+
 def test_responses_in_a_conversation(state_proxy, mock):
     svc = state_proxy
     model = "conv-" + os.urandom(3).hex()

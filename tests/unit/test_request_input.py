@@ -191,6 +191,78 @@ def test_unservable_items_are_400_naming_the_index(item: Any, param: str) -> Non
     assert param.split(".")[0] in e.message or "input[1]" in e.message
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"role": "user", "content": "x", "status": "bogus"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a"}], "status": 7},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "status": "done"},
+        {"type": "function_call_output", "call_id": "c", "output": "o", "status": ""},
+        {"type": "custom_tool_call", "call_id": "c", "name": "f", "input": "x", "status": ["completed"]},
+        {"type": "reasoning", "summary": [], "status": "thinking"},
+    ],
+)
+def test_an_item_status_outside_the_three_is_a_400(item: dict[str, Any]) -> None:
+    """Items are stored as sent: a status the openai SDK's item types do not have came back from
+    input_items (and conversation items) in a shape the SDK cannot parse (found by the live fuzz)."""
+    e = err({"model": "m", "input": [{"role": "user", "content": "ok"}, item]})
+    assert e.param == "input[1].status"
+    assert e.message.startswith("Invalid 'input[1].status': expected 'in_progress', 'completed' or 'incomplete'")
+    for status in ("in_progress", "completed", "incomplete", None):
+        msgs([{"role": "user", "content": "ok"}, {**item, "status": status}])
+
+
+def test_a_message_phase_outside_the_spec_enum_is_a_400() -> None:
+    """Stored and listed as sent, like status: any other value came back from input_items in a
+    shape the openai SDK's types refuse (found by the live fuzz)."""
+    item = {"type": "message", "role": "assistant", "content": "a"}
+    for bad in ("final", {"x": 1}, 3):
+        e = err({"model": "m", "input": [{"role": "user", "content": "ok"}, {**item, "phase": bad}]})
+        assert e.param == "input[1].phase" and "'commentary' or 'final_answer'" in e.message
+    for phase in ("commentary", "final_answer", None):
+        assert msgs([{"role": "user", "content": "ok"}, {**item, "phase": phase}])[1] == {"role": "assistant", "content": "a"}
+
+
+_CITE = {"type": "url_citation", "start_index": 0, "end_index": 1, "url": "https://x", "title": "t"}
+_LOGPROB = {"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": [{"token": "b", "logprob": -1, "bytes": [98]}]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"annotations": None}, "annotations"),
+        ({"annotations": "x"}, "annotations"),
+        ({"annotations": [5]}, "annotations[0]"),
+        ({"annotations": [{"type": "bogus"}]}, "annotations[0].type"),
+        ({"annotations": [{**_CITE, "start_index": [31]}]}, "annotations[0].start_index"),
+        ({"annotations": [{**_CITE, "end_index": True}]}, "annotations[0].end_index"),
+        ({"annotations": [{k: v for k, v in _CITE.items() if k != "url"}]}, "annotations[0].url"),
+        ({"annotations": [{"type": "file_citation", "file_id": "f", "filename": "n"}]}, "annotations[0].index"),
+        ({"logprobs": {}}, "logprobs"),
+        ({"logprobs": [{**_LOGPROB, "token": 1}]}, "logprobs[0].token"),
+        ({"logprobs": [{**_LOGPROB, "bytes": ["a"]}]}, "logprobs[0].bytes"),
+        ({"logprobs": [{**_LOGPROB, "top_logprobs": [{"token": "b", "logprob": "x", "bytes": []}]}]},
+         "logprobs[0].top_logprobs[0].logprob"),
+    ],
+)
+def test_a_replayed_output_text_part_is_shaped_as_the_sdk_lists_it(extra: dict[str, Any], param: str) -> None:
+    """``annotations`` and ``logprobs`` never go upstream but are stored and listed as sent: any
+    other shape came back from input_items in one the openai SDK refuses (found by the live fuzz)."""
+    said = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a", **extra}]}
+    e = err({"model": "m", "input": [{"role": "user", "content": "ok"}, said]})
+    assert e.param == "input[1].content[0]." + param, e.message
+
+
+def test_output_text_parts_as_the_sdk_lists_them_are_replayed() -> None:
+    kinds = [_CITE, {"type": "file_citation", "file_id": "f", "filename": "n", "index": 0},
+             {"type": "container_file_citation", "container_id": "c", "file_id": "f", "filename": "n",
+              "start_index": 0, "end_index": 1}, {"type": "file_path", "file_id": "f", "index": 0}]
+    part = {"type": "output_text", "text": "a", "annotations": kinds, "logprobs": [_LOGPROB]}
+    for extra in (part, {"type": "output_text", "text": "a", "logprobs": None}):
+        said = {"type": "message", "role": "assistant", "content": [extra]}
+        assert msgs([{"role": "user", "content": "ok"}, said])[1] == {"role": "assistant", "content": "a"}
+
+
 def test_item_reference_message_is_clear() -> None:
     e = err({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]})
     assert "item_reference" in e.message and "input[0]" in e.message

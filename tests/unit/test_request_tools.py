@@ -152,6 +152,25 @@ def test_allowed_tools_validation() -> None:
     assert e.param == "tool_choice.tools[0]"
 
 
+def test_allowed_tools_mode_is_optional_and_none_is_plain_none() -> None:
+    """The spec's AllowedToolsParam requires only type and tools (mode was a 400 when left out);
+    mode "none" is echoed as the plain "none" the openai SDK can parse (its ToolChoiceAllowed has
+    no mode "none": the allowed_tools echo failed its validation)."""
+    entries = [{"type": "function", "name": "get_weather"}]
+    for choice in ({"type": "allowed_tools", "tools": entries}, {"type": "allowed_tools", "mode": None, "tools": entries}):
+        chat, ctx = tr({"tools": [WEATHER, PATCH], "tool_choice": choice})
+        assert chat["tool_choice"] == "auto" and [t["function"]["name"] for t in chat["tools"]] == ["get_weather"]
+        assert ctx.echo["tool_choice"] == {"type": "allowed_tools", "mode": "auto", "tools": entries}
+    chat, ctx = tr({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "mode": "none", "tools": entries}})
+    assert chat["tool_choice"] == "none" and ctx.echo["tool_choice"] == "none" and ctx.allowed_tools is None
+    assert err({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "mode": "none", "tools": [
+        {"type": "function", "name": "nope"}]}}).param == "tool_choice.tools[0]"
+    # The spec's minItems: 1 (an empty list allowed nothing yet offered every tool's echo).
+    e = err({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}})
+    assert (e.param, e.code, e.message) == ("tool_choice.tools", "empty_array",
+                                            "Invalid 'tool_choice.tools': expected at least one tool reference.")
+
+
 def test_builtin_tool_choice_follows_policy() -> None:
     chat, ctx = tr({"tools": [WEATHER, {"type": "web_search"}], "tool_choice": {"type": "web_search"}})
     assert "tool_choice" not in chat and ctx.echo["tool_choice"] == "auto"
