@@ -135,7 +135,7 @@ def resolve_references(raw: Any, found: dict[str, Item], param: str = "input") -
             out.append(found[ref])
         elif not ref:
             raise InvalidItem(f"Invalid '{param}[{i}].id': an item reference needs a non-empty id string.",
-                              f"{param}[{i}]")
+                              f"{param}[{i}].id")
         else:
             raise InvalidItem(f"Invalid '{param}[{i}]': no stored item with id '{ref[:MAX_ID_CHARS]}' found.",
                               f"{param}[{i}]")

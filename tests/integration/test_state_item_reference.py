@@ -72,11 +72,12 @@ def test_an_unknown_or_foreign_reference_is_a_400_naming_it(state_proxy, mock, r
     err = error(post(svc.url, "/v1/responses", body), 400)
     message = (f"Invalid 'input[1]': no stored item with id '{ref_id}' found." if ref_id else
                "Invalid 'input[1].id': an item reference needs a non-empty id string.")
-    assert err == {"message": message, "type": "invalid_request_error", "param": "input[1]", "code": None}
+    param = "input[1]" if ref_id else "input[1].id"  # (the param names what the message names)
+    assert err == {"message": message, "type": "invalid_request_error", "param": param, "code": None}
     with sdk(svc.url) as (client, _):
         with pytest.raises(openai.BadRequestError) as caught:
             client.responses.create(model="mock-echo", input=[{"id": ref_id}], stream=True)
-    assert caught.value.body["param"] == "input[0]"
+    assert caught.value.body["param"] == ("input[0]" if ref_id else "input[0].id")
     assert mock.requests() == []
     assert get(svc.url, f"/v1/responses/{foreign['id']}", key=KEY_B).json() == foreign
 

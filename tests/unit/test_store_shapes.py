@@ -193,7 +193,7 @@ def test_item_references_resolve_in_place_and_unknown_ones_are_named():
         assert referenced_ids([raw[0], malformed]) == [""]  # still resolved, so refused by position
         with pytest.raises(InvalidItem) as caught:
             resolve_references([raw[0], malformed], {})
-        assert caught.value.param == "input[1]" and "non-empty id" in str(caught.value)
+        assert caught.value.param == "input[1].id" and "non-empty id" in str(caught.value)
 
 
 def test_the_conversation_parameter_is_an_id_or_an_object_with_one():
