@@ -203,6 +203,26 @@ def check_items(raw: list[Any], param: str) -> None:
         _add_item(h, item, f"{param}[{i}]")
 
 
+def _check_outputs_answer_calls(items: list[dict[str, Any]]) -> None:
+    """A tool output must answer a call made before it in the conversation, as OpenAI requires
+    (its 400, word for word): a chat backend given a ``tool`` message with no ``tool_calls`` entry
+    refuses it less clearly, or renders a template that breaks. After a ``compaction`` item the
+    calls it replaced are no longer in the items, so what follows one is not checked."""
+    calls: set[Any] = set()
+    for item in items:
+        itype = item.get("type")
+        if itype in _CALL_TYPES:
+            calls.add(item["call_id"])
+        elif itype in _OUTPUT_TYPES and item["call_id"] not in calls:
+            kind = "function call" if itype == "function_call_output" else "custom tool call"
+            raise InvalidRequest(
+                f"No tool call found for {kind} output with call_id {str(item['call_id'])[:v.MAX_ID_STRING]}.",
+                "input",
+            )
+        elif itype == "compaction":
+            return
+
+
 def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool) -> list[dict[str, Any]]:
     """``instructions`` + ``input`` → chat ``messages`` (see the module docstring)."""
     h = _History(keep_reasoning)
@@ -217,6 +237,7 @@ def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool)
     elif isinstance(raw, list):
         for i, item in enumerate(raw):
             _add_item(h, item, f"input[{i}]")
+        _check_outputs_answer_calls(raw)
     elif raw is None:
         raise v.missing("input", "a string or an array of input items")
     else:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 import httpx
+import openai
 import orjson
+import pytest
 
 from proxy.translate.request import TranslationPolicy
 from tests.conftest import API_KEY
@@ -121,3 +123,32 @@ def test_allowed_tools_without_mode_or_with_mode_none_is_served_conformant(opena
             sent = mock.requests(model)[-1]["body"]
             assert sent["tool_choice"] == (mode or "auto")
             assert [t["function"]["name"] for t in sent["tools"]] == (["a", "b"] if mode == "none" else ["a"])
+
+
+def test_a_tool_output_must_answer_a_call_made_before_it(openai_client, mock):
+    """OpenAI's 400, word for word, for a tool output no earlier call in the conversation made
+    (the backend is not asked: a chat backend refuses such a history less clearly, or breaks);
+    an output answering a call of the chained response is served."""
+    model = "edge-orphan-output"
+    mock.script(model, {"tool_calls": [{"id": "call_w", "name": "get_weather", "arguments": {"city": "Paris"}}]},
+                {"text": "sunny"})
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    for kind in ("function_call_output", "custom_tool_call_output"):
+        with pytest.raises(openai.BadRequestError) as caught:
+            openai_client.responses.create(model=model, tools=tools, input=[
+                {"role": "user", "content": "weather?"}, {"type": kind, "call_id": "call_nope", "output": "x"}])
+        what = "function call" if kind == "function_call_output" else "custom tool call"
+        assert caught.value.status_code == 400
+        assert caught.value.body == {"message": f"No tool call found for {what} output with call_id call_nope.",
+                                     "type": "invalid_request_error", "param": "input", "code": None}
+    assert mock.requests(model) == []
+    first = openai_client.responses.create(model=model, tools=tools, input="Weather in Paris?")
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    answered = openai_client.responses.create(
+        model=model, tools=tools, previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"}],
+    )
+    assert answered.output_text == "sunny"
+    messages = mock.requests(model)[-1]["body"]["messages"]
+    assert messages[-2]["tool_calls"][0]["id"] == call.call_id
+    assert messages[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny, 21 C"}

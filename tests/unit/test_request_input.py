@@ -205,11 +205,15 @@ def test_unservable_items_are_400_naming_the_index(item: Any, param: str) -> Non
 def test_an_item_status_outside_the_three_is_a_400(item: dict[str, Any]) -> None:
     """Items are stored as sent: a status the openai SDK's item types do not have came back from
     input_items (and conversation items) in a shape the SDK cannot parse (found by the live fuzz)."""
-    e = err({"model": "m", "input": [{"role": "user", "content": "ok"}, item]})
-    assert e.param == "input[1].status"
-    assert e.message.startswith("Invalid 'input[1].status': expected 'in_progress', 'completed' or 'incomplete'")
+    lead: list[dict[str, Any]] = [{"role": "user", "content": "ok"}]
+    if item.get("type") == "function_call_output":  # (an output answers a call made before it)
+        lead.append({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"})
+    at = f"input[{len(lead)}].status"
+    e = err({"model": "m", "input": [*lead, item]})
+    assert e.param == at
+    assert e.message.startswith(f"Invalid '{at}': expected 'in_progress', 'completed' or 'incomplete'")
     for status in ("in_progress", "completed", "incomplete", None):
-        msgs([{"role": "user", "content": "ok"}, {**item, "status": status}])
+        msgs([*lead, {**item, "status": status}])
 
 
 def test_a_message_phase_outside_the_spec_enum_is_a_400() -> None:
