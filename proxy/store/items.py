@@ -93,10 +93,44 @@ def listed(item: Item) -> Item:
     output's ``output`` with their default ``detail`` (``with_default_detail``). Filled in when
     listed, not when stored, so the backend gets a replayed item exactly as the client sent it.
     The item itself when nothing is missing."""
+    if item.get("type") == "reasoning":
+        return _listed_reasoning(item)
     fixed: dict[str, Any] = {k: with_default_detail(item[k]) for k in ("content", "output") if k in item}
     if all(fixed[k] is item[k] for k in fixed):
         return item
     return {**item, **fixed}
+
+
+def _listed_reasoning(item: Item) -> Item:
+    """A reasoning item as the SDK's ``ResponseReasoningItem`` takes it. Replayed reasoning is never
+    refused (every Codex turn sends it; ``translate.messages.reasoning_text`` skips what it cannot
+    read), so one may have been stored malformed: listed, its ``summary`` and ``content`` keep the
+    parts with a text (typed as the field's kind, as the backend read them), a ``summary`` that
+    is no list is empty, and an ``encrypted_content`` that is no string is left out."""
+    fixed: dict[str, Any] = {}
+    for key, kind in (("summary", "summary_text"), ("content", "reasoning_text")):
+        value = item.get(key)
+        if value is None and key == "content":
+            continue
+        parts = _text_parts(value, kind)
+        if parts is not value:
+            fixed[key] = parts
+    enc = item.get("encrypted_content")
+    if enc is not None and not isinstance(enc, str):
+        fixed["encrypted_content"] = None
+    return {**item, **fixed} if fixed else item
+
+
+def _text_parts(value: Any, kind: str) -> Any:
+    """``value`` itself when it is a list of ``kind`` parts with a text, else the list of its parts
+    that have a text, typed ``kind``."""
+    if isinstance(value, list) and all(
+        isinstance(p, dict) and p.get("type") == kind and isinstance(p.get("text"), str) for p in value
+    ):
+        return value
+    if not isinstance(value, list):
+        return []
+    return [{**p, "type": kind} for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)]
 
 
 def _reference_id(item: Any) -> str | None:

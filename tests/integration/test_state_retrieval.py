@@ -197,3 +197,38 @@ def test_an_input_naming_one_item_id_twice_is_refused_as_openai_does(state_proxy
     _, doc = _json_post(svc.url, {"model": "mock-echo", "input": [given, {**given, "id": "msg_once"}, given | {"id": "m3"}]})
     with sdk(svc.url) as (client, _):
         assert [i.id for i in client.responses.input_items.list(doc["id"], limit=1)] == ["m3", "msg_once", "msg_twice"]
+
+
+MALFORMED_REASONING = [
+    {"type": "reasoning"},
+    {"type": "reasoning", "summary": "oops", "content": 5, "encrypted_content": 9},
+    {"type": "reasoning", "summary": [{"type": 0, "text": "t"}, "x", None], "content": [{"text": "c"}]},
+]
+
+
+def test_replayed_reasoning_stored_malformed_is_listed_as_the_sdk_takes_it(state_proxy, mock):
+    """Replayed reasoning is never refused (Codex replays it every turn), so an item of it can be
+    stored malformed; input_items, conversation item lists and a conversation item by id list it
+    in the shape the openai SDK's ResponseReasoningItem takes (found by the live fuzz): parts
+    with a text, a summary that is a list, no encrypted_content that is not a string."""
+    from openai.types.conversations import ConversationItem, ConversationItemList
+    from openai.types.responses import ResponseItemList
+    from pydantic import TypeAdapter
+
+    svc = state_proxy
+    items = [{"role": "user", "content": "x"}, *MALFORMED_REASONING, {"role": "assistant", "content": "a"},
+             {"role": "user", "content": "y"}]
+    doc = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": items}).json()
+    listed = get(svc.url, f"/v1/responses/{doc['id']}/input_items", order="asc").json()
+    ResponseItemList.model_validate(listed)
+    reasoning = [item for item in listed["data"] if item["type"] == "reasoning"]
+    assert [r["summary"] for r in reasoning] == [[], [], [{"type": "summary_text", "text": "t"}]]
+    assert [r.get("content") for r in reasoning] == [None, [], [{"type": "reasoning_text", "text": "c"}]]
+    assert reasoning[1].get("encrypted_content") is None
+    conv = post(svc.url, "/v1/conversations", {"items": MALFORMED_REASONING}).json()["id"]
+    page = get(svc.url, f"/v1/conversations/{conv}/items", order="asc").json()
+    ConversationItemList.model_validate(page)
+    for item in page["data"]:
+        one = get(svc.url, f"/v1/conversations/{conv}/items/{item['id']}").json()
+        assert one == item
+        TypeAdapter(ConversationItem).validate_python(one)
