@@ -105,7 +105,7 @@ def get_items(conn: sqlite3.Connection, owner: str, item_ids: Sequence[str]) -> 
 
 def put(conn: sqlite3.Connection, owner: str, response: NewResponse) -> None:
     """Schema 3's plain put (one INSERT; the file's trigger indexes its items)."""
-    blob, ids, _ = response_parts(response)
+    blob, ids, _, _ = response_parts(response)
     sqlite_responses.put_response(conn, owner, response.id, response.body, blob, len(response.input_items), ids,
                                   None, None, [], TTL_MS, DEFAULT_MAX_OBJECT_BYTES)
 

@@ -82,6 +82,10 @@ class InvalidItem(StoreError, ValueError):
         self.param = param
 
 
+# An item id: at most this many characters (stored, and echoed in errors cut to it).
+MAX_ID_CHARS = 256
+
+
 class DuplicateItem(InvalidItem):
     """Items to store under one id twice: repeated in one batch, or (``held``) already in the
     conversation they are appended to. OpenAI's answer ("Duplicate item found with id …"), naming
@@ -91,7 +95,7 @@ class DuplicateItem(InvalidItem):
         param = f"{where}[{index}]"
         why = ": the conversation already holds an item with this id" if held else ""
         super().__init__(
-            f"Duplicate item found with id '{item_id[:256]}' at '{param}'{why}. "
+            f"Duplicate item found with id '{item_id[:MAX_ID_CHARS]}' at '{param}'{why}. "
             f"Remove duplicate items from your {where} and try again.", param,
         )
         self.item_id = item_id
@@ -104,7 +108,7 @@ class CursorNotFound(InvalidItem):
 
     def __init__(self, after: str) -> None:
         super().__init__(
-            f"No item with id '{after[:256]}' in this list: 'after' must be the id of one of its items "
+            f"No item with id '{after[:MAX_ID_CHARS]}' in this list: 'after' must be the id of one of its items "
             "(the last id of the page before).", "after",
         )
 

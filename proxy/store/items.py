@@ -18,9 +18,7 @@ import orjson
 
 from ..translate.content import with_default_detail
 from ..translate.ids import new_id
-from .base import CursorNotFound, DuplicateItem, InvalidItem, Item, ItemPage, NewResponse
-
-MAX_ID_CHARS = 256
+from .base import MAX_ID_CHARS, CursorNotFound, DuplicateItem, InvalidItem, Item, ItemPage, NewResponse
 
 _PREFIXES = {
     "message": "msg",
@@ -256,8 +254,10 @@ def join_arrays(first: bytes, second: bytes) -> bytes:
     return first[:-1] + b"," + second[1:]
 
 
-def response_parts(response: NewResponse) -> tuple[bytes, list[str], int]:
-    """The items blob, the item ids and the size of a response to store; checks what every backend checks."""
+def response_parts(response: NewResponse) -> tuple[bytes, list[str], int, bytes | None]:
+    """The items blob, the item ids, the size of a response to store (its window's included) and a
+    compaction's window encoded (``NewResponse.window``; None for any other); checks what every
+    backend checks."""
     if response.previous is not None and response.conversation is not None:
         raise ValueError("a response is built on a previous response or on a conversation, not both")
     if response.window is not None and (response.previous is not None or response.conversation is not None):
@@ -267,4 +267,5 @@ def response_parts(response: NewResponse) -> tuple[bytes, list[str], int]:
         blob = encode_items(response.input_items + response.output_items)
     else:
         blob = join_arrays(response.input_json, encode_items(response.output_items))
-    return blob, ids, len(response.body) + len(blob)
+    window = None if response.window is None else encode_items(response.window)
+    return blob, ids, len(response.body) + len(blob) + len(window or b""), window

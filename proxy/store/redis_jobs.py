@@ -86,7 +86,7 @@ class RedisJobs:
     async def finish_background(
         self, owner: str, response: NewResponse, worker: str, first_seq: int, events: Sequence[bytes], outcome: str
     ) -> bool:
-        blob, ids, size = response_parts(response)
+        blob, ids, size, _ = response_parts(response)  # (a job's response has no window)
         if size > self.max_object_bytes:
             raise ObjectTooLarge(size, self.max_object_bytes)
         reply = await self._run(

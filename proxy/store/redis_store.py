@@ -95,15 +95,14 @@ class RedisStore(RedisJobs, StoreBase):
     ) -> Any:
         """Run a script that stores ``response`` (``put_response`` in Lua, then ``tail``'s args);
         if what it was built on vanished meanwhile, run it again with the history it saw, copied."""
-        blob, ids, size = response_parts(response)
-        window = b"" if response.window is None else encode_items(response.window)  # (a compaction's: ``:s``)
-        self._check_size(size + len(window))
+        blob, ids, size, window = response_parts(response)  # (a compaction's window: its ``:s``)
+        self._check_size(size)
         prev, conv = response.previous, response.conversation
         args = [
             response.id, response.body, blob, len(response.input_items), orjson.dumps(ids), self._ttl_ms,
             prev.response_id if prev else "", conv.conversation_id if conv else "", conv.seq if conv else 0,
         ]
-        reply = await self._run(script, owner, *args, window, *tail)
+        reply = await self._run(script, owner, *args, window or b"", *tail)
         if not vanished(reply):
             return reply
         snapshot = encode_items(prev.items if prev else conv.items if conv else [])

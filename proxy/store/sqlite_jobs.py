@@ -32,7 +32,7 @@ class SQLiteJobs:
     _check_size: Callable[[int], None]  # StoreBase's
 
     async def create_background(self, owner: str, response: NewResponse, job: NewJob) -> None:
-        blob, ids, size = response_parts(response)
+        blob, ids, size, _ = response_parts(response)  # (a job's response has no window)
         self._check_size(size)
         prev, conv = response.previous, response.conversation
         also = job_sql.job_row(owner, job.worker, job.lease_ms, job.max_per_owner, job.events, response.id)
@@ -59,7 +59,7 @@ class SQLiteJobs:
     async def finish_background(
         self, owner: str, response: NewResponse, worker: str, first_seq: int, events: Sequence[bytes], outcome: str
     ) -> bool:
-        blob, ids, size = response_parts(response)
+        blob, ids, size, _ = response_parts(response)  # (a job's response has no window)
         self._check_size(size)
         return await self._write(
             job_sql.finish, owner, response.id, worker, first_seq, list(events), response.body, blob, ids, outcome,

@@ -30,7 +30,7 @@ from .base import (
     NewResponse,
     StoreBase,
 )
-from .items import check_page_args, encode_items, encoded_items, paginate, response_parts
+from .items import check_page_args, encoded_items, paginate, response_parts
 from .shapes import conversation
 from .sqlite_jobs import SQLiteJobs
 from .sqlite_schema import connect, transaction
@@ -71,9 +71,8 @@ class SQLiteStore(SQLiteJobs, StoreBase):
     # ------------------------------------------------------------------ responses
 
     async def put_response(self, owner: str, response: NewResponse) -> None:
-        blob, ids, size = response_parts(response)
-        window = None if response.window is None else encode_items(response.window)
-        self._check_size(size + len(window or b""))
+        blob, ids, size, window = response_parts(response)
+        self._check_size(size)
         prev, conv = response.previous, response.conversation
         await self._write(
             resp_sql.put_response, owner, response.id, response.body, blob, len(response.input_items), ids,

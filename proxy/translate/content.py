@@ -117,8 +117,8 @@ def _check_fields(obj: Any, fields: dict[str, type], param: str) -> None:
 def _check_output_text(part: dict[str, Any], param: str) -> None:
     """An output_text part's ``annotations`` and ``logprobs`` (never sent upstream, but stored and
     listed back): shaped as the openai SDK's ResponseOutputText takes them, or a 400."""
-    annotations = part.get("annotations")
-    if annotations is not None or "annotations" in part:
+    if "annotations" in part:  # (null too: it would be listed as null)
+        annotations = part["annotations"]
         if not isinstance(annotations, list):
             raise v.fail(param + ".annotations", "an array of annotations", annotations)
         for k, note in enumerate(annotations):

@@ -64,13 +64,18 @@ def reasoning_text(item: dict[str, Any]) -> str:
 class _History:
     """Accumulates chat messages; owns call grouping and reasoning attachment."""
 
-    __slots__ = ("system", "messages", "pending_reasoning", "keep_reasoning")
+    __slots__ = ("system", "messages", "pending_reasoning", "keep_reasoning", "calls", "orphan")
 
-    def __init__(self, keep_reasoning: bool) -> None:
+    def __init__(self, keep_reasoning: bool, *, pair_outputs: bool = False) -> None:
         self.system: list[str] = []
         self.messages: list[dict[str, Any]] = []
         self.pending_reasoning: list[str] = []
         self.keep_reasoning = keep_reasoning
+        # The call ids made so far, when each tool output must answer one of them (a whole
+        # conversation's items; None: not checked, or no longer after a compaction item, which
+        # stands for the calls it replaced), and the first output that answered none.
+        self.calls: set[str] | None = set() if pair_outputs else None
+        self.orphan: InvalidRequest | None = None
 
     def _attach(self, msg: dict[str, Any]) -> None:
         if self.pending_reasoning:
@@ -87,6 +92,8 @@ class _History:
         self.messages.append(msg)
 
     def add_call(self, call: dict[str, Any]) -> None:
+        if self.calls is not None:
+            self.calls.add(call["id"])
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == "assistant":
             self._attach(last)
@@ -159,11 +166,15 @@ def _add_item(h: _History, item: Any, param: str) -> None:
     elif itype in _OUTPUT_TYPES:
         call_id = v.req_str(item, "call_id", param + ".call_id")
         h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
+        if h.calls is not None and call_id not in h.calls and h.orphan is None:
+            h.orphan = _unanswered(itype, call_id)
     elif itype == "reasoning":
         h.add_reasoning(item)
     elif itype == "compaction":
-        # The summary stands in for the history it replaced (proxy.translate.compaction).
+        # The summary stands in for the history it replaced (proxy.translate.compaction), and
+        # for the calls in it: outputs after it are not paired.
         h.add({"role": "user", "content": summary_message(item, param)})
+        h.calls = None
     elif itype == TRIGGER:
         # The edge answers a request ending with one; anywhere else it is a mistake.
         raise InvalidRequest(
@@ -203,29 +214,18 @@ def check_items(raw: list[Any], param: str) -> None:
         _add_item(h, item, f"{param}[{i}]")
 
 
-def _check_outputs_answer_calls(items: list[dict[str, Any]]) -> None:
+def _unanswered(itype: str, call_id: str) -> InvalidRequest:
     """A tool output must answer a call made before it in the conversation, as OpenAI requires
     (its 400, word for word): a chat backend given a ``tool`` message with no ``tool_calls`` entry
-    refuses it less clearly, or renders a template that breaks. After a ``compaction`` item the
-    calls it replaced are no longer in the items, so what follows one is not checked."""
-    calls: set[Any] = set()
-    for item in items:
-        itype = item.get("type")
-        if itype in _CALL_TYPES:
-            calls.add(item["call_id"])
-        elif itype in _OUTPUT_TYPES and item["call_id"] not in calls:
-            kind = "function call" if itype == "function_call_output" else "custom tool call"
-            raise InvalidRequest(
-                f"No tool call found for {kind} output with call_id {str(item['call_id'])[:v.MAX_ID_STRING]}.",
-                "input",
-            )
-        elif itype == "compaction":
-            return
+    refuses it less clearly, or renders a template that breaks. Raised once every item passed its
+    own checks, so an item's own fault is named first."""
+    kind = "function call" if itype == "function_call_output" else "custom tool call"
+    return InvalidRequest(f"No tool call found for {kind} output with call_id {call_id[:v.MAX_ID_STRING]}.", "input")
 
 
 def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool) -> list[dict[str, Any]]:
     """``instructions`` + ``input`` → chat ``messages`` (see the module docstring)."""
-    h = _History(keep_reasoning)
+    h = _History(keep_reasoning, pair_outputs=True)
     if instructions:
         h.system.append(instructions)
     if isinstance(raw, str):
@@ -237,7 +237,8 @@ def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool)
     elif isinstance(raw, list):
         for i, item in enumerate(raw):
             _add_item(h, item, f"input[{i}]")
-        _check_outputs_answer_calls(raw)
+        if h.orphan is not None:
+            raise h.orphan
     elif raw is None:
         raise v.missing("input", "a string or an array of input items")
     else:
