@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 
 # 2: background jobs and their event logs (issue 15); 3: responses_index; 4: item_index keeps every holder
@@ -124,9 +125,7 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout_secs, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_secs * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"cannot use WAL mode on {path} (journal_mode is {mode})")
+        _use_wal(conn, path, timeout_secs)
         conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             with transaction(conn):
@@ -135,6 +134,29 @@ def connect(path: str, timeout_secs: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, path: str, timeout_secs: float) -> None:
+    """Put the file in WAL mode (it stays so: every later opener finds it there).
+
+    Only the first opening of a new file changes the mode, and every worker of the host may be
+    that first one at once (their first requests after a deploy). The change needs the file's
+    exclusive lock, and SQLite answers two connections contending for it with an immediate
+    "database is locked", without calling the busy handler (it would deadlock): so the change is
+    retried here until ``timeout_secs``, as ``busy_timeout`` bounds every other wait for a lock."""
+    deadline = time.monotonic() + timeout_secs
+    pause = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot use WAL mode on {path} (journal_mode is {mode})")
 
 
 # Schema 3's index (renamed item_index_v3) to this one: every live response's items and every

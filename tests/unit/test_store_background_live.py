@@ -76,6 +76,8 @@ def _create_many(described, owner: str, count: int, start, results) -> None:
                 results.put("ok")
             except TooManyJobs:
                 results.put("limit")
+            except Exception as e:  # reported, not left to hang the parent's get()
+                results.put(repr(e))
 
     run(from_spec(described), work)
 

@@ -89,6 +89,43 @@ def test_the_file_survives_a_reopen_and_is_private(tmp_path):
     run(SQLiteStore(path), read)
 
 
+def _open_at_once(path: str, go, results) -> None:
+    from proxy.store.sqlite_schema import connect
+
+    go.wait(30)
+    try:
+        connect(path, 3.0).close()
+        results.put("ok")
+    except Exception as e:  # reported, not left to hang the parent's get()
+        results.put(repr(e))
+
+
+def test_every_worker_opening_a_new_file_at_once_gets_in(tmp_path):
+    """A deploy's workers all open the new file with their first requests. Switching it to WAL
+    takes the exclusive lock, and SQLite refuses a contender at once ("database is locked", no
+    busy wait): every opener must still get in, none answer its first request with a 503. (Before
+    the retry, about one round in two here had a worker refused.)"""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(12):
+        path = str(tmp_path / f"new-{round_}.sqlite3")
+        go, results = ctx.Event(), ctx.Queue()
+        openers = [ctx.Process(target=_open_at_once, args=(path, go, results)) for _ in range(4)]
+        for p in openers:
+            p.start()
+        time.sleep(0.05)
+        go.set()
+        try:
+            outcomes = [results.get(timeout=30) for _ in openers]
+        finally:
+            for p in openers:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+        assert outcomes == ["ok"] * 4, (round_, outcomes)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_the_sweep_deletes_expired_rows_in_bounded_batches_one_worker_at_a_time(tmp_path):
     path = str(tmp_path / "store.sqlite3")
     store = SQLiteStore(path, ttl_secs=1)
