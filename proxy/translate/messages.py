@@ -64,18 +64,21 @@ def reasoning_text(item: dict[str, Any]) -> str:
 class _History:
     """Accumulates chat messages; owns call grouping and reasoning attachment."""
 
-    __slots__ = ("system", "messages", "pending_reasoning", "keep_reasoning", "calls", "orphan")
+    __slots__ = ("system", "messages", "pending_reasoning", "keep_reasoning", "calls", "orphan", "unanswered")
 
     def __init__(self, keep_reasoning: bool, *, pair_outputs: bool = False) -> None:
         self.system: list[str] = []
         self.messages: list[dict[str, Any]] = []
         self.pending_reasoning: list[str] = []
         self.keep_reasoning = keep_reasoning
-        # The call ids made so far, when each tool output must answer one of them (a whole
-        # conversation's items; None: not checked, or no longer after a compaction item, which
-        # stands for the calls it replaced), and the first output that answered none.
+        # When calls and outputs must pair (a whole conversation's items, ``pair_outputs``):
+        # the call ids made so far, which each tool output must answer (None: not checked, or no
+        # longer after a compaction item, which stands for the calls it replaced), the first
+        # output that answered none, and the calls no output answered yet, by call id, with their
+        # item type (in the order made: the first is named). None: not checked.
         self.calls: set[str] | None = set() if pair_outputs else None
         self.orphan: InvalidRequest | None = None
+        self.unanswered: dict[str, str] | None = {} if pair_outputs else None
 
     def _attach(self, msg: dict[str, Any]) -> None:
         if self.pending_reasoning:
@@ -91,9 +94,11 @@ class _History:
             self.pending_reasoning = []  # reasoning with no assistant answer: nothing to attach to
         self.messages.append(msg)
 
-    def add_call(self, call: dict[str, Any]) -> None:
+    def add_call(self, call: dict[str, Any], itype: str) -> None:
         if self.calls is not None:
             self.calls.add(call["id"])
+        if self.unanswered is not None:
+            self.unanswered.setdefault(call["id"], itype)
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == "assistant":
             self._attach(last)
@@ -150,7 +155,8 @@ def _call(h: _History, item: dict[str, Any], itype: str, param: str) -> None:
             "id": call_id,
             "type": "function",
             "function": {"name": history_name(name, item.get("namespace")), "arguments": arguments},
-        }
+        },
+        itype,
     )
 
 
@@ -166,15 +172,20 @@ def _add_item(h: _History, item: Any, param: str) -> None:
     elif itype in _OUTPUT_TYPES:
         call_id = v.req_str(item, "call_id", param + ".call_id")
         h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
+        if h.unanswered is not None:
+            h.unanswered.pop(call_id, None)
         if h.calls is not None and call_id not in h.calls and h.orphan is None:
-            h.orphan = _unanswered(itype, call_id)
+            h.orphan = _orphan(itype, call_id)
     elif itype == "reasoning":
         h.add_reasoning(item)
     elif itype == "compaction":
         # The summary stands in for the history it replaced (proxy.translate.compaction), and
-        # for the calls in it: outputs after it are not paired.
+        # for the calls in it: outputs after it are not paired, nor calls before it left
+        # unanswered (a call made after it must still be answered after it).
         h.add({"role": "user", "content": summary_message(item, param)})
         h.calls = None
+        if h.unanswered:
+            h.unanswered.clear()
     elif itype == TRIGGER:
         # The edge answers a request ending with one; anywhere else it is a mistake.
         raise InvalidRequest(
@@ -214,13 +225,22 @@ def check_items(raw: list[Any], param: str) -> None:
         _add_item(h, item, f"{param}[{i}]")
 
 
-def _unanswered(itype: str, call_id: str) -> InvalidRequest:
+def _orphan(itype: str, call_id: str) -> InvalidRequest:
     """A tool output must answer a call made before it in the conversation, as OpenAI requires
     (its 400, word for word): a chat backend given a ``tool`` message with no ``tool_calls`` entry
     refuses it less clearly, or renders a template that breaks. Raised once every item passed its
     own checks, so an item's own fault is named first."""
     kind = "function call" if itype == "function_call_output" else "custom tool call"
     return InvalidRequest(f"No tool call found for {kind} output with call_id {call_id[:v.MAX_ID_STRING]}.", "input")
+
+
+def _unanswered(itype: str, call_id: str) -> InvalidRequest:
+    """The mirror: every call must be answered by an output after it in the conversation, as OpenAI
+    requires (its 400, word for word) — also a call the chain or conversation stands on that the
+    new input does not answer. A chat backend given ``tool_calls`` with no ``tool`` message after
+    them refuses the history (or its template breaks) less clearly. Raised after ``_orphan``."""
+    kind = "function call" if itype == "function_call" else "custom tool call"
+    return InvalidRequest(f"No tool output found for {kind} {call_id[:v.MAX_ID_STRING]}.", "input")
 
 
 def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool) -> list[dict[str, Any]]:
@@ -239,6 +259,9 @@ def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool)
             _add_item(h, item, f"input[{i}]")
         if h.orphan is not None:
             raise h.orphan
+        if h.unanswered:
+            call_id, itype = next(iter(h.unanswered.items()))
+            raise _unanswered(itype, call_id)
     elif raw is None:
         raise v.missing("input", "a string or an array of input items")
     else:

@@ -152,3 +152,35 @@ def test_a_tool_output_must_answer_a_call_made_before_it(openai_client, mock):
     messages = mock.requests(model)[-1]["body"]["messages"]
     assert messages[-2]["tool_calls"][0]["id"] == call.call_id
     assert messages[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny, 21 C"}
+
+
+def test_a_call_the_new_input_leaves_unanswered_is_openais_400(openai_client, mock):
+    """OpenAI's 400, word for word, for a function call no output after it answers — also one the
+    chain or the conversation stands on (the previous response ended in a call, and the new input
+    asks something else instead); the backend is not asked. Answering it (the tool loop) is served."""
+    model = "edge-unanswered-call"
+    mock.script(model, {"tool_calls": [{"id": "call_u", "name": "get_weather", "arguments": {"city": "Paris"}}]},
+                {"text": "sunny"})
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+
+    def refused(**kwargs) -> dict:
+        with pytest.raises(openai.BadRequestError) as caught:
+            openai_client.responses.create(model=model, tools=tools, **kwargs)
+        assert caught.value.status_code == 400
+        return caught.value.body
+
+    want = {"message": "No tool output found for function call call_u.", "type": "invalid_request_error",
+            "param": "input", "code": None}
+    call = {"type": "function_call", "call_id": "call_u", "name": "get_weather", "arguments": "{}"}
+    assert refused(input=[{"role": "user", "content": "weather?"}, call]) == want
+    first = openai_client.responses.create(model=model, tools=tools, input="Weather in Paris?")
+    assert [item.type for item in first.output] == ["function_call"]
+    assert refused(previous_response_id=first.id, input="Never mind, tell me a joke.") == want
+    conv = openai_client.conversations.create(items=[{"role": "user", "content": "weather?"}, call])
+    assert refused(conversation=conv.id, input="Never mind.") == want
+    assert len(mock.requests(model)) == 1  # only the first turn
+    answered = openai_client.responses.create(
+        model=model, tools=tools, previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": "call_u", "output": "sunny, 21 C"}],
+    )
+    assert answered.output_text == "sunny"

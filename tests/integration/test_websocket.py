@@ -81,6 +81,26 @@ def test_sdk_tool_loop_chains_with_store_false(proxy, mock):
     assert bodies[2]["messages"][4]["content"] == "And tomorrow?"
 
 
+def test_a_chain_leaving_the_last_call_unanswered_is_openais_400(proxy, mock):
+    """On a connection (store: false) too, a turn chaining from a response that ended in a call
+    must answer it: OpenAI's 400 as an error frame, the backend not asked, the lane still usable."""
+    model = "ws-unanswered"
+    mock.script(model, {"tool_calls": [{"id": "call_q", "name": "get_weather", "arguments": {"city": "Oslo"}}]},
+                {"text": "cold"})
+    with open_ws(proxy.url) as ws:
+        send(ws, {"type": "response.create", "model": model, "input": "Weather in Oslo?", "tools": [WEATHER],
+                  "store": False})
+        first = check_ws_stream(read_response(ws))
+        send(ws, {"type": "response.create", "model": model, "previous_response_id": first["id"], "store": False,
+                  "input": "Forget it."})
+        error = check_ws_error(recv(ws), 400, None)
+        assert (error["message"], error["param"]) == ("No tool output found for function call call_q.", "input")
+        send(ws, {"type": "response.create", "model": model, "previous_response_id": first["id"], "store": False,
+                  "input": [{"type": "function_call_output", "call_id": "call_q", "output": "-5 C"}]})
+        assert check_ws_stream(read_response(ws))["status"] == "completed"
+    assert len(mock.requests(model)) == 2
+
+
 def test_warm_up_prepares_state_without_calling_the_backend(proxy, mock):
     """Codex's first frame (generate: false) answers a completed, empty response; the next turn
     chains from it with no input of its own, and the backend sees the warm-up's input."""

@@ -93,7 +93,8 @@ def test_function_call_output_as_array_of_parts() -> None:
 
 
 def test_namespaced_call_maps_to_flattened_name() -> None:
-    out = msgs([{"role": "user", "content": "x"}, fc("c1", name="spawn_agent", args="{}", namespace="multi_agent_v1")])
+    out = msgs([{"role": "user", "content": "x"}, fc("c1", name="spawn_agent", args="{}", namespace="multi_agent_v1"),
+                fco("c1")])
     assert out[1]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__spawn_agent"
 
 
@@ -163,6 +164,7 @@ def test_reasoning_attaches_to_preceding_assistant_when_call_merges_into_it() ->
         {"role": "assistant", "content": "Let me look."},
         rs(["thinking"]),
         fc("c1"),
+        fco("c1"),
     ])
     assert out[1] == {"role": "assistant", "content": "Let me look.", "reasoning_content": "thinking", "tool_calls": [call("c1")]}
 
@@ -290,3 +292,81 @@ def test_codex_turns_rejected_when_builtins_policy_is_reject() -> None:
     with pytest.raises(InvalidRequest) as info:
         translate_request(codex("gpt55_turn1"), TranslationPolicy(builtin_tools="reject"), now=1)
     assert info.value.param == "tools[8]"  # tool_search
+
+
+def _refusal(input_: list[dict[str, Any]]) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        msgs(input_)
+    return info.value
+
+
+def ctc(call_id: str) -> dict[str, Any]:
+    return {"type": "custom_tool_call", "call_id": call_id, "name": "apply_patch", "input": "*** Begin Patch"}
+
+
+def ctco(call_id: str) -> dict[str, Any]:
+    return {"type": "custom_tool_call_output", "call_id": call_id, "output": "Done!"}
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ([fc("c1")], "No tool output found for function call c1."),
+        ([ctc("c7")], "No tool output found for custom tool call c7."),
+        # Several calls: the first one left unanswered is named, whatever answers the others.
+        ([fc("c1"), fc("c2"), fc("c3"), fco("c3"), fco("c1")], "No tool output found for function call c2."),
+        ([fc("c1"), fco("c1"), {"role": "user", "content": "and?"}, fc("c2")],
+         "No tool output found for function call c2."),
+        ([fc("c1"), ctc("c2"), fco("c1")], "No tool output found for custom tool call c2."),
+        ([{"role": "user", "content": "go"}, fc("c5"), {"role": "user", "content": "never mind"}],
+         "No tool output found for function call c5."),
+    ],
+)
+def test_a_call_no_output_answers_is_openais_400(tail: list[dict[str, Any]], message: str) -> None:
+    """OpenAI refuses an input with a call that no output after it answers (its 400 word for word,
+    param ``input``, no code): a chat backend given ``tool_calls`` with no ``tool`` message after
+    them refuses the history less clearly (or its template breaks). Forwarded before."""
+    e = _refusal([{"role": "user", "content": "x"}, *tail])
+    assert (e.message, e.param, e.code) == (message, "input", None)
+
+
+def test_an_output_before_its_call_is_refused_as_the_orphan_it_is() -> None:
+    """Order counts: an output answers only a call made before it (the orphan's 400 comes first)."""
+    e = _refusal([{"role": "user", "content": "x"}, fco("c1"), fc("c1")])
+    assert (e.message, e.param) == ("No tool call found for function call output with call_id c1.", "input")
+
+
+def test_calls_answered_in_any_order_later_in_the_input_are_served() -> None:
+    out = msgs([
+        {"role": "user", "content": "x"}, fc("c1"), ctc("c2"), fc("c3"),
+        fco("c3"), {"role": "user", "content": "(meanwhile)"}, ctco("c2"), fco("c1"),
+    ])
+    assert [m["role"] for m in out] == ["user", "assistant", "tool", "user", "tool", "tool"]
+    assert [c["id"] for c in out[1]["tool_calls"]] == ["c1", "c2", "c3"]
+
+
+def test_a_compaction_item_stands_for_the_calls_before_it() -> None:
+    """A call before a compaction item is not required an output (the summary replaced that
+    history, as the orphan check does not pair outputs after it); one after it is."""
+    from proxy.translate.compaction import compaction_item
+
+    item = compaction_item("the summary")
+    msgs([{"role": "user", "content": "x"}, fc("c1"), item, {"role": "user", "content": "go on"}])
+    msgs([{"role": "user", "content": "x"}, fc("c1"), item, fco("c1")])
+    msgs([item, fc("c2"), fco("c2")])
+    e = _refusal([item, fc("c2"), {"role": "user", "content": "go on"}])
+    assert e.message == "No tool output found for function call c2."
+
+
+def test_an_item_s_own_fault_is_named_before_an_unanswered_call() -> None:
+    e = _refusal([{"role": "user", "content": "x"}, fc("c1"), {"role": "user", "content": 5}])
+    assert e.param == "input[2].content"
+
+
+def test_conversation_items_are_not_paired_as_they_are_added_piece_by_piece() -> None:
+    """``POST /conversations/{id}/items`` adds a turn's output (a call) before the client runs it:
+    the pairing is the input's, checked when a response stands on the conversation."""
+    from proxy.translate.messages import check_items
+
+    check_items([{"role": "user", "content": "x"}, fc("c1")], "items")
+    check_items([fco("c1")], "items")

@@ -206,14 +206,17 @@ def test_an_item_status_outside_the_three_is_a_400(item: dict[str, Any]) -> None
     """Items are stored as sent: a status the openai SDK's item types do not have came back from
     input_items (and conversation items) in a shape the SDK cannot parse (found by the live fuzz)."""
     lead: list[dict[str, Any]] = [{"role": "user", "content": "ok"}]
-    if item.get("type") == "function_call_output":  # (an output answers a call made before it)
+    tail: list[dict[str, Any]] = []  # (calls and outputs answer each other)
+    if item.get("type") == "function_call_output":
         lead.append({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"})
+    elif item.get("type") in ("function_call", "custom_tool_call"):
+        tail.append({"type": item["type"] + "_output", "call_id": "c", "output": "o"})
     at = f"input[{len(lead)}].status"
-    e = err({"model": "m", "input": [*lead, item]})
+    e = err({"model": "m", "input": [*lead, item, *tail]})
     assert e.param == at
     assert e.message.startswith(f"Invalid '{at}': expected 'in_progress', 'completed' or 'incomplete'")
     for status in ("in_progress", "completed", "incomplete", None):
-        msgs([*lead, {**item, "status": status}])
+        msgs([*lead, {**item, "status": status}, *tail])
 
 
 def test_a_message_phase_outside_the_spec_enum_is_a_400() -> None:
