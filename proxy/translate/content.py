@@ -15,21 +15,32 @@ from .errors import InvalidRequest
 
 IMAGE_DETAILS = ("auto", "low", "high")
 _TEXT_PARTS = ("input_text", "output_text")
+_INPUT_PARTS = ("input_text", "input_image", "input_file")  # (the SDK's ResponseInputContent)
 
 ChatContent = str | list[dict[str, Any]]
 
 
 def with_default_detail(parts: Any) -> Any:
     """``parts`` as the API lists them: an ``input_image`` that left out ``detail`` gets OpenAI's
-    default ``auto``, which the SDK's listed types (``ResponseInputImage``) require. ``parts``
-    itself when none is missing (or it is not a list); the given parts are not modified."""
-    if not isinstance(parts, list) or not any(_bare_image(p) for p in parts):
+    default ``auto``, which the SDK's listed types (``ResponseInputImage``) require, and one sent
+    with the tolerated Chat-style ``image_url: {"url": …}`` has the URL string the SDK declares.
+    ``parts`` itself when none needs it (or it is not a list); the given parts are not modified."""
+    if not isinstance(parts, list) or not any(_unlisted_image(p) for p in parts):
         return parts
-    return [{**p, "detail": "auto"} if _bare_image(p) else p for p in parts]
+    return [_listed_image(p) if _unlisted_image(p) else p for p in parts]
 
 
-def _bare_image(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "input_image" and part.get("detail") is None
+def _unlisted_image(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "input_image" and (
+        part.get("detail") is None or isinstance(part.get("image_url"), dict))
+
+
+def _listed_image(part: dict[str, Any]) -> dict[str, Any]:
+    url = part.get("image_url")
+    fixed = {**part, "detail": part.get("detail") or "auto"}
+    if isinstance(url, dict):
+        fixed["image_url"] = url.get("url")
+    return fixed
 
 
 def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
@@ -42,18 +53,18 @@ def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
                 param + ".file_id",
             )
         raise v.missing(param + ".image_url", "a URL or a base64 data URL")
-    if isinstance(url, dict):  # Chat-style {"url": ...}, tolerated
+    if isinstance(url, dict):  # Chat-style {"url": ...}, tolerated (listed as the string: with_default_detail)
         url = url.get("url")
     if not isinstance(url, str) or not url:
         raise v.fail(param + ".image_url", "a URL or data URL string", url)
+    v.check_strings(part, ("file_id",), param)
     image: dict[str, Any] = {"url": url}
     detail = part.get("detail")
     if detail is not None:
-        if not isinstance(detail, str):
-            raise v.fail(param + ".detail", "'auto', 'low' or 'high'", detail)
         if detail in IMAGE_DETAILS:
             image["detail"] = detail
-        # other values (e.g. "original") have no chat equivalent: backend default
+        elif detail != "original":  # (the SDK's ImageDetail; no chat equivalent: the backend's default)
+            raise v.fail(param + ".detail", "'auto', 'low', 'high' or 'original'", detail)
     return {"type": "image_url", "image_url": image}
 
 
@@ -77,12 +88,35 @@ def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
         )
     else:
         raise v.missing(param + ".file_data", "or 'file_url'")
+    v.check_strings(part, _FILE_STRINGS, param)  # (the one sent was checked above: the others are stored)
+    detail = part.get("detail")
+    if detail is not None and detail not in IMAGE_DETAILS:
+        raise v.fail(param + ".detail", "'auto', 'low' or 'high'", detail)
     filename = part.get("filename")
     if filename is not None:
-        if not isinstance(filename, str):
-            raise v.fail(param + ".filename", "a string", filename)
         file["filename"] = filename
     return {"type": "file", "file": file}
+
+
+_FILE_STRINGS = ("file_data", "file_url", "file_id", "filename")
+_CACHE_TTLS = ("30m", "12h")
+
+
+def _check_breakpoint(part: dict[str, Any], param: str) -> None:
+    """An input part's ``prompt_cache_breakpoint`` (the SDK's PromptCacheBreakpoint: ``mode``
+    ``explicit``, an optional ``ttl``). Not a chat concept; stored and listed as sent."""
+    mark = part["prompt_cache_breakpoint"]
+    if mark is None:
+        return
+    param += ".prompt_cache_breakpoint"
+    if not isinstance(mark, dict):
+        raise v.fail(param, "an object", mark)
+    mode = mark.get("mode")
+    if mode != "explicit":
+        raise v.fail(param + ".mode", "'explicit'", mode) if mode is not None else v.missing(param + ".mode")
+    ttl = mark.get("ttl")
+    if ttl is not None and ttl not in _CACHE_TTLS:
+        raise v.fail(param + ".ttl", "'30m' or '12h'", ttl)
 
 
 def _text_of(part: dict[str, Any], key: str, param: str) -> str:
@@ -161,6 +195,8 @@ def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatConte
         if not isinstance(part, dict):
             raise v.fail(pparam, "a content part object", part)
         ptype = part.get("type")
+        if "prompt_cache_breakpoint" in part and ptype in _INPUT_PARTS:
+            _check_breakpoint(part, pparam)
         if ptype in _TEXT_PARTS or ptype == "summary_text" or ptype == "reasoning_text":
             chat = {"type": "text", "text": _text_of(part, "text", pparam)}
             if ptype == "output_text":

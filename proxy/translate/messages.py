@@ -37,6 +37,11 @@ _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 # stored as sent, so any other value came back from input_items and conversation item listings in
 # a shape the SDK cannot parse.
 _ITEM_STATUSES = ("in_progress", "completed", "incomplete")
+# The optional string fields the openai SDK declares on call and output items (beyond those
+# translation reads): stored and listed as sent, like ``status``.
+_CALL_STRINGS = ("namespace", "created_by")
+_FCO_STRINGS = ("name", "namespace", "created_by")
+_CREATED_BY = ("created_by",)  # (a custom tool output's, a compaction's)
 # An assistant message's ``phase`` (the spec's enum, the openai SDK's Literal): stored and listed
 # as sent, like ``status``.
 _PHASES = ("commentary", "final_answer")
@@ -169,6 +174,7 @@ def _add_item(h: _History, item: Any, param: str) -> None:
         _message(h, item, param)
     elif itype in _CALL_TYPES:
         _call(h, item, itype, param)
+        _check_declared(item, _CALL_STRINGS, param, True)
     elif itype in _OUTPUT_TYPES:
         call_id = v.req_str(item, "call_id", param + ".call_id")
         h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
@@ -176,6 +182,7 @@ def _add_item(h: _History, item: Any, param: str) -> None:
             h.unanswered.pop(call_id, None)
         if h.calls is not None and call_id not in h.calls and h.orphan is None:
             h.orphan = _orphan(itype, call_id)
+        _check_declared(item, _FCO_STRINGS if itype == "function_call_output" else _CREATED_BY, param, False)
     elif itype == "reasoning":
         h.add_reasoning(item)
     elif itype == "compaction":
@@ -184,6 +191,7 @@ def _add_item(h: _History, item: Any, param: str) -> None:
         # unanswered (a call made after it must still be answered after it).
         h.add({"role": "user", "content": summary_message(item, param)})
         h.calls = None
+        v.check_strings(item, _CREATED_BY, param)
         if h.unanswered:
             h.unanswered.clear()
     elif itype == TRIGGER:
@@ -210,9 +218,47 @@ def _add_item(h: _History, item: Any, param: str) -> None:
             param,
             "unsupported_input_item",
         )
-    status = item.get("status")  # of an item served (every other kind was refused above)
+    # The fields every served item's SDK type declares (every other kind was refused above).
+    item_id = item.get("id")
+    if item_id is not None and not isinstance(item_id, str):
+        raise v.fail(param + ".id", "a string", item_id)
+    status = item.get("status")
     if status is not None and status not in _ITEM_STATUSES:
         raise v.fail(param + ".status", "'in_progress', 'completed' or 'incomplete'", status)
+
+
+def _check_declared(item: dict[str, Any], strings: tuple[str, ...], param: str, call: bool) -> None:
+    """The fields the openai SDK declares on a call or output item that translation does not read.
+
+    An item is stored as sent and listed back as the SDK's ``ResponseItem`` / ``ConversationItem``:
+    a wrong-typed ``name``, ``created_by``, ``caller``… made every later listing fail the SDK's own
+    types, where OpenAI refuses the input (tests/unit/test_input_item_types.py puts a wrong value
+    into every declared field of every item type served). Fields the SDK does not declare are kept
+    as sent (clients such as Codex send some)."""
+    v.check_strings(item, strings, param)
+    caller = item.get("caller")
+    if caller is not None:
+        _check_caller(caller, param + ".caller")
+    if call:
+        value = item.get("async")
+        if value is not None and not isinstance(value, bool):
+            raise v.fail(param + ".async", "a boolean", value)
+
+
+def _check_caller(caller: Any, param: str) -> None:
+    """A call's or an output's ``caller`` (the SDK's ``Caller``): ``{"type": "direct"}`` or
+    ``{"type": "program", "caller_id"}``."""
+    if not isinstance(caller, dict):
+        raise v.fail(param, "an object", caller)
+    kind = caller.get("type")
+    if kind == "program":
+        caller_id = caller.get("caller_id")
+        if not isinstance(caller_id, str):
+            raise v.fail(param + ".caller_id", "a string", caller_id) if caller_id is not None else v.missing(
+                param + ".caller_id")
+    elif kind != "direct":
+        raise v.fail(param + ".type", "'direct' or 'program'", kind) if kind is not None else v.missing(
+            param + ".type")
 
 
 def check_items(raw: list[Any], param: str) -> None:

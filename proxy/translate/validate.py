@@ -154,6 +154,14 @@ def opt_enum(body: dict[str, Any], key: str, allowed: tuple[str, ...], param: st
     return value
 
 
+def check_strings(obj: dict[str, Any], keys: tuple[str, ...], param: str) -> None:
+    """Optional string fields of a nested object (``<param>.<key>``; null counts as absent)."""
+    for key in keys:
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            raise fail(f"{param}.{key}", "a string", value)
+
+
 def req_str(obj: dict[str, Any], key: str, param: str) -> str:
     """A required non-empty string field of a nested object."""
     value = obj.get(key)

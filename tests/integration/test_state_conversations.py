@@ -116,6 +116,12 @@ def test_an_item_a_response_could_not_take_as_input_is_refused_by_the_conversati
         ({"role": "user", "content": "x", "status": "bogus"}, "items[1].status"),
         ({"type": "function_call_output", "call_id": "c", "output": {"a": 1}}, "items[1].output"),
         ({"type": "message", "role": "assistant", "content": [{"type": "input_image"}]}, "items[1].content[0].type"),
+        # Fields the SDK declares that translation does not read (tests/unit/test_input_item_types.py).
+        ({"type": "function_call_output", "call_id": "c", "output": "o", "name": 0}, "items[1].name"),
+        ({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "caller": {"type": 5}},
+         "items[1].caller.type"),
+        ({"role": "user", "content": [{"type": "input_text", "text": "x", "prompt_cache_breakpoint": 5}]},
+         "items[1].content[0].prompt_cache_breakpoint"),
     ]
     for item, param in cases:
         for path in ("/v1/conversations", f"/v1/conversations/{conv['id']}/items"):
@@ -257,6 +263,24 @@ def test_an_image_sent_without_detail_is_listed_with_the_default_the_sdk_require
     assert added.data[1].output[0].detail == "auto" and listed[2].output[0].detail == "auto"
     first, chained = upstream(mock, model)
     assert first[0]["content"][1] == chained[0]["content"][1] == {"type": "image_url", "image_url": {"url": PIXEL}}
+
+
+def test_a_chat_style_image_url_object_is_listed_as_the_url_string_the_sdk_declares(state_proxy, mock):
+    """``image_url: {"url": …}`` (the Chat Completions form) is tolerated in input, and was stored and
+    listed so: the SDK's ``ResponseInputImage`` declares a string, and every listing of the item
+    failed its types. Listed as the string now (``sdk`` validates each answer); the backend gets it."""
+    svc = state_proxy
+    model = "img-obj-" + os.urandom(3).hex()
+    mock.script(model, {"text": "a pixel"})
+    image = {"type": "input_image", "image_url": {"url": PIXEL}, "detail": "low"}
+    message = {"type": "message", "role": "user", "content": [image]}
+    with sdk(svc.url) as (client, _):
+        conv = client.conversations.create(items=[message])
+        listed = client.conversations.items.list(conv.id).data
+        answer = client.responses.create(model=model, input=[message])
+        own = client.responses.input_items.list(answer.id).data
+    assert listed[0].content[0].image_url == own[0].content[0].image_url == PIXEL
+    assert upstream(mock, model)[0][0]["content"] == [{"type": "image_url", "image_url": {"url": PIXEL, "detail": "low"}}]
 
 
 def _backend_proxy(request: pytest.FixtureRequest, backend: str):
