@@ -56,7 +56,8 @@ request line) before any app sees it, and uvicorn answers that with a plain-text
 HTTP request received.``; ``LingeringHttpToolsProtocol.send_400_response`` answers the same
 400 as an OpenAI-shaped JSON error (``invalid_http_request``), as every other error here is.
 It overrides only that error path. (The worker always runs httptools; uvicorn's h11 protocol
-cannot be chosen here, so it has no such override.)
+cannot be chosen here, so it has no such override.) Request bodies that stall are bounded by
+the worker's sweep (``proxy.stalled``), which it runs beside the server.
 
 Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
 handshake on a path that has no WebSocket route: 404, 405), where the same
@@ -86,6 +87,7 @@ from . import settings as settings_mod
 from .drain import STOPPING
 from .errors import malformed_http, restarting
 from .logs import mask_key
+from .stalled import BodyWatch
 
 # Room for the `response.create` envelope and for a body just over the limit.
 WS_MESSAGE_SLACK_BYTES = 1024 * 1024
@@ -287,6 +289,7 @@ class Worker(UvicornWorker):
         # Settings were validated by conf/gunicorn.conf.py before any worker exists.
         settings = settings_mod.load()
         self._protocol = http_protocol(min(settings.shutdown_linger_secs, settings.graceful_timeout_secs))
+        self._body_timeout = settings.body_read_timeout_secs
         self.CONFIG_KWARGS = {
             **Worker.CONFIG_KWARGS, "http": self._protocol, **websocket_kwargs(settings),
             # Connections get GRACEFUL_TIMEOUT_SECS after SIGTERM, then uvicorn cuts them and runs the
@@ -307,6 +310,11 @@ class Worker(UvicornWorker):
         self.config.app = self.wsgi
         server = LingeringServer(self.config, self._protocol)
         self._install_sigquit_handler()
-        await server.serve(sockets=self.sockets)
+        # Every request body within BODY_READ_TIMEOUT_SECS, during the shutdown too (proxy/stalled.py).
+        watch = asyncio.create_task(BodyWatch(server.server_state.connections, self._body_timeout).run())
+        try:
+            await server.serve(sockets=self.sockets)
+        finally:
+            watch.cancel()
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
