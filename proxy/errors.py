@@ -54,6 +54,14 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
     return ProxyError(400, message, param=param, code=code)
 
 
+def malformed_http() -> ProxyError:
+    """What bytes that are not HTTP/1.1 get (``proxy.worker``): the parser's reason is not known there."""
+    return ProxyError(
+        400, "The request is not valid HTTP/1.1: its request line, a header or its body framing "
+        "(Content-Length, Transfer-Encoding, a chunk size) could not be parsed.", code="invalid_http_request",
+    )
+
+
 def restarting() -> ProxyError:
     """What a stopping worker answers a new request it will not serve (a WebSocket handshake on a
     lingering connection, a ``response.create`` on a closing socket): retry on another worker."""

@@ -50,6 +50,15 @@ app end the connection itself: an idle one is closed with 1012 at once, a busy o
 its running response's terminal event (``proxy.resources.ws_connection``). gunicorn's
 graceful timeout bounds the wait, as it bounds streams.
 
+**Bytes that are not HTTP.** httptools refuses a request it cannot parse (a control character
+in a header value, both ``Content-Length`` and ``Transfer-Encoding``, a bad chunk size, a bad
+request line) before any app sees it, and uvicorn answers that with a plain-text ``400 Invalid
+HTTP request received.``; ``LingeringHttpToolsProtocol.send_400_response`` answers the same
+400 as an OpenAI-shaped JSON error (``invalid_http_request``), as every other error here is.
+It overrides only that error path. (The worker always runs httptools; uvicorn's h11 protocol
+cannot be chosen here, so it has no such override.) Request bodies that stall are bounded by
+the worker's sweep (``proxy.stalled``), which it runs beside the server.
+
 Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
 handshake on a path that has no WebSocket route: 404, 405), where the same
 refusal of a plain HTTP request is not logged at all: a client's mistake, not
@@ -68,7 +77,7 @@ from typing import Any, ClassVar
 import orjson
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]  # ships no type information
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # ships no type information
@@ -76,8 +85,9 @@ from websockets.http11 import Request
 
 from . import settings as settings_mod
 from .drain import STOPPING
-from .errors import restarting
+from .errors import malformed_http, restarting
 from .logs import mask_key
+from .stalled import BodyWatch
 
 # Room for the `response.create` envelope and for a body just over the limit.
 WS_MESSAGE_SLACK_BYTES = 1024 * 1024
@@ -88,6 +98,13 @@ _RESTARTING_BODY = orjson.dumps(restarting().body())
 _RESTARTING = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_RESTARTING_BODY), _RESTARTING_BODY)
+)
+# What a request httptools cannot parse gets (after the server's date and server headers), in place
+# of uvicorn's plain-text "Invalid HTTP request received.".
+_BAD_REQUEST_BODY = orjson.dumps(malformed_http().body())
+_BAD_REQUEST_TAIL = (
+    b"content-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(_BAD_REQUEST_BODY), _BAD_REQUEST_BODY)
 )
 
 
@@ -155,6 +172,22 @@ class LingeringHttpToolsProtocol(HttpToolsProtocol):
             super().handle_websocket_upgrade()
             return
         self.transport.write(_RESTARTING)
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses (a control character in a header, both
+        ``Content-Length`` and ``Transfer-Encoding``, a bad chunk size, a bad request line), as JSON.
+
+        Only ever called on that error path (``data_received``). Nothing is written into a
+        response already under way (a pipelined request's bytes were bad while the one before
+        was streaming): a second status line would corrupt it; the connection closes, as uvicorn's
+        does."""
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            head = [STATUS_LINE[400]]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            self.transport.write(b"".join(head) + _BAD_REQUEST_TAIL)
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -256,6 +289,7 @@ class Worker(UvicornWorker):
         # Settings were validated by conf/gunicorn.conf.py before any worker exists.
         settings = settings_mod.load()
         self._protocol = http_protocol(min(settings.shutdown_linger_secs, settings.graceful_timeout_secs))
+        self._body_timeout = settings.body_read_timeout_secs
         self.CONFIG_KWARGS = {
             **Worker.CONFIG_KWARGS, "http": self._protocol, **websocket_kwargs(settings),
             # Connections get GRACEFUL_TIMEOUT_SECS after SIGTERM, then uvicorn cuts them and runs the
@@ -276,6 +310,11 @@ class Worker(UvicornWorker):
         self.config.app = self.wsgi
         server = LingeringServer(self.config, self._protocol)
         self._install_sigquit_handler()
-        await server.serve(sockets=self.sockets)
+        # Every request body within BODY_READ_TIMEOUT_SECS, during the shutdown too (proxy/stalled.py).
+        watch = asyncio.create_task(BodyWatch(server.server_state.connections, self._body_timeout).run())
+        try:
+            await server.serve(sockets=self.sockets)
+        finally:
+            watch.cancel()
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

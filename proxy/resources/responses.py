@@ -13,8 +13,8 @@ does for an invalid request: to see that, the first upstream batch is awaited
 """
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import falcon
@@ -28,6 +28,7 @@ from ..logs import mask_key
 from ..relay import KEEPALIVE, Batch, _Keepalive
 from ..runtime import Runtime
 from ..settings import Settings
+from ..stalled import BODY_STALLED
 from ..state import Standing, stand
 from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
@@ -165,7 +166,7 @@ async def read_request(req: falcon.asgi.Request, meta: RequestScope, settings: S
     docstring): content type, size, JSON, then the key; the scope learns the model and masked key."""
     _check_content_type(req)
     _check_content_encoding(req)
-    raw = await _read_body(req, settings.max_body_bytes, settings.body_read_timeout_secs)
+    raw = await _read_body(req, meta, settings.max_body_bytes, settings.body_read_timeout_secs)
     if raw is None:  # nobody is left to answer; nothing the request asked for may happen
         meta.status = "client_disconnected"
         raise ProxyError(499, "The client left before sending the whole body.", code="client_disconnected")
@@ -241,40 +242,53 @@ def _check_content_encoding(req: falcon.asgi.Request) -> None:
         )
 
 
-# A body up to this size comes with its headers, or right behind them: reading it is not timed
-# (``asyncio.timeout`` costs ~9 µs, more than such a request's whole read).
-_UNTIMED_BODY_BYTES = 64 * 1024
-
-
-async def _read_body(req: falcon.asgi.Request, limit: int, timeout_secs: float) -> bytes | None:
+async def _read_body(req: falcon.asgi.Request, meta: RequestScope, limit: int, timeout_secs: float) -> bytes | None:
     """Read at most ``limit`` bytes; refuse larger bodies before reading them whole. ``None``: the
-    client left before its ``Content-Length`` came (Falcon ends the read there, short, silently:
-    a cut body that happens to parse must not be taken for the request). A larger or chunked body
-    must arrive within ``timeout_secs``: uvicorn bounds no body read, and a slow upload would hold
-    up to ``limit`` bytes of memory for as long as its client likes."""
+    client left before the whole body came (short of its ``Content-Length``, or a chunked body
+    before its last chunk, even one cut right after a whole chunk): a cut body that happens to
+    parse must not be taken for the request. The events are read here, not through Falcon's
+    ``req.stream``, which ends a chunked body at a disconnect as it ends a whole one.
+
+    A body that arrived with its headers (the first ASGI event, which Falcon read before routing,
+    says no ``more_body``: nearly every request) is taken as it is: no timer, no await. Any other
+    must arrive within ``timeout_secs`` of its headers: the worker flags a stalled one in its
+    scope and wakes its ``receive()`` (``proxy.stalled``), here answered 408. uvicorn bounds no
+    body read, and a slow upload would hold up to ``limit`` bytes for as long as its client likes."""
     length = req.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
-    if length is not None and length <= _UNTIMED_BODY_BYTES:
-        data = await req.stream.readall()  # bounded by its length: one coroutine, no generator
-    else:
-        try:
-            async with asyncio.timeout(timeout_secs):
-                data = await (req.stream.readall() if length is not None else _read_chunked(req, limit))
-        except TimeoutError:
-            raise _too_slow(timeout_secs) from None
-    return data if length is None or len(data) == length else None
+    first = req._first_event  # (Falcon's own; tests/unit/test_read_body.py pins it)
+    assert first is not None  # always, for an HTTP request Falcon routes
+    body: bytes = first.get("body", b"")
+    if length is None and len(body) > limit:
+        raise _too_large(limit)
+    if not first.get("more_body", False):
+        return body if length is None or len(body) == length else None
+    return await _read_rest(req.scope, meta.receive, body, limit, length, timeout_secs)
 
 
-async def _read_chunked(req: falcon.asgi.Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in req.stream:
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+async def _read_rest(
+    scope: dict, receive: Callable[[], Awaitable[dict]], first: bytes, limit: int, length: int | None,
+    timeout_secs: float,
+) -> bytes | None:
+    chunks = [first]
+    size = len(first)
+    while True:
+        if BODY_STALLED in scope:
+            raise _too_slow(timeout_secs)
+        event = await receive()
+        if event["type"] != "http.request":  # http.disconnect: gone before the body's end
+            return None
+        chunk = event.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        if not event.get("more_body", False):
+            break
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return data if length is None or size == length else None
 
 
 def _too_slow(timeout_secs: float) -> ProxyError:

@@ -43,7 +43,7 @@ def _sane_request_id(value: str | None) -> str | None:
 class RequestScope:
     """See the module docstring; ``req.context.meta`` is this object."""
 
-    __slots__ = ("request_id", "started", "model", "status", "http_status", "key", "quiet", "_receive", "_owned")
+    __slots__ = ("request_id", "started", "model", "status", "http_status", "key", "quiet", "receive", "_owned")
 
     def __init__(self, receive: Callable[[], Any]) -> None:
         self.request_id = "-"
@@ -53,7 +53,7 @@ class RequestScope:
         self.http_status = 200
         self.key = "-"  # masked
         self.quiet = False  # health checks write no metrics line
-        self._receive = receive
+        self.receive = receive  # the ASGI server's channel (Falcon keeps its own private)
         self._owned: list[AsyncClosable] = []
 
     def own(self, resource: AsyncClosable) -> None:
@@ -67,7 +67,7 @@ class RequestScope:
         ``receive`` yields nothing but ``http.disconnect``. The future's task is
         cancelled by whoever owns it (an ``Exchange``).
         """
-        receive = self._receive
+        receive = self.receive
 
         async def wait() -> None:
             while True:

@@ -15,9 +15,10 @@ hands each accepted create to its lane (``proxy.resources.ws_lanes``: FIFO withi
   response's stream, so its ``sequence_number`` counts this connection's own events.
 - ``response.processed`` (Codex's acknowledgement): nothing. A binary message,
   one that is not JSON, of an unknown type, or over ``MAX_BODY_BYTES``: an
-  ``error`` event (with the frame's ``stream_id`` once it parsed and named one; a
-  message over the protocol's own cap, somewhat larger, closes the connection with
-  1009 before it is buffered: see ``proxy.worker``).
+  ``error`` event (with the frame's ``stream_id`` once it parsed and named one, an
+  oversized one's too: ``_lane_of_refused``; a message over the protocol's own cap,
+  somewhat larger, closes the connection with 1009 before it is buffered: see
+  ``proxy.worker``).
 
 Every frame out goes through one lock, held for one whole message: one writer at a
 time, in the order the writers came, so concurrent lanes interleave between frames
@@ -46,6 +47,7 @@ import logging
 from typing import Any
 
 import falcon.asgi
+import orjson
 from falcon.errors import PayloadTypeError, WebSocketDisconnected
 
 from ..errors import ProxyError, invalid_request, restarting
@@ -115,7 +117,7 @@ class Connection:
                 )))
                 continue
             if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-                await self.send(protocol_error(_too_large(limit)))
+                await self.send(protocol_error(_too_large(limit), _lane_of_refused(text)))
                 continue
             await self._on_message(text)
 
@@ -219,3 +221,25 @@ class Connection:
             f"Responses websocket connection limit reached ({span}). Create a new websocket connection to continue.",
             code="websocket_connection_limit_reached",
         )
+
+
+def _lane_of_refused(text: str) -> str | None:
+    """The ``stream_id`` of a message refused for its size, read as ``wf.parse_frame`` reads one, so
+    that its ``error`` names the lane as every other refusal does: the openai SDK's lane session
+    routes an ``error`` by its ``stream_id``, and one without it would reach the default lane
+    while the refused lane waited on. Reading it means parsing the message: the protocol's cap
+    (``proxy.worker``) bounds that to a little over the largest message accepted, which is parsed
+    anyway; a message in which ``"stream_id"`` does not appear (a default-lane one) is not parsed
+    at all. (So a key spelled with a JSON escape, ``"stream\\u005fid"``, is not seen here.)"""
+    if '"stream_id"' not in text:
+        return None
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    try:
+        return wf.stream_id_of(doc)
+    except wf.FrameError:
+        return None

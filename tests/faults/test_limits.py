@@ -1,6 +1,7 @@
 """Limits and validation at the edge: sizes, encodings, shapes, names, headers."""
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from tests.conformance import check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.faults.conftest import FORWARDED
-from tests.faults.helpers import raw_request, stream
+from tests.faults.helpers import completed_lines, raw_request, stream
 from tests.http import auth, error_of, post
 
 LIMIT = 10 * 1024 * 1024
@@ -212,10 +213,8 @@ def test_size_limits_are_settings(proxy_factory, mock):
 
 def _stalled_upload(port: int, declared: int, sent: bytes, *, chunked: bool = False) -> tuple[float, bytes]:
     """Headers and the start of a body, then nothing: (seconds until the proxy answered and closed, its answer)."""
-    import socket
-
     framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: " + str(declared).encode() + b"\r\n"
-    payload = (b"%x\r\n" % len(sent) + sent + b"\r\n") if chunked else sent
+    payload = (b"%x\r\n" % len(sent) + sent + b"\r\n") if chunked and sent else sent  # (no chunk at all)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(
             b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer "
@@ -256,3 +255,60 @@ def test_a_large_body_that_stalls_is_a_408_and_the_connection_closed(proxy_facto
                    timeout=30)
     assert r.status_code == 200, r.text[:300]
     assert post(svc.url, {"model": "lim-steady", "input": "small"}).status_code == 200
+
+
+STALLS = {  # (Content-Length, or 0 and chunked; what is sent of the body)
+    "small-body-cut": (200, b'{"model": "lim-stall", ', False),
+    "small-body-none-of-it": (200, b"", False),
+    "large-body-none-of-it": (500_000, b"", False),
+    "chunked-no-chunk": (0, b"", True),
+    "chunked-small-chunk": (0, b'{"model": "lim-stall", ', True),
+}
+
+
+@pytest.mark.parametrize("declared, sent, chunked", STALLS.values(), ids=STALLS.keys())
+def test_a_small_or_empty_body_that_stalls_is_a_408_too(proxy_factory, mock, declared, sent, chunked):
+    """Every body is bounded, not only those past the first body event: a client that sends its
+    headers and a few bytes of a small body, or no byte of any body (Falcon waits for the first
+    body event before routing), is answered 408 within the bound, and nothing goes upstream."""
+    svc = proxy_factory(BODY_READ_TIMEOUT_SECS="1", WEB_CONCURRENCY="1")
+    mock.script("lim-stall", {"text": "never"})
+    waited, answer = _stalled_upload(svc.port, declared, sent, chunked=chunked)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower(), head
+    assert orjson.loads(body)["error"]["code"] == "request_timeout"
+    assert 0.9 <= waited < 5, waited  # the bound, plus at most two sweeps (a quarter of it each)
+    assert mock.requests("lim-stall") == []
+    assert post(svc.url, {"model": "lim-stall", "input": "small"}).status_code == 200  # the worker serves on
+
+
+def _cut_after_a_whole_chunk(port: int, path: str, body: bytes) -> None:
+    """A chunked request whose one chunk holds a whole JSON body, then the client closes before the
+    terminating ``0`` chunk (after the proxy has had time to read that chunk)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
+            + b"Authorization: Bearer " + API_KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % len(body) + body + b"\r\n"
+        )
+        time.sleep(0.5)
+
+
+def test_a_chunked_body_cut_at_a_chunk_boundary_is_never_acted_upon(proxy_factory, mock):
+    """The body is a valid request up to its last whole chunk, but the client left before the
+    terminator: the request is incomplete (499, client gone), so nothing goes upstream and
+    nothing is stored, as for a body cut short of its Content-Length."""
+    svc = proxy_factory(WEB_CONCURRENCY="1")
+    mock.script("lim-cut", {"text": "never"})
+    _cut_after_a_whole_chunk(svc.port, "/v1/responses", orjson.dumps({"model": "lim-cut", "input": "x"}))
+    created = httpx.post(svc.url + "/v1/conversations", json={"metadata": {"v": "1"}}, headers=auth(), timeout=10)
+    assert created.status_code == 200, created.text
+    conversation = created.json()["id"]
+    _cut_after_a_whole_chunk(svc.port, f"/v1/conversations/{conversation}", orjson.dumps({"metadata": {"v": "2"}}))
+    time.sleep(0.5)
+    assert mock.requests("lim-cut") == []
+    got = httpx.get(f"{svc.url}/v1/conversations/{conversation}", headers=auth(), timeout=10)
+    assert got.status_code == 200 and got.json()["metadata"] == {"v": "1"}, got.text
+    cut = [c for c in completed_lines(svc) if c.http_status == 499]
+    assert len(cut) == 2 and {c.status for c in cut} == {"client_disconnected"}, completed_lines(svc)

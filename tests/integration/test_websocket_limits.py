@@ -91,6 +91,30 @@ def test_a_frame_over_the_body_limit_gets_413_and_a_huge_one_closes_cleanly(tigh
         assert check_ws_stream(read_response(ws))["status"] == "completed"
 
 
+def test_a_frame_over_the_body_limit_is_refused_on_its_lane(tight, mock):
+    """The 413 of an oversized ``response.create`` names its ``stream_id``, as every other refusal
+    of a frame naming a valid one does (the openai SDK's lane session routes an ``error`` by it);
+    one naming no lane, or an invalid one, gets none, and the lane serves on."""
+    big = "x" * (MAX_BODY + 100)
+    cases = [
+        ({"type": "response.create", "stream_id": "big-lane", "model": "ws-big", "input": big}, "big-lane"),
+        ({"type": "response.create", "model": "ws-big", "input": big, "stream_id": "tail.lane-2"}, "tail.lane-2"),
+        ({"type": "response.create", "model": "ws-big", "input": big}, None),
+        ({"type": "response.create", "model": "ws-big", "input": big, "stream_id": "has space"}, None),
+        ({"type": "response.create", "model": "ws-big", "input": big, "metadata": {"stream_id": "nested"}}, None),
+    ]
+    with open_ws(tight.url) as ws:
+        for frame, lane in cases:
+            send(ws, frame)
+            error = recv(ws)
+            assert error.pop("stream_id", None) == lane, (lane, error)
+            check_ws_error(error, 413, "request_too_large")
+        send(ws, {"type": "response.create", "model": "mock-echo", "input": "small", "stream_id": "big-lane"})
+        frames = read_response(ws)
+        assert {f.get("stream_id") for f in frames} == {"big-lane"}
+    assert mock.requests("ws-big") == []
+
+
 def test_a_client_that_vanishes_mid_response_cancels_the_upstream_request(tight, mock):
     model = "ws-vanish"
     mock.script(model, {"chunks": [f"tok{i} " for i in range(60)], "delay": 0.1})

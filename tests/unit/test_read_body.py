@@ -1,0 +1,164 @@
+"""Reading a request body (``proxy.resources.responses._read_body``) and the worker's sweep that
+bounds a stalled one (``proxy.stalled.BodyWatch``), over ASGI events: what the gunicorn tests in
+``tests/faults/test_limits.py`` show end to end, here case by case."""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import falcon.asgi
+import pytest
+
+from proxy.errors import ProxyError
+from proxy.resources.responses import _read_body
+from proxy.resources.scope import RequestScope
+from proxy.stalled import BODY_STALLED, BodyWatch
+
+LIMIT = 1000
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "path": "/v1/responses",
+        "raw_path": b"/v1/responses", "query_string": b"", "root_path": "", "headers": headers,
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
+    }
+
+
+def _read(first: dict, later: list[dict], *, length: int | None, stalled_after: int | None = None) -> bytes | None:
+    """``_read_body`` of a request whose first event is ``first`` (Falcon's) and whose later
+    ``receive()`` calls return ``later`` in turn; ``stalled_after``: the sweep flags it then."""
+    headers = [(b"content-length", str(length).encode())] if length is not None else [(b"transfer-encoding", b"chunked")]
+    scope = _scope(headers)
+    events = iter(later)
+    calls = 0
+
+    async def receive() -> dict:
+        nonlocal calls
+        calls += 1
+        if stalled_after is not None and calls > stalled_after:
+            scope[BODY_STALLED] = True
+        try:
+            return next(events)
+        except StopIteration:
+            raise AssertionError("read past the body's last event") from None
+
+    async def run() -> bytes | None:
+        req = falcon.asgi.Request(scope, receive, first_event=first)
+        return await _read_body(req, RequestScope(receive), LIMIT, 5.0)
+
+    return asyncio.run(run())
+
+
+def _body(data: bytes, more: bool = False) -> dict:
+    return {"type": "http.request", "body": data, "more_body": more}
+
+
+DISCONNECT = {"type": "http.disconnect"}
+
+
+def test_falcon_keeps_the_first_event_where_the_read_takes_it():
+    """The fast path takes the event Falcon read before routing from ``Request._first_event``."""
+    first = _body(b"{}")
+    req = falcon.asgi.Request(_scope([]), None, first_event=first)  # type: ignore[arg-type]
+    assert req._first_event is first
+
+
+def test_a_body_in_its_first_event_is_taken_without_awaiting_anything():
+    assert _read(_body(b'{"a": 1}'), [], length=8) == b'{"a": 1}'
+    assert _read(_body(b'{"a": 1}'), [], length=None) == b'{"a": 1}'
+
+
+def test_a_body_in_several_events_is_joined():
+    assert _read(_body(b"ab", True), [_body(b"", True), _body(b"cd", True), _body(b"e")], length=5) == b"abcde"
+    assert _read(_body(b"ab", True), [_body(b"cd")], length=None) == b"abcd"
+
+
+def test_a_chunked_body_cut_after_a_whole_chunk_is_none():
+    """Falcon's stream ends a chunked body at a disconnect as at its end; the read tells them apart."""
+    assert _read(_body(b"{}", True), [DISCONNECT], length=None) is None
+    assert _read(_body(b"", True), [_body(b"{}", True), DISCONNECT], length=None) is None
+
+
+def test_a_body_short_of_its_content_length_is_none():
+    assert _read(_body(b"{", True), [DISCONNECT], length=2) is None
+
+
+def test_a_chunked_body_over_the_limit_is_413_as_it_comes():
+    with pytest.raises(ProxyError) as refused:
+        _read(_body(b"a" * 600, True), [_body(b"a" * 600, True)], length=None)
+    assert refused.value.status == 413
+    with pytest.raises(ProxyError) as refused:
+        _read(_body(b"a" * (LIMIT + 1)), [], length=None)
+    assert refused.value.status == 413
+
+
+def test_a_body_flagged_stalled_is_408_with_connection_close():
+    with pytest.raises(ProxyError) as refused:
+        _read(_body(b"{", True), [_body(b"", True)], length=20, stalled_after=0)
+    assert refused.value.status == 408 and refused.value.code == "request_timeout"
+    assert refused.value.headers == {"Connection": "close"}
+
+
+def test_a_body_that_ends_with_the_wake_is_served():
+    """The sweep flagged it, but the rest came with the event that woke it: a whole body."""
+    assert _read(_body(b"{", True), [_body(b"}")], length=2, stalled_after=0) == b"{}"
+
+
+# ---------------------------------------------------------------------------------------- BodyWatch
+
+
+class _Cycle:
+    """The part of uvicorn's ``RequestResponseCycle`` the sweep reads (hashed by identity, as it is)."""
+
+    def __init__(self, *, more_body: bool = True, response_started: bool = False, disconnected: bool = False) -> None:
+        self.more_body = more_body
+        self.response_started = response_started
+        self.disconnected = disconnected
+        self.scope: dict[str, Any] = {}
+        self.message_event = asyncio.Event()
+
+
+
+
+def test_the_sweep_flags_a_body_incomplete_for_the_timeout_and_wakes_it():
+    reading = _Cycle()
+    watch = BodyWatch([SimpleNamespace(cycle=reading)], timeout_secs=10)
+    watch.sweep(100.0)  # first seen
+    watch.sweep(109.9)
+    assert BODY_STALLED not in reading.scope and not reading.message_event.is_set()
+    watch.sweep(110.0)
+    assert reading.scope[BODY_STALLED] is True and reading.message_event.is_set()
+
+
+def test_the_sweep_leaves_whole_bodies_answers_websockets_and_the_gone_alone():
+    others = [
+        _Cycle(more_body=False), _Cycle(response_started=True), _Cycle(disconnected=True),
+    ]
+    connections = [SimpleNamespace(cycle=c) for c in others] + [SimpleNamespace(cycle=None), SimpleNamespace()]
+    watch = BodyWatch(connections, timeout_secs=1)
+    for now in (0.0, 5.0, 10.0):
+        watch.sweep(now)
+    assert all(not c.scope and not c.message_event.is_set() for c in others)
+
+
+def test_a_request_forgets_its_first_sighting_once_its_body_is_whole():
+    """A keep-alive connection's next request is a new cycle; one whose body completed between
+    sweeps is dropped from the sweep's memory, so it never holds a finished request."""
+    cycle = _Cycle()
+    watch = BodyWatch([SimpleNamespace(cycle=cycle)], timeout_secs=10)
+    watch.sweep(0.0)
+    cycle.more_body = False
+    watch.sweep(5.0)
+    cycle.more_body = True  # (as if it were reading again)
+    watch.sweep(12.0)  # seen anew at 12, not since 0
+    assert BODY_STALLED not in cycle.scope
+    watch.sweep(22.0)
+    assert cycle.scope[BODY_STALLED] is True
+
+
+def test_the_sweep_interval_is_a_quarter_of_the_timeout_within_bounds():
+    assert BodyWatch([], 60).interval == 1.0
+    assert BodyWatch([], 2).interval == 0.5
+    assert BodyWatch([], 0.1).interval == 0.1
