@@ -15,7 +15,8 @@ ATTEMPTS = 5  # a job writes its body twice in its life (start, end): a few read
 
 async def cancel(store: Store, owner: str, response_id: str) -> tuple[bytes, bool] | None:
     """The Response after a cancel, and whether this call cancelled it (False: it had already
-    ended, and is returned unchanged). None: no background job of this owner has that id."""
+    ended, and is returned as it ended: the caller answers for that end). None: no background
+    job of this owner has that id."""
     body: bytes | None = None
     for _ in range(ATTEMPTS):
         snap = await store.background_job(owner, response_id)

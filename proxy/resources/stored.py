@@ -6,6 +6,12 @@ only, and a foreign id is a missing id (404, never 403: ids leak nothing).
 ``GET`` answers the stored bytes as they are — the same JSON the client got.
 Without a store (``RESPONSE_STORE_URL=none``) every id is unknown, and the 404
 says why.
+
+A cancel is answered as OpenAI answers it: a response already ``cancelled`` is returned unchanged
+(idempotent), one that ended otherwise is a 400 ``Cannot cancel a completed response.`` (so a
+cancel that lost the race with the job's end says so, rather than answering a ``completed``
+Response as if it had cancelled it), and one created without ``background`` is a 400 ``Cannot
+cancel a synchronous response.``
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import falcon
 import falcon.asgi
 import orjson
 
-from ..background import Jobs, control
+from ..background import Jobs, bodies, control
 from ..background.replay import replay
 from ..errors import ProxyError, invalid_request
 from ..runtime import Runtime
@@ -25,6 +31,20 @@ from .sse_body import ClosingStream
 
 # OpenAI endpoints that share the /v1/responses/{id} shape but are not ids.
 _OTHER_ENDPOINTS = frozenset({"input_tokens"})
+
+# OpenAI's refusals, word for word (the incomplete one follows their pattern: not seen verbatim).
+_ENDED = {
+    "completed": "Cannot cancel a completed response.",
+    "failed": "Cannot cancel a failed response.",
+    "incomplete": "Cannot cancel an incomplete response.",
+}
+_NOT_BACKGROUND = {
+    "cancel": ("Cannot cancel a synchronous response.", "response_id"),
+    "stream": ("This response cannot be streamed because it was not created with background=true.", "stream"),
+}
+# Past any sequence number a log can hold (the store's object bound keeps it to far fewer events),
+# and exact as a Lua number: a larger N (SQLite refuses one past 2**63) is "after the last event" too.
+MAX_STARTING_AFTER = 2**53 - 2
 
 
 def not_found(response_id: str, stateless: bool = False) -> ProxyError:
@@ -82,21 +102,23 @@ class StoredResponseResource:
         store, owner = self._owned(req, response_id)
         found = await self._cancel(store, owner, response_id)
         if found is None:
-            raise await self._not_background(store, owner, response_id, "cancelled")
-        resp.content_type = falcon.MEDIA_JSON
-        resp.data = found
-
-    async def _cancel(self, store: Store, owner: str, response_id: str) -> bytes | None:
-        """The Response after a cancel (unchanged if it had ended); None: not a background one."""
-        found = await control.cancel(store, owner, response_id)
-        if found is None:
-            return None
+            raise await self._not_background(store, owner, response_id, "cancel")
         body, cancelled = found
-        if cancelled:
+        refusal = None if cancelled else _ENDED.get(bodies.parse(body).get("status", ""))
+        if refusal is not None:
+            raise invalid_request(refusal, "response_id")
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = body
+
+    async def _cancel(self, store: Store, owner: str, response_id: str) -> tuple[bytes, bool] | None:
+        """The Response after a cancel and whether this call cancelled it (False: it had ended, and
+        is unchanged); None: not a background one."""
+        found = await control.cancel(store, owner, response_id)
+        if found is not None and found[1]:
             self._rt.metrics.background_job("cancelled")
             if self._jobs is not None:
                 self._jobs.stop(response_id, "cancelled")  # running here: stop it now
-        return body
+        return found
 
     async def _stream_again(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, store: Store, owner: str, response_id: str
@@ -105,7 +127,7 @@ class StoredResponseResource:
         after = _starting_after(req.get_param("starting_after"))
         page = await store.read_events(owner, response_id, after)
         if page is None:
-            raise await self._not_background(store, owner, response_id, "streamed")
+            raise await self._not_background(store, owner, response_id, "stream")
         if not page.logged:
             raise invalid_request(
                 f"Response '{response_id[:256]}' was created without stream=true, so its events were not "
@@ -118,14 +140,11 @@ class StoredResponseResource:
         # Falcon types `stream` as an iterator or a readable; it calls close() on either.
         resp.stream = ClosingStream(events)  # type: ignore[assignment]  # an async iterator Falcon closes
 
-    async def _not_background(self, store: Store, owner: str, response_id: str, verb: str) -> ProxyError:
+    async def _not_background(self, store: Store, owner: str, response_id: str, route: str) -> ProxyError:
+        """A stored response with no job: it was not created in the background (else unknown: 404)."""
         if await store.get_response(owner, response_id) is None:
             return not_found(response_id)
-        return invalid_request(
-            f"Response '{response_id[:256]}' was not created with background=true: only background "
-            f"responses can be {verb}.",
-            "response_id",
-        )
+        return invalid_request(*_NOT_BACKGROUND[route])
 
 
 def _flag(req: falcon.asgi.Request, name: str) -> bool:
@@ -138,7 +157,8 @@ def _flag(req: falcon.asgi.Request, name: str) -> bool:
 
 
 def _starting_after(value: str | None) -> int:
-    """The sequence number to resume after (absent: every event, from ``response.created``)."""
+    """The sequence number to resume after (absent: every event, from ``response.created``; past
+    ``MAX_STARTING_AFTER``: that, which no log reaches)."""
     if value is None or value == "":
         return -1
     after = query_int(value)
@@ -147,4 +167,4 @@ def _starting_after(value: str | None) -> int:
             f"Invalid 'starting_after': expected a sequence number (an integer of 0 or more), got {value[:32]!r}.",
             "starting_after",
         )
-    return after
+    return min(after, MAX_STARTING_AFTER)

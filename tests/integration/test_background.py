@@ -101,9 +101,9 @@ def test_what_background_mode_refuses(proxy_factory, mock):
     plain = post(svc.url, {"model": "mock-echo", "input": "x"}).json()
     for path in (f"/v1/responses/{plain['id']}/cancel",):
         r = httpx.post(svc.url + path, headers=auth(), timeout=10)
-        assert r.status_code == 400 and "background" in error_of(r)["message"], r.text
+        assert r.status_code == 400 and error_of(r)["message"] == "Cannot cancel a synchronous response.", r.text
     r = httpx.get(f"{svc.url}/v1/responses/{plain['id']}", params={"stream": "true"}, headers=auth(), timeout=10)
-    assert r.status_code == 400 and "background" in error_of(r)["message"]
+    assert r.status_code == 400 and "background" in error_of(r)["message"] and error_of(r)["param"] == "stream"
     quiet = background(svc, {"model": "mock-echo", "input": "not streamed"})
     poll(svc, quiet["id"])
     r = httpx.get(f"{svc.url}/v1/responses/{quiet['id']}", params={"stream": "true"}, headers=auth(), timeout=10)
@@ -143,10 +143,12 @@ def test_a_cancel_on_the_other_worker_stops_the_backend_and_answers_cancelled(pr
     assert get(svc, job["id"]) == cancelled
     again = httpx.post(f"{svc.url}/v1/responses/{job['id']}/cancel", headers=auth(), timeout=10)
     assert again.status_code == 200 and again.json() == cancelled  # unchanged
-    # A finished one is returned unchanged too.
+    # One that completed is a 400, as OpenAI answers, and stays as it was (every end state: test_background_cancel).
     done = background(svc, {"model": "mock-echo", "input": "quick"})
     final = poll(svc, done["id"])
-    assert httpx.post(f"{svc.url}/v1/responses/{done['id']}/cancel", headers=auth(), timeout=10).json() == final
+    r = httpx.post(f"{svc.url}/v1/responses/{done['id']}/cancel", headers=auth(), timeout=10)
+    assert r.status_code == 400 and error_of(r)["message"] == "Cannot cancel a completed response.", r.text
+    assert get(svc, done["id"]) == final
 
 
 def test_a_cancelled_stream_ends_and_its_replay_stops_where_it_was_cancelled(proxy_factory, mock):
