@@ -24,7 +24,9 @@ before validating it there. The deliberate exceptions, each asserted below:
    they are validated against OpenAI's models only.
 4. Echoed ``tools`` that are not ``function`` tools (``custom``,
    ``namespace``, …) exist only in OpenAI's types (Open Responses models only
-   function tools): they are left out of the Open Responses validation.
+   function tools): they are left out of the Open Responses validation. A
+   ``tool_choice`` naming a custom tool (``{"type": "custom", "name"}``, alone or
+   among ``allowed_tools``) is echoed so too, and seen as a function choice there.
 5. ``text.format.schema`` of a ``json_schema`` format: the generated
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
@@ -177,6 +179,14 @@ def _ort_response_view(obj: dict) -> dict:
     tools = obj.get("tools")
     if isinstance(tools, list):
         view["tools"] = [t for t in tools if isinstance(t, dict) and t.get("type") == "function"]
+    choice = obj.get("tool_choice")
+    if isinstance(choice, dict):
+        if choice.get("type") == "custom":
+            view["tool_choice"] = {**choice, "type": "function"}
+        elif choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
+            view["tool_choice"] = {**choice, "tools": [
+                {**t, "type": "function"} if isinstance(t, dict) and t.get("type") == "custom" else t
+                for t in choice["tools"]]}
     text = obj.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = {**text, "format": {**text["format"], "schema": None}}

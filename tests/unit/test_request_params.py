@@ -16,6 +16,7 @@ from proxy.translate.errors import InvalidRequest
 from proxy.translate.request import TranslationPolicy, translate_request
 from proxy.translate.response import response_object
 from proxy.translate.validate import model_name
+from tests.conformance import _ort_response_view
 
 
 def tr(body: dict[str, Any], **policy: Any) -> tuple[dict[str, Any], Any]:
@@ -294,7 +295,9 @@ _ECHO_BODIES: list[dict[str, Any]] = [
 def test_echo_validates_against_both_response_models(body: dict[str, Any]) -> None:
     _, ctx = tr(body)
     resource = response_from(ctx)
-    ResponseResource.model_validate(resource)
+    # Custom and namespace tools, and a choice naming a custom tool, exist only in OpenAI's
+    # types (tests/conformance.py, exception 4).
+    ResponseResource.model_validate(_ort_response_view(resource))
     Response.model_validate(resource)
 
 
