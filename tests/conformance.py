@@ -24,7 +24,9 @@ before validating it there. The deliberate exceptions, each asserted below:
    they are validated against OpenAI's models only.
 4. Echoed ``tools`` that are not ``function`` tools (``custom``,
    ``namespace``, …) exist only in OpenAI's types (Open Responses models only
-   function tools): they are left out of the Open Responses validation.
+   function tools): they are left out of the Open Responses validation. A
+   ``tool_choice`` naming a custom tool (``{"type": "custom", "name"}``, alone or
+   among ``allowed_tools``) is echoed so too, and seen as a function choice there.
 5. ``text.format.schema`` of a ``json_schema`` format: the generated
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
@@ -34,6 +36,9 @@ before validating it there. The deliberate exceptions, each asserted below:
 7. ``reasoning.effort`` ``minimal`` and ``max``: the openai SDK's ``ReasoningEffort``
    has them, Open Responses' enum does not; the echo of a request that used one is
    validated against OpenAI's models, and blanked for Open Responses validation.
+8. ``prompt_cache_retention`` and ``user`` (``OPENAI_KEYS``) follow the 31 keys in
+   every Response: OpenAI's Response always carries them (null when the request
+   did not set them), the Open Responses spec has neither.
 
 Reasoning items come in two shapes, never mixed: ``reasoning_text`` content
 (``summary: []``), or — when the request asked for ``reasoning.summary`` —
@@ -43,7 +48,7 @@ concatenating to the one ``.done`` text, part done once, the final item's
 summary equal to the done parts).
 
 Open Responses models ignore unknown keys, so the top level of a Response is
-checked by hand (exactly the 31 keys). OpenAI models keep unknown keys in
+checked by hand (exactly the 31 keys and OpenAI's two, ``SENT_KEYS``). OpenAI models keep unknown keys in
 ``model_extra``; we walk the whole parsed tree and fail on any extra key that
 is not in ``ALLOWED_OPENAI_EXTRAS`` (each entry says why it is there).
 """
@@ -56,10 +61,18 @@ import orjson
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["check_response", "check_stream", "parse_sse", "default_echo", "RESPONSE_KEYS", "TERMINAL_TYPES"]
+__all__ = [
+    "check_response", "check_stream", "parse_sse", "default_echo", "RESPONSE_KEYS", "OPENAI_KEYS", "SENT_KEYS",
+    "TERMINAL_TYPES",
+]
 
 RESPONSE_KEYS: tuple[str, ...] = tuple(ort.ResponseResource.model_fields)
 assert len(RESPONSE_KEYS) == 31, RESPONSE_KEYS
+# Exception 8: keys of OpenAI's Response beyond the spec's, in every Response we send.
+OPENAI_KEYS: tuple[str, ...] = ("prompt_cache_retention", "user")
+assert set(OPENAI_KEYS) <= set(Response.model_fields) and not set(OPENAI_KEYS) & set(RESPONSE_KEYS)
+# Every Response's top-level keys, in the order we send them (``conversation`` may follow).
+SENT_KEYS: tuple[str, ...] = RESPONSE_KEYS + OPENAI_KEYS
 
 TERMINAL_TYPES = {
     "response.completed": "completed",
@@ -177,6 +190,14 @@ def _ort_response_view(obj: dict) -> dict:
     tools = obj.get("tools")
     if isinstance(tools, list):
         view["tools"] = [t for t in tools if isinstance(t, dict) and t.get("type") == "function"]
+    choice = obj.get("tool_choice")
+    if isinstance(choice, dict):
+        if choice.get("type") == "custom":
+            view["tool_choice"] = {**choice, "type": "function"}
+        elif choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
+            view["tool_choice"] = {**choice, "tools": [
+                {**t, "type": "function"} if isinstance(t, dict) and t.get("type") == "custom" else t
+                for t in choice["tools"]]}
     text = obj.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = {**text, "format": {**text["format"], "schema": None}}
@@ -237,8 +258,8 @@ def check_response(obj: dict) -> dict:
     """Assert ``obj`` is a valid Response for both type systems; return it."""
     assert isinstance(obj, dict), type(obj)
     keys = set(obj)
-    missing = [k for k in RESPONSE_KEYS if k not in keys]
-    extra = sorted(keys - set(RESPONSE_KEYS) - {"conversation"})  # exception 6
+    missing = [k for k in SENT_KEYS if k not in keys]
+    extra = sorted(keys - set(SENT_KEYS) - {"conversation"})  # exceptions 6 and 8
     if "conversation" in obj:
         conv = obj["conversation"]
         assert isinstance(conv, dict) and set(conv) == {"id"} and conv["id"].startswith("conv_"), conv
@@ -582,7 +603,7 @@ def parse_sse(raw: bytes) -> list[dict]:
 
 
 def default_echo(**overrides: Any) -> dict[str, Any]:
-    """The 21 echoed request values with the spec's defaults (for building test contexts)."""
+    """The 23 echoed request values with the defaults a request that sets none gets (for building test contexts)."""
     from proxy.translate.context import ECHO_KEYS
 
     echo: dict[str, Any] = {
@@ -592,21 +613,23 @@ def default_echo(**overrides: Any) -> dict[str, Any]:
         "tool_choice": "auto",
         "truncation": "disabled",
         "parallel_tool_calls": True,
-        "text": {"format": {"type": "text"}},
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
         "top_p": 1.0,
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
         "top_logprobs": 0,
         "temperature": 1.0,
-        "reasoning": None,
+        "reasoning": {"effort": None, "summary": None},
         "max_output_tokens": None,
         "max_tool_calls": None,
         "store": True,
         "background": False,
-        "service_tier": "default",
+        "service_tier": "auto",
         "metadata": {},
         "safety_identifier": None,
         "prompt_cache_key": None,
+        "prompt_cache_retention": None,
+        "user": None,
     }
     unknown = set(overrides) - set(echo)
     assert not unknown, unknown

@@ -40,7 +40,7 @@ from openai.types.responses import (
 from openai.types.responses.responses_server_event import ResponsesServerEvent, ResponseWsError
 from pydantic import TypeAdapter
 
-from tests.conformance import RESPONSE_KEYS, _assert_no_extra, _ort_response_view, check_response, check_stream
+from tests.conformance import SENT_KEYS, _assert_no_extra, _ort_response_view, check_response, check_stream
 
 __all__ = [
     "check_ws_stream", "check_ws_error", "check_compacted", "check_trigger_stream", "split_responses", "split_lanes",
@@ -151,7 +151,7 @@ def check_trigger_stream(events: list[dict]) -> dict:
 
 def check_final_trigger_response(final: dict) -> None:
     """A finished Response whose only output is a compaction item (``check_response`` but item 2)."""
-    assert tuple(sorted(final)) == tuple(sorted(RESPONSE_KEYS)), sorted(final)
+    assert tuple(sorted(final)) == tuple(sorted(SENT_KEYS)), sorted(final)
     assert final["status"] == "completed" and isinstance(final["completed_at"], int), final["status"]
     assert final["error"] is None and final["incomplete_details"] is None and final["usage"] is not None
     _assert_no_extra(Response.model_validate(final), "response")

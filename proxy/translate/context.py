@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# The request values a Response object echoes (21 keys). Together with id,
-# object, created_at, completed_at, status, incomplete_details, model, output,
-# error and usage they make the spec's 31 ResponseResource keys.
+# The request values a Response object echoes (23 keys). The first 21, together
+# with id, object, created_at, completed_at, status, incomplete_details, model,
+# output, error and usage, make the spec's 31 ResponseResource keys; the last two
+# are OpenAI's (its Response always carries them, null when not requested).
 ECHO_KEYS: tuple[str, ...] = (
     "previous_response_id",
     "instructions",
@@ -35,6 +36,8 @@ ECHO_KEYS: tuple[str, ...] = (
     "metadata",
     "safety_identifier",
     "prompt_cache_key",
+    "prompt_cache_retention",
+    "user",
 )
 
 

@@ -3,7 +3,16 @@ and what a stateless proxy refuses.
 
 Each function validates one field as it reads it (a 400 naming ``param`` on
 the first problem), writes its chat counterpart into ``chat``, and returns the
-value the Response echoes.
+value the Response echoes, filled in as OpenAI's Response shows it where the
+request left it out (``text.verbosity`` ``medium``, ``reasoning`` with null
+fields).
+
+**Unknown top-level parameters are ignored**, not refused: clients send fields
+newer than this server (the openai SDK grows some every release, Codex sends
+its own ``client_metadata``), and a 400 for one would lock them out. The one
+exception to "ignored" is Chat Completions' top-level ``verbosity``, which has a
+Responses home: it is read as ``text.verbosity`` when that is absent
+(validated, forwarded and echoed as such) rather than silently lost.
 
 **Stateless.** ``previous_response_id``, ``conversation``, ``prompt`` templates
 and ``background`` cannot be honoured without storage, so they are refused with
@@ -24,9 +33,14 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 REASONING_SUMMARIES = ("auto", "concise", "detailed")
 VERBOSITIES = ("low", "medium", "high")
 SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
-# The tier a Response shows for a requested one, where OpenAI's differs: `fast` is Fast mode,
-# served and reported as `priority`.
-_TIER_SHOWN = {"fast": "priority"}
+# OpenAI's Response shows the requested tier (``auto`` when none was) while it is queued or in
+# progress, and the tier that served it once it ended: the project's ``default`` for ``auto``,
+# and ``priority`` for ``fast`` (Fast mode; the SDK's docstring: "The response will show
+# service_tier=priority regardless of if you specify service_tier=fast or priority").
+DEFAULT_SERVICE_TIER = "auto"
+TIER_SERVED = {"auto": "default", "fast": "priority"}
+PROMPT_CACHE_RETENTIONS = ("in_memory", "24h")
+DEFAULT_VERBOSITY = "medium"  # the spec's "use the model's default verbosity", as OpenAI echoes an absent one
 TRUNCATIONS = ("auto", "disabled")
 INCLUDE_ENCRYPTED = "reasoning.encrypted_content"
 INCLUDE_LOGPROBS = "message.output_text.logprobs"
@@ -34,10 +48,12 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def text_config(body: dict[str, Any], chat: dict[str, Any], *, forward_verbosity: bool) -> dict[str, Any]:
-    """``text`` → ``response_format`` (+``verbosity``); returns the echo."""
+    """``text`` → ``response_format`` (+``verbosity``); returns the echo, which always has a
+    ``verbosity``: the request's ``text.verbosity``, else its top-level Chat-style ``verbosity``,
+    else ``medium``."""
     text = body.get("text")
     if text is None:
-        return {"format": {"type": "text"}}
+        return {"format": {"type": "text"}, "verbosity": _verbosity(body, None, chat, forward_verbosity)}
     if not isinstance(text, dict):
         raise v.fail("text", "an object", text)
     fmt = text.get("format")
@@ -83,27 +99,33 @@ def text_config(body: dict[str, Any], chat: dict[str, Any], *, forward_verbosity
             raise v.missing("text.format.type", "'text', 'json_object' or 'json_schema'")
         else:
             raise v.fail("text.format.type", "'text', 'json_object' or 'json_schema'", ftype)
-    echo: dict[str, Any] = {"format": echo_fmt}
     verbosity = v.opt_enum(text, "verbosity", VERBOSITIES, "text.verbosity")
-    if verbosity is not None:
-        echo["verbosity"] = verbosity
-        if forward_verbosity:
-            chat["verbosity"] = verbosity
-    return echo
+    return {"format": echo_fmt, "verbosity": _verbosity(body, verbosity, chat, forward_verbosity)}
 
 
-def service_tier_echo(tier: str | None) -> str:
-    """The ``service_tier`` a Response shows for the requested one (``default`` when absent)."""
-    if tier is None:
-        return "default"
-    return _TIER_SHOWN.get(tier, tier)
+def _verbosity(body: dict[str, Any], verbosity: str | None, chat: dict[str, Any], forward: bool) -> str:
+    """The verbosity echoed (and forwarded when ``forward``): ``text.verbosity``, else the
+    top-level ``verbosity`` a Chat Completions habit puts there, else the model's default."""
+    if verbosity is None:
+        verbosity = v.opt_enum(body, "verbosity", VERBOSITIES)
+        if verbosity is None:
+            return DEFAULT_VERBOSITY
+    if forward:
+        chat["verbosity"] = verbosity
+    return verbosity
 
 
-def reasoning_config(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any] | None:
-    """``reasoning`` → ``reasoning_effort``; returns the echo (null when absent)."""
+def service_tier_served(tier: str) -> str:
+    """The ``service_tier`` an ended Response shows for the one requested (see ``TIER_SERVED``)."""
+    return TIER_SERVED.get(tier, tier)
+
+
+def reasoning_config(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
+    """``reasoning`` → ``reasoning_effort``; returns the echo (both fields null when absent, as
+    OpenAI's Response shows it)."""
     reasoning = body.get("reasoning")
     if reasoning is None:
-        return None
+        return {"effort": None, "summary": None}
     if not isinstance(reasoning, dict):
         raise v.fail("reasoning", "an object", reasoning)
     effort = v.opt_enum(reasoning, "effort", REASONING_EFFORTS, "reasoning.effort")

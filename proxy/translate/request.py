@@ -137,14 +137,14 @@ def translate_request(
             chat["top_logprobs"] = top_logprobs
 
     safety_identifier = v.opt_str(body, "safety_identifier", max_len=v.MAX_SAFETY_IDENTIFIER)
-    user = safety_identifier
-    if user is None:
-        user = v.opt_str(body, "user", max_len=v.MAX_SAFETY_IDENTIFIER)
-    if user is not None:
-        chat["user"] = user
+    user = v.opt_str(body, "user", max_len=v.MAX_SAFETY_IDENTIFIER)
+    chat_user = user if safety_identifier is None else safety_identifier
+    if chat_user is not None:
+        chat["user"] = chat_user
     prompt_cache_key = v.opt_str(body, "prompt_cache_key", max_len=v.MAX_ID_STRING)
     if prompt_cache_key is not None and policy.forward_prompt_cache_key:
         chat["prompt_cache_key"] = prompt_cache_key
+    prompt_cache_retention = v.opt_enum(body, "prompt_cache_retention", p.PROMPT_CACHE_RETENTIONS)
     service_tier = v.opt_enum(body, "service_tier", p.SERVICE_TIERS)
     if service_tier is not None and policy.forward_service_tier:
         chat["service_tier"] = service_tier
@@ -167,20 +167,24 @@ def translate_request(
         "truncation": truncation or "disabled",
         "parallel_tool_calls": True if parallel is None else parallel,
         "text": text_echo,
-        "top_p": 1.0 if top_p is None else top_p,
-        "presence_penalty": 0.0 if presence is None else presence,
-        "frequency_penalty": 0.0 if frequency is None else frequency,
+        # Numbers as OpenAI writes them (1.0, not a request's 1): the spec's type is number.
+        "top_p": 1.0 if top_p is None else float(top_p),
+        "presence_penalty": 0.0 if presence is None else float(presence),
+        "frequency_penalty": 0.0 if frequency is None else float(frequency),
         "top_logprobs": top_logprobs or 0,
-        "temperature": 1.0 if temperature is None else temperature,
+        "temperature": 1.0 if temperature is None else float(temperature),
         "reasoning": reasoning_echo,
         "max_output_tokens": max_output_tokens,
         "max_tool_calls": max_tool_calls,
         "store": True if store is None else store,
         "background": background,
-        "service_tier": p.service_tier_echo(service_tier),
+        # As requested; an ended Response shows the tier that served it (response_object).
+        "service_tier": service_tier or p.DEFAULT_SERVICE_TIER,
         "metadata": metadata,
         "safety_identifier": safety_identifier,
         "prompt_cache_key": prompt_cache_key,
+        "prompt_cache_retention": prompt_cache_retention,
+        "user": user,
     }
     ctx = ResponseContext(
         response_id=new_id("resp"),
@@ -192,7 +196,7 @@ def translate_request(
         namespaced=ts.namespaced,
         allowed_tools=choice.allowed,
         include_encrypted_reasoning=p.INCLUDE_ENCRYPTED in include,
-        reasoning_as_summary=reasoning_echo is not None and reasoning_echo["summary"] is not None,
+        reasoning_as_summary=reasoning_echo["summary"] is not None,
         include_logprobs=include_logprobs,
         conversation_id=conversation_id,
         warnings=warnings,

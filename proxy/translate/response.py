@@ -3,16 +3,22 @@
 The stream translator builds the ``in_progress`` snapshot and the terminal
 ``completed`` / ``incomplete`` / ``failed`` objects with it; a store or
 background mode builds ``queued``, ``in_progress`` or ``cancelled`` ones from
-the same context, so every Response this service sends has the same 31 keys in
-the spec's ``ResponseResource`` order: the facts of the answer (id, status,
-output, usage, …) interleaved with the 21 request values the context echoes
-(``ECHO_KEYS``).
+the same context, so every Response this service sends has the same 33 keys:
+the spec's 31 ``ResponseResource`` keys in its order — the facts of the answer
+(id, status, output, usage, …) interleaved with the request values the context
+echoes (``ECHO_KEYS``) — then OpenAI's ``prompt_cache_retention`` and ``user``,
+which its Response always carries (null when not requested), and
+``conversation`` when the request named one.
+
+``service_tier`` is the one echo that depends on the status, as OpenAI's does:
+the requested tier while queued or in progress, the tier that served it after.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from .context import ResponseContext
+from .params import service_tier_served
 from .shapes import IncompleteDetails, OutputItem, Response, ResponseError, ResponseStatus, Usage
 
 __all__ = ["ERROR_CODES", "response_error", "response_object"]
@@ -45,6 +51,10 @@ ERROR_CODES = frozenset(
 )
 
 
+# The statuses whose Response shows the requested service tier (nothing has served it yet).
+_REQUESTED_TIER_SHOWN = frozenset({"queued", "in_progress"})
+
+
 def response_error(code: str, message: str) -> ResponseError:
     """``Response.error``: the openai SDK parses ``code`` as an enum, so an unknown
     code (``backend_timeout``, a backend's own) becomes ``server_error`` here; the
@@ -64,6 +74,9 @@ def response_object(
 ) -> Response:
     """A new Response for ``ctx`` (a fresh dict each call; ``output`` is copied into a list)."""
     e = ctx.echo
+    tier = e.get("service_tier")
+    if status not in _REQUESTED_TIER_SHOWN and tier is not None:
+        tier = service_tier_served(tier)
     response: Response = {
         "id": ctx.response_id,
         "object": "response",
@@ -92,12 +105,14 @@ def response_object(
         "max_tool_calls": e.get("max_tool_calls"),
         "store": e.get("store"),
         "background": e.get("background"),
-        "service_tier": e.get("service_tier"),
+        "service_tier": tier,
         "metadata": e.get("metadata"),
         "safety_identifier": e.get("safety_identifier"),
         "prompt_cache_key": e.get("prompt_cache_key"),
+        "prompt_cache_retention": e.get("prompt_cache_retention"),
+        "user": e.get("user"),
     }
     if ctx.conversation_id is not None:
-        # Not one of the spec's 31 keys: OpenAI's Response carries it when the request named one.
+        # Not one of the spec's keys: OpenAI's Response carries it when the request named one.
         response["conversation"] = {"id": ctx.conversation_id}
     return response

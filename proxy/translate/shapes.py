@@ -135,8 +135,8 @@ class ConversationRef(TypedDict):
 
 
 class Response(TypedDict):
-    """The spec's ResponseResource: exactly these 31 keys (plus ``conversation``, OpenAI's, when
-    the request named one)."""
+    """The spec's ResponseResource's 31 keys, then OpenAI's ``prompt_cache_retention`` and
+    ``user`` (plus ``conversation``, OpenAI's too, when the request named one)."""
 
     id: str
     object: Literal["response"]
@@ -169,4 +169,6 @@ class Response(TypedDict):
     metadata: Any
     safety_identifier: Any
     prompt_cache_key: Any
+    prompt_cache_retention: Any
+    user: Any
     conversation: NotRequired[ConversationRef]

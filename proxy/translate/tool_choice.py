@@ -1,7 +1,7 @@
 """Responses ``tool_choice`` → Chat Completions ``tool_choice``, against the translated tools.
 
 A choice may only name a tool the request defines (by its plain, flattened or
-unambiguous inner namespaced name). ``allowed_tools`` is a hard constraint in
+unambiguous inner namespaced name); it is echoed as the client named it. ``allowed_tools`` is a hard constraint in
 the spec, so only the allowed tools are offered upstream and the response side
 drops calls to any other (``ctx.allowed_tools``). Built-in tool types are
 ignored with a warning, or refused, per the built-in tools policy.
@@ -66,7 +66,8 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
         upstream = _resolve(ts, raw, "tool_choice")
         return ToolChoice(
             upstream={"type": "function", "function": {"name": upstream}},
-            echo={"type": "function", "name": upstream},
+            # As the client named it (the SDK's ToolChoiceFunction / ToolChoiceCustom).
+            echo={"type": ctype, "name": raw["name"]},
         )
     if ctype == "allowed_tools":
         # The spec makes ``mode`` optional: "auto" when it is left out (or null).
@@ -83,6 +84,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
                 "Invalid 'tool_choice.tools': expected at least one tool reference.", "tool_choice.tools", "empty_array"
             )
         allowed: dict[str, None] = {}  # ordered set: no quadratic dedup on long lists
+        named: list[dict[str, Any]] = []  # the entries honoured, as sent (the echo)
         skipped: list[str] = []
         for k, entry in enumerate(entries):
             eparam = f"tool_choice.tools[{k}]"
@@ -91,6 +93,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
             etype = entry.get("type")
             if etype in ("function", "custom"):
                 allowed[_resolve(ts, entry, eparam)] = None
+                named.append(entry)
             elif isinstance(etype, str) and etype:
                 if builtin_policy == "reject":
                     raise InvalidRequest(
@@ -111,11 +114,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
             return ToolChoice(upstream="none", echo="none", warning=warning)
         return ToolChoice(
             upstream=mode,
-            echo={
-                "type": "allowed_tools",
-                "mode": mode,
-                "tools": [{"type": "function", "name": n} for n in allowed],
-            },
+            echo={"type": "allowed_tools", "mode": mode, "tools": named},
             allowed=frozenset(allowed),
             warning=warning,
         )

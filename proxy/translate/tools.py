@@ -14,11 +14,16 @@ A chat backend only knows function tools, so:
   Dropping is the default because a 400 for the whole request would lock Codex
   out (it always sends ``web_search``).
 
-The echo (``Response.tools``) lists the tools that were actually offered to the
-model, each in the Responses *function* tool shape, because the Open Responses
-``ResponseResource.tools`` only admits function tools. Custom tools are
-therefore echoed as the function the model saw and namespaced tools under their
-flattened names; dropped built-ins are not echoed.
+The echo (``Response.tools``) lists the tools the client defined, each as it
+sent it, in the shape of the openai SDK's tool types, as OpenAI's Response
+does: a ``custom`` tool stays ``custom`` (with its ``format``; an absent one is
+the documented default, ``text``), a ``namespace`` keeps its nested tools under
+their own names, every optional field is present (null, or ``""`` for a
+namespace's description, which the SDK requires). Only validated fields are
+echoed, so that the echo always parses. Dropped built-ins are not echoed: they
+were not available to the model (the spec's "tools that were available to the
+model"), and their fields, never checked, could make the whole Response
+unparsable.
 """
 from __future__ import annotations
 
@@ -95,18 +100,36 @@ def _function_fields(tool: dict[str, Any], param: str) -> tuple[str, Any, Any, A
     return name, description, parameters, strict
 
 
-def _custom_fields(tool: dict[str, Any], param: str) -> tuple[str, str | None, dict[str, Any]]:
+_GRAMMAR_SYNTAXES = ("lark", "regex")
+
+
+def _custom_fields(tool: dict[str, Any], param: str) -> tuple[str, str | None, dict[str, Any], dict[str, Any]]:
+    """A custom tool's name, description, upstream schema and echo."""
     name, description = _name_and_description(tool, param, "custom")
     fmt = tool.get("format")
+    echo_fmt: dict[str, Any] = {"type": "text"}
     if fmt is not None:
         if not isinstance(fmt, dict):
             raise fail(param + ".format", "an object", fmt)
         ftype = fmt.get("type")
         if ftype not in ("text", "grammar"):
             raise fail(param + ".format.type", "'text' or 'grammar'", ftype)
-        if ftype == "grammar" and not isinstance(fmt.get("definition"), str):
-            raise fail(param + ".format.definition", "a string (the grammar)", fmt.get("definition"))
-    return name, description, custom_input_schema(description, fmt)
+        if ftype == "grammar":
+            definition = fmt.get("definition")
+            if not isinstance(definition, str):
+                raise fail(param + ".format.definition", "a string (the grammar)", definition)
+            syntax = fmt.get("syntax")
+            if syntax is None:
+                syntax = "lark"
+            elif syntax not in _GRAMMAR_SYNTAXES:
+                raise fail(param + ".format.syntax", "'lark' or 'regex'", syntax)
+            echo_fmt = {"type": "grammar", "definition": definition, "syntax": syntax}
+    echo = {"type": "custom", "name": name, "description": description, "format": echo_fmt}
+    return name, description, custom_input_schema(description, fmt), echo
+
+
+def _function_echo(name: str, description: Any, parameters: Any, strict: Any) -> dict[str, Any]:
+    return {"type": "function", "name": name, "description": description, "parameters": parameters, "strict": strict}
 
 
 class _Builder:
@@ -132,15 +155,6 @@ class _Builder:
         if strict is not None:
             fn["strict"] = strict
         self.ts.upstream.append({"type": "function", "function": fn})
-        self.ts.echo.append(
-            {
-                "type": "function",
-                "name": upstream_name,
-                "description": description,
-                "parameters": parameters,
-                "strict": strict,
-            }
-        )
         self.ts.by_name[upstream_name] = upstream_name
 
 
@@ -164,19 +178,25 @@ def translate_tools(raw: Any, builtin_policy: BuiltinPolicy) -> ToolSet:
         if ttype == "function":
             name, description, parameters, strict = _function_fields(tool, param)
             b.add(name, description, parameters, strict, param)
+            ts.echo.append(_function_echo(name, description, parameters, strict))
         elif ttype == "custom":
-            name, description, schema = _custom_fields(tool, param)
+            name, description, schema, echo = _custom_fields(tool, param)
             b.add(name, description, schema, None, param)
             ts.custom.add(name)
+            ts.echo.append(echo)
         elif ttype == "namespace":
             ns = tool.get("name")
             if not isinstance(ns, str) or not ns:
                 raise fail(param + ".name", "a non-empty string", ns) if ns is not None else missing(
                     param + ".name", "every namespace tool needs a name"
                 )
+            ns_description = tool.get("description")
+            if ns_description is not None and not isinstance(ns_description, str):
+                raise fail(param + ".description", "a string", ns_description)
             inner = tool.get("tools")
             if not isinstance(inner, list):
                 raise fail(param + ".tools", "an array of function or custom tools", inner)
+            inner_echo: list[dict[str, Any]] = []
             for j, sub in enumerate(inner):
                 sparam = f"{param}.tools[{j}]"
                 if not isinstance(sub, dict):
@@ -186,14 +206,17 @@ def translate_tools(raw: Any, builtin_policy: BuiltinPolicy) -> ToolSet:
                     name, description, parameters, strict = _function_fields(sub, sparam)
                     upstream = flat_name(ns, name)
                     b.add(upstream, description, parameters, strict, sparam)
+                    inner_echo.append(_function_echo(name, description, parameters, strict))
                 elif stype == "custom":
-                    name, description, schema = _custom_fields(sub, sparam)
+                    name, description, schema, echo = _custom_fields(sub, sparam)
                     upstream = flat_name(ns, name)
                     b.add(upstream, description, schema, None, sparam)
                     ts.custom.add(upstream)
+                    inner_echo.append(echo)
                 else:
                     raise fail(sparam + ".type", "'function' or 'custom' inside a namespace", stype)
                 ts.namespaced[upstream] = (ns, name)
+            ts.echo.append({"type": "namespace", "name": ns, "description": ns_description or "", "tools": inner_echo})
         else:
             if builtin_policy == "reject":
                 raise InvalidRequest(

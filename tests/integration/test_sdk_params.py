@@ -49,10 +49,12 @@ def test_every_reasoning_effort_of_the_sdk_is_forwarded_and_echoed(openai_client
     assert mock.requests(model)[-1]["body"]["reasoning_effort"] == effort
 
 
-# What OpenAI's Response shows for each requested tier: `fast` is served as `priority` (the
-# SDK's own docstring: "The response will show service_tier=priority regardless of if you
-# specify service_tier=fast or priority").
-_TIER_ECHO = {"fast": "priority"}
+# What OpenAI's ended Response shows for each requested tier, the tier that served it: `auto` is
+# the project's tier, `default` on a normal project, and `fast` is served as `priority` (the SDK's
+# own docstring: "Unless otherwise configured, the Project will use 'default'", "The response will
+# show service_tier=priority regardless of if you specify service_tier=fast or priority").
+# `response.created` shows the requested one, as OpenAI's stream does (`auto` when none was).
+_TIER_ECHO = {"auto": "default", "fast": "priority"}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -66,6 +68,22 @@ def test_every_service_tier_of_the_sdk_is_accepted_and_echoed(openai_client, moc
     assert "service_tier" not in mock.requests(model)[-1]["body"]  # FORWARD_SERVICE_TIER is off
 
 
+@pytest.mark.parametrize("tier", [None, "auto", "flex", "fast"])
+def test_the_stream_shows_the_requested_tier_until_the_served_one(openai_client, mock, tier):
+    """OpenAI's ``response.created`` / ``response.in_progress`` show the requested tier (``auto``
+    when none was), ``response.completed`` the one that served it. An absent tier was shown as
+    ``default`` from the start, and ``auto`` as ``auto`` to the end."""
+    mock.script("sdk-tier-stream", {"text": "ok"})
+    kwargs: dict[str, Any] = {} if tier is None else {"service_tier": tier}
+    with openai_client.responses.stream(model="sdk-tier-stream", input="hi", **kwargs) as events:
+        seen = {ev.type: ev.response.service_tier for ev in events if hasattr(ev, "response")}
+    requested = tier or "auto"
+    assert seen == {"response.created": requested, "response.in_progress": requested,
+                    "response.completed": _TIER_ECHO.get(requested, requested)}
+    response = openai_client.responses.create(model="sdk-tier-stream", input="hi", **kwargs)
+    assert response.service_tier == _TIER_ECHO.get(requested, requested)
+
+
 def test_a_forwarded_fast_tier_reaches_the_backend_as_sent(proxy_factory, mock):
     forwarding = proxy_factory(FORWARD_SERVICE_TIER="true")
     mock.script("sdk-tier-fwd", {"text": "ok"})
@@ -74,3 +92,152 @@ def test_a_forwarded_fast_tier_reaches_the_backend_as_sent(proxy_factory, mock):
             response = client.responses.create(model="sdk-tier-fwd", input="hi", service_tier=tier)
             assert response.service_tier == _TIER_ECHO.get(tier, tier)
             assert mock.requests("sdk-tier-fwd")[-1]["body"]["service_tier"] == tier
+
+
+# --------------------------------------------------------------- the echo of every request parameter
+
+_SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
+_PATCH = {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+          "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+_NAMESPACE = {"type": "namespace", "name": "crm", "description": "CRM tools.", "tools": [
+    {"type": "function", "name": "lookup", "description": "Find a customer.", "parameters": _SCHEMA, "strict": True},
+    {"type": "custom", "name": "note", "description": "Write a note.", "format": {"type": "text"}},
+]}
+_FUNCTION = {"type": "function", "name": "get_weather", "description": "Weather.", "parameters": _SCHEMA, "strict": False}
+# Every parameter the Response echoes, each with a value other than its default.
+_EVERYTHING: dict[str, Any] = {
+    "instructions": "Be brief.",
+    "max_output_tokens": 64,
+    "max_tool_calls": 3,
+    "metadata": {"run": "7"},
+    "parallel_tool_calls": False,
+    "reasoning": {"effort": "low", "summary": "concise"},
+    "store": False,
+    "temperature": 0.25,
+    "top_p": 0.5,
+    "top_logprobs": 2,
+    "truncation": "auto",
+    "text": {"format": {"type": "json_schema", "name": "answer", "schema": _SCHEMA, "strict": True}, "verbosity": "low"},
+    "tools": [_FUNCTION, _PATCH, _NAMESPACE, {"type": "web_search"}],
+    "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [
+        {"type": "function", "name": "get_weather"}, {"type": "custom", "name": "apply_patch"}]},
+    "service_tier": "flex",
+    "safety_identifier": "user-hash-1",
+    "prompt_cache_key": "cache-1",
+    "prompt_cache_retention": "24h",
+    "user": "end-user-1",
+    # The spec's, not the SDK's create() keywords.
+    "extra_body": {"presence_penalty": 0.5, "frequency_penalty": -0.5},
+}
+# What OpenAI's Response echoes for it: the values as sent, every field of each type present (the
+# dropped built-in web_search, which no model saw, is not among the tools).
+_EVERYTHING_ECHO: dict[str, Any] = {
+    **{k: v for k, v in _EVERYTHING.items() if k not in ("tools", "text", "extra_body")},
+    **_EVERYTHING["extra_body"],
+    "previous_response_id": None,
+    "background": False,
+    "text": {"format": {"type": "json_schema", "name": "answer", "description": None, "schema": _SCHEMA, "strict": True},
+             "verbosity": "low"},
+    "tools": [_FUNCTION, _PATCH, {**_NAMESPACE, "tools": [{**_NAMESPACE["tools"][0]}, _NAMESPACE["tools"][1]]}],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_every_echoed_parameter_comes_back_as_openai_echoes_it(openai_client, mock, stream):
+    """One request setting every echoed parameter to a value that is not its default: the Response
+    the SDK parses (``to_dict``: exactly the keys the JSON had) echoes each as OpenAI does — in
+    ``response.created`` too, where only the service tier is the requested one (here the same)."""
+    mock.script("sdk-echo-all", {"text": '{"a": 1}'})
+    if stream:
+        with openai_client.responses.stream(model="sdk-echo-all", input="hi", **_EVERYTHING) as events:
+            snapshots = [ev.response for ev in events if ev.type in ("response.created", "response.in_progress")]
+            final = events.get_final_response()
+        assert len(snapshots) == 2
+        for snapshot in snapshots:
+            assert {k: snapshot.to_dict()[k] for k in _EVERYTHING_ECHO} == _EVERYTHING_ECHO
+    else:
+        final = openai_client.responses.create(model="sdk-echo-all", input="hi", **_EVERYTHING)
+    assert final.status == "completed"
+    got = final.to_dict()
+    assert {k: got[k] for k in _EVERYTHING_ECHO} == _EVERYTHING_ECHO
+    assert "conversation" not in got and "prompt" not in got
+
+
+def test_a_request_that_sets_nothing_is_echoed_with_openais_defaults(openai_client, mock):
+    """The keys OpenAI's Response always has, with what it shows for a request that set none: ``user``
+    and ``prompt_cache_retention`` null (they were missing), ``text.verbosity`` ``medium`` (missing),
+    ``reasoning`` an object of nulls (was null), the served tier ``default``."""
+    mock.script("sdk-echo-none", {"text": "ok"})
+    raw = openai_client.responses.with_raw_response.create(model="sdk-echo-none", input="hi")
+    body = raw.http_response.json()
+    assert {k: body[k] for k in ("user", "prompt_cache_retention", "text", "reasoning", "service_tier", "tools",
+                                 "tool_choice", "temperature", "top_p", "top_logprobs", "truncation", "metadata",
+                                 "safety_identifier", "prompt_cache_key", "instructions", "max_output_tokens",
+                                 "max_tool_calls", "parallel_tool_calls", "store", "background",
+                                 "previous_response_id", "presence_penalty", "frequency_penalty")} == {
+        "user": None, "prompt_cache_retention": None, "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "reasoning": {"effort": None, "summary": None}, "service_tier": "default", "tools": [], "tool_choice": "auto",
+        "temperature": 1.0, "top_p": 1.0, "top_logprobs": 0, "truncation": "disabled", "metadata": {},
+        "safety_identifier": None, "prompt_cache_key": None, "instructions": None, "max_output_tokens": None,
+        "max_tool_calls": None, "parallel_tool_calls": True, "store": True, "background": False,
+        "previous_response_id": None, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+    }
+    assert raw.parse().user is None
+
+
+def test_a_chained_response_echoes_its_previous_response_id_and_its_own_values(openai_client, mock):
+    """``previous_response_id`` is echoed, and nothing of the earlier request's echo carries over
+    (instructions, user, retention: OpenAI does not carry instructions over)."""
+    mock.script("sdk-echo-chain", {"text": "one"}, {"text": "two"})
+    first = openai_client.responses.create(model="sdk-echo-chain", input="hi", instructions="A", user="u-1",
+                                           prompt_cache_retention="in_memory")
+    second = openai_client.responses.create(model="sdk-echo-chain", input="again", previous_response_id=first.id)
+    assert (first.instructions, first.user, first.prompt_cache_retention) == ("A", "u-1", "in_memory")
+    assert second.previous_response_id == first.id
+    assert (second.instructions, second.user, second.prompt_cache_retention) == (None, None, None)
+    assert openai_client.responses.retrieve(first.id).user == "u-1"  # stored as sent
+
+
+@pytest.mark.parametrize(("param", "value"), [
+    ("prompt_cache_retention", "in-memory"), ("prompt_cache_retention", "1h"), ("prompt_cache_retention", 24),
+    ("user", 7), ("verbosity", "loud"),
+])
+def test_a_value_the_sdk_does_not_offer_is_an_openai_shaped_400_naming_it(openai_client, mock, param, value):
+    mock.script("sdk-echo-bad", {"text": "never"})
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.responses.create(model="sdk-echo-bad", input="hi", extra_body={param: value})
+    assert info.value.status_code == 400 and info.value.param == param
+    assert info.value.body["type"] == "invalid_request_error" and param in info.value.body["message"]
+    assert mock.requests("sdk-echo-bad") == []
+
+
+def test_a_top_level_verbosity_is_read_as_text_verbosity(openai_client, mock, proxy_factory):
+    """Chat Completions' top-level ``verbosity`` was ignored (neither forwarded nor echoed), as every
+    unknown parameter is. It is read as ``text.verbosity`` when that is absent: echoed there, and
+    forwarded where ``FORWARD_VERBOSITY`` is on."""
+    mock.script("sdk-verbosity", {"text": "ok"}, {"text": "ok"})
+    response = openai_client.responses.create(model="sdk-verbosity", input="hi", extra_body={"verbosity": "high"})
+    assert response.text.verbosity == "high"
+    assert "verbosity" not in mock.requests("sdk-verbosity")[-1]["body"]
+    response = openai_client.responses.create(model="sdk-verbosity", input="hi", text={"verbosity": "low"},
+                                              extra_body={"verbosity": "high"})
+    assert response.text.verbosity == "low"  # the Responses field wins
+    forwarding = proxy_factory(FORWARD_VERBOSITY="true")
+    mock.script("sdk-verbosity-fwd", {"text": "ok"})
+    with openai.OpenAI(base_url=forwarding.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+        response = client.responses.create(model="sdk-verbosity-fwd", input="hi", extra_body={"verbosity": "low"})
+    assert response.text.verbosity == "low"
+    assert mock.requests("sdk-verbosity-fwd")[-1]["body"]["verbosity"] == "low"
+
+
+def test_custom_tools_are_echoed_as_custom_tools_and_still_called_as_such(openai_client, mock):
+    """A custom tool (Codex's apply_patch) was echoed as the function the backend saw, so the SDK
+    parsed it as a FunctionTool; it is echoed as the CustomTool the client sent, and its call still
+    comes back as a custom_tool_call."""
+    mock.script("sdk-custom-echo", {"tool_calls": [{"name": "apply_patch", "arguments": '{"input": "*** Begin"}'}]})
+    response = openai_client.responses.create(model="sdk-custom-echo", input="patch it", tools=[_PATCH, _NAMESPACE],
+                                              tool_choice={"type": "custom", "name": "apply_patch"})
+    assert [type(t).__name__ for t in response.tools] == ["CustomTool", "NamespaceTool"]
+    assert [t.to_dict() for t in response.tools] == [_PATCH, _NAMESPACE]
+    assert response.tool_choice.to_dict() == {"type": "custom", "name": "apply_patch"}
+    assert response.output[-1].type == "custom_tool_call" and response.output[-1].input == "*** Begin"

@@ -65,7 +65,7 @@ def test_missing_top_level_key_rejected(good):
 
 
 def test_extra_top_level_key_rejected(good):
-    resp = dict(good[-1]["response"], user="someone")
+    resp = dict(good[-1]["response"], billing={"payer": "developer"})
     with pytest.raises(AssertionError, match="unknown top-level keys"):
         check_response(resp)
 

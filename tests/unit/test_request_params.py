@@ -16,6 +16,7 @@ from proxy.translate.errors import InvalidRequest
 from proxy.translate.request import TranslationPolicy, translate_request
 from proxy.translate.response import response_object
 from proxy.translate.validate import model_name
+from tests.conformance import _ort_response_view
 
 
 def tr(body: dict[str, Any], **policy: Any) -> tuple[dict[str, Any], Any]:
@@ -41,10 +42,12 @@ def test_context_basics() -> None:
     assert tuple(ctx.echo) == ECHO_KEYS
     assert ctx.echo == {
         "previous_response_id": None, "instructions": None, "tools": [], "tool_choice": "auto",
-        "truncation": "disabled", "parallel_tool_calls": True, "text": {"format": {"type": "text"}},
+        "truncation": "disabled", "parallel_tool_calls": True,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
         "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_logprobs": 0, "temperature": 1.0,
-        "reasoning": None, "max_output_tokens": None, "max_tool_calls": None, "store": True, "background": False,
-        "service_tier": "default", "metadata": {}, "safety_identifier": None, "prompt_cache_key": None,
+        "reasoning": {"effort": None, "summary": None}, "max_output_tokens": None, "max_tool_calls": None,
+        "store": True, "background": False, "service_tier": "auto", "metadata": {}, "safety_identifier": None,
+        "prompt_cache_key": None, "prompt_cache_retention": None, "user": None,
     }
     assert chat == {"model": "qwen3", "messages": [{"role": "user", "content": "hi"}], "stream": True,
                     "stream_options": {"include_usage": True}}
@@ -79,6 +82,70 @@ def test_max_tokens_field_policy() -> None:
 def test_deprecated_user_maps_to_chat_user() -> None:
     chat, ctx = tr({"user": "u-7"})
     assert chat["user"] == "u-7" and ctx.echo["safety_identifier"] is None
+
+
+def test_user_is_echoed_as_sent_beside_safety_identifier() -> None:
+    """OpenAI's Response carries ``user`` (null when not sent); it was taken and never echoed."""
+    _, ctx = tr({"user": "u-7"})
+    assert ctx.echo["user"] == "u-7" and response_from(ctx)["user"] == "u-7"
+    chat, ctx = tr({"user": "u-7", "safety_identifier": "s-1"})
+    assert chat["user"] == "s-1"  # the field that replaces it wins upstream
+    assert (ctx.echo["user"], ctx.echo["safety_identifier"]) == ("u-7", "s-1")
+    _, ctx = tr({})
+    assert response_from(ctx)["user"] is None
+    # Checked even beside a safety_identifier (it was not read at all then).
+    assert err({"model": "m", "input": "hi", "safety_identifier": "s", "user": 5}).param == "user"
+
+
+@pytest.mark.parametrize("retention", ["in_memory", "24h"])
+def test_prompt_cache_retention_is_echoed_not_forwarded(retention: str) -> None:
+    """The SDK's Literal["in_memory", "24h"]: it was ignored (any value, never echoed)."""
+    chat, ctx = tr({"prompt_cache_retention": retention, "prompt_cache_key": "k"}, forward_prompt_cache_key=True)
+    assert ctx.echo["prompt_cache_retention"] == retention and response_from(ctx)["prompt_cache_retention"] == retention
+    assert "prompt_cache_retention" not in chat
+    assert tr({})[1].echo["prompt_cache_retention"] is None
+
+
+@pytest.mark.parametrize("bad", ["in-memory", "1h", "", 24, True, {"ttl": "24h"}])
+def test_a_prompt_cache_retention_the_sdk_does_not_offer_is_400(bad: Any) -> None:
+    e = err({"model": "m", "input": "hi", "prompt_cache_retention": bad})
+    assert e.param == "prompt_cache_retention"
+    assert "'in_memory', '24h'" in e.message
+
+
+def test_top_level_verbosity_is_read_as_text_verbosity() -> None:
+    """Chat Completions' top-level ``verbosity`` (the Responses API's is ``text.verbosity``) was
+    ignored, like every unknown parameter: taken, never forwarded or echoed. It has a Responses
+    home, so it is read there when ``text.verbosity`` is absent: validated, forwarded by the same
+    policy and echoed as ``text.verbosity``."""
+    chat, ctx = tr({"verbosity": "low"})
+    assert ctx.echo["text"] == {"format": {"type": "text"}, "verbosity": "low"} and "verbosity" not in chat
+    chat, ctx = tr({"verbosity": "high", "text": {"format": {"type": "json_object"}}}, forward_verbosity=True)
+    assert chat["verbosity"] == "high" and ctx.echo["text"] == {"format": {"type": "json_object"}, "verbosity": "high"}
+    chat, ctx = tr({"verbosity": "high", "text": {"verbosity": "low"}}, forward_verbosity=True)
+    assert chat["verbosity"] == "low" and ctx.echo["text"]["verbosity"] == "low"  # the Responses field wins
+    e = err({"model": "m", "input": "hi", "verbosity": "loud"})
+    assert e.param == "verbosity" and "'low', 'medium', 'high'" in e.message
+
+
+def test_an_absent_verbosity_or_reasoning_is_echoed_as_openai_shows_it() -> None:
+    """OpenAI's Response always has ``text.verbosity`` (``medium``, the spec's "the model's
+    default", when not requested) and a ``reasoning`` object (null fields when not requested);
+    the echo had no verbosity and a null ``reasoning``. Nothing is sent upstream for either."""
+    chat, ctx = tr({"text": {"format": {"type": "text"}}})
+    assert ctx.echo["text"] == {"format": {"type": "text"}, "verbosity": "medium"}
+    assert ctx.echo["reasoning"] == {"effort": None, "summary": None} and not ctx.reasoning_as_summary
+    assert "verbosity" not in chat and "reasoning_effort" not in chat
+    chat, _ = tr({}, forward_verbosity=True)
+    assert "verbosity" not in chat
+
+
+def test_sampling_numbers_are_echoed_as_numbers_openai_writes() -> None:
+    """A request's integer 0 or 1 is echoed 0.0 / 1.0, as OpenAI writes its floats (it went back as 1)."""
+    chat, ctx = tr({"temperature": 0, "top_p": 1, "presence_penalty": -2, "frequency_penalty": 2})
+    assert chat["temperature"] == 0 and type(chat["temperature"]) is int  # upstream as sent
+    for key, want in (("temperature", 0.0), ("top_p", 1.0), ("presence_penalty", -2.0), ("frequency_penalty", 2.0)):
+        assert ctx.echo[key] == want and type(ctx.echo[key]) is float, key
 
 
 def test_a_safety_identifier_of_openais_length_is_taken() -> None:
@@ -117,7 +184,8 @@ def test_text_format_json_schema() -> None:
 
 def test_text_format_json_object_text_and_verbosity_policy() -> None:
     chat, ctx = tr({"text": {"format": {"type": "json_object"}}})
-    assert chat["response_format"] == {"type": "json_object"} and ctx.echo["text"] == {"format": {"type": "json_object"}}
+    assert chat["response_format"] == {"type": "json_object"}
+    assert ctx.echo["text"] == {"format": {"type": "json_object"}, "verbosity": "medium"}
     chat, ctx = tr({"text": {"format": {"type": "text"}, "verbosity": "low"}}, forward_verbosity=True)
     assert "response_format" not in chat and chat["verbosity"] == "low"
     assert ctx.echo["text"] == {"format": {"type": "text"}, "verbosity": "low"}
@@ -294,7 +362,9 @@ _ECHO_BODIES: list[dict[str, Any]] = [
 def test_echo_validates_against_both_response_models(body: dict[str, Any]) -> None:
     _, ctx = tr(body)
     resource = response_from(ctx)
-    ResponseResource.model_validate(resource)
+    # Custom and namespace tools, and a choice naming a custom tool, exist only in OpenAI's
+    # types (tests/conformance.py, exception 4).
+    ResponseResource.model_validate(_ort_response_view(resource))
     Response.model_validate(resource)
 
 

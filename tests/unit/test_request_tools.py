@@ -68,7 +68,55 @@ def test_custom_tool_becomes_function_with_string_input() -> None:
     desc = params["properties"]["input"]["description"]
     assert "Edit files with a patch." in desc and "lark" in desc and "*** Begin Patch" in desc
     assert ctx.custom_tools == frozenset({"apply_patch"})
-    assert ctx.echo["tools"][0]["type"] == "function" and ctx.echo["tools"][0]["name"] == "apply_patch"
+    assert ctx.echo["tools"] == [PATCH]  # echoed as the client sent it, as OpenAI does
+
+
+def test_custom_tool_echo_has_every_field_of_the_sdk_type() -> None:
+    """A custom tool is echoed as a custom tool (it was echoed as the function the backend saw,
+    which the openai SDK parsed as a FunctionTool named apply_patch): description null when
+    absent, format the documented default (text) when absent, a grammar's syntax lark when absent
+    (the proxy's reading of it upstream)."""
+    _, ctx = tr({"tools": [{"type": "custom", "name": "c"},
+                           {"type": "custom", "name": "t", "format": {"type": "text"}},
+                           {"type": "custom", "name": "g", "format": {"type": "grammar", "definition": "start: x"}},
+                           {"type": "custom", "name": "r", "format": {"type": "grammar", "syntax": "regex",
+                                                                      "definition": "[a-z]+"}}]})
+    assert ctx.echo["tools"] == [
+        {"type": "custom", "name": "c", "description": None, "format": {"type": "text"}},
+        {"type": "custom", "name": "t", "description": None, "format": {"type": "text"}},
+        {"type": "custom", "name": "g", "description": None,
+         "format": {"type": "grammar", "definition": "start: x", "syntax": "lark"}},
+        {"type": "custom", "name": "r", "description": None,
+         "format": {"type": "grammar", "definition": "[a-z]+", "syntax": "regex"}},
+    ]
+    assert ctx.custom_tools == frozenset({"c", "t", "g", "r"})
+
+
+def test_a_grammar_syntax_the_sdk_does_not_know_is_400() -> None:
+    """The SDK's Grammar.syntax is 'lark' or 'regex': any other went upstream as a grammar of
+    that name, and its echo would have failed the SDK's types."""
+    e = err({"tools": [{"type": "custom", "name": "c", "format": {"type": "grammar", "syntax": "ebnf",
+                                                                   "definition": "x"}}]})
+    assert e.param == "tools[0].format.syntax" and "'lark' or 'regex'" in e.message
+    e = err({"tools": [{"type": "namespace", "name": "n", "tools": [
+        {"type": "custom", "name": "c", "format": {"type": "grammar", "syntax": 1, "definition": "x"}}]}]})
+    assert e.param == "tools[0].tools[0].format.syntax"
+
+
+def test_namespace_tool_is_echoed_as_sent_with_its_tools_under_their_own_names() -> None:
+    _, ctx = tr({"tools": [NS, WEATHER]})
+    assert ctx.echo["tools"] == [
+        {"type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
+            {"type": "function", "name": "spawn", "description": "Spawn", "parameters": {"type": "object", "properties": {}},
+             "strict": None},
+            {"type": "custom", "name": "script", "description": "Run a script", "format": {"type": "text"}},
+        ]},
+        WEATHER,
+    ]
+    # The SDK's NamespaceTool requires a description: one left out is echoed empty.
+    _, ctx = tr({"tools": [{"type": "namespace", "name": "n", "tools": [{"type": "function", "name": "f"}]}]})
+    assert ctx.echo["tools"][0]["description"] == ""
+    assert err({"tools": [{"type": "namespace", "name": "n", "description": 5, "tools": []}]}).param == "tools[0].description"
 
 
 def test_namespace_tools_are_flattened() -> None:
@@ -112,15 +160,18 @@ def test_tool_choice_function_and_custom() -> None:
     chat, ctx = tr({"tools": [WEATHER, PATCH], "tool_choice": {"type": "function", "name": "get_weather"}})
     assert chat["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert ctx.echo["tool_choice"] == {"type": "function", "name": "get_weather"}
-    chat, _ = tr({"tools": [WEATHER, PATCH], "tool_choice": {"type": "custom", "name": "apply_patch"}})
+    chat, ctx = tr({"tools": [WEATHER, PATCH], "tool_choice": {"type": "custom", "name": "apply_patch"}})
     assert chat["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    # The SDK's ToolChoiceCustom, as sent (it was echoed as a function choice).
+    assert ctx.echo["tool_choice"] == {"type": "custom", "name": "apply_patch"}
 
 
 def test_tool_choice_namespaced_by_inner_or_flat_name() -> None:
     for choice in ({"type": "function", "name": "spawn"}, {"type": "function", "name": "agents__spawn"},
                    {"type": "function", "name": "spawn", "namespace": "agents"}):
-        chat, _ = tr({"tools": [NS], "tool_choice": choice})
+        chat, ctx = tr({"tools": [NS], "tool_choice": choice})
         assert chat["tool_choice"] == {"type": "function", "function": {"name": "agents__spawn"}}
+        assert ctx.echo["tool_choice"] == {"type": "function", "name": choice["name"]}  # the name the client used
 
 
 def test_tool_choice_unknown_tool_is_400() -> None:
@@ -136,9 +187,8 @@ def test_allowed_tools_filters_upstream_tools() -> None:
     assert [t["function"]["name"] for t in chat["tools"]] == ["get_weather", "apply_patch"]
     assert chat["tool_choice"] == "required"
     assert ctx.allowed_tools == frozenset({"get_weather", "apply_patch"})
-    assert ctx.echo["tool_choice"] == {"type": "allowed_tools", "mode": "required", "tools": [
-        {"type": "function", "name": "get_weather"}, {"type": "function", "name": "apply_patch"}]}
-    assert len(ctx.echo["tools"]) == 4  # every tool the request defined is echoed
+    assert ctx.echo["tool_choice"] == choice  # the entries as the client named them
+    assert [t["name"] for t in ctx.echo["tools"]] == ["agents", "get_weather", "apply_patch"]  # every tool, as sent
 
 
 def test_allowed_tools_validation() -> None:
