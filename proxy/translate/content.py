@@ -113,7 +113,7 @@ def _check_breakpoint(part: dict[str, Any], param: str) -> None:
         raise v.fail(param, "an object", mark)
     mode = mark.get("mode")
     if mode != "explicit":
-        raise v.fail(param + ".mode", "'explicit'", mode) if mode is not None else v.missing(param + ".mode")
+        raise v.wrong(param + ".mode", "'explicit'", mode)
     ttl = mark.get("ttl")
     if ttl is not None and ttl not in _CACHE_TTLS:
         raise v.fail(param + ".ttl", "'30m' or '12h'", ttl)
@@ -122,7 +122,7 @@ def _check_breakpoint(part: dict[str, Any], param: str) -> None:
 def _text_of(part: dict[str, Any], key: str, param: str) -> str:
     text = part.get(key)
     if not isinstance(text, str):
-        raise v.fail(f"{param}.{key}", "a string", text) if text is not None else v.missing(f"{param}.{key}")
+        raise v.wrong(f"{param}.{key}", "a string", text)
     return text
 
 
@@ -145,7 +145,7 @@ def _check_fields(obj: Any, fields: dict[str, type], param: str) -> None:
         ok = v.is_int(value) if kind is int else v.is_number(value) if kind is float else isinstance(value, kind)
         if not ok:
             expected = {int: "an integer", float: "a number", str: "a string", list: "an array"}[kind]
-            raise v.fail(f"{param}.{name}", expected, value) if value is not None else v.missing(f"{param}.{name}")
+            raise v.wrong(f"{param}.{name}", expected, value)
 
 
 def _check_output_text(part: dict[str, Any], param: str) -> None:

@@ -254,11 +254,9 @@ def _check_caller(caller: Any, param: str) -> None:
     if kind == "program":
         caller_id = caller.get("caller_id")
         if not isinstance(caller_id, str):
-            raise v.fail(param + ".caller_id", "a string", caller_id) if caller_id is not None else v.missing(
-                param + ".caller_id")
+            raise v.wrong(param + ".caller_id", "a string", caller_id)
     elif kind != "direct":
-        raise v.fail(param + ".type", "'direct' or 'program'", kind) if kind is not None else v.missing(
-            param + ".type")
+        raise v.wrong(param + ".type", "'direct' or 'program'", kind)
 
 
 def check_items(raw: list[Any], param: str) -> None:

@@ -115,11 +115,6 @@ def _verbosity(body: dict[str, Any], verbosity: str | None, chat: dict[str, Any]
     return verbosity
 
 
-def service_tier_served(tier: str) -> str:
-    """The ``service_tier`` an ended Response shows for the one requested (see ``TIER_SERVED``)."""
-    return TIER_SERVED.get(tier, tier)
-
-
 def reasoning_config(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
     """``reasoning`` → ``reasoning_effort``; returns the echo (both fields null when absent, as
     OpenAI's Response shows it)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .context import ResponseContext
-from .params import service_tier_served
+from .params import TIER_SERVED
 from .shapes import IncompleteDetails, OutputItem, Response, ResponseError, ResponseStatus, Usage
 
 __all__ = ["ERROR_CODES", "response_error", "response_object"]
@@ -76,7 +76,7 @@ def response_object(
     e = ctx.echo
     tier = e.get("service_tier")
     if status not in _REQUESTED_TIER_SHOWN and tier is not None:
-        tier = service_tier_served(tier)
+        tier = TIER_SERVED.get(tier, tier)
     response: Response = {
         "id": ctx.response_id,
         "object": "response",

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import InvalidRequest
 from .tools import BuiltinPolicy, ToolSet, flat_name
-from .validate import fail, missing
+from .validate import fail, wrong
 
 _TOOL_CHOICE_VALUES = ("auto", "none", "required")
 
@@ -31,9 +31,7 @@ class ToolChoice:
 def _resolve(ts: ToolSet, entry: dict[str, Any], param: str) -> str:
     name = entry.get("name")
     if not isinstance(name, str) or not name:
-        raise fail(param + ".name", "the name of a tool in 'tools'", name) if name is not None else missing(
-            param + ".name", "the name of a tool in 'tools'"
-        )
+        raise wrong(param + ".name", "the name of a tool in 'tools'", name, "the name of a tool in 'tools'")
     ns = entry.get("namespace")
     key = flat_name(ns, name) if isinstance(ns, str) and ns else name
     upstream = ts.by_name.get(key)
@@ -131,6 +129,4 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
             echo="auto",
             warning=f"tool_choice of built-in type {ctype!r} replaced by 'auto'",
         )
-    raise fail("tool_choice.type", "'function', 'custom' or 'allowed_tools'", ctype) if ctype is not None else missing(
-        "tool_choice.type"
-    )
+    raise wrong("tool_choice.type", "'function', 'custom' or 'allowed_tools'", ctype)

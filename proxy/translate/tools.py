@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InvalidRequest
-from .validate import fail, missing
+from .validate import fail, missing, wrong
 
 NAMESPACE_SEPARATOR = "__"
 
@@ -187,9 +187,7 @@ def translate_tools(raw: Any, builtin_policy: BuiltinPolicy) -> ToolSet:
         elif ttype == "namespace":
             ns = tool.get("name")
             if not isinstance(ns, str) or not ns:
-                raise fail(param + ".name", "a non-empty string", ns) if ns is not None else missing(
-                    param + ".name", "every namespace tool needs a name"
-                )
+                raise wrong(param + ".name", "a non-empty string", ns, "every namespace tool needs a name")
             ns_description = tool.get("description")
             if ns_description is not None and not isinstance(ns_description, str):
                 raise fail(param + ".description", "a string", ns_description)

@@ -94,6 +94,12 @@ def missing(param: str, what: str = "") -> InvalidRequest:
     return InvalidRequest(f"Missing required parameter: '{param}'{extra}.", param, "missing_required_parameter")
 
 
+def wrong(param: str, expected: str, value: Any, what: str = "") -> InvalidRequest:
+    """The error for a required field that is not ``expected``: missing when absent or null
+    (code ``missing_required_parameter``), else wrong-typed, so both read as OpenAI's do."""
+    return missing(param, what) if value is None else fail(param, expected, value)
+
+
 def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
