@@ -30,6 +30,7 @@ from ..runtime import Runtime
 from ..settings import Settings
 from ..stalled import BODY_STALLED
 from ..state import Standing, stand
+from ..translate import json_body
 from ..translate.compaction import has_trigger
 from ..translate.request import translate_request
 from ..translate.sse import DONE, encode_events
@@ -308,7 +309,7 @@ def _parse_body(raw: bytes) -> dict:
     if not raw:
         raise invalid_request("The request body is empty: send a JSON object.", code="invalid_json")
     try:
-        body = orjson.loads(raw)
+        body = json_body.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid_request(
             f"The request body is not valid JSON (UTF-8): {exc.msg} at position {exc.pos}.",

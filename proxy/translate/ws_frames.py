@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from proxy.translate import json_body
 from proxy.translate import validate as v
 from proxy.translate.context import ResponseContext
 from proxy.translate.errors import InvalidRequest
@@ -80,7 +81,7 @@ def parse_frame(text: str) -> Frame:
     """Read one client text frame; raise ``FrameError`` (a 400 naming ``param``) if it is not one we
     take, carrying the frame's ``stream_id`` once the frame is an object naming a valid one."""
     try:
-        doc = orjson.loads(text)
+        doc = json_body.loads(text)
     except orjson.JSONDecodeError as exc:
         raise FrameError(InvalidRequest(
             f"The message is not valid JSON: {exc.msg} at position {exc.pos}.", code="invalid_json"
