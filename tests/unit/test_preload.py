@@ -86,3 +86,21 @@ def test_every_preloaded_library_is_a_runtime_requirement() -> None:
         assert dists & runtime, f"{name} is preloaded but comes from {sorted(dists)}, not requirements.txt"
     for name in OPTIONAL_MODULES:
         assert not {norm(d) for d in providers.get(name, [])} & runtime, f"{name} is a requirement: preload it always"
+
+
+def test_the_master_sets_the_collectors_first_threshold_for_its_workers() -> None:
+    """The deploy's configuration (conf/gunicorn.conf.py runs the preload in the master) leaves
+    the collector's first threshold at ``GEN0_THRESHOLD``, which every forked worker inherits;
+    the older generations keep CPython's."""
+    from proxy.preload import GEN0_THRESHOLD
+
+    probe = (
+        "import gc, runpy\n"
+        "default = gc.get_threshold()\n"
+        "runpy.run_path('conf/gunicorn.conf.py')\n"
+        "print(default, gc.get_threshold())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    default, tuned = out.strip().split(") (")
+    assert default == "(700, 10, 10", out
+    assert tuned == f"{GEN0_THRESHOLD}, 10, 10)", out
