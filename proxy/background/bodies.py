@@ -1,8 +1,9 @@
 """The stored Response of a background job ended from outside its generation, and event framing.
 
 A cancel or a reaper ends a job that may be running on another host: it cannot ask that job's
-translator for the Response, so it rewrites the stored one — the status, and for a failure the
-``error`` — keeping everything else as stored (output so far, the echoed request values).
+translator for the Response, so it rewrites the stored one — the status, the ``service_tier``
+(the tier that served it, as every ended Response shows: ``auto`` becomes ``default``), and for
+a failure the ``error`` — keeping everything else as stored (output so far, the other echoes).
 Pure functions over the stored JSON bytes.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ..translate.response import response_error
+from ..translate.response import response_error, tier_shown
 
 FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
@@ -49,6 +50,8 @@ def ended(body: bytes, status: str, message: str | None = None) -> bytes:
     doc = parse(body)
     doc["status"] = status
     doc["completed_at"] = None
+    if "service_tier" in doc:
+        doc["service_tier"] = tier_shown(status, doc["service_tier"])
     if status == "failed":
         doc["error"] = response_error("server_error", message or LOST_MESSAGE)
     return orjson.dumps(doc)

@@ -3,9 +3,11 @@
 The events after ``N`` are read from the store's log, then followed as the job logs more, from
 any worker of any instance, until the log closes: the same JSON, so the same sequence numbers, as
 the original stream. While nothing comes, an SSE comment every ``keepalive_secs`` keeps the
-connection (and intermediaries) alive and notices a client that left. A store that fails while
-following is retried a few times; then the stream ends without ``[DONE]``, so the client can tell
-it was cut and resume from the last sequence number it saw.
+connection (and intermediaries) alive and notices a client that left. (OpenAI sends an event,
+``{"type": "keepalive", "sequence_number": N}``, that the openai SDK has no type for — it comes out
+as a ``ResponseAudioDeltaEvent`` — and that stricter SDKs failed on; a comment reaches no client.)
+A store that fails while following is retried a few times; then the stream ends without
+``[DONE]``, so the client can tell it was cut and resume from the last sequence number it saw.
 """
 from __future__ import annotations
 

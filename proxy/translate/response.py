@@ -21,7 +21,7 @@ from .context import ResponseContext
 from .params import TIER_SERVED
 from .shapes import IncompleteDetails, OutputItem, Response, ResponseError, ResponseStatus, Usage
 
-__all__ = ["ERROR_CODES", "response_error", "response_object"]
+__all__ = ["ERROR_CODES", "response_error", "response_object", "tier_shown"]
 
 # Codes the openai SDK's ResponseError accepts; anything else becomes "server_error".
 ERROR_CODES = frozenset(
@@ -55,6 +55,15 @@ ERROR_CODES = frozenset(
 _REQUESTED_TIER_SHOWN = frozenset({"queued", "in_progress"})
 
 
+def tier_shown(status: str, tier: str | None) -> str | None:
+    """The ``service_tier`` a Response of ``status`` shows for the requested ``tier``: the requested
+    one while queued or in progress, the one that served it once ended (``auto`` → ``default``).
+    Also what a background job ended from outside its generation (a cancel, a reaper) shows."""
+    if status in _REQUESTED_TIER_SHOWN or tier is None:
+        return tier
+    return TIER_SERVED.get(tier, tier)
+
+
 def response_error(code: str, message: str) -> ResponseError:
     """``Response.error``: the openai SDK parses ``code`` as an enum, so an unknown
     code (``backend_timeout``, a backend's own) becomes ``server_error`` here; the
@@ -74,9 +83,7 @@ def response_object(
 ) -> Response:
     """A new Response for ``ctx`` (a fresh dict each call; ``output`` is copied into a list)."""
     e = ctx.echo
-    tier = e.get("service_tier")
-    if status not in _REQUESTED_TIER_SHOWN and tier is not None:
-        tier = TIER_SERVED.get(tier, tier)
+    tier = tier_shown(status, e.get("service_tier"))
     response: Response = {
         "id": ctx.response_id,
         "object": "response",
