@@ -88,7 +88,7 @@ def put_response(
         if also is None and not prev_id and conv is None:
             # One statement, atomic on its own (its index entries by trigger): no BEGIN and COMMIT
             # of its own to hand to SQLite (or, in a batch, no savepoint).
-            _insert(conn, row(None, "[]", None, None))
+            conn.execute(_PLAIN, (response_id, owner, exp, ids_json, n_input, items, body))
             return
         with transaction(conn):
             if also is not None:
@@ -105,7 +105,7 @@ def put_response(
                 root = conn.execute("SELECT base_conv FROM responses WHERE id = ?", (chain[0],)).fetchone()
                 if root[0] is not None:
                     _keep_conversation(conn, owner, root[0], exp, now)
-                _insert(conn, row(prev_id, _json(chain), None, None))
+                conn.execute(_CHAINED, (response_id, owner, prev_id, exp, _json(chain), ids_json, n_input, items, body))
             else:
                 if conv is not None:
                     _keep_conversation(conn, owner, conv[0], exp, now)
@@ -120,6 +120,13 @@ def put_response(
         if also is not None:
             also(conn, now, exp)
         _insert(conn, row(None, "[]", None, snapshot))
+
+
+# The two common rows with what they lack written as literals, not bound: sqlite3 binds a str, an
+# int or a float as it is, but a None only after looking for an adapter for it (two attribute
+# lookups, one raising and clearing an AttributeError), about 0.5 µs a value on the writer thread.
+_PLAIN = "INSERT INTO responses VALUES (?, ?, NULL, 0, 1, ?, '[]', ?, NULL, NULL, NULL, ?, ?, ?)"
+_CHAINED = "INSERT INTO responses VALUES (?, ?, ?, 0, 1, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?)"
 
 
 def _insert(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:

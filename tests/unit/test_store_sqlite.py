@@ -9,7 +9,9 @@ import sqlite3
 import stat
 import time
 
-from proxy.store import NewResponse, prepare_items
+import orjson
+
+from proxy.store import History, NewResponse, prepare_items
 from proxy.store.sqlite_store import SQLiteStore
 from proxy.translate.ids import new_id
 from tests.store_kit import run, stored_rows
@@ -254,3 +256,35 @@ def test_writes_queued_together_commit_once_each_on_its_own_terms(tmp_path):
     assert run(store, scenario)
     assert stored_rows(store)["responses"] == 1 + 3 * 5
 
+
+
+def test_a_plain_and_a_chained_put_write_the_row_the_general_one_would(tmp_path):
+    """The two common puts write their absent columns as SQL literals (``sqlite_responses._PLAIN``,
+    ``_CHAINED``: cheaper to bind); their rows must be exactly the general ``row()``'s — NULLs
+    where it binds None, the JSON as BLOBs, the chain as TEXT."""
+    path = str(tmp_path / "rows.sqlite3")
+    store = SQLiteStore(path)
+    owner = store.owner_of("sk-alice")
+    first = turn(1)
+    second = turn(2, previous=History(first.id, first.input_items + first.output_items))
+    run(store, lambda s: _put_both(s, owner, first, second))
+    cols = ("parent", "kids", "live", "chain", "ids", "base_conv", "base_seq", "base_items", "n_input", "items", "body")
+    select = ", ".join(f"{c}, typeof({c})" for c in cols)
+    with sqlite3.connect(path) as conn:
+        rows = {rid: conn.execute(f"SELECT {select} FROM responses WHERE id = ?", (rid,)).fetchone()
+                for rid in (first.id, second.id)}
+    for r, parent, kids, chain in ((first, None, 1, "[]"), (second, first.id, 0, f'["{first.id}"]')):
+        got = dict(zip(cols, zip(rows[r.id][::2], rows[r.id][1::2])))
+        ids = [item["id"] for item in r.input_items + r.output_items]
+        assert got == {
+            "parent": (parent, "null" if parent is None else "text"), "kids": (kids, "integer"),
+            "live": (1, "integer"), "chain": (chain, "text"), "ids": (orjson.dumps(ids).decode(), "text"),
+            "base_conv": (None, "null"), "base_seq": (None, "null"), "base_items": (None, "null"),
+            "n_input": (1, "integer"), "items": (orjson.dumps(r.input_items + r.output_items), "blob"),
+            "body": (r.body, "blob"),
+        }
+
+
+async def _put_both(store, owner, first, second):
+    await store.put_response(owner, first)
+    await store.put_response(owner, second)
