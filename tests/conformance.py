@@ -26,7 +26,11 @@ before validating it there. The deliberate exceptions, each asserted below:
    ``namespace``, …) exist only in OpenAI's types (Open Responses models only
    function tools): they are left out of the Open Responses validation. A
    ``tool_choice`` naming a custom tool (``{"type": "custom", "name"}``, alone or
-   among ``allowed_tools``) is echoed so too, and seen as a function choice there.
+   among ``allowed_tools``) is echoed so too, and seen as a function choice there;
+   a built-in one (``{"type": "web_search_preview"}``, ``{"type": "mcp",
+   "server_label"}``, …: the openai SDK's ``ToolChoiceTypes``, ``ToolChoiceMcp``, …)
+   is echoed as sent, and seen as ``auto`` there (Open Responses' choice is a
+   function, a mode or ``allowed_tools``).
 5. ``text.format.schema`` of a ``json_schema`` format: the generated
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
@@ -87,6 +91,9 @@ ALLOWED_OPENAI_EXTRAS: frozenset[tuple[str, str]] = frozenset(
         ("response.Response", "presence_penalty"),
         ("response.Response", "frequency_penalty"),
         ("response.Response", "store"),
+        # A function choice qualified by the namespace of the tool it names, echoed as the client
+        # sent it (the proxy resolves such a choice; the SDK's ToolChoiceFunction keeps it as an extra).
+        ("tool_choice_function.ToolChoiceFunction", "namespace"),
         # Codex's CustomToolCall item carries a status, as every other item does.
         ("response_custom_tool_call.ResponseCustomToolCall", "status"),
         # Open Responses' LogProb requires `bytes`; OpenAI's delta/done-event
@@ -194,6 +201,8 @@ def _ort_response_view(obj: dict) -> dict:
     if isinstance(choice, dict):
         if choice.get("type") == "custom":
             view["tool_choice"] = {**choice, "type": "function"}
+        elif choice.get("type") not in ("function", "allowed_tools"):
+            view["tool_choice"] = "auto"
         elif choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
             view["tool_choice"] = {**choice, "tools": [
                 {**t, "type": "function"} if isinstance(t, dict) and t.get("type") == "custom" else t

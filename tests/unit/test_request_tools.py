@@ -171,7 +171,7 @@ def test_tool_choice_namespaced_by_inner_or_flat_name() -> None:
                    {"type": "function", "name": "spawn", "namespace": "agents"}):
         chat, ctx = tr({"tools": [NS], "tool_choice": choice})
         assert chat["tool_choice"] == {"type": "function", "function": {"name": "agents__spawn"}}
-        assert ctx.echo["tool_choice"] == {"type": "function", "name": choice["name"]}  # the name the client used
+        assert ctx.echo["tool_choice"] == choice  # as the client named it, with its namespace when it gave one
 
 
 def test_tool_choice_unknown_tool_is_400() -> None:
@@ -255,3 +255,45 @@ def test_builtin_tool_choice_follows_policy() -> None:
 )
 def test_tool_validation(body: dict[str, Any], param: str) -> None:
     assert err(body).param == param
+
+
+@pytest.mark.parametrize("choice", [
+    {"type": "web_search_preview"}, {"type": "web_search_preview_2025_03_11"}, {"type": "file_search"},
+    {"type": "computer"}, {"type": "computer_use_preview"}, {"type": "computer_use"}, {"type": "image_generation"},
+    {"type": "code_interpreter"}, {"type": "apply_patch"}, {"type": "shell"}, {"type": "programmatic_tool_calling"},
+    {"type": "mcp", "server_label": "deepwiki", "name": "ask_question"}, {"type": "mcp", "server_label": "deepwiki"},
+])
+def test_a_builtin_tool_choice_is_echoed_as_sent(choice: dict[str, Any]) -> None:
+    """As OpenAI's Response shows it (it was echoed as 'auto'); the backend still runs with its own auto."""
+    from proxy.translate.response import response_object
+    from tests.conformance import check_response
+
+    chat, ctx = tr({"tools": [WEATHER, {"type": choice["type"]}], "tool_choice": choice})
+    assert "tool_choice" not in chat  # the built-in is dropped: the backend chooses (auto)
+    expected = {"name": None, **choice} if choice["type"] == "mcp" else choice  # ToolChoiceMcp's optional name
+    assert ctx.echo["tool_choice"] == expected
+    assert ctx.warnings and choice["type"] in ctx.warnings[-1]
+    check_response(dict(response_object(ctx, status="completed", completed_at=1, usage={
+        "input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0}})))
+
+
+def test_a_builtin_tool_choice_is_checked_as_the_sdk_declares_it() -> None:
+    """Only what the SDK's ToolChoiceMcp declares is echoed, checked, so that the echo parses."""
+    assert err({"tool_choice": {"type": "mcp"}}).param == "tool_choice.server_label"
+    assert err({"tool_choice": {"type": "mcp", "server_label": 3}}).param == "tool_choice.server_label"
+    assert err({"tool_choice": {"type": "mcp", "server_label": "s", "name": ["x"]}}).param == "tool_choice.name"
+    # A type the SDK does not declare is echoed as the auto the backend ran with (it would not parse).
+    _, ctx = tr({"tool_choice": {"type": "web_search", "extra": 1}})
+    assert ctx.echo["tool_choice"] == "auto"
+
+
+def test_a_namespaced_tool_choice_echo_parses() -> None:
+    from proxy.translate.response import response_object
+    from tests.conformance import check_response
+
+    choice = {"type": "function", "name": "spawn", "namespace": "agents"}
+    _, ctx = tr({"tools": [NS], "tool_choice": choice})
+    assert ctx.echo["tool_choice"] == choice
+    check_response(dict(response_object(ctx, status="in_progress")))
