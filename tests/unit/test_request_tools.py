@@ -55,7 +55,12 @@ def test_function_tool_keeps_schema_and_key_order() -> None:
 def test_minimal_function_tool_echo_has_all_fields() -> None:
     chat, ctx = tr({"tools": [{"type": "function", "name": "f"}]})
     assert chat["tools"] == [{"type": "function", "function": {"name": "f"}}]
-    assert ctx.echo["tools"] == [{"type": "function", "name": "f", "description": None, "parameters": None, "strict": None}]
+    # strict: the non-strict (best effort) mode the backend applies to a tool sent without it, as
+    # OpenAI's Response shows a tool it did not make strict (never null: the echo says what applied).
+    assert ctx.echo["tools"] == [{"type": "function", "name": "f", "description": None, "parameters": None, "strict": False}]
+    assert "strict" not in chat["tools"][0]["function"]  # the backend's own default, unchanged
+    _, ctx = tr({"tools": [{"type": "function", "name": "f", "strict": None}, {**WEATHER, "strict": False}]})
+    assert [t["strict"] for t in ctx.echo["tools"]] == [False, False]
 
 
 def test_custom_tool_becomes_function_with_string_input() -> None:
@@ -108,7 +113,7 @@ def test_namespace_tool_is_echoed_as_sent_with_its_tools_under_their_own_names()
     assert ctx.echo["tools"] == [
         {"type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
             {"type": "function", "name": "spawn", "description": "Spawn", "parameters": {"type": "object", "properties": {}},
-             "strict": None},
+             "strict": False},
             {"type": "custom", "name": "script", "description": "Run a script", "format": {"type": "text"}},
         ]},
         WEATHER,
