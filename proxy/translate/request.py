@@ -40,6 +40,8 @@ class TranslationPolicy:
     forward_verbosity: bool = False
     forward_service_tier: bool = False
     forward_prompt_cache_key: bool = False
+    # OpenAI's Chat Completions takes prompt_cache_retention too; other backends may refuse it.
+    forward_prompt_cache_retention: bool = False
     # Put replayed reasoning text as `reasoning_content` on the following
     # assistant message (REASONING_IN_HISTORY; some backends reject the field).
     reasoning_in_history: bool = True
@@ -145,6 +147,8 @@ def translate_request(
     if prompt_cache_key is not None and policy.forward_prompt_cache_key:
         chat["prompt_cache_key"] = prompt_cache_key
     prompt_cache_retention = v.opt_enum(body, "prompt_cache_retention", p.PROMPT_CACHE_RETENTIONS)
+    if prompt_cache_retention is not None and policy.forward_prompt_cache_retention:
+        chat["prompt_cache_retention"] = prompt_cache_retention
     service_tier = v.opt_enum(body, "service_tier", p.SERVICE_TIERS)
     if service_tier is not None and policy.forward_service_tier:
         chat["service_tier"] = service_tier
