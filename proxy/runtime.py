@@ -55,6 +55,7 @@ class Runtime:
                 forward_verbosity=settings.forward_verbosity,
                 forward_prompt_cache_key=settings.forward_prompt_cache_key,
                 forward_prompt_cache_retention=settings.forward_prompt_cache_retention,
+                forward_prompt_cache_options=settings.forward_prompt_cache_options,
                 forward_service_tier=settings.forward_service_tier,
                 reasoning_in_history=settings.reasoning_in_history,
             ),

@@ -43,6 +43,10 @@ before validating it there. The deliberate exceptions, each asserted below:
 8. ``prompt_cache_retention`` and ``user`` (``OPENAI_KEYS``) follow the 31 keys in
    every Response: OpenAI's Response always carries them (null when the request
    did not set them), the Open Responses spec has neither.
+9. ``access_programs``, ``image``, ``prompt_cache_options`` and
+   ``prompt_cache_diagnostics`` (``OPTION_KEYS``) follow them when the request set
+   the option they answer (``proxy.translate.options``): keys of the openai SDK's
+   Response (null in OpenAI's when not requested), not of the Open Responses spec.
 
 Reasoning items come in two shapes, never mixed: ``reasoning_text`` content
 (``summary: []``), or — when the request asked for ``reasoning.summary`` —
@@ -67,6 +71,7 @@ from pydantic import BaseModel, TypeAdapter
 
 __all__ = [
     "check_response", "check_stream", "parse_sse", "default_echo", "RESPONSE_KEYS", "OPENAI_KEYS", "SENT_KEYS",
+    "OPTION_KEYS",
     "TERMINAL_TYPES",
 ]
 
@@ -77,6 +82,9 @@ OPENAI_KEYS: tuple[str, ...] = ("prompt_cache_retention", "user")
 assert set(OPENAI_KEYS) <= set(Response.model_fields) and not set(OPENAI_KEYS) & set(RESPONSE_KEYS)
 # Every Response's top-level keys, in the order we send them (``conversation`` may follow).
 SENT_KEYS: tuple[str, ...] = RESPONSE_KEYS + OPENAI_KEYS
+# Exception 9: keys of OpenAI's Response sent only when the request set their option, in this order.
+OPTION_KEYS: tuple[str, ...] = ("access_programs", "image", "prompt_cache_options", "prompt_cache_diagnostics")
+assert set(OPTION_KEYS) <= set(Response.model_fields) and not set(OPTION_KEYS) & set(RESPONSE_KEYS)
 
 TERMINAL_TYPES = {
     "response.completed": "completed",
@@ -268,7 +276,9 @@ def check_response(obj: dict) -> dict:
     assert isinstance(obj, dict), type(obj)
     keys = set(obj)
     missing = [k for k in SENT_KEYS if k not in keys]
-    extra = sorted(keys - set(SENT_KEYS) - {"conversation"})  # exceptions 6 and 8
+    extra = sorted(keys - set(SENT_KEYS) - {"conversation"} - set(OPTION_KEYS))  # exceptions 6, 8 and 9
+    shown = [k for k in obj if k in OPTION_KEYS]
+    assert shown == [k for k in OPTION_KEYS if k in obj], f"option keys out of order: {shown}"
     if "conversation" in obj:
         conv = obj["conversation"]
         assert isinstance(conv, dict) and set(conv) == {"id"} and conv["id"].startswith("conv_"), conv

@@ -180,6 +180,7 @@ POLICY = st.builds(
     reasoning_in_history=st.booleans(),
     forward_prompt_cache_key=st.booleans(),
     forward_prompt_cache_retention=st.booleans(),
+    forward_prompt_cache_options=st.booleans(),
     forward_service_tier=st.booleans(),
 )
 
