@@ -54,6 +54,8 @@ class Runtime:
                 max_tokens_field=settings.max_tokens_field,  # type: ignore[arg-type]  # checked by settings.load() too
                 forward_verbosity=settings.forward_verbosity,
                 forward_prompt_cache_key=settings.forward_prompt_cache_key,
+                forward_prompt_cache_retention=settings.forward_prompt_cache_retention,
+                forward_prompt_cache_options=settings.forward_prompt_cache_options,
                 forward_service_tier=settings.forward_service_tier,
                 reasoning_in_history=settings.reasoning_in_history,
             ),

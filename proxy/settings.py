@@ -67,6 +67,8 @@ class Settings:
     max_tokens_field: str = "max_tokens"
     forward_verbosity: bool = False
     forward_prompt_cache_key: bool = False
+    forward_prompt_cache_retention: bool = False
+    forward_prompt_cache_options: bool = False
     forward_service_tier: bool = False
     reasoning_in_history: bool = True
     backend_api_key: str | None = None
@@ -306,6 +308,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         forward_verbosity=_bool(env, "FORWARD_VERBOSITY", False),
         forward_prompt_cache_key=_bool(env, "FORWARD_PROMPT_CACHE_KEY", False),
+        forward_prompt_cache_retention=_bool(env, "FORWARD_PROMPT_CACHE_RETENTION", False),
+        forward_prompt_cache_options=_bool(env, "FORWARD_PROMPT_CACHE_OPTIONS", False),
         forward_service_tier=_bool(env, "FORWARD_SERVICE_TIER", False),
         reasoning_in_history=_bool(env, "REASONING_IN_HISTORY", True),
         backend_api_key=backend_key,

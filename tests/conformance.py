@@ -26,7 +26,12 @@ before validating it there. The deliberate exceptions, each asserted below:
    ``namespace``, …) exist only in OpenAI's types (Open Responses models only
    function tools): they are left out of the Open Responses validation. A
    ``tool_choice`` naming a custom tool (``{"type": "custom", "name"}``, alone or
-   among ``allowed_tools``) is echoed so too, and seen as a function choice there.
+   among ``allowed_tools``) is echoed so too, and seen as a function choice there;
+   a built-in one (``{"type": "web_search_preview"}``, ``{"type": "mcp",
+   "server_label"}``, …: the openai SDK's ``ToolChoiceTypes``, ``ToolChoiceMcp``, …)
+   is echoed as sent, and seen as ``auto`` there (Open Responses' choice is a
+   function, a mode or ``allowed_tools``); a built-in entry among ``allowed_tools``
+   is echoed as sent too, and left out there (its entries are function choices).
 5. ``text.format.schema`` of a ``json_schema`` format: the generated
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
@@ -39,6 +44,10 @@ before validating it there. The deliberate exceptions, each asserted below:
 8. ``prompt_cache_retention`` and ``user`` (``OPENAI_KEYS``) follow the 31 keys in
    every Response: OpenAI's Response always carries them (null when the request
    did not set them), the Open Responses spec has neither.
+9. ``access_programs``, ``image``, ``prompt_cache_options`` and
+   ``prompt_cache_diagnostics`` (``OPTION_KEYS``) follow them when the request set
+   the option they answer (``proxy.translate.options``): keys of the openai SDK's
+   Response (null in OpenAI's when not requested), not of the Open Responses spec.
 
 Reasoning items come in two shapes, never mixed: ``reasoning_text`` content
 (``summary: []``), or — when the request asked for ``reasoning.summary`` —
@@ -63,6 +72,7 @@ from pydantic import BaseModel, TypeAdapter
 
 __all__ = [
     "check_response", "check_stream", "parse_sse", "default_echo", "RESPONSE_KEYS", "OPENAI_KEYS", "SENT_KEYS",
+    "OPTION_KEYS",
     "TERMINAL_TYPES",
 ]
 
@@ -73,6 +83,9 @@ OPENAI_KEYS: tuple[str, ...] = ("prompt_cache_retention", "user")
 assert set(OPENAI_KEYS) <= set(Response.model_fields) and not set(OPENAI_KEYS) & set(RESPONSE_KEYS)
 # Every Response's top-level keys, in the order we send them (``conversation`` may follow).
 SENT_KEYS: tuple[str, ...] = RESPONSE_KEYS + OPENAI_KEYS
+# Exception 9: keys of OpenAI's Response sent only when the request set their option, in this order.
+OPTION_KEYS: tuple[str, ...] = ("access_programs", "image", "prompt_cache_options", "prompt_cache_diagnostics")
+assert set(OPTION_KEYS) <= set(Response.model_fields) and not set(OPTION_KEYS) & set(RESPONSE_KEYS)
 
 TERMINAL_TYPES = {
     "response.completed": "completed",
@@ -87,6 +100,9 @@ ALLOWED_OPENAI_EXTRAS: frozenset[tuple[str, str]] = frozenset(
         ("response.Response", "presence_penalty"),
         ("response.Response", "frequency_penalty"),
         ("response.Response", "store"),
+        # A function choice qualified by the namespace of the tool it names, echoed as the client
+        # sent it (the proxy resolves such a choice; the SDK's ToolChoiceFunction keeps it as an extra).
+        ("tool_choice_function.ToolChoiceFunction", "namespace"),
         # Codex's CustomToolCall item carries a status, as every other item does.
         ("response_custom_tool_call.ResponseCustomToolCall", "status"),
         # Open Responses' LogProb requires `bytes`; OpenAI's delta/done-event
@@ -194,10 +210,12 @@ def _ort_response_view(obj: dict) -> dict:
     if isinstance(choice, dict):
         if choice.get("type") == "custom":
             view["tool_choice"] = {**choice, "type": "function"}
+        elif choice.get("type") not in ("function", "allowed_tools"):
+            view["tool_choice"] = "auto"
         elif choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
             view["tool_choice"] = {**choice, "tools": [
-                {**t, "type": "function"} if isinstance(t, dict) and t.get("type") == "custom" else t
-                for t in choice["tools"]]}
+                {**t, "type": "function"} if t.get("type") == "custom" else t
+                for t in choice["tools"] if isinstance(t, dict) and t.get("type") in ("function", "custom")]}
     text = obj.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = {**text, "format": {**text["format"], "schema": None}}
@@ -259,7 +277,9 @@ def check_response(obj: dict) -> dict:
     assert isinstance(obj, dict), type(obj)
     keys = set(obj)
     missing = [k for k in SENT_KEYS if k not in keys]
-    extra = sorted(keys - set(SENT_KEYS) - {"conversation"})  # exceptions 6 and 8
+    extra = sorted(keys - set(SENT_KEYS) - {"conversation"} - set(OPTION_KEYS))  # exceptions 6, 8 and 9
+    shown = [k for k in obj if k in OPTION_KEYS]
+    assert shown == [k for k in OPTION_KEYS if k in obj], f"option keys out of order: {shown}"
     if "conversation" in obj:
         conv = obj["conversation"]
         assert isinstance(conv, dict) and set(conv) == {"id"} and conv["id"].startswith("conv_"), conv

@@ -72,5 +72,8 @@ class ResponseContext:
     # The conversation this response belongs to (`conversation` on the request):
     # echoed as the Response's `conversation: {"id": …}`, as OpenAI does.
     conversation_id: str | None = None
+    # Response keys shown only when the request set their option (proxy.translate.options), in
+    # order: access_programs, image, prompt_cache_options, prompt_cache_diagnostics.
+    shown: dict[str, Any] = field(default_factory=dict)
     # Warnings of the request's translation (dropped built-in tools, ...), for logs.
     warnings: list[str] = field(default_factory=list)

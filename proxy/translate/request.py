@@ -9,7 +9,9 @@ never copied: the caller must treat both outputs as read-only.
 The parts: ``messages`` (``instructions`` + ``input`` → chat ``messages``, with
 ``content`` for the parts), ``tools`` and ``tool_choice``,
 ``params`` (``text``, ``reasoning``, ``include``, and the refusals of a
-stateless server), ``validate`` (the scalar checks). Every refusal is an
+stateless server), ``options`` (OpenAI's newer options: prompt caching,
+moderation, background options, context management, image, access programs),
+``validate`` (the scalar checks). Every refusal is an
 ``InvalidRequest`` naming ``param``.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .context import ResponseContext
 from .errors import InvalidRequest
 from .ids import new_id
 from .messages import translate_input
+from .options import request_options
 from .tool_choice import translate_tool_choice
 from .tools import translate_tools
 
@@ -40,6 +43,10 @@ class TranslationPolicy:
     forward_verbosity: bool = False
     forward_service_tier: bool = False
     forward_prompt_cache_key: bool = False
+    # OpenAI's Chat Completions takes prompt_cache_retention and prompt_cache_options too; other
+    # backends may refuse them.
+    forward_prompt_cache_retention: bool = False
+    forward_prompt_cache_options: bool = False
     # Put replayed reasoning text as `reasoning_content` on the following
     # assistant message (REASONING_IN_HISTORY; some backends reject the field).
     reasoning_in_history: bool = True
@@ -145,9 +152,15 @@ def translate_request(
     if prompt_cache_key is not None and policy.forward_prompt_cache_key:
         chat["prompt_cache_key"] = prompt_cache_key
     prompt_cache_retention = v.opt_enum(body, "prompt_cache_retention", p.PROMPT_CACHE_RETENTIONS)
+    if prompt_cache_retention is not None and policy.forward_prompt_cache_retention:
+        chat["prompt_cache_retention"] = prompt_cache_retention
     service_tier = v.opt_enum(body, "service_tier", p.SERVICE_TIERS)
     if service_tier is not None and policy.forward_service_tier:
         chat["service_tier"] = service_tier
+    shown = request_options(
+        body, chat, warnings, forward_prompt_cache_options=policy.forward_prompt_cache_options,
+        background=background, stream=bool(stream), service_tier=service_tier,
+    )
 
     truncation = v.opt_enum(body, "truncation", p.TRUNCATIONS)
     store = v.opt_bool(body, "store")
@@ -199,6 +212,7 @@ def translate_request(
         reasoning_as_summary=reasoning_echo["summary"] is not None,
         include_logprobs=include_logprobs,
         conversation_id=conversation_id,
+        shown=shown,
         warnings=warnings,
     )
     return chat, ctx

@@ -7,8 +7,10 @@ the same context, so every Response this service sends has the same 33 keys:
 the spec's 31 ``ResponseResource`` keys in its order — the facts of the answer
 (id, status, output, usage, …) interleaved with the request values the context
 echoes (``ECHO_KEYS``) — then OpenAI's ``prompt_cache_retention`` and ``user``,
-which its Response always carries (null when not requested), and
-``conversation`` when the request named one.
+which its Response always carries (null when not requested), then the keys of
+OpenAI's newer options the request set (``ctx.shown``: ``access_programs``, ``image``,
+``prompt_cache_options``, ``prompt_cache_diagnostics``), and ``conversation`` when
+the request named one.
 
 ``service_tier`` is the one echo that depends on the status, as OpenAI's does:
 the requested tier while queued or in progress, the tier that served it after.
@@ -119,6 +121,9 @@ def response_object(
         "prompt_cache_retention": e.get("prompt_cache_retention"),
         "user": e.get("user"),
     }
+    if ctx.shown:
+        # OpenAI's keys for the options the request set (null in its Response otherwise).
+        response.update(ctx.shown)  # type: ignore[typeddict-item]  # keys of shapes.Response, NotRequired
     if ctx.conversation_id is not None:
         # Not one of the spec's keys: OpenAI's Response carries it when the request named one.
         response["conversation"] = {"id": ctx.conversation_id}

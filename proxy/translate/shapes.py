@@ -171,4 +171,9 @@ class Response(TypedDict):
     prompt_cache_key: Any
     prompt_cache_retention: Any
     user: Any
+    # Only when the request set the option (proxy.translate.options).
+    access_programs: NotRequired[dict[str, Any]]
+    image: NotRequired[dict[str, Any]]
+    prompt_cache_options: NotRequired[dict[str, Any]]
+    prompt_cache_diagnostics: NotRequired[dict[str, Any]]
     conversation: NotRequired[ConversationRef]

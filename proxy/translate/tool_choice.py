@@ -1,10 +1,15 @@
 """Responses ``tool_choice`` → Chat Completions ``tool_choice``, against the translated tools.
 
 A choice may only name a tool the request defines (by its plain, flattened or
-unambiguous inner namespaced name); it is echoed as the client named it. ``allowed_tools`` is a hard constraint in
+unambiguous inner namespaced name); it is echoed as the client named it (with its
+``namespace`` when it gave one). ``allowed_tools`` is a hard constraint in
 the spec, so only the allowed tools are offered upstream and the response side
 drops calls to any other (``ctx.allowed_tools``). Built-in tool types are
-ignored with a warning, or refused, per the built-in tools policy.
+ignored with a warning, or refused, per the built-in tools policy; a built-in
+choice the openai SDK's ``ToolChoice`` union declares (``ToolChoiceTypes``,
+``ToolChoiceMcp``, ``apply_patch``, ``shell``, ``programmatic_tool_calling``) is
+echoed as sent, as OpenAI's Response shows it, and only a type it does not know
+is echoed as the ``auto`` the backend ran with (anything else would not parse).
 """
 from __future__ import annotations
 
@@ -16,6 +21,13 @@ from .tools import BuiltinPolicy, ToolSet, flat_name
 from .validate import fail, wrong
 
 _TOOL_CHOICE_VALUES = ("auto", "none", "required")
+# Built-in choices whose only field is ``type``: the openai SDK's ToolChoiceTypes, ToolChoiceApplyPatch,
+# ToolChoiceShell and ToolChoiceSpecificProgrammaticToolCallingParam.
+_TYPE_ONLY_CHOICES = frozenset({
+    "file_search", "web_search_preview", "computer", "computer_use_preview", "computer_use",
+    "web_search_preview_2025_03_11", "image_generation", "code_interpreter",
+    "apply_patch", "shell", "programmatic_tool_calling",
+})
 
 
 @dataclass(slots=True)
@@ -62,11 +74,13 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
     ctype = raw.get("type")
     if ctype in ("function", "custom"):
         upstream = _resolve(ts, raw, "tool_choice")
-        return ToolChoice(
-            upstream={"type": "function", "function": {"name": upstream}},
-            # As the client named it (the SDK's ToolChoiceFunction / ToolChoiceCustom).
-            echo={"type": ctype, "name": raw["name"]},
-        )
+        # As the client named it (the SDK's ToolChoiceFunction / ToolChoiceCustom), with the
+        # namespace it qualified the name with (the SDK keeps it as an extra field).
+        echo = {"type": ctype, "name": raw["name"]}
+        ns = raw.get("namespace")
+        if isinstance(ns, str) and ns:
+            echo["namespace"] = ns
+        return ToolChoice(upstream={"type": "function", "function": {"name": upstream}}, echo=echo)
     if ctype == "allowed_tools":
         # The spec makes ``mode`` optional: "auto" when it is left out (or null).
         mode = raw.get("mode")
@@ -82,7 +96,9 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
                 "Invalid 'tool_choice.tools': expected at least one tool reference.", "tool_choice.tools", "empty_array"
             )
         allowed: dict[str, None] = {}  # ordered set: no quadratic dedup on long lists
-        named: list[dict[str, Any]] = []  # the entries honoured, as sent (the echo)
+        # Every entry as sent (the echo: OpenAI's Response shows the list the client gave, and the
+        # SDK's ToolChoiceAllowed.tools is a list of plain objects), a built-in one too.
+        named: list[dict[str, Any]] = []
         skipped: list[str] = []
         for k, entry in enumerate(entries):
             eparam = f"tool_choice.tools[{k}]"
@@ -100,6 +116,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
                         "unsupported_tool",
                     )
                 skipped.append(etype)
+                named.append(entry)
             else:
                 raise fail(eparam + ".type", "a tool type such as 'function'", etype)
         warning = None
@@ -126,7 +143,24 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
             )
         return ToolChoice(
             upstream=None,
-            echo="auto",
+            echo=_builtin_echo(raw, ctype),
             warning=f"tool_choice of built-in type {ctype!r} replaced by 'auto'",
         )
     raise wrong("tool_choice.type", "'function', 'custom' or 'allowed_tools'", ctype)
+
+
+def _builtin_echo(raw: dict[str, Any], ctype: str) -> Any:
+    """A built-in choice as OpenAI's Response echoes it: as sent, in the shape of the openai SDK's
+    type for it (only its declared fields, checked, so that the echo parses); ``auto``, what the
+    backend ran with, for a type the SDK does not declare."""
+    if ctype in _TYPE_ONLY_CHOICES:
+        return {"type": ctype}
+    if ctype == "mcp":  # the SDK's ToolChoiceMcp: server_label required, name optional
+        label = raw.get("server_label")
+        if not isinstance(label, str):
+            raise wrong("tool_choice.server_label", "a string", label, "the label of the MCP server")
+        name = raw.get("name")
+        if name is not None and not isinstance(name, str):
+            raise fail("tool_choice.name", "a string", name)
+        return {"type": "mcp", "server_label": label, "name": name}
+    return "auto"

@@ -19,7 +19,8 @@ sent it, in the shape of the openai SDK's tool types, as OpenAI's Response
 does: a ``custom`` tool stays ``custom`` (with its ``format``; an absent one is
 the documented default, ``text``), a ``namespace`` keeps its nested tools under
 their own names, every optional field is present (null, or ``""`` for a
-namespace's description, which the SDK requires). Only validated fields are
+namespace's description, which the SDK requires; a function's ``strict`` is the
+boolean the backend applied, ``false`` when left out). Only validated fields are
 echoed, so that the echo always parses. Dropped built-ins are not echoed: they
 were not available to the model (the spec's "tools that were available to the
 model"), and their fields, never checked, could make the whole Response
@@ -89,7 +90,7 @@ def _name_and_description(tool: dict[str, Any], param: str, kind: str) -> tuple[
     return name, description
 
 
-def _function_fields(tool: dict[str, Any], param: str) -> tuple[str, Any, Any, Any]:
+def _function_fields(tool: dict[str, Any], param: str) -> tuple[str, Any, Any, bool | None]:
     name, description = _name_and_description(tool, param, "function")
     parameters = tool.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
@@ -128,8 +129,15 @@ def _custom_fields(tool: dict[str, Any], param: str) -> tuple[str, str | None, d
     return name, description, custom_input_schema(description, fmt), echo
 
 
-def _function_echo(name: str, description: Any, parameters: Any, strict: Any) -> dict[str, Any]:
-    return {"type": "function", "name": name, "description": description, "parameters": parameters, "strict": strict}
+def _function_echo(name: str, description: Any, parameters: Any, strict: bool | None) -> dict[str, Any]:
+    """A function tool as the Response shows it. ``strict`` is what the backend applied, a boolean,
+    never null: one left out goes upstream without ``strict``, which Chat Completions reads as
+    non-strict (best effort), so it is echoed ``false`` — the value OpenAI's Responses shows when it
+    falls back from strict mode (its function-calling guide: an omitted ``strict`` is normalised into
+    strict mode when the schema allows it, else "non-strict, best-effort function calling"); this
+    proxy does not rewrite schemas, so it never claims strict mode it did not ask for."""
+    return {"type": "function", "name": name, "description": description, "parameters": parameters,
+            "strict": bool(strict)}
 
 
 class _Builder:

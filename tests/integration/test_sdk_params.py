@@ -241,3 +241,91 @@ def test_custom_tools_are_echoed_as_custom_tools_and_still_called_as_such(openai
     assert [t.to_dict() for t in response.tools] == [_PATCH, _NAMESPACE]
     assert response.tool_choice.to_dict() == {"type": "custom", "name": "apply_patch"}
     assert response.output[-1].type == "custom_tool_call" and response.output[-1].input == "*** Begin"
+
+
+# --------------------------------------------------------------- the SDK's newer options, built-in choices, strict
+
+_LOOSE = {"type": "function", "name": "lookup", "description": "Find.", "parameters": _SCHEMA}  # no strict
+_MCP = {"type": "mcp", "server_label": "deepwiki", "server_url": "https://mcp.deepwiki.com/mcp"}
+_OPTIONS: dict[str, Any] = {
+    "prompt_cache_options": {"mode": "explicit", "ttl": "30m", "comparison_response_id": "resp_0"},
+    "image": {"context_compression": "auto"},
+    "access_programs": {"cyber": "standard"},
+    "context_management": [{"type": "compaction", "compact_threshold": 100000}],
+    "background_options": {"completion_window": "soonest", "continuation_id": "batch-1"},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_the_sdks_newer_options_are_taken_and_echoed_as_openai_shows_them(openai_client, mock, stream):
+    """The SDK's ResponseCreateParams fields this server ignored whatever they held come back as the
+    SDK's Response types them, and none reaches a backend not configured for it; a built-in
+    tool_choice is echoed as sent (was "auto"), a function tool without strict as strict false (was
+    null)."""
+    model = f"sdk-options-{stream}"
+    mock.script(model, {"text": "ok"})
+    response = _answer(openai_client, stream, model=model, input="hi", tools=[_LOOSE, _MCP],
+                       tool_choice={"type": "mcp", "server_label": "deepwiki", "name": "ask_question"}, **_OPTIONS)
+    assert response.status == "completed" and response.output_text == "ok"
+    assert response.prompt_cache_options.to_dict() == {"mode": "explicit", "ttl": "30m",
+                                                        "comparison_response_id": "resp_0"}
+    assert response.prompt_cache_diagnostics.type == "unavailable"
+    assert response.image.context_compression == "disabled"
+    assert response.access_programs.cyber == "standard"
+    assert response.tool_choice.to_dict() == {"type": "mcp", "server_label": "deepwiki", "name": "ask_question"}
+    assert [t.to_dict() for t in response.tools] == [{**_LOOSE, "strict": False}]
+    sent = mock.requests(model)[-1]["body"]
+    assert not set(_OPTIONS) & set(sent) and "tool_choice" not in sent
+    assert sent["tools"] == [{"type": "function", "function": {
+        "name": "lookup", "description": "Find.", "parameters": _SCHEMA}}]  # strict left to the backend
+
+
+@pytest.mark.parametrize("choice", [{"type": "web_search_preview"}, {"type": "file_search"},
+                                    {"type": "computer_use_preview"}, {"type": "image_generation"},
+                                    {"type": "code_interpreter"}])
+def test_a_builtin_tool_choice_is_echoed_as_sent(openai_client, mock, choice):
+    mock.script("sdk-builtin-choice", {"text": "ok"})
+    response = openai_client.responses.create(model="sdk-builtin-choice", input="hi", tools=[_FUNCTION, choice],
+                                              tool_choice=choice)
+    assert type(response.tool_choice).__name__ == "ToolChoiceTypes" and response.tool_choice.to_dict() == choice
+    assert "tool_choice" not in mock.requests("sdk-builtin-choice")[-1]["body"]
+
+
+def test_a_namespaced_tool_choice_keeps_its_namespace(openai_client, mock):
+    mock.script("sdk-ns-choice", {"text": "ok"})
+    choice = {"type": "function", "name": "lookup", "namespace": "crm"}
+    response = openai_client.responses.create(model="sdk-ns-choice", input="hi", tools=[_NAMESPACE],
+                                              extra_body={"tool_choice": choice})
+    assert response.tool_choice.to_dict() == choice
+    assert mock.requests("sdk-ns-choice")[-1]["body"]["tool_choice"] == {
+        "type": "function", "function": {"name": "crm__lookup"}}
+
+
+def test_prompt_cache_options_reach_a_backend_configured_for_them(proxy_factory, mock):
+    forwarding = proxy_factory(FORWARD_PROMPT_CACHE_OPTIONS="true")
+    mock.script("sdk-pco-fwd", {"text": "ok"}, {"text": "ok"})
+    with openai.OpenAI(base_url=forwarding.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30) as client:
+        response = client.responses.create(model="sdk-pco-fwd", input="hi",
+                                           prompt_cache_options={"mode": "explicit", "ttl": "30m"})
+        assert response.prompt_cache_options.to_dict() == {"mode": "explicit", "ttl": "30m",
+                                                            "comparison_response_id": None}
+        assert mock.requests("sdk-pco-fwd")[-1]["body"]["prompt_cache_options"] == {"mode": "explicit", "ttl": "30m"}
+        client.responses.create(model="sdk-pco-fwd", input="hi", prompt_cache_options={"ttl": "12h"})
+        assert "prompt_cache_options" not in mock.requests("sdk-pco-fwd")[-1]["body"]  # chat takes only 30m
+
+
+@pytest.mark.parametrize(("kwargs", "param"), [
+    ({"moderation": {"model": "omni-moderation-latest", "policy": {"input": {"mode": "block"}}}}, "moderation"),
+    ({"prompt_cache_options": {"prewarm": True}}, "prompt_cache_options.prewarm"),
+    ({"image": {"context_compression": "enabled"}}, "image.context_compression"),
+    ({"access_programs": {"cyber": "daybreak_red"}}, "access_programs.cyber"),
+    ({"context_management": [{"type": "truncation"}]}, "context_management[0].type"),
+    ({"background_options": {"completion_window": "2h"}}, "background_options.completion_window"),
+])
+def test_an_option_that_cannot_be_honoured_or_is_malformed_is_a_400_naming_it(openai_client, mock, kwargs, param):
+    mock.script("sdk-options-bad", {"text": "never"})
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.responses.create(model="sdk-options-bad", input="hi", **kwargs)
+    assert info.value.status_code == 400 and info.value.param == param
+    assert info.value.body["type"] == "invalid_request_error" and param.split(".")[0].split("[")[0] in info.value.body["message"]
+    assert mock.requests("sdk-options-bad") == []

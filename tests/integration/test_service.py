@@ -364,17 +364,20 @@ def test_a_proxy_without_a_store_says_so(proxy_factory, mock):
 
 def test_optional_params_are_forwarded_only_when_configured(proxy, proxy_factory, mock):
     body = {"model": "m-fwd", "input": "hi", "prompt_cache_key": "thread-1", "service_tier": "flex",
-            "text": {"verbosity": "low"}}
+            "text": {"verbosity": "low"}, "prompt_cache_retention": "24h"}
     mock.script("m-fwd", {"text": "ok"})
     assert post(proxy.url, body).status_code == 200
     sent = mock.requests("m-fwd")[-1]["body"]
-    assert not {"prompt_cache_key", "service_tier", "verbosity"} & set(sent)
+    assert not {"prompt_cache_key", "service_tier", "verbosity", "prompt_cache_retention"} & set(sent)
     forwarding = proxy_factory(
-        FORWARD_PROMPT_CACHE_KEY="true", FORWARD_SERVICE_TIER="true", FORWARD_VERBOSITY="true"
+        FORWARD_PROMPT_CACHE_KEY="true", FORWARD_SERVICE_TIER="true", FORWARD_VERBOSITY="true",
+        FORWARD_PROMPT_CACHE_RETENTION="true",
     )
     r = post(forwarding.url, body)
     assert r.status_code == 200
     echoed = r.json()
     assert (echoed["prompt_cache_key"], echoed["service_tier"]) == ("thread-1", "flex")
+    assert echoed["prompt_cache_retention"] == "24h"
     sent = mock.requests("m-fwd")[-1]["body"]
     assert (sent["prompt_cache_key"], sent["service_tier"], sent["verbosity"]) == ("thread-1", "flex", "low")
+    assert sent["prompt_cache_retention"] == "24h"

@@ -179,6 +179,8 @@ POLICY = st.builds(
     forward_verbosity=st.booleans(),
     reasoning_in_history=st.booleans(),
     forward_prompt_cache_key=st.booleans(),
+    forward_prompt_cache_retention=st.booleans(),
+    forward_prompt_cache_options=st.booleans(),
     forward_service_tier=st.booleans(),
 )
 

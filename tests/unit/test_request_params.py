@@ -106,6 +106,16 @@ def test_prompt_cache_retention_is_echoed_not_forwarded(retention: str) -> None:
     assert tr({})[1].echo["prompt_cache_retention"] is None
 
 
+@pytest.mark.parametrize("retention", ["in_memory", "24h"])
+def test_prompt_cache_retention_is_forwarded_when_configured(retention: str) -> None:
+    """OpenAI's Chat Completions takes it (the SDK's CompletionCreateParams.prompt_cache_retention): like
+    prompt_cache_key, forwarded for a backend configured to take it (it was never forwarded)."""
+    chat, ctx = tr({"prompt_cache_retention": retention}, forward_prompt_cache_retention=True)
+    assert chat["prompt_cache_retention"] == retention and ctx.echo["prompt_cache_retention"] == retention
+    assert "prompt_cache_key" not in chat  # each field on its own flag
+    assert "prompt_cache_retention" not in tr({}, forward_prompt_cache_retention=True)[0]
+
+
 @pytest.mark.parametrize("bad", ["in-memory", "1h", "", 24, True, {"ttl": "24h"}])
 def test_a_prompt_cache_retention_the_sdk_does_not_offer_is_400(bad: Any) -> None:
     e = err({"model": "m", "input": "hi", "prompt_cache_retention": bad})

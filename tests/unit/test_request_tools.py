@@ -55,7 +55,12 @@ def test_function_tool_keeps_schema_and_key_order() -> None:
 def test_minimal_function_tool_echo_has_all_fields() -> None:
     chat, ctx = tr({"tools": [{"type": "function", "name": "f"}]})
     assert chat["tools"] == [{"type": "function", "function": {"name": "f"}}]
-    assert ctx.echo["tools"] == [{"type": "function", "name": "f", "description": None, "parameters": None, "strict": None}]
+    # strict: the non-strict (best effort) mode the backend applies to a tool sent without it, as
+    # OpenAI's Response shows a tool it did not make strict (never null: the echo says what applied).
+    assert ctx.echo["tools"] == [{"type": "function", "name": "f", "description": None, "parameters": None, "strict": False}]
+    assert "strict" not in chat["tools"][0]["function"]  # the backend's own default, unchanged
+    _, ctx = tr({"tools": [{"type": "function", "name": "f", "strict": None}, {**WEATHER, "strict": False}]})
+    assert [t["strict"] for t in ctx.echo["tools"]] == [False, False]
 
 
 def test_custom_tool_becomes_function_with_string_input() -> None:
@@ -108,7 +113,7 @@ def test_namespace_tool_is_echoed_as_sent_with_its_tools_under_their_own_names()
     assert ctx.echo["tools"] == [
         {"type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
             {"type": "function", "name": "spawn", "description": "Spawn", "parameters": {"type": "object", "properties": {}},
-             "strict": None},
+             "strict": False},
             {"type": "custom", "name": "script", "description": "Run a script", "format": {"type": "text"}},
         ]},
         WEATHER,
@@ -171,7 +176,7 @@ def test_tool_choice_namespaced_by_inner_or_flat_name() -> None:
                    {"type": "function", "name": "spawn", "namespace": "agents"}):
         chat, ctx = tr({"tools": [NS], "tool_choice": choice})
         assert chat["tool_choice"] == {"type": "function", "function": {"name": "agents__spawn"}}
-        assert ctx.echo["tool_choice"] == {"type": "function", "name": choice["name"]}  # the name the client used
+        assert ctx.echo["tool_choice"] == choice  # as the client named it, with its namespace when it gave one
 
 
 def test_tool_choice_unknown_tool_is_400() -> None:
@@ -196,8 +201,13 @@ def test_allowed_tools_validation() -> None:
     assert err({**base, "tool_choice": {"type": "allowed_tools", "mode": "sometimes", "tools": []}}).param == "tool_choice.mode"
     assert err({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": "x"}}).param == "tool_choice.tools"
     assert err({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "x"}]}}).param == "tool_choice.tools[0]"
-    chat, ctx = tr({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_weather"}, {"type": "web_search"}]}})
+    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_weather"}, {"type": "web_search"}]}
+    chat, ctx = tr({**base, "tool_choice": choice})
     assert chat["tool_choice"] == "auto" and ctx.allowed_tools == frozenset({"get_weather"}) and ctx.warnings
+    assert ctx.echo["tool_choice"] == choice  # the built-in entry too, as OpenAI's Response shows the list sent
+    from proxy.translate.response import response_object
+    from tests.conformance import check_response
+    check_response(dict(response_object(ctx, status="in_progress")))
     e = err({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "web_search"}]}}, builtin_tools="reject")
     assert e.param == "tool_choice.tools[0]"
 
@@ -255,3 +265,45 @@ def test_builtin_tool_choice_follows_policy() -> None:
 )
 def test_tool_validation(body: dict[str, Any], param: str) -> None:
     assert err(body).param == param
+
+
+@pytest.mark.parametrize("choice", [
+    {"type": "web_search_preview"}, {"type": "web_search_preview_2025_03_11"}, {"type": "file_search"},
+    {"type": "computer"}, {"type": "computer_use_preview"}, {"type": "computer_use"}, {"type": "image_generation"},
+    {"type": "code_interpreter"}, {"type": "apply_patch"}, {"type": "shell"}, {"type": "programmatic_tool_calling"},
+    {"type": "mcp", "server_label": "deepwiki", "name": "ask_question"}, {"type": "mcp", "server_label": "deepwiki"},
+])
+def test_a_builtin_tool_choice_is_echoed_as_sent(choice: dict[str, Any]) -> None:
+    """As OpenAI's Response shows it (it was echoed as 'auto'); the backend still runs with its own auto."""
+    from proxy.translate.response import response_object
+    from tests.conformance import check_response
+
+    chat, ctx = tr({"tools": [WEATHER, {"type": choice["type"]}], "tool_choice": choice})
+    assert "tool_choice" not in chat  # the built-in is dropped: the backend chooses (auto)
+    expected = {"name": None, **choice} if choice["type"] == "mcp" else choice  # ToolChoiceMcp's optional name
+    assert ctx.echo["tool_choice"] == expected
+    assert ctx.warnings and choice["type"] in ctx.warnings[-1]
+    check_response(dict(response_object(ctx, status="completed", completed_at=1, usage={
+        "input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0}})))
+
+
+def test_a_builtin_tool_choice_is_checked_as_the_sdk_declares_it() -> None:
+    """Only what the SDK's ToolChoiceMcp declares is echoed, checked, so that the echo parses."""
+    assert err({"tool_choice": {"type": "mcp"}}).param == "tool_choice.server_label"
+    assert err({"tool_choice": {"type": "mcp", "server_label": 3}}).param == "tool_choice.server_label"
+    assert err({"tool_choice": {"type": "mcp", "server_label": "s", "name": ["x"]}}).param == "tool_choice.name"
+    # A type the SDK does not declare is echoed as the auto the backend ran with (it would not parse).
+    _, ctx = tr({"tool_choice": {"type": "web_search", "extra": 1}})
+    assert ctx.echo["tool_choice"] == "auto"
+
+
+def test_a_namespaced_tool_choice_echo_parses() -> None:
+    from proxy.translate.response import response_object
+    from tests.conformance import check_response
+
+    choice = {"type": "function", "name": "spawn", "namespace": "agents"}
+    _, ctx = tr({"tools": [NS], "tool_choice": choice})
+    assert ctx.echo["tool_choice"] == choice
+    check_response(dict(response_object(ctx, status="in_progress")))
