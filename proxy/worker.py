@@ -273,6 +273,10 @@ class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             self._stopping = self.loop.create_future()
             scope["extensions"][STOPPING] = self._stopping
+        else:  # the library refused it (a bad Sec-WebSocket-Key…): its metrics line, as a refused POST has
+            raw = event.headers.raw_items()
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in raw]
+            log_refused(headers, self.response.status_code, None)
 
     def shutdown(self) -> None:
         stopping = self._stopping

@@ -157,6 +157,18 @@ def test_a_handshake_the_websocket_library_refuses_is_an_openai_shaped_json_400(
     assert reason.decode() in error["message"] and error["param"] is None, error
 
 
+def test_each_refused_handshake_writes_one_request_completed_line(proxy_factory):
+    svc = proxy_factory(WEB_CONCURRENCY="1")
+    for i, (headers, _) in enumerate(BAD_HANDSHAKES.values()):
+        rid = b"X-Request-ID: rid-ws-%d\r\n" % i
+        _exchange(svc.port, b"GET /v1/responses HTTP/1.1\r\n" + UPGRADE + rid + headers + b"\r\n")
+    wanted = {f"rid-ws-{i}" for i in range(len(BAD_HANDSHAKES))}
+    lines = wait_for(lambda: (lambda c: c if {x.request_id for x in c} >= wanted else None)(completed_lines(svc)), 10)
+    assert sorted(c.request_id for c in lines) == sorted(wanted), lines  # one each
+    assert all(c.http_status == 400 and c.status == "error" and c.model == "-" for c in lines), lines
+    assert f"key={mask_key(API_KEY)}, request_id=rid-ws-0" in svc.log_text()
+
+
 def test_a_handshake_refused_before_accept_is_json_too(fproxy):
     """A handshake the app closes before accepting it (a path with no WebSocket route): uvicorn's
     403, with an OpenAI-shaped body rather than none."""
