@@ -27,7 +27,7 @@ from .resources.input_tokens import InputTokensResource
 from .resources.metrics import MetricsMiddleware, MetricsResource
 from .resources.models import ModelsResource
 from .resources.responses import ResponsesResource
-from .resources.scope import SCOPE_KEY, RequestIdMiddleware, RequestScope
+from .resources.scope import SCOPE_KEY, SERVER_ANSWERED, RequestIdMiddleware, RequestScope
 from .resources.stored import StoredResponseResource
 from .resources.websocket import ResponsesEndpoint, WebSocketMode
 from .runtime import Runtime
@@ -195,6 +195,8 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
             await falcon_app(scope, receive, send)
         finally:
             try:
+                if SERVER_ANSWERED in scope:  # the worker answered it itself and wrote its line (proxy.edge)
+                    request.quiet = True
                 await request.close()
             finally:
                 # The ASGI scope holds the RequestScope, which holds `receive`, which holds the

@@ -1,4 +1,4 @@
-"""Request bodies that stop arriving: ``BODY_READ_TIMEOUT_SECS`` bounds every one, at no cost per request.
+"""Requests that stop arriving: ``BODY_READ_TIMEOUT_SECS`` bounds every body and every head, at no cost per request.
 
 uvicorn bounds no body read, and a timer in the app cannot bound them all: Falcon awaits the
 first body event before routing, so a client that sends its headers and then no body byte
@@ -6,7 +6,7 @@ would never reach the app's timer, and ``asyncio.timeout`` costs ~9 µs a reques
 small request's whole read). A slowloris would hold a connection, its task and the part of
 the body it sent for as long as it liked.
 
-So the worker sweeps its own connections instead (``BodyWatch``, started by
+So the worker sweeps its own connections instead (``RequestWatch``, started by
 ``proxy.worker.Worker``): every quarter of the timeout (at most a second, at least a tenth),
 an HTTP request whose body is still incomplete (uvicorn's ``more_body``) and whose answer
 has not begun, found so at sweeps ``timeout`` seconds apart, gets ``BODY_STALLED`` set in its
@@ -14,6 +14,18 @@ ASGI scope and its ``receive()`` woken. The app (``proxy.resources.responses``) 
 ``request_timeout`` with ``Connection: close``, having done nothing. The bound is therefore
 the timeout plus at most two sweeps. A request that arrives whole, as nearly all do, is never
 seen by a sweep; one sweep costs a few attribute reads per open connection.
+
+**Heads.** uvicorn has no header timeout either (its keep-alive timer runs only between
+requests, and any byte cancels it): a client dripping its request line and headers, or one that
+connects and sends nothing, held a connection forever when no HAProxy (``timeout http-request``)
+was in front. The same sweep asks each HTTP connection whether it awaits a head
+(``LingeringHttpToolsProtocol.head_wait``: a few attribute reads); one found awaiting the same
+head at sweeps ``timeout`` seconds apart is timed out (``time_out_head``): a JSON 408
+``request_timeout`` and the connection closed when part of the head came, as HAProxy answers; closed
+without a word when nothing came (a preconnect or a probe, as HAProxy's ``http-ignore-probes`` and
+nginx treat it). The clock starts when a sweep first finds the connection waiting: on a new
+connection, from its accept, as HAProxy counts; after an answer, from the first byte of the next
+head (until then uvicorn's keep-alive timer bounds the idle connection).
 
 A scope without the flag's server (the app served by another server, or a test's) has no
 bound of its own.
@@ -31,15 +43,18 @@ log = logging.getLogger("proxy.stalled")
 BODY_STALLED = "proxy.body_stalled"
 
 
-class BodyWatch:
+class RequestWatch:
     """Finds the requests of ``connections`` (uvicorn's ``ServerState.connections``: its protocols)
-    whose body has been incomplete for ``timeout_secs`` and wakes them with ``BODY_STALLED``."""
+    whose body has been incomplete for ``timeout_secs`` and wakes them with ``BODY_STALLED``, and
+    the connections that have awaited a head as long, and times them out (see the module docstring)."""
 
     def __init__(self, connections: Collection[Any], timeout_secs: float) -> None:
         self._connections = connections
         self._timeout = timeout_secs
         self.interval = min(1.0, max(0.1, timeout_secs / 4))
         self._reading: dict[Any, float] = {}  # cycle → when a sweep first found its body incomplete
+        # connection → (the cycle its awaited head follows, when a sweep first found it awaiting it)
+        self._heads: dict[Any, tuple[Any, float]] = {}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -48,12 +63,24 @@ class BodyWatch:
             try:
                 self.sweep(loop.time())
             except Exception:  # a bug of ours must not end the bound for the worker's lifetime
-                log.exception("sweeping for stalled request bodies failed")
+                log.exception("sweeping for stalled requests failed")
 
     def sweep(self, now: float) -> None:
         reading: dict[Any, float] = {}
-        for connection in self._connections:
-            cycle = getattr(connection, "cycle", None)  # (a WebSocket protocol has none)
+        heads: dict[Any, tuple[Any, float]] = {}
+        for connection in list(self._connections):  # (a head timed out leaves the set)
+            head_wait = getattr(connection, "head_wait", None)  # (a WebSocket protocol has none)
+            wait = head_wait() if head_wait is not None else None
+            if wait is not None:
+                after, since = self._heads.get(connection, (wait[0], now))
+                if after is not wait[0]:
+                    since = now  # another head than the one a sweep saw awaited before
+                if now - since >= self._timeout:
+                    connection.time_out_head(self._timeout, now - since)
+                else:
+                    heads[connection] = (wait[0], since)
+                continue
+            cycle = getattr(connection, "cycle", None)
             if cycle is None or not cycle.more_body or cycle.response_started or cycle.disconnected:
                 continue
             if BODY_STALLED in cycle.scope:
@@ -65,3 +92,4 @@ class BodyWatch:
             else:
                 reading[cycle] = since
         self._reading = reading
+        self._heads = heads

@@ -56,8 +56,13 @@ request line) before any app sees it, and uvicorn answers that with a plain-text
 HTTP request received.``; ``LingeringHttpToolsProtocol.send_400_response`` answers the same
 400 as an OpenAI-shaped JSON error (``invalid_http_request``), as every other error here is.
 It overrides only that error path. (The worker always runs httptools; uvicorn's h11 protocol
-cannot be chosen here, so it has no such override.) Request bodies that stall are bounded by
-the worker's sweep (``proxy.stalled``), which it runs beside the server.
+cannot be chosen here, so it has no such override.) That 400 writes the ``request_completed``
+line every request writes (``proxy.edge``). Request heads and bodies that stall are bounded by
+the worker's sweep (``proxy.stalled``), which it runs beside the server; a head is timed out
+here (``time_out_head``: a JSON 408). WebSocket handshakes the ``websockets`` library refuses
+(its plain-text 400) and uvicorn's WebSocket 500 and 403 are JSON too: ``DrainingWebSocketProtocol``
+gives its ``websockets`` protocol object the class ``proxy.edge.JsonRejections``, whose ``reject``
+is the one place every such refusal is built.
 
 Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
 handshake on a path that has no WebSocket route: 404, 405), where the same
@@ -72,6 +77,7 @@ import asyncio
 import logging
 import socket
 import sys
+import time
 from typing import Any, ClassVar
 
 import orjson
@@ -85,9 +91,10 @@ from websockets.http11 import Request
 
 from . import settings as settings_mod
 from .drain import STOPPING
+from .edge import SERVER_ANSWERED, JsonRejections, head_timeout_tail, json_tail, log_refused
 from .errors import malformed_http, restarting
 from .logs import mask_key
-from .stalled import BodyWatch
+from .stalled import RequestWatch
 
 # Room for the `response.create` envelope and for a body just over the limit.
 WS_MESSAGE_SLACK_BYTES = 1024 * 1024
@@ -101,11 +108,7 @@ _RESTARTING = (
 )
 # What a request httptools cannot parse gets (after the server's date and server headers), in place
 # of uvicorn's plain-text "Invalid HTTP request received.".
-_BAD_REQUEST_BODY = orjson.dumps(malformed_http().body())
-_BAD_REQUEST_TAIL = (
-    b"content-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
-    % (len(_BAD_REQUEST_BODY), _BAD_REQUEST_BODY)
-)
+_BAD_REQUEST_TAIL = json_tail(malformed_http())
 
 
 class LingeringHttpToolsProtocol(HttpToolsProtocol):
@@ -181,13 +184,46 @@ class LingeringHttpToolsProtocol(HttpToolsProtocol):
         Only ever called on that error path (``data_received``). Nothing is written into a
         response already under way (a pipelined request's bytes were bad while the one before
         was streaming): a second status line would corrupt it; the connection closes, as uvicorn's
-        does."""
+        does. An answered 400 writes its ``request_completed`` line (``proxy.edge``); when its
+        request had reached the app (its body's framing was bad), the app writes none."""
         cycle = self.cycle
         if cycle is None or not cycle.response_started or cycle.response_complete:
-            head = [STATUS_LINE[400]]
-            for name, value in self.server_state.default_headers:
-                head += [name, b": ", value, b"\r\n"]
-            self.transport.write(b"".join(head) + _BAD_REQUEST_TAIL)
+            self._answer(400, _BAD_REQUEST_TAIL)
+            if cycle is not None and not cycle.response_complete and cycle.scope is self.scope:
+                cycle.scope[SERVER_ANSWERED] = True  # type: ignore[literal-required]  # (else the app logs a 499)
+            log_refused(self.headers, 400, None)
+        self.transport.close()
+
+    def _answer(self, status: int, tail: bytes) -> None:
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        self.transport.write(b"".join(head) + tail)
+
+    def head_wait(self) -> tuple[object, bool] | None:
+        """For the sweep (``proxy.stalled``): ``None`` when no request head is awaited — a request
+        is in progress, or the connection is idle between requests (uvicorn's keep-alive timer
+        bounds that) —, else the request this head follows (its cycle, or ``None`` on a new
+        connection) and whether any of the head has come (a request line begun: httptools'
+        ``on_message_begin`` gave it a new scope that no cycle has taken yet)."""
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.transport.is_closing():
+            return None
+        began = self.scope is not None and (cycle is None or cycle.scope is not self.scope)
+        if cycle is not None and not began:
+            return None
+        return cycle, began
+
+    def time_out_head(self, timeout_secs: float, waited_secs: float) -> None:
+        """The head did not come within ``timeout_secs``: a 408 (and its metrics line) when some of
+        it came, as HAProxy answers; a connection that sent nothing at all (a preconnect, a probe)
+        is closed without a word, as HAProxy's ``http-ignore-probes`` and nginx do."""
+        wait = self.head_wait()
+        if wait is None:
+            return  # (it came meanwhile)
+        if wait[1]:
+            self._answer(408, head_timeout_tail(timeout_secs))
+            log_refused(self.headers, 408, time.perf_counter() - waited_secs)
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -225,12 +261,22 @@ class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     _stopping: asyncio.Future[None] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Every handshake it refuses, and uvicorn's 500 and 403, as OpenAI-shaped JSON (``proxy.edge``):
+        # the same object, its class narrowed (one store per connection, nothing per message).
+        self.conn.__class__ = JsonRejections
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # (none when the handshake was refused outright)
         if scope is not None:
             self._stopping = self.loop.create_future()
             scope["extensions"][STOPPING] = self._stopping
+        else:  # the library refused it (a bad Sec-WebSocket-Key…): its metrics line, as a refused POST has
+            raw = event.headers.raw_items()
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in raw]
+            log_refused(headers, self.response.status_code, None)
 
     def shutdown(self) -> None:
         stopping = self._stopping
@@ -310,8 +356,8 @@ class Worker(UvicornWorker):
         self.config.app = self.wsgi
         server = LingeringServer(self.config, self._protocol)
         self._install_sigquit_handler()
-        # Every request body within BODY_READ_TIMEOUT_SECS, during the shutdown too (proxy/stalled.py).
-        watch = asyncio.create_task(BodyWatch(server.server_state.connections, self._body_timeout).run())
+        # Every request head and body within BODY_READ_TIMEOUT_SECS, during the shutdown too (proxy/stalled.py).
+        watch = asyncio.create_task(RequestWatch(server.server_state.connections, self._body_timeout).run())
         try:
             await server.serve(sockets=self.sockets)
         finally:

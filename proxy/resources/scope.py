@@ -22,6 +22,9 @@ import falcon.asgi
 from ..logs import request_completed
 
 SCOPE_KEY = "proxy.request"
+# Set in the ASGI scope of a request the worker answered itself while the app had it (a body whose
+# framing httptools refused, ``proxy.edge``): the worker wrote its metrics line, so the app writes none.
+SERVER_ANSWERED = "proxy.server_answered"
 
 log = logging.getLogger("proxy.scope")
 

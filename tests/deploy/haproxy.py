@@ -80,7 +80,8 @@ def parse_log(text: str) -> list[LogLine]:
 class HAProxy:
     """``haproxy -W -f conf/haproxy.cfg`` (master-worker, foreground) on a free port."""
 
-    def __init__(self, servers: dict[str, int], log_path: Path, **env: str) -> None:
+    def __init__(self, servers: dict[str, int], log_path: Path, extra_cfg: Path | None = None, **env: str) -> None:
+        """``extra_cfg``: a second file after the shipped one (sections of a test's own, under its ``defaults``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -99,7 +100,7 @@ class HAProxy:
         full_env.update(env)
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [binary("haproxy"), "-W", "-f", str(CFG)], cwd=ROOT, env=full_env,
+            [binary("haproxy"), "-W", "-f", str(CFG), *(["-f", str(extra_cfg)] if extra_cfg else [])], cwd=ROOT, env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:

@@ -15,18 +15,26 @@
 - WebSocket mode through it: two chained turns with the openai SDK (HAProxy logs
   the upgrade, 101); an idle socket outlives ``timeout tunnel`` (lowered here)
   because the proxy pings it, and is closed at that limit when it pings too rarely.
+- HAProxy's own answers are OpenAI-shaped JSON: 503 with every instance down, 502 from an
+  instance answering garbage, and every `http-error` status of the file, answered for real.
 
 Each test prints its figures (``pytest -s`` shows them).
 """
 from __future__ import annotations
 
 import os
+import re
+import socketserver
 import subprocess
+import threading
 import time
 
+import httpx
 import pytest
 
-from tests.deploy.haproxy import CFG, StatusWatch
+from proxy.devtools import free_port
+from proxy.errors import type_for_status
+from tests.deploy.haproxy import BACKEND, CFG, HAProxy, StatusWatch
 from tests.deploy.kinds import CHAIN, KINDS, ChainTurn
 from tests.deploy.load import Load, Outcome
 from tests.deploy.tools import binary, local_ports_to
@@ -244,3 +252,74 @@ def test_an_idle_websocket_outlives_the_tunnel_timeout_thanks_to_the_pings(fleet
     print(f"\nidle WebSocket through HAProxy, pings every {ping_secs} s, tunnel timeout {TUNNEL_SECS} s: "
           f"termination {line.termination}, status {line.status}")
     assert (line.termination[0] in "cs") is not survives, line
+
+
+# --------------------------------------------------------------------------- HAProxy's own answers
+
+
+def _openai_error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.headers, r.text[:300])
+    assert r.headers["content-type"] == "application/json", r.headers
+    doc = r.json()
+    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "type", "param", "code"}, doc
+    assert doc["error"]["type"] == type_for_status(status) and doc["error"]["message"], doc
+    return doc["error"]
+
+
+class _HealthyButBroken(socketserver.BaseRequestHandler):
+    """An "instance" that passes HAProxy's /health checks and answers every other request with
+    bytes that are not HTTP: what a proxy instance crashing mid-answer looks like to HAProxy."""
+
+    def handle(self) -> None:
+        if self.request.recv(65536).startswith(b"GET /health "):
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        else:
+            self.request.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+
+def test_haproxy_answers_no_instance_up_and_a_broken_instance_with_openai_json(logs_dir):
+    """HAProxy's own 503 (every instance down) and 502 (an instance answered garbage) carry the
+    OpenAI shape, as the shipped `http-error` lines promise (its defaults are HTML)."""
+    dead = free_port()
+    hap = HAProxy({"proxy1": dead, "proxy2": dead}, logs_dir / "haproxy-down.log")
+    try:
+        for method in ("GET", "POST"):
+            r = httpx.request(method, hap.url + "/v1/responses", json={"model": "m", "input": "x"}, timeout=30)
+            error = _openai_error(r, 503)
+            assert error["code"] == "service_unavailable" and r.headers["retry-after"] == "1", error
+    finally:
+        hap.stop()
+    broken = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HealthyButBroken)
+    threading.Thread(target=broken.serve_forever, daemon=True).start()
+    port = broken.server_address[1]
+    hap = HAProxy({"proxy1": port, "proxy2": port}, logs_dir / "haproxy-broken.log")
+    try:
+        hap.wait_status("proxy1", "UP")
+        r = httpx.post(hap.url + "/v1/responses", json={"model": "m", "input": "x"}, timeout=30)
+        assert _openai_error(r, 502)["code"] == "bad_gateway"
+    finally:
+        hap.stop()
+        broken.shutdown()
+        broken.server_close()
+
+
+_HTTP_ERROR = re.compile(r"^\s*http-error status (\d+) content-type application/json string '(.*)'", re.M)
+
+
+def test_every_http_error_of_the_shipped_config_is_openai_json(logs_dir, tmp_path):
+    """Each `http-error` line of the shipped `defaults`, answered for real: a frontend of the test's
+    own (a second file, under those defaults) denies `/<status>` with that status."""
+    statuses = [int(code) for code, _ in _HTTP_ERROR.findall(CFG.read_text())]
+    assert {400, 408, 500, 502, 503, 504} <= set(statuses), statuses
+    port = free_port()
+    rules = "".join(f"    http-request deny deny_status {code} if {{ path /{code} }}\n" for code in statuses)
+    extra = tmp_path / "probe.cfg"
+    extra.write_text(f"frontend http_error_probe\n    bind 127.0.0.1:{port}\n{rules}    default_backend {BACKEND}\n")
+    dead = free_port()
+    hap = HAProxy({"proxy1": dead, "proxy2": dead}, logs_dir / "haproxy-errors.log", extra_cfg=extra)
+    try:
+        for code in statuses:
+            r = httpx.get(f"http://127.0.0.1:{port}/{code}", timeout=30)
+            _openai_error(r, code)
+    finally:
+        hap.stop()

@@ -5,7 +5,8 @@ The copy nginx runs differs from the shipped file only in its two addresses
 ``proxy_read_timeout``); the main file around it turns gzip on for SSE.
 WebSocket mode: two chained turns through nginx with the openai SDK, and an idle
 socket that outlives nginx's read timeout because the proxy pings it (and, with
-pings rarer than that timeout, is closed by nginx: the test can fail).
+pings rarer than that timeout, is closed by nginx: the test can fail). nginx's own answers
+(400, 405, 413, 414, 501, 502, 505…), each provoked for real, are OpenAI-shaped JSON.
 """
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ import time
 
 import httpx
 import openai
+import orjson
 import pytest
 
+from proxy.devtools import free_port
+from proxy.errors import type_for_status
 from tests.conformance import check_response, check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.deploy.nginx import SITE, Nginx, check, make_prefix, render_site
@@ -151,3 +155,68 @@ def test_an_idle_websocket_outlives_nginx_read_timeout_thanks_to_the_pings(proxy
         assert timed_out is not survives, log
     finally:
         front.stop()
+
+
+# --------------------------------------------------------------------------- nginx's own answers
+
+NGINX_REFUSES = {  # what nginx answers by itself, before any proxy sees the request: (request, status, code)
+    "garbage-request-line": (b"GARBAGE\r\n\r\n", 400, "invalid_http_request"),
+    "no-host": (b"GET /v1/models HTTP/1.1\r\n\r\n", 400, "invalid_http_request"),
+    "content-length-and-chunked": (
+        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400, "invalid_http_request",
+    ),
+    "bad-chunk-size": (
+        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n", 400,
+        "invalid_http_request",
+    ),
+    "header-too-large": (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 400,
+                         "request_header_too_large"),
+    "uri-too-long": (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    "unknown-transfer-encoding": (
+        b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "not_implemented",
+    ),
+    "http-version": (b"GET /v1/models HTTP/2.5\r\nHost: x\r\n\r\n", 505, "http_version_not_supported"),
+    "trace": (b"TRACE /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
+    "internal-error-uri": (b"GET /.responses-proxy-error/400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404,
+                           "not_found"),
+    "oversize-body": (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n", 413,
+                      "request_too_large"),
+    "proxy-unreachable": (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 502, "bad_gateway"),
+}
+
+
+@pytest.fixture(scope="module")
+def lonely_nginx():
+    """nginx with nothing listening at its upstream's address."""
+    server = Nginx(free_port())
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("data, status, code", NGINX_REFUSES.values(), ids=NGINX_REFUSES.keys())
+def test_nginx_answers_its_own_errors_as_openai_json(lonely_nginx, data, status, code):
+    with socket.create_connection(("127.0.0.1", lonely_nginx.port), timeout=30) as s:
+        s.sendall(data)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0].startswith(b"HTTP/1.1 %d " % status), answer[:300]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])}
+    assert headers[b"content-type"] == b"application/json", answer[:300]
+    doc = orjson.loads(body[: _length(answer)])
+    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "type", "param", "code"}, doc
+    assert doc["error"]["code"] == code and doc["error"]["type"] == type_for_status(status), doc
+
+
+def _length(answer: bytes) -> int:
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 1 << 30

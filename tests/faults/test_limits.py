@@ -1,6 +1,7 @@
 """Limits and validation at the edge: sizes, encodings, shapes, names, headers."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -12,7 +13,7 @@ from tests.conformance import check_stream, parse_sse
 from tests.conftest import API_KEY
 from tests.faults.conftest import FORWARDED
 from tests.faults.helpers import completed_lines, raw_request, stream
-from tests.http import auth, error_of, post
+from tests.http import auth, error_of, post, wait_for
 
 LIMIT = 10 * 1024 * 1024
 
@@ -281,6 +282,96 @@ def test_a_small_or_empty_body_that_stalls_is_a_408_too(proxy_factory, mock, dec
     assert 0.9 <= waited < 5, waited  # the bound, plus at most two sweeps (a quarter of it each)
     assert mock.requests("lim-stall") == []
     assert post(svc.url, {"model": "lim-stall", "input": "small"}).status_code == 200  # the worker serves on
+
+
+def _drip(port: int, head: bytes, pause: float) -> tuple[float, bytes]:
+    """A request head sent a byte at a time, ``pause`` seconds apart, until the proxy answers or
+    closes: (seconds from the first byte until it closed, its answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        t0 = time.monotonic()
+        data = b""
+        s.setblocking(False)
+        for byte in head:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break  # closed by the proxy
+            time.sleep(pause)
+            try:
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+            data += chunk
+            if not chunk:
+                return time.monotonic() - t0, data
+        s.setblocking(True)
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                data += chunk
+        return time.monotonic() - t0, data
+
+
+SLOW_HEAD = (
+    b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: rid-slow-head\r\nAuthorization: Bearer "
+    + API_KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+)
+
+
+def test_a_request_head_that_drips_is_a_408_and_the_connection_closed(proxy_factory, mock):
+    """uvicorn has no header timeout: a client sending its head a byte at a time (each byte
+    cancelling uvicorn's keep-alive timer) held the connection for as long as it liked. Now the
+    head, too, must come within BODY_READ_TIMEOUT_SECS: a JSON 408, the connection closed, and the
+    metrics line an operator greps for (with the key and request id the head had brought so far)."""
+    svc = proxy_factory(BODY_READ_TIMEOUT_SECS="1", WEB_CONCURRENCY="1")
+    waited, answer = _drip(svc.port, SLOW_HEAD, 0.05)  # ~10 s for the whole head
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower(), head
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "invalid_request_error", error
+    assert set(error) == {"message", "type", "param", "code"} and "headers" in error["message"], error
+    assert 0.9 <= waited < 4, waited  # the bound plus at most two sweeps, not the ~10 s of the drip
+    line = wait_for(lambda: [c for c in completed_lines(svc) if c.http_status == 408], 5, what="a 408 metrics line")
+    assert len(line) == 1 and line[0].status == "error" and line[0].model == "-", line
+    assert httpx.get(svc.url + "/health", timeout=10).status_code == 200  # the worker serves on
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(proxy_factory):
+    """A connection with no byte of a request (a preconnect, a probe) is closed at the bound, as
+    HAProxy and nginx close it: no 408 nobody asked for, no metrics line for a request never made."""
+    svc = proxy_factory(BODY_READ_TIMEOUT_SECS="1", WEB_CONCURRENCY="1")
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+        t0 = time.monotonic()
+        assert s.recv(65536) == b""
+        waited = time.monotonic() - t0
+    assert 0.9 <= waited < 4, waited
+    time.sleep(0.3)
+    assert completed_lines(svc) == []
+
+
+def test_a_slow_head_within_the_bound_and_an_idle_keep_alive_connection_are_served(proxy_factory, mock):
+    """The bound is on a head's arrival, not on keep-alive: a head that comes in pieces within it is
+    served, and a connection idle between requests for longer than it (uvicorn's keep-alive timer
+    bounds that, 75 s) still takes its next request."""
+    svc = proxy_factory(BODY_READ_TIMEOUT_SECS="2", WEB_CONCURRENCY="1")
+    mock.script("lim-head", {"text": "one"}, {"text": "two"})
+    body = b'{"model": "lim-head", "input": "x"}'
+    request = (
+        b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+        + API_KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+        for piece in (request[:20], request[20:60], request[60:]):
+            s.sendall(piece)
+            time.sleep(0.4)
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ") and b"one" in first, first[:300]
+        time.sleep(3.5)  # idle past the bound, twice over a sweep
+        s.sendall(request)
+        second = s.recv(65536)
+        assert second.startswith(b"HTTP/1.1 200 ") and b"two" in second, second[:300]
 
 
 def _cut_after_a_whole_chunk(port: int, path: str, body: bytes) -> None:

@@ -1,6 +1,8 @@
 """Bytes that are not HTTP/1.1, over raw sockets to the real gunicorn + uvicorn workers: refused by
 httptools before any app sees them, yet answered as every other error is, an OpenAI-shaped JSON
-400 (``proxy.worker``), never uvicorn's plain-text "Invalid HTTP request received."."""
+400 (``proxy.worker``), never uvicorn's plain-text "Invalid HTTP request received.", and logged
+with a ``request_completed`` line. Likewise WebSocket handshakes the ``websockets`` library (or
+uvicorn) refuses: JSON, never its plain text (``proxy.edge``)."""
 from __future__ import annotations
 
 import socket
@@ -9,8 +11,11 @@ import time
 import orjson
 import pytest
 
+from proxy.logs import mask_key
 from tests.conftest import API_KEY
-from tests.http import post
+from tests.faults.helpers import completed_lines
+from tests.http import post, wait_for
+from tests.wsclient import open_ws, read_response, send
 
 KEY = b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
 JSON = b"Content-Type: application/json\r\n"
@@ -93,3 +98,90 @@ def test_the_worker_serves_on_after_malformed_requests(fproxy, mock):
     t0 = time.monotonic()
     r = post(fproxy.url, {"model": "mal-after", "input": "x"})
     assert r.status_code == 200 and time.monotonic() - t0 < 10, r.text[:300]
+
+
+def _completed(service, http_status: int):
+    return [c for c in completed_lines(service) if c.http_status == http_status]
+
+
+def test_each_malformed_request_writes_one_request_completed_line(proxy_factory, mock):
+    """An operator sees every refused request in the metrics line, as every other request: one line
+    each, ``http_status=400``; with the client's ``X-Request-ID`` and its masked key when the parser
+    got that far (a body whose framing is bad reaches the app first: it writes no second line)."""
+    svc = proxy_factory(WEB_CONCURRENCY="1")
+    for data in MALFORMED.values():
+        _exchange(svc.port, data)
+    wait_for(lambda: len(_completed(svc, 400)) == len(MALFORMED), 10, what="a metrics line per malformed request")
+    framed = POST + b"X-Request-ID: rid-bad-chunk\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(BODY) + b"-1\r\n\r\n"
+    _exchange(svc.port, framed)
+    line = wait_for(lambda: [c for c in completed_lines(svc) if c.request_id == "rid-bad-chunk"], 10)
+    time.sleep(0.5)  # (a second line of the app's would have come by now)
+    lines = [c for c in completed_lines(svc) if c.http_status != 200]
+    assert len(lines) == len(MALFORMED) + 1 and line[0].http_status == 400 and line[0].status == "error", lines
+    assert all(c.model == "-" and c.http_status == 400 for c in lines), lines
+    text = svc.log_text()
+    assert API_KEY not in text and f"key={mask_key(API_KEY)}, request_id=rid-bad-chunk" in text
+
+
+# --------------------------------------------------------------------------- WebSocket handshakes
+
+WS_KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\nHost: 127.0.0.1\r\n" + KEY
+
+
+def _json_error(answer: bytes, status: bytes) -> dict:
+    lines, body = _head_and_body(answer)
+    assert lines[0] == b"HTTP/1.1 " + status, answer[:300]
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(b":") for line in lines[1:])}
+    assert headers[b"content-type"] == b"application/json", answer[:300]
+    assert headers[b"connection"].lower() == b"close" and int(headers[b"content-length"]) == len(body)
+    doc = orjson.loads(body)
+    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "type", "param", "code"}, doc
+    return doc["error"]
+
+
+BAD_HANDSHAKES = {  # refused by the `websockets` library inside uvicorn, before any app sees them
+    "bad-key": (b"Sec-WebSocket-Key: bad\r\nSec-WebSocket-Version: 13\r\n", b"invalid Sec-WebSocket-Key"),
+    "short-key": (b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n", b"invalid Sec-WebSocket-Key"),
+    "no-key": (b"Sec-WebSocket-Version: 13\r\n", b"missing Sec-WebSocket-Key"),
+    "wrong-version": (WS_KEY + b"Sec-WebSocket-Version: 8\r\n", b"invalid Sec-WebSocket-Version"),
+    "no-version": (WS_KEY, b"missing Sec-WebSocket-Version"),
+}
+
+
+@pytest.mark.parametrize("headers, reason", BAD_HANDSHAKES.values(), ids=BAD_HANDSHAKES.keys())
+def test_a_handshake_the_websocket_library_refuses_is_an_openai_shaped_json_400(fproxy, headers, reason):
+    answer = _exchange(fproxy.port, b"GET /v1/responses HTTP/1.1\r\n" + UPGRADE + headers + b"\r\n")
+    error = _json_error(answer, b"400 Bad Request")
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_websocket_handshake", error
+    assert reason.decode() in error["message"] and error["param"] is None, error
+
+
+def test_each_refused_handshake_writes_one_request_completed_line(proxy_factory):
+    svc = proxy_factory(WEB_CONCURRENCY="1")
+    for i, (headers, _) in enumerate(BAD_HANDSHAKES.values()):
+        rid = b"X-Request-ID: rid-ws-%d\r\n" % i
+        _exchange(svc.port, b"GET /v1/responses HTTP/1.1\r\n" + UPGRADE + rid + headers + b"\r\n")
+    wanted = {f"rid-ws-{i}" for i in range(len(BAD_HANDSHAKES))}
+    lines = wait_for(lambda: (lambda c: c if {x.request_id for x in c} >= wanted else None)(completed_lines(svc)), 10)
+    assert sorted(c.request_id for c in lines) == sorted(wanted), lines  # one each
+    assert all(c.http_status == 400 and c.status == "error" and c.model == "-" for c in lines), lines
+    assert f"key={mask_key(API_KEY)}, request_id=rid-ws-0" in svc.log_text()
+
+
+def test_a_handshake_refused_before_accept_is_json_too(fproxy):
+    """A handshake the app closes before accepting it (a path with no WebSocket route): uvicorn's
+    403, with an OpenAI-shaped body rather than none."""
+    answer = _exchange(fproxy.port, b"GET /v1/nowhere HTTP/1.1\r\n" + UPGRADE + WS_KEY + b"Sec-WebSocket-Version: 13\r\n\r\n")
+    error = _json_error(answer, b"403 Forbidden")
+    assert error["code"] == "websocket_refused" and "/v1/responses" in error["message"], error
+
+
+def test_websocket_mode_still_serves_after_refused_handshakes(fproxy, mock):
+    for headers, _ in BAD_HANDSHAKES.values():
+        _exchange(fproxy.port, b"GET /v1/responses HTTP/1.1\r\n" + UPGRADE + headers + b"\r\n")
+    mock.script("mal-ws", {"text": "fine"})
+    with open_ws(fproxy.url) as conn:
+        send(conn, {"type": "response.create", "model": "mal-ws", "input": "x"})
+        frames = read_response(conn)
+    assert frames[-1]["type"] == "response.completed", frames[-1]

@@ -1,5 +1,5 @@
 """Reading a request body (``proxy.resources.responses._read_body``) and the worker's sweep that
-bounds a stalled one (``proxy.stalled.BodyWatch``), over ASGI events: what the gunicorn tests in
+bounds a stalled one (``proxy.stalled.RequestWatch``), over ASGI events: what the gunicorn tests in
 ``tests/faults/test_limits.py`` show end to end, here case by case."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from proxy.errors import ProxyError
 from proxy.resources.responses import _read_body
 from proxy.resources.scope import RequestScope
-from proxy.stalled import BODY_STALLED, BodyWatch
+from proxy.stalled import BODY_STALLED, RequestWatch
 
 LIMIT = 1000
 
@@ -106,7 +106,7 @@ def test_a_body_that_ends_with_the_wake_is_served():
     assert _read(_body(b"{", True), [_body(b"}")], length=2, stalled_after=0) == b"{}"
 
 
-# ---------------------------------------------------------------------------------------- BodyWatch
+# ---------------------------------------------------------------------------------------- RequestWatch
 
 
 class _Cycle:
@@ -124,7 +124,7 @@ class _Cycle:
 
 def test_the_sweep_flags_a_body_incomplete_for_the_timeout_and_wakes_it():
     reading = _Cycle()
-    watch = BodyWatch([SimpleNamespace(cycle=reading)], timeout_secs=10)
+    watch = RequestWatch([SimpleNamespace(cycle=reading)], timeout_secs=10)
     watch.sweep(100.0)  # first seen
     watch.sweep(109.9)
     assert BODY_STALLED not in reading.scope and not reading.message_event.is_set()
@@ -137,7 +137,7 @@ def test_the_sweep_leaves_whole_bodies_answers_websockets_and_the_gone_alone():
         _Cycle(more_body=False), _Cycle(response_started=True), _Cycle(disconnected=True),
     ]
     connections = [SimpleNamespace(cycle=c) for c in others] + [SimpleNamespace(cycle=None), SimpleNamespace()]
-    watch = BodyWatch(connections, timeout_secs=1)
+    watch = RequestWatch(connections, timeout_secs=1)
     for now in (0.0, 5.0, 10.0):
         watch.sweep(now)
     assert all(not c.scope and not c.message_event.is_set() for c in others)
@@ -147,7 +147,7 @@ def test_a_request_forgets_its_first_sighting_once_its_body_is_whole():
     """A keep-alive connection's next request is a new cycle; one whose body completed between
     sweeps is dropped from the sweep's memory, so it never holds a finished request."""
     cycle = _Cycle()
-    watch = BodyWatch([SimpleNamespace(cycle=cycle)], timeout_secs=10)
+    watch = RequestWatch([SimpleNamespace(cycle=cycle)], timeout_secs=10)
     watch.sweep(0.0)
     cycle.more_body = False
     watch.sweep(5.0)
@@ -159,6 +159,43 @@ def test_a_request_forgets_its_first_sighting_once_its_body_is_whole():
 
 
 def test_the_sweep_interval_is_a_quarter_of_the_timeout_within_bounds():
-    assert BodyWatch([], 60).interval == 1.0
-    assert BodyWatch([], 2).interval == 0.5
-    assert BodyWatch([], 0.1).interval == 0.1
+    assert RequestWatch([], 60).interval == 1.0
+    assert RequestWatch([], 2).interval == 0.5
+    assert RequestWatch([], 0.1).interval == 0.1
+
+
+class _Awaiting:
+    """A connection as the head sweep sees it: what ``head_wait`` answers, and its time-outs."""
+
+    def __init__(self, wait: tuple[object, bool] | None) -> None:
+        self.wait = wait
+        self.timed_out: list[tuple[float, float]] = []
+
+    def head_wait(self) -> tuple[object, bool] | None:
+        return self.wait
+
+    def time_out_head(self, timeout_secs: float, waited_secs: float) -> None:
+        self.timed_out.append((timeout_secs, waited_secs))
+
+
+def test_the_sweep_times_out_a_head_awaited_for_the_timeout():
+    fresh, partial, busy = _Awaiting((None, False)), _Awaiting((None, True)), _Awaiting(None)
+    watch = RequestWatch([fresh, partial, busy], timeout_secs=10)
+    watch.sweep(100.0)
+    watch.sweep(109.9)
+    assert not fresh.timed_out and not partial.timed_out
+    watch.sweep(110.5)
+    assert fresh.timed_out == [(10, 10.5)] and partial.timed_out == [(10, 10.5)] and not busy.timed_out
+
+
+def test_a_head_after_another_request_is_timed_from_when_it_was_first_seen():
+    """A connection that served a request between two sweeps awaits another head: its clock restarts."""
+    connection = _Awaiting((None, False))
+    watch = RequestWatch([connection], timeout_secs=10)
+    watch.sweep(0.0)
+    connection.wait = (object(), True)  # a request came and was answered; the next head has begun
+    watch.sweep(8.0)
+    watch.sweep(15.0)
+    assert not connection.timed_out
+    watch.sweep(18.0)
+    assert connection.timed_out == [(10, 10.0)]
