@@ -81,6 +81,7 @@ class LoadSpec:
     requests_per_connection: int | None = None  # None: loop until t_end
     connect_spread: float = 0.0  # open the connections over this many seconds
     think: float = 0.0  # pause between a connection's requests (probes), seconds
+    interval: float = 0.0  # a connection starts a request every `interval` s (a fixed rate); 0: when answered
     keep_samples: bool = True
 
 
@@ -166,7 +167,13 @@ async def _connection(spec: LoadSpec, request: bytes, result: LoadResult, delay:
         await asyncio.sleep(delay)
     writer = None
     sent_count = 0
+    next_at = time.perf_counter()
     while time.time() < spec.t_end:
+        if spec.interval:  # the rate does not follow the answers: a slower one waits less after it
+            next_at += spec.interval
+            pause = next_at - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
         if spec.requests_per_connection is not None and sent_count >= spec.requests_per_connection:
             break
         try:

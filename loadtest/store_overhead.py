@@ -6,6 +6,7 @@ Usage::
     python -m loadtest.store_overhead                          # ~1 min
     python -m loadtest.store_overhead --rounds 5 --duration 4 --conc 8
     python -m loadtest.store_overhead --think 0.02     # paced: both bodies at about the same req/s
+    python -m loadtest.store_overhead --rate 800       # both bodies at 800 req/s exactly (while it keeps up)
     python -m loadtest.store_overhead --variant before=/tmp/proxy-main   # another checkout beside it
     python -m loadtest.store_overhead --micro --variant before=/tmp/proxy-main  # the stored path alone
 
@@ -23,7 +24,10 @@ the machine's drift (other tenants on a shared host) hits both alike; "added" is
 per-round differences (each pair measured back to back), with their interquartile range. Unpaced
 (the default) the same connections send ``store: true`` less often (each answer waits for its
 write), so the two bodies are not measured at the same load (see ``req/s f/t``); ``--think``
-paces both to about the same rate.
+paces both to about the same rate, and ``--rate R`` to the same one: each connection starts a
+request every ``conc / R`` seconds whatever its answers took, so both bodies are measured at the
+load a deployment sees (set by its clients, not by its latency), as long as the proxy keeps up
+(``req/s f/t`` shows it).
 
 ``--prefill N`` (default 50,000): each SQLite file holds N responses before the first measured
 request (ids minted by its checkout), as a store in use does; a put among many rows touches other
@@ -90,7 +94,8 @@ def _phase(proxy: Proc, body: bytes, args: argparse.Namespace, redis: psutil.Pro
     t_start = time.time() + 0.3 + args.warmup
     t_end = t_start + args.duration
     spec = LoadSpec(HOST, proxy.port, "POST", "/v1/responses", body, "responses-json", args.conc, t_start, t_end,
-                    headers=(("Authorization", f"Bearer {API_KEY}"),), think=args.think, keep_samples=False)
+                    headers=(("Authorization", f"Bearer {API_KEY}"),), think=args.think,
+                    interval=args.conc / args.rate if args.rate else 0.0, keep_samples=False)
     workers = proxy.workers()
     load = LoadProcs(spec, 1)
     _sleep_until(t_start)
@@ -131,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--think", type=float, default=0.0,
                     help="seconds each connection pauses between requests: paced load, both bodies at about the "
                          "same rate (default 0)")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="requests per second for both bodies, each connection at a fixed interval (default 0: "
+                         "each connection sends when answered)")
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=DIR: another checkout of the proxy, measured the same way in the same run")
     ap.add_argument("--prefill", type=int, default=50_000,
@@ -173,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                     cell.errors += errors
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         print(f"\nworker CPU per JSON request, ms (median of {args.rounds} rounds of {args.duration:g} s, "
-              f"c={args.conc}, {args.workers} workers, {psutil.cpu_count()} cores); budget: +{BUDGET_MS} ms")
+              f"c={args.conc}{f', {args.rate:g} req/s' if args.rate else ''}, {args.workers} workers, "
+              f"{psutil.cpu_count()} cores); budget: +{BUDGET_MS} ms")
         print(f"{'checkout':<10} {'backend':<7} {'store:false':>11} {'store:true':>10} {'added':>8} "
               f"{'added IQR':>15} {'budget':>6} {'req/s f/t':>11} {'redis ms':>8} {'errors':>6}")
         for name, backend, _ in proxies:
