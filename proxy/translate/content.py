@@ -8,16 +8,43 @@ references are refused, this server has no file store.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import validate as v
 from .errors import InvalidRequest
 
 IMAGE_DETAILS = ("auto", "low", "high")
-_TEXT_PARTS = ("input_text", "output_text")
-_INPUT_PARTS = ("input_text", "input_image", "input_file")  # (the SDK's ResponseInputContent)
+_TEXT_PARTS = ("input_text", "output_text", "refusal", "summary_text", "reasoning_text")  # (either side's)
 
 ChatContent = str | list[dict[str, Any]]
+
+
+class Place(NamedTuple):
+    """Where parts are given: the text part types it takes, by the key holding their text (the
+    rest are the other side's), if it takes images and files, and OpenAI's list of its part types
+    as its 400 names them."""
+
+    texts: dict[str, str]
+    rich: bool
+    supported: str
+
+
+# A part of the other side (an ``output_text``, ``refusal``, ``summary_text`` or ``reasoning_text``
+# given by a user, a system or developer message, or a tool; an ``input_text`` in an assistant
+# message) was taken as text and stored as sent, so every later listing failed the openai SDK's
+# item types, each of which names its own side's parts (as the Open Responses spec does). OpenAI
+# refuses them, word for word the 400 of ``_misplaced``.
+_INPUT_SIDE = "'input_text', 'input_image', 'input_file', 'scoped_content', and 'input_audio'"
+_INPUT_TEXT = {"input_text": "text"}
+USER = Place(_INPUT_TEXT, True, _INPUT_SIDE)
+SYSTEM = Place(_INPUT_TEXT, False, _INPUT_SIDE)  # (system and developer)
+ASSISTANT = Place({"output_text": "text", "refusal": "refusal"}, False, "'output_text' and 'refusal'")
+TOOL = Place(_INPUT_TEXT, True, "'input_text', 'input_image', 'input_file', and 'scoped_content'")
+
+
+def _misplaced(ptype: Any, place: Place, param: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid value: '{ptype}'. Supported values are: {place.supported}.", param,
+                          "invalid_value")
 
 
 def with_default_detail(parts: Any) -> Any:
@@ -182,28 +209,36 @@ def _check_logprob(obj: Any, param: str, with_top: bool) -> None:
             _check_logprob(alt, f"{param}.top_logprobs[{t}]", False)
 
 
-def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatContent:
+def _parts(content: list[Any], param: str, place: Place, joiner: str) -> ChatContent:
     """Content parts → a plain string when all are text, else chat parts.
 
-    ``rich`` says whether images/files are allowed (user messages and tool
-    results); assistant and system content must be text.
+    ``place`` says which text parts are taken and whether images/files are
+    allowed (user messages and tool results); assistant and system content
+    must be text.
     """
     texts: list[str] = []
     parts: list[dict[str, Any]] | None = None
+    own = place.texts
     for j, part in enumerate(content):
         pparam = f"{param}[{j}]"
         if not isinstance(part, dict):
             raise v.fail(pparam, "a content part object", part)
-        ptype = part.get("type")
-        if "prompt_cache_breakpoint" in part and ptype in _INPUT_PARTS:
-            _check_breakpoint(part, pparam)
-        if ptype in _TEXT_PARTS or ptype == "summary_text" or ptype == "reasoning_text":
-            chat = {"type": "text", "text": _text_of(part, "text", pparam)}
+        ptype: Any = part.get("type")
+        try:
+            key = own.get(ptype)
+        except TypeError:  # (not hashable: no part type, refused below)
+            key = None
+        if key is not None:
+            chat = {"type": "text", "text": _text_of(part, key, pparam)}
             if ptype == "output_text":
                 _check_output_text(part, pparam)
-        elif ptype == "refusal":
-            chat = {"type": "text", "text": _text_of(part, "refusal", pparam)}
-        elif ptype in ("input_image", "input_file") and rich:
+            elif "prompt_cache_breakpoint" in part and ptype == "input_text":
+                _check_breakpoint(part, pparam)
+        elif ptype in _TEXT_PARTS:  # the other side's (before its fields, as OpenAI names it)
+            raise _misplaced(ptype, place, pparam)
+        elif ptype in ("input_image", "input_file") and place.rich:
+            if "prompt_cache_breakpoint" in part:
+                _check_breakpoint(part, pparam)
             chat = _image_part(part, pparam) if ptype == "input_image" else _file_part(part, pparam)
         elif ptype in ("input_image", "input_file"):
             raise InvalidRequest(
@@ -228,23 +263,23 @@ def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatConte
     return joiner.join(texts) if parts is None else parts
 
 
-def message_content(item: dict[str, Any], param: str, rich: bool, joiner: str) -> ChatContent:
+def message_content(item: dict[str, Any], param: str, place: Place, joiner: str) -> ChatContent:
     content = item.get("content")
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return _parts(content, param + ".content", rich, joiner)
+        return _parts(content, param + ".content", place, joiner)
     if content is None:
         raise v.missing(param + ".content")
     raise v.fail(param + ".content", "a string or an array of content parts", content)
 
 
-def text_content(item: dict[str, Any], param: str, joiner: str) -> str:
+def text_content(item: dict[str, Any], param: str, place: Place, joiner: str) -> str:
     """Content that must be text (assistant, system, developer messages): one string.
 
     Without images or files allowed, every part is text, so the parts are always joined.
     """
-    content = message_content(item, param, False, joiner)
+    content = message_content(item, param, place, joiner)
     assert isinstance(content, str)
     return content
 
@@ -254,7 +289,7 @@ def tool_output(item: dict[str, Any], param: str) -> ChatContent:
     if isinstance(output, str):
         return output
     if isinstance(output, list):
-        return _parts(output, param + ".output", True, "\n")
+        return _parts(output, param + ".output", TOOL, "\n")
     if output is None:
         raise v.missing(param + ".output")
     raise v.fail(param + ".output", "a string or an array of content parts", output)
