@@ -77,7 +77,8 @@ def prepare_items(raw: str | Sequence[Any], param: str = "input") -> list[Item]:
         if item_id is None:
             stored["id"] = new_id(_PREFIXES.get(itype, "item"))
         elif not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ID_CHARS:
-            raise InvalidItem(f"Invalid '{iparam}.id': expected a string of 1 to {MAX_ID_CHARS} characters.", iparam)
+            raise InvalidItem(f"Invalid '{iparam}.id': expected a string of 1 to {MAX_ID_CHARS} characters.",
+                              iparam + ".id")
         if itype == "message":
             stored["content"] = _message_content(stored, iparam)
         if itype in _WITH_STATUS and stored.get("status") is None:
