@@ -47,19 +47,43 @@ def _misplaced(ptype: Any, place: Place, param: str) -> InvalidRequest:
                           "invalid_value")
 
 
-def with_default_detail(parts: Any) -> Any:
-    """``parts`` as the API lists them: an ``input_image`` that left out ``detail`` gets OpenAI's
-    default ``auto``, which the SDK's listed types (``ResponseInputImage``) require, and one sent
-    with the tolerated Chat-style ``image_url: {"url": …}`` has the URL string the SDK declares.
-    ``parts`` itself when none needs it (or it is not a list); the given parts are not modified."""
-    if not isinstance(parts, list) or not any(_unlisted_image(p) for p in parts):
+# The text parts of the other side, by the text part type of the place listing them: refused in
+# input (``_misplaced``), but a store may hold some taken before that; listed as that type.
+_OTHER_SIDE = {"input_text": ("output_text", "refusal", "summary_text", "reasoning_text"),
+               "output_text": ("input_text", "summary_text", "reasoning_text")}
+
+
+def listed_parts(parts: Any, own: str = "input_text") -> Any:
+    """``parts`` as the API lists them, in a place whose text parts are ``own`` (``output_text``
+    for an assistant message): an ``input_image`` that left out ``detail`` gets OpenAI's default
+    ``auto``, which the SDK's listed types (``ResponseInputImage``) require, and one sent with the
+    tolerated Chat-style ``image_url: {"url": …}`` has the URL string the SDK declares; a text part
+    of the other side, stored before such parts were refused, is an ``own`` part of its text, as
+    the backend read it. ``parts`` itself when none needs it (or it is not a list); the given parts
+    are not modified."""
+    if not isinstance(parts, list) or not any(_unlisted(p, own) for p in parts):
         return parts
-    return [_listed_image(p) if _unlisted_image(p) else p for p in parts]
+    return [_listed(p, own) if _unlisted(p, own) else p for p in parts]
 
 
-def _unlisted_image(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "input_image" and (
-        part.get("detail") is None or isinstance(part.get("image_url"), dict))
+def _unlisted(part: Any, own: str) -> bool:
+    if not isinstance(part, dict):
+        return False
+    ptype = part.get("type")
+    if ptype == own:  # (nearly every part)
+        return False
+    if ptype == "input_image":
+        return part.get("detail") is None or isinstance(part.get("image_url"), dict)
+    return ptype in _OTHER_SIDE[own]
+
+
+def _listed(part: dict[str, Any], own: str) -> dict[str, Any]:
+    ptype = part.get("type")
+    if ptype == "input_image":
+        return _listed_image(part)
+    text = part.get("refusal" if ptype == "refusal" else "text")
+    fixed = {"type": own, "text": text if isinstance(text, str) else ""}
+    return {**fixed, "annotations": []} if own == "output_text" else fixed
 
 
 def _listed_image(part: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +104,7 @@ def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
                 param + ".file_id",
             )
         raise v.missing(param + ".image_url", "a URL or a base64 data URL")
-    if isinstance(url, dict):  # Chat-style {"url": ...}, tolerated (listed as the string: with_default_detail)
+    if isinstance(url, dict):  # Chat-style {"url": ...}, tolerated (listed as the string: listed_parts)
         url = url.get("url")
     if not isinstance(url, str) or not url:
         raise v.fail(param + ".image_url", "a URL or data URL string", url)

@@ -19,16 +19,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openai.types.conversations import ConversationItem
-from openai.types.responses import ResponseInputItem, ResponseItem
+from openai.types.conversations import ConversationItem, ConversationItemList
+from openai.types.responses import ResponseInputItem, ResponseItem, ResponseItemList
 from pydantic import TypeAdapter
 
-from proxy.store import prepare_items
+from proxy.store import NewResponse, prepare_items
 from proxy.store.items import listed
+from proxy.store.shapes import item_list
 from proxy.translate.errors import InvalidRequest
 from proxy.translate.messages import check_items
 from proxy.translate.request import TranslationPolicy, translate_request
 from tests.fixtures.content_parts import INPUT_SIDE, OUTPUT_SIDE, PARTS, TEXT_PARTS, TOOL_SIDE
+from tests.store_kit import BACKENDS, run
 
 ADAPTERS = {name: TypeAdapter(kind) for name, kind in (
     ("ResponseItem", ResponseItem), ("ConversationItem", ConversationItem), ("ResponseInputItem", ResponseInputItem))}
@@ -52,8 +54,11 @@ def _translate(items: list[dict[str, Any]]) -> None:
     translate_request({"model": "m", "input": items}, TranslationPolicy(), now=1)
 
 
-def _listing_problem(item: dict[str, Any]) -> str | None:
-    stored = listed(prepare_items([item])[0])
+def _listing_problem(item: dict[str, Any], *, as_sent: bool = False) -> str | None:
+    """What keeps ``item`` as listed (or as sent: stored, without the listing's defaults) from
+    being each of the SDK's types; None when it is."""
+    stored = prepare_items([item])[0]
+    stored = stored if as_sent else listed(stored)
     for name, adapter in ADAPTERS.items():
         try:
             adapter.validate_python(stored)
@@ -73,7 +78,7 @@ def _verdict(place: str, ptype: str) -> str | None:
     except InvalidRequest as exc:
         if exc.param != at and not str(exc.param).startswith(at + "."):
             return f"refused naming {exc.param!r}, not the part {at!r}: {exc.message}"
-        listing = _listing_problem(item)
+        listing = _listing_problem(item, as_sent=True)
         if ptype in TEXT_PARTS and listing is None:
             return f"a text part the SDK lists here is refused: {exc.message}"
         if ptype in TEXT_PARTS:  # a part of the other side: OpenAI's 400, word for word
@@ -125,3 +130,46 @@ def test_a_misplaced_part_is_named_before_its_own_fields_are_read() -> None:
     assert (info.value.message, info.value.param, info.value.code) == (
         "Invalid value: 'input_text'. Supported values are: 'output_text' and 'refusal'.", "input[0].content[0]",
         "invalid_value")
+
+
+def _legacy_items() -> list[dict[str, Any]]:
+    """Every place given every text part of the other side, as a store may hold them (taken, as
+    text, before they were refused): one item each, the calls the tool outputs answer first."""
+    items: list[dict[str, Any]] = []
+    for lead, make, _, _ in PLACES.values():
+        for ptype in TEXT_PARTS:
+            if _listing_problem(make([PARTS[ptype]]), as_sent=True) is not None:
+                items += [*lead, make([PARTS[ptype]])]
+    return [{k: v for k, v in item.items() if k != "id"} for item in items]  # (ids of their own)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_part_of_the_other_side_stored_before_it_was_refused_lists_as_the_sdk_types(backend, store_factory):
+    """Stored as text, listed as a text part of the place's own kind with the text the backend
+    read, by input_items and by the conversation's items (a store kept them before the refusal)."""
+    legacy = _legacy_items()
+    assert len(legacy) > 30
+    store = store_factory(backend)
+    owner = store.owner_of("sk-legacy")
+
+    async def scenario(store: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        response = NewResponse("resp_" + "0" * 32, b"{}", prepare_items(legacy), [])
+        await store.put_response(owner, response)
+        inputs = item_list(await store.list_input_items(owner, response.id, limit=100, order="asc"))
+        conv = await store.create_conversation(owner)
+        await store.append_conversation_items(owner, conv["id"], prepare_items(legacy, "items"))
+        return inputs, item_list(await store.list_conversation_items(owner, conv["id"], limit=100, order="asc"))
+
+    inputs, page = run(store, scenario)
+    ResponseItemList.model_validate(inputs)
+    ConversationItemList.model_validate(page)
+    for data in (inputs["data"], page["data"]):
+        assert len(data) == len(legacy)
+        for item, given in zip(data, legacy, strict=True):
+            for adapter in ADAPTERS.values():
+                adapter.validate_python(item)
+            parts, sent = item.get("content", item.get("output")), given.get("content", given.get("output"))
+            if isinstance(sent, list):
+                own = "output_text" if given.get("role") == "assistant" else "input_text"
+                assert [p["type"] for p in parts] == [own] * len(sent)
+                assert [p["text"] for p in parts] == [p.get("text", p.get("refusal")) for p in sent]
