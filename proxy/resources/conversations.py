@@ -61,8 +61,10 @@ async def _items(store: Store, owner: str, body: dict[str, Any], *, required: bo
     refs = referenced_ids(raw)
     if refs:
         raw = await with_references(store, owner, raw, refs, "items")
+    # Each a later response's input: refused now, as input would be, and by the same checks first
+    # (the store's preparation names only what it needs: an id given as 7 was 'items[1]', not '.id').
+    check_items(raw, "items")
     items = prepare_items(raw, "items")
-    check_items(items, "items")  # each a later response's input: refused now, as input would be
     check_unique(items, "items")
     return items
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ..translate.content import with_default_detail
+from ..translate.content import listed_parts
 from ..translate.ids import new_id
 from .base import MAX_ID_CHARS, CursorNotFound, DuplicateItem, InvalidItem, Item, ItemPage, NewResponse
 
@@ -77,7 +77,8 @@ def prepare_items(raw: str | Sequence[Any], param: str = "input") -> list[Item]:
         if item_id is None:
             stored["id"] = new_id(_PREFIXES.get(itype, "item"))
         elif not isinstance(item_id, str) or not 0 < len(item_id) <= MAX_ID_CHARS:
-            raise InvalidItem(f"Invalid '{iparam}.id': expected a string of 1 to {MAX_ID_CHARS} characters.", iparam)
+            raise InvalidItem(f"Invalid '{iparam}.id': expected a string of 1 to {MAX_ID_CHARS} characters.",
+                              iparam + ".id")
         if itype == "message":
             stored["content"] = _message_content(stored, iparam)
         if itype in _WITH_STATUS and stored.get("status") is None:
@@ -88,12 +89,14 @@ def prepare_items(raw: str | Sequence[Any], param: str = "input") -> list[Item]:
 
 def listed(item: Item) -> Item:
     """``item`` as the API lists or returns it: image parts of a message's ``content`` or a tool
-    output's ``output`` with their default ``detail`` (``with_default_detail``). Filled in when
-    listed, not when stored, so the backend gets a replayed item exactly as the client sent it.
-    The item itself when nothing is missing."""
+    output's ``output`` with their default ``detail``, a text part of the other side stored before
+    those were refused as one of the place's own (``listed_parts``). Filled in when listed, not
+    when stored, so the backend gets a replayed item exactly as the client sent it. The item
+    itself when nothing is missing."""
     if item.get("type") == "reasoning":
         return _listed_reasoning(item)
-    fixed: dict[str, Any] = {k: with_default_detail(item[k]) for k in ("content", "output") if k in item}
+    own = "output_text" if item.get("role") == "assistant" else "input_text"
+    fixed: dict[str, Any] = {k: listed_parts(item[k], own) for k in ("content", "output") if k in item}
     if all(fixed[k] is item[k] for k in fixed):
         return item
     return {**item, **fixed}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-from proxy.translate.content import with_default_detail
+from proxy.translate.content import listed_parts
 from proxy.translate.context import ResponseContext
 from proxy.translate.errors import InvalidRequest
 from proxy.translate.history import input_items
@@ -119,7 +119,7 @@ def user_messages(items: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(item, dict) or item.get("role") != "user" or item.get("type", "message") != "message":
             continue
         content = item.get("content")
-        parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else with_default_detail(content)
+        parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else listed_parts(content)
         out.append({
             "id": item.get("id") if isinstance(item.get("id"), str) else new_id("msg"),
             "type": "message",

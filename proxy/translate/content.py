@@ -8,31 +8,82 @@ references are refused, this server has no file store.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import validate as v
 from .errors import InvalidRequest
 
 IMAGE_DETAILS = ("auto", "low", "high")
-_TEXT_PARTS = ("input_text", "output_text")
-_INPUT_PARTS = ("input_text", "input_image", "input_file")  # (the SDK's ResponseInputContent)
+_TEXT_PARTS = ("input_text", "output_text", "refusal", "summary_text", "reasoning_text")  # (either side's)
 
 ChatContent = str | list[dict[str, Any]]
 
 
-def with_default_detail(parts: Any) -> Any:
-    """``parts`` as the API lists them: an ``input_image`` that left out ``detail`` gets OpenAI's
-    default ``auto``, which the SDK's listed types (``ResponseInputImage``) require, and one sent
-    with the tolerated Chat-style ``image_url: {"url": …}`` has the URL string the SDK declares.
-    ``parts`` itself when none needs it (or it is not a list); the given parts are not modified."""
-    if not isinstance(parts, list) or not any(_unlisted_image(p) for p in parts):
+class Place(NamedTuple):
+    """Where parts are given: the text part types it takes, by the key holding their text (the
+    rest are the other side's), if it takes images and files, and OpenAI's list of its part types
+    as its 400 names them."""
+
+    texts: dict[str, str]
+    rich: bool
+    supported: str
+
+
+# A part of the other side (an ``output_text``, ``refusal``, ``summary_text`` or ``reasoning_text``
+# given by a user, a system or developer message, or a tool; an ``input_text`` in an assistant
+# message) was taken as text and stored as sent, so every later listing failed the openai SDK's
+# item types, each of which names its own side's parts (as the Open Responses spec does). OpenAI
+# refuses them, word for word the 400 of ``_misplaced``.
+_INPUT_SIDE = "'input_text', 'input_image', 'input_file', 'scoped_content', and 'input_audio'"
+_INPUT_TEXT = {"input_text": "text"}
+USER = Place(_INPUT_TEXT, True, _INPUT_SIDE)
+SYSTEM = Place(_INPUT_TEXT, False, _INPUT_SIDE)  # (system and developer)
+ASSISTANT = Place({"output_text": "text", "refusal": "refusal"}, False, "'output_text' and 'refusal'")
+TOOL = Place(_INPUT_TEXT, True, "'input_text', 'input_image', 'input_file', and 'scoped_content'")
+
+
+def _misplaced(ptype: Any, place: Place, param: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid value: '{ptype}'. Supported values are: {place.supported}.", param,
+                          "invalid_value")
+
+
+# The text parts of the other side, by the text part type of the place listing them: refused in
+# input (``_misplaced``), but a store may hold some taken before that; listed as that type.
+_OTHER_SIDE = {"input_text": ("output_text", "refusal", "summary_text", "reasoning_text"),
+               "output_text": ("input_text", "summary_text", "reasoning_text")}
+
+
+def listed_parts(parts: Any, own: str = "input_text") -> Any:
+    """``parts`` as the API lists them, in a place whose text parts are ``own`` (``output_text``
+    for an assistant message): an ``input_image`` that left out ``detail`` gets OpenAI's default
+    ``auto``, which the SDK's listed types (``ResponseInputImage``) require, and one sent with the
+    tolerated Chat-style ``image_url: {"url": …}`` has the URL string the SDK declares; a text part
+    of the other side, stored before such parts were refused, is an ``own`` part of its text, as
+    the backend read it. ``parts`` itself when none needs it (or it is not a list); the given parts
+    are not modified."""
+    if not isinstance(parts, list) or not any(_unlisted(p, own) for p in parts):
         return parts
-    return [_listed_image(p) if _unlisted_image(p) else p for p in parts]
+    return [_listed(p, own) if _unlisted(p, own) else p for p in parts]
 
 
-def _unlisted_image(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "input_image" and (
-        part.get("detail") is None or isinstance(part.get("image_url"), dict))
+def _unlisted(part: Any, own: str) -> bool:
+    if not isinstance(part, dict):
+        return False
+    ptype = part.get("type")
+    if ptype == own:  # (nearly every part)
+        return False
+    if ptype == "input_image":
+        return part.get("detail") is None or isinstance(part.get("image_url"), dict)
+    return ptype in _OTHER_SIDE[own]
+
+
+def _listed(part: dict[str, Any], own: str) -> dict[str, Any]:
+    ptype = part.get("type")
+    if ptype == "input_image":
+        return _listed_image(part)
+    text = part.get("refusal" if ptype == "refusal" else "text")
+    fixed = {"type": own, "text": text if isinstance(text, str) else ""}
+    return {**fixed, "annotations": []} if own == "output_text" else fixed
 
 
 def _listed_image(part: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +104,7 @@ def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
                 param + ".file_id",
             )
         raise v.missing(param + ".image_url", "a URL or a base64 data URL")
-    if isinstance(url, dict):  # Chat-style {"url": ...}, tolerated (listed as the string: with_default_detail)
+    if isinstance(url, dict):  # Chat-style {"url": ...}, tolerated (listed as the string: listed_parts)
         url = url.get("url")
     if not isinstance(url, str) or not url:
         raise v.fail(param + ".image_url", "a URL or data URL string", url)
@@ -182,28 +233,36 @@ def _check_logprob(obj: Any, param: str, with_top: bool) -> None:
             _check_logprob(alt, f"{param}.top_logprobs[{t}]", False)
 
 
-def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatContent:
+def _parts(content: list[Any], param: str, place: Place, joiner: str) -> ChatContent:
     """Content parts → a plain string when all are text, else chat parts.
 
-    ``rich`` says whether images/files are allowed (user messages and tool
-    results); assistant and system content must be text.
+    ``place`` says which text parts are taken and whether images/files are
+    allowed (user messages and tool results); assistant and system content
+    must be text.
     """
     texts: list[str] = []
     parts: list[dict[str, Any]] | None = None
+    own = place.texts
     for j, part in enumerate(content):
         pparam = f"{param}[{j}]"
         if not isinstance(part, dict):
             raise v.fail(pparam, "a content part object", part)
-        ptype = part.get("type")
-        if "prompt_cache_breakpoint" in part and ptype in _INPUT_PARTS:
-            _check_breakpoint(part, pparam)
-        if ptype in _TEXT_PARTS or ptype == "summary_text" or ptype == "reasoning_text":
-            chat = {"type": "text", "text": _text_of(part, "text", pparam)}
+        ptype: Any = part.get("type")
+        try:
+            key = own.get(ptype)
+        except TypeError:  # (not hashable: no part type, refused below)
+            key = None
+        if key is not None:
+            chat = {"type": "text", "text": _text_of(part, key, pparam)}
             if ptype == "output_text":
                 _check_output_text(part, pparam)
-        elif ptype == "refusal":
-            chat = {"type": "text", "text": _text_of(part, "refusal", pparam)}
-        elif ptype in ("input_image", "input_file") and rich:
+            elif "prompt_cache_breakpoint" in part and ptype == "input_text":
+                _check_breakpoint(part, pparam)
+        elif ptype in _TEXT_PARTS:  # the other side's (before its fields, as OpenAI names it)
+            raise _misplaced(ptype, place, pparam)
+        elif ptype in ("input_image", "input_file") and place.rich:
+            if "prompt_cache_breakpoint" in part:
+                _check_breakpoint(part, pparam)
             chat = _image_part(part, pparam) if ptype == "input_image" else _file_part(part, pparam)
         elif ptype in ("input_image", "input_file"):
             raise InvalidRequest(
@@ -228,23 +287,23 @@ def _parts(content: list[Any], param: str, rich: bool, joiner: str) -> ChatConte
     return joiner.join(texts) if parts is None else parts
 
 
-def message_content(item: dict[str, Any], param: str, rich: bool, joiner: str) -> ChatContent:
+def message_content(item: dict[str, Any], param: str, place: Place, joiner: str) -> ChatContent:
     content = item.get("content")
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return _parts(content, param + ".content", rich, joiner)
+        return _parts(content, param + ".content", place, joiner)
     if content is None:
         raise v.missing(param + ".content")
     raise v.fail(param + ".content", "a string or an array of content parts", content)
 
 
-def text_content(item: dict[str, Any], param: str, joiner: str) -> str:
+def text_content(item: dict[str, Any], param: str, place: Place, joiner: str) -> str:
     """Content that must be text (assistant, system, developer messages): one string.
 
     Without images or files allowed, every part is text, so the parts are always joined.
     """
-    content = message_content(item, param, False, joiner)
+    content = message_content(item, param, place, joiner)
     assert isinstance(content, str)
     return content
 
@@ -254,7 +313,7 @@ def tool_output(item: dict[str, Any], param: str) -> ChatContent:
     if isinstance(output, str):
         return output
     if isinstance(output, list):
-        return _parts(output, param + ".output", True, "\n")
+        return _parts(output, param + ".output", TOOL, "\n")
     if output is None:
         raise v.missing(param + ".output")
     raise v.fail(param + ".output", "a string or an array of content parts", output)

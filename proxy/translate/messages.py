@@ -25,7 +25,7 @@ import orjson
 
 from . import validate as v
 from .compaction import TRIGGER, summary_message
-from .content import message_content, text_content, tool_output
+from .content import ASSISTANT, SYSTEM, USER, message_content, text_content, tool_output
 from .errors import InvalidRequest
 from .reasoning_codec import decode_reasoning
 from .tools import history_name
@@ -129,11 +129,11 @@ def _message(h: _History, item: dict[str, Any], param: str) -> None:
             raise v.missing(param + ".role", "'user', 'assistant', 'system' or 'developer'")
         raise v.fail(param + ".role", "'user', 'assistant', 'system' or 'developer'", role)
     if role == "user":
-        h.add({"role": "user", "content": message_content(item, param, True, "\n")})
+        h.add({"role": "user", "content": message_content(item, param, USER, "\n")})
     elif role == "assistant":
-        h.add({"role": "assistant", "content": text_content(item, param, "")})
+        h.add({"role": "assistant", "content": text_content(item, param, ASSISTANT, "")})
     else:
-        h.system.append(text_content(item, param, "\n"))
+        h.system.append(text_content(item, param, SYSTEM, "\n"))
     phase = item.get("phase")
     if phase is not None and phase not in _PHASES:
         raise v.fail(param + ".phase", "'commentary' or 'final_answer'", phase)

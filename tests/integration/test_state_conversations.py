@@ -88,7 +88,7 @@ def test_bad_conversation_requests_are_400s_naming_the_parameter(state_proxy):
         ("/v1/conversations", {"items": [5]}, "items[0]"),
         (f"/v1/conversations/{conv['id']}", {}, "metadata"),
         (f"/v1/conversations/{conv['id']}/items", {}, "items"),
-        (f"/v1/conversations/{conv['id']}/items", {"items": [{"role": "user", "content": 7}]}, "items[0]"),
+        (f"/v1/conversations/{conv['id']}/items", {"items": [{"role": "user", "content": 7}]}, "items[0].content"),  # (as input names it)
     ]
     for path, body, param in cases:
         assert error(post(svc.url, path, body), 400)["param"] == param, (path, body)
@@ -131,6 +131,25 @@ def test_an_item_a_response_could_not_take_as_input_is_refused_by_the_conversati
     with sdk(svc.url) as (client, _):  # every answer validated as the SDK's types
         assert _texts(client.conversations.items.list(conv["id"]).data) == ["kept"]
         assert client.responses.create(model=model, input="next", conversation=conv["id"]).output_text == "ok"
+
+
+def test_an_item_id_that_is_no_id_string_is_the_400_input_answers_naming_the_id(state_proxy):
+    """An item's ``id`` of another type (or empty, or over the bound) was refused by the store's
+    preparation, which ran before the checks every input item gets, naming the item
+    (``items[1]``) where input names ``input[1].id``. Now, on create and on add, the same 400 as
+    input, named ``items[1].id``, and nothing is stored."""
+    svc = state_proxy
+    conv = post(svc.url, "/v1/conversations", {}).json()["id"]
+    ok = {"role": "user", "content": "fine"}
+    for value in (7, 1.5, True, [], {}, ["x"], "", "x" * 257):
+        item = {"type": "message", "role": "user", "content": "x", "id": value}
+        given = error(post(svc.url, "/v1/responses", {"model": "mock-echo", "input": [ok, item]}), 400)
+        assert given["param"] == "input[1].id", (value, given)
+        for path in ("/v1/conversations", f"/v1/conversations/{conv}/items"):
+            err = error(post(svc.url, path, {"items": [ok, item]}), 400)
+            assert err == {**given, "message": given["message"].replace("'input[1]", "'items[1]"),
+                           "param": "items[1].id"}, (path, value)
+    assert get(svc.url, f"/v1/conversations/{conv}/items").json()["data"] == []
 
 
 def test_responses_in_a_conversation(state_proxy, mock):

@@ -84,8 +84,8 @@ def test_prepared_items_keep_given_ids_and_get_typed_fresh_ones():
         ([{"ok": 1}, {"type": "item_reference", "id": "msg_1"}], "input[0]"),
         ([{"role": "user", "content": "x"}, {"type": "item_reference", "id": "msg_1"}], "input[1]"),
         ([{"role": "user", "content": 5}], "input[0]"),
-        ([{"role": "user", "content": "x", "id": "x" * 300}], "input[0]"),
-        ([{"role": "user", "content": "x", "id": 7}], "input[0]"),
+        ([{"role": "user", "content": "x", "id": "x" * 300}], "input[0].id"),  # (the field its message names)
+        ([{"role": "user", "content": "x", "id": 7}], "input[0].id"),
     ],
 )
 def test_bad_items_are_refused_naming_the_item(raw, param):
