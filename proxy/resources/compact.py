@@ -68,13 +68,13 @@ class Compaction:
         return self._rt.settings.compaction_prompt or cmp.DEFAULT_PROMPT
 
     async def summarize(
-        self, body: dict[str, Any], *, key: str, headers: dict[str, str], watch: Watch
+        self, body: dict[str, Any], *, key: str, headers: dict[str, str], watch: Watch, stored_items: int = 0
     ) -> tuple[str, Usage | None]:
         """(summary, usage) of ``body``'s conversation. Raises ``ProxyError`` for bad input,
         ``Failure`` when the backend did not give a usable summary. ``watch()`` starts watching
         for the client to leave (called once the request is known to be valid)."""
         rt = self._rt
-        chat, ctx = translate_request(cmp.summary_request(body, self.prompt), rt.policy)
+        chat, ctx = translate_request(cmp.summary_request(body, self.prompt), rt.policy, stored_items=stored_items)
         exchange = rt.exchange(
             chat=chat, ctx=ctx, headers=headers, secret=key, disconnected=watch(), emit_events=False
         )
@@ -99,12 +99,14 @@ class Compaction:
         assert stripped is not None, "answer_trigger needs a request ending with a compaction_trigger"
         # The request itself is validated and echoed as any other (its tools too);
         # only the summarizing call goes without them.
+        stored = len(standing.context)
         _, ctx = translate_request(
             stripped, self._rt.policy,
             previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
+            stored_items=stored,
         )
         standing.prepare(trigger=True)
-        summary, usage = await self.summarize(stripped, key=key, headers=headers, watch=watch)
+        summary, usage = await self.summarize(stripped, key=key, headers=headers, watch=watch, stored_items=stored)
         item = cmp.compaction_item(summary)
         final = cmp.trigger_response(cmp.in_progress(ctx), item, usage, int(time.time()))
         window = standing.compacted(final)
@@ -150,7 +152,8 @@ class CompactResource:
         settings = self._compaction.settings
         body, key = await read_request(req, meta, settings)
         v.model_name(body)
-        body = (await stand(self._compaction.store, key, body, request_id=meta.request_id, chaining=True)).body
+        standing = await stand(self._compaction.store, key, body, request_id=meta.request_id, chaining=True)
+        body = standing.body
         if body.get("input") is None or not input_items(body):
             raise invalid_request(
                 "Nothing to compact: send 'input' (the conversation) and/or 'previous_response_id'.", "input",
@@ -160,7 +163,7 @@ class CompactResource:
         headers = _upstream_headers(req, secret, meta.request_id, settings.forward_headers)
         try:
             summary, usage = await self._compaction.summarize(
-                body, key=secret, headers=headers, watch=meta.watch_disconnect
+                body, key=secret, headers=headers, watch=meta.watch_disconnect, stored_items=len(standing.context)
             )
         except Failure as failure:
             _fail_request(meta, resp, failure, secret)

@@ -44,7 +44,7 @@ class InputTokensResource:
         for name in _NOT_COUNTED:
             body.pop(name, None)
         standing = await stand(rt.store, key, body, request_id=meta.request_id)
-        chat, ctx = translate_request(standing.body, rt.policy)
+        chat, ctx = translate_request(standing.body, rt.policy, stored_items=len(standing.context))
         chat[rt.policy.max_tokens_field] = 1
         secret = upstream_key(key, rt.settings)
         headers = _upstream_headers(req, secret, meta.request_id, rt.settings.forward_headers)

@@ -78,7 +78,7 @@ class ResponsesResource:
         chat, ctx = translate_request(
             standing.body, rt.policy,
             previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
-            background_mode=self._background is not None,
+            background_mode=self._background is not None, stored_items=len(standing.context),
         )
         standing.prepare()
         meta.model = ctx.model

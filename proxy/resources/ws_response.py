@@ -141,6 +141,7 @@ class Responder:
         chat, ctx = translate_request(
             standing.body, rt.policy,
             previous_response_id=standing.previous_response_id, conversation_id=standing.conversation_id,
+            stored_items=len(standing.context),
         )
         standing.prepare()
         run.model, run.response_id = ctx.model, ctx.response_id

@@ -40,6 +40,14 @@ USER = Place(_INPUT_TEXT, True, _INPUT_SIDE)
 SYSTEM = Place(_INPUT_TEXT, False, _INPUT_SIDE)  # (system and developer)
 ASSISTANT = Place({"output_text": "text", "refusal": "refusal"}, False, "'output_text' and 'refusal'")
 TOOL = Place(_INPUT_TEXT, True, "'input_text', 'input_image', 'input_file', and 'scoped_content'")
+# Each place as it reads an item from the store (a chain's or a conversation's context): a text
+# part of either side is its text there, as it was before such parts were refused, so a context
+# stored then is still answered — the 400 would name an input item its client never sent
+# (``messages.translate_input``'s ``stored``).
+_EITHER_SIDE = {"input_text": "text", "output_text": "text", "refusal": "refusal", "summary_text": "text",
+                "reasoning_text": "text"}
+USER_STORED, SYSTEM_STORED, ASSISTANT_STORED, TOOL_STORED = (
+    Place(_EITHER_SIDE, place.rich, place.supported) for place in (USER, SYSTEM, ASSISTANT, TOOL))
 
 
 def _misplaced(ptype: Any, place: Place, param: str) -> InvalidRequest:
@@ -308,12 +316,12 @@ def text_content(item: dict[str, Any], param: str, place: Place, joiner: str) ->
     return content
 
 
-def tool_output(item: dict[str, Any], param: str) -> ChatContent:
+def tool_output(item: dict[str, Any], param: str, place: Place = TOOL) -> ChatContent:
     output = item.get("output")
     if isinstance(output, str):
         return output
     if isinstance(output, list):
-        return _parts(output, param + ".output", TOOL, "\n")
+        return _parts(output, param + ".output", place, "\n")
     if output is None:
         raise v.missing(param + ".output")
     raise v.fail(param + ".output", "a string or an array of content parts", output)

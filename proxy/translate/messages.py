@@ -25,7 +25,19 @@ import orjson
 
 from . import validate as v
 from .compaction import TRIGGER, summary_message
-from .content import ASSISTANT, SYSTEM, USER, message_content, text_content, tool_output
+from .content import (
+    ASSISTANT,
+    ASSISTANT_STORED,
+    SYSTEM,
+    SYSTEM_STORED,
+    TOOL,
+    TOOL_STORED,
+    USER,
+    USER_STORED,
+    message_content,
+    text_content,
+    tool_output,
+)
 from .errors import InvalidRequest
 from .reasoning_codec import decode_reasoning
 from .tools import history_name
@@ -122,18 +134,19 @@ class _History:
                 self.pending_reasoning.append(text)
 
 
-def _message(h: _History, item: dict[str, Any], param: str) -> None:
+def _message(h: _History, item: dict[str, Any], param: str, stored: bool) -> None:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
         if role is None:
             raise v.missing(param + ".role", "'user', 'assistant', 'system' or 'developer'")
         raise v.fail(param + ".role", "'user', 'assistant', 'system' or 'developer'", role)
     if role == "user":
-        h.add({"role": "user", "content": message_content(item, param, USER, "\n")})
+        h.add({"role": "user", "content": message_content(item, param, USER_STORED if stored else USER, "\n")})
     elif role == "assistant":
-        h.add({"role": "assistant", "content": text_content(item, param, ASSISTANT, "")})
+        h.add({"role": "assistant", "content": text_content(item, param, ASSISTANT_STORED if stored else ASSISTANT,
+                                                            "")})
     else:
-        h.system.append(text_content(item, param, SYSTEM, "\n"))
+        h.system.append(text_content(item, param, SYSTEM_STORED if stored else SYSTEM, "\n"))
     phase = item.get("phase")
     if phase is not None and phase not in _PHASES:
         raise v.fail(param + ".phase", "'commentary' or 'final_answer'", phase)
@@ -165,19 +178,21 @@ def _call(h: _History, item: dict[str, Any], itype: str, param: str) -> None:
     )
 
 
-def _add_item(h: _History, item: Any, param: str) -> None:
-    """One input item into ``h``, or the 400 naming what is wrong with it."""
+def _add_item(h: _History, item: Any, param: str, stored: bool = False) -> None:
+    """One input item into ``h``, or the 400 naming what is wrong with it (``stored``: an item of
+    the context the store gave, read as ``content.STORED`` says)."""
     if not isinstance(item, dict):
         raise v.fail(param, "an input item object", item)
     itype = item.get("type")
     if itype == "message" or (itype is None and "role" in item):
-        _message(h, item, param)
+        _message(h, item, param, stored)
     elif itype in _CALL_TYPES:
         _call(h, item, itype, param)
         _check_declared(item, _CALL_STRINGS, param, True)
     elif itype in _OUTPUT_TYPES:
         call_id = v.req_str(item, "call_id", param + ".call_id")
-        h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param)})
+        output = tool_output(item, param, TOOL_STORED if stored else TOOL)
+        h.add({"role": "tool", "tool_call_id": call_id, "content": output})
         if h.unanswered is not None:
             h.unanswered.pop(call_id, None)
         if h.calls is not None and call_id not in h.calls and h.orphan is None:
@@ -287,8 +302,11 @@ def _unanswered(itype: str, call_id: str) -> InvalidRequest:
     return InvalidRequest(f"No tool output found for {kind} {call_id[:v.MAX_ID_STRING]}.", "input")
 
 
-def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool) -> list[dict[str, Any]]:
-    """``instructions`` + ``input`` → chat ``messages`` (see the module docstring)."""
+def translate_input(
+    raw: Any, instructions: str | None, *, keep_reasoning: bool, stored: int = 0
+) -> list[dict[str, Any]]:
+    """``instructions`` + ``input`` → chat ``messages`` (see the module docstring); the first
+    ``stored`` items of ``input`` are the context the store gave (``_add_item``)."""
     h = _History(keep_reasoning, pair_outputs=True)
     if instructions:
         h.system.append(instructions)
@@ -300,7 +318,7 @@ def translate_input(raw: Any, instructions: str | None, *, keep_reasoning: bool)
         h.add({"role": "user", "content": raw})
     elif isinstance(raw, list):
         for i, item in enumerate(raw):
-            _add_item(h, item, f"input[{i}]")
+            _add_item(h, item, f"input[{i}]", i < stored)
         if h.orphan is not None:
             raise h.orphan
         if h.unanswered:

@@ -60,6 +60,7 @@ def translate_request(
     previous_response_id: str | None = None,
     conversation_id: str | None = None,
     background_mode: bool = False,
+    stored_items: int = 0,
 ) -> tuple[dict[str, Any], ResponseContext]:
     """Validate a parsed Responses request body and build ``(chat_request_body, ResponseContext)``.
 
@@ -67,6 +68,8 @@ def translate_request(
     from the store (the body it passes has their items folded into ``input``,
     ``proxy.translate.history``): they are echoed, never refused.
     ``background_mode``: the edge runs ``background: true`` requests (echoed as such).
+    ``stored_items``: how many of ``input``'s first items are that context (read as a store's,
+    ``messages.translate_input``).
 
     Raises ``InvalidRequest`` (with ``param``) for anything invalid or
     unservable. The chat body always streams with usage; the caller decides
@@ -100,7 +103,9 @@ def translate_request(
     if choice.warning:
         warnings.append(choice.warning)
 
-    chat["messages"] = translate_input(body.get("input"), instructions, keep_reasoning=policy.reasoning_in_history)
+    chat["messages"] = translate_input(
+        body.get("input"), instructions, keep_reasoning=policy.reasoning_in_history, stored=stored_items
+    )
 
     upstream_tools = ts.upstream
     echo_tools = ts.echo

@@ -173,3 +173,23 @@ def test_a_part_of_the_other_side_stored_before_it_was_refused_lists_as_the_sdk_
                 own = "output_text" if given.get("role") == "assistant" else "input_text"
                 assert [p["type"] for p in parts] == [own] * len(sent)
                 assert [p["text"] for p in parts] == [p.get("text", p.get("refusal")) for p in sent]
+
+
+def test_a_part_of_the_other_side_in_the_stored_context_is_read_as_text() -> None:
+    """The items a store gave (``stored_items``, the first of ``input``) are read as they were
+    before such parts were refused, so that context can still be continued; the same items in
+    the client's own input are OpenAI's 400."""
+    legacy = _legacy_items()
+    policy = TranslationPolicy()
+    chat, _ = translate_request({"model": "m", "input": legacy}, policy, now=1, stored_items=len(legacy))
+    sent = str(chat["messages"])
+    for item in legacy:
+        for part in item.get("content", item.get("output")) or []:
+            assert part.get("text", part.get("refusal")) in sent
+    with pytest.raises(InvalidRequest) as info:
+        translate_request({"model": "m", "input": legacy}, policy, now=1, stored_items=0)
+    assert info.value.code == "invalid_value"
+    first_own = len(legacy) - 1
+    with pytest.raises(InvalidRequest) as info:
+        translate_request({"model": "m", "input": [*legacy, legacy[-1]]}, policy, now=1, stored_items=len(legacy))
+    assert str(info.value.param).startswith(f"input[{first_own + 1}]")
