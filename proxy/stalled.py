@@ -27,6 +27,13 @@ nginx treat it). The clock starts when a sweep first finds the connection waitin
 connection, from its accept, as HAProxy counts; after an answer, from the first byte of the next
 head (until then uvicorn's keep-alive timer bounds the idle connection).
 
+**Answered early.** A request the app answers before reading its body (a 415 for its
+``Content-Type``, a 404 for its path) leaves the connection kept alive with that body still
+due: uvicorn discards what comes of it, and every byte cancels its keep-alive timer, so a
+client dripping the declared body held the connection for as long as it liked. A sweep that
+finds such an answered body incomplete at sweeps ``timeout`` seconds apart closes the connection
+(its answer was sent whole: nothing is cut; the client has had ``timeout`` seconds to read it).
+
 A scope without the flag's server (the app served by another server, or a test's) has no
 bound of its own.
 """
@@ -45,14 +52,16 @@ BODY_STALLED = "proxy.body_stalled"
 
 class RequestWatch:
     """Finds the requests of ``connections`` (uvicorn's ``ServerState.connections``: its protocols)
-    whose body has been incomplete for ``timeout_secs`` and wakes them with ``BODY_STALLED``, and
-    the connections that have awaited a head as long, and times them out (see the module docstring)."""
+    whose body has been incomplete for ``timeout_secs`` and wakes them with ``BODY_STALLED``, the
+    connections that have awaited a head as long, and times them out, and those whose answered
+    request's body has still not come in that time, and closes them (see the module docstring)."""
 
     def __init__(self, connections: Collection[Any], timeout_secs: float) -> None:
         self._connections = connections
         self._timeout = timeout_secs
         self.interval = min(1.0, max(0.1, timeout_secs / 4))
-        self._reading: dict[Any, float] = {}  # cycle → when a sweep first found its body incomplete
+        # (cycle, answered) → when a sweep first found its body incomplete (so, once answered)
+        self._reading: dict[tuple[Any, bool], float] = {}
         # connection → (the cycle its awaited head follows, when a sweep first found it awaiting it)
         self._heads: dict[Any, tuple[Any, float]] = {}
 
@@ -66,7 +75,7 @@ class RequestWatch:
                 log.exception("sweeping for stalled requests failed")
 
     def sweep(self, now: float) -> None:
-        reading: dict[Any, float] = {}
+        reading: dict[tuple[Any, bool], float] = {}
         heads: dict[Any, tuple[Any, float]] = {}
         for connection in list(self._connections):  # (a head timed out leaves the set)
             head_wait = getattr(connection, "head_wait", None)  # (a WebSocket protocol has none)
@@ -81,15 +90,23 @@ class RequestWatch:
                     heads[connection] = (wait[0], since)
                 continue
             cycle = getattr(connection, "cycle", None)
-            if cycle is None or not cycle.more_body or cycle.response_started or cycle.disconnected:
+            if cycle is None or not cycle.more_body or cycle.disconnected:
                 continue
-            if BODY_STALLED in cycle.scope:
+            if cycle.response_started:
+                if not cycle.response_complete:
+                    continue  # its answer is under way
+                # (answered before its body came: see "Answered early" above)
+            elif BODY_STALLED in cycle.scope:
                 continue  # woken already
-            since = self._reading.get(cycle, now)
-            if now - since >= self._timeout:
+            # (keyed by whether it was answered too: an answer gets the whole timeout to be read)
+            key = (cycle, cycle.response_started)
+            since = self._reading.get(key, now)
+            if now - since < self._timeout:
+                reading[key] = since
+            elif cycle.response_started:
+                connection.transport.close()  # the client has its answer; the rest of its body is unread
+            else:
                 cycle.scope[BODY_STALLED] = True
                 cycle.message_event.set()  # its receive() returns what came so far, more_body still true
-            else:
-                reading[cycle] = since
         self._reading = reading
         self._heads = heads

@@ -338,6 +338,38 @@ def test_a_request_head_that_drips_is_a_408_and_the_connection_closed(proxy_fact
     assert httpx.get(svc.url + "/health", timeout=10).status_code == 200  # the worker serves on
 
 
+@pytest.mark.parametrize("target, ctype, status", [
+    (b"/v1/responses", b"text/plain", b"415"), (b"/v1/nowhere", b"application/json", b"404"),
+], ids=["415", "404"])
+def test_a_body_that_drips_after_an_early_answer_has_the_connection_closed(proxy_factory, target, ctype, status):
+    """A request answered before its body came (a 415 for its Content-Type, a 404 for its path)
+    leaves a kept-alive connection whose body is still due: uvicorn discards it, and each byte
+    cancels its keep-alive timer, so a client dripping the declared body held the connection as long
+    as it liked, past every bound (neither the body's nor the head's: the answer had begun, no new
+    head had). Now it is closed within BODY_READ_TIMEOUT_SECS of the answer, plus two sweeps."""
+    svc = proxy_factory(BODY_READ_TIMEOUT_SECS="1", WEB_CONCURRENCY="1")
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=10) as s:
+        s.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype
+                  + b"\r\nAuthorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 100000\r\n\r\n")
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
+        assert b"connection: close" not in answer.lower()  # kept alive: the case at hand
+        t0 = time.monotonic()
+        s.setblocking(False)
+        closed = None
+        while closed is None and time.monotonic() - t0 < 8:
+            try:
+                s.sendall(b"a")
+                time.sleep(0.25)  # well within uvicorn's keep-alive timeout: each byte restarts it
+                closed = s.recv(65536) == b"" or None
+            except BlockingIOError:
+                continue
+            except OSError:
+                closed = True
+        assert closed, "the connection was still open 8 s after the answer, its body still dripping"
+        assert time.monotonic() - t0 < 4  # the bound plus at most two sweeps
+
+
 def test_a_connection_that_sends_nothing_is_closed_without_an_answer(proxy_factory):
     """A connection with no byte of a request (a preconnect, a probe) is closed at the bound, as
     HAProxy and nginx close it: no 408 nobody asked for, no metrics line for a request never made."""

@@ -112,9 +112,11 @@ def test_a_body_that_ends_with_the_wake_is_served():
 class _Cycle:
     """The part of uvicorn's ``RequestResponseCycle`` the sweep reads (hashed by identity, as it is)."""
 
-    def __init__(self, *, more_body: bool = True, response_started: bool = False, disconnected: bool = False) -> None:
+    def __init__(self, *, more_body: bool = True, response_started: bool = False, response_complete: bool = False,
+                 disconnected: bool = False) -> None:
         self.more_body = more_body
         self.response_started = response_started
+        self.response_complete = response_complete
         self.disconnected = disconnected
         self.scope: dict[str, Any] = {}
         self.message_event = asyncio.Event()
@@ -141,6 +143,33 @@ def test_the_sweep_leaves_whole_bodies_answers_websockets_and_the_gone_alone():
     for now in (0.0, 5.0, 10.0):
         watch.sweep(now)
     assert all(not c.scope and not c.message_event.is_set() for c in others)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_connection_whose_answered_request_body_never_ends_is_closed_after_the_timeout():
+    """Answered before its body came (a 415, a 404), kept alive, the body dripping: closed once it
+    has been due for the timeout since the answer, never while the answer is still going out."""
+    answered = _Cycle()
+    streaming = _Cycle(response_started=True)
+    done = SimpleNamespace(cycle=answered, transport=_Transport())
+    going = SimpleNamespace(cycle=streaming, transport=_Transport())
+    watch = RequestWatch([done, going], timeout_secs=10)
+    watch.sweep(0.0)  # reading, unanswered
+    answered.response_started = answered.response_complete = True
+    watch.sweep(9.0)  # answered: its own clock starts
+    watch.sweep(18.9)
+    assert not done.transport.closed
+    watch.sweep(19.0)
+    assert done.transport.closed and BODY_STALLED not in answered.scope and not answered.message_event.is_set()
+    watch.sweep(40.0)
+    assert not going.transport.closed and not streaming.scope
 
 
 def test_a_request_forgets_its_first_sighting_once_its_body_is_whole():
