@@ -30,8 +30,7 @@ before validating it there. The deliberate exceptions, each asserted below:
    a built-in one (``{"type": "web_search_preview"}``, ``{"type": "mcp",
    "server_label"}``, …: the openai SDK's ``ToolChoiceTypes``, ``ToolChoiceMcp``, …)
    is echoed as sent, and seen as ``auto`` there (Open Responses' choice is a
-   function, a mode or ``allowed_tools``); a built-in entry among ``allowed_tools``
-   is echoed as sent too, and left out there (its entries are function choices).
+   function, a mode or ``allowed_tools``).
 5. ``text.format.schema`` of a ``json_schema`` format: the generated
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
@@ -214,8 +213,8 @@ def _ort_response_view(obj: dict) -> dict:
             view["tool_choice"] = "auto"
         elif choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
             view["tool_choice"] = {**choice, "tools": [
-                {**t, "type": "function"} if t.get("type") == "custom" else t
-                for t in choice["tools"] if isinstance(t, dict) and t.get("type") in ("function", "custom")]}
+                {**t, "type": "function"} if isinstance(t, dict) and t.get("type") == "custom" else t
+                for t in choice["tools"]]}
     text = obj.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = {**text, "format": {**text["format"], "schema": None}}

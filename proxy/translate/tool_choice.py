@@ -96,9 +96,7 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
                 "Invalid 'tool_choice.tools': expected at least one tool reference.", "tool_choice.tools", "empty_array"
             )
         allowed: dict[str, None] = {}  # ordered set: no quadratic dedup on long lists
-        # Every entry as sent (the echo: OpenAI's Response shows the list the client gave, and the
-        # SDK's ToolChoiceAllowed.tools is a list of plain objects), a built-in one too.
-        named: list[dict[str, Any]] = []
+        named: list[dict[str, Any]] = []  # the entries honoured, as sent (the echo)
         skipped: list[str] = []
         for k, entry in enumerate(entries):
             eparam = f"tool_choice.tools[{k}]"
@@ -116,7 +114,6 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
                         "unsupported_tool",
                     )
                 skipped.append(etype)
-                named.append(entry)
             else:
                 raise fail(eparam + ".type", "a tool type such as 'function'", etype)
         warning = None

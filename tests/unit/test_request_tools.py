@@ -201,13 +201,8 @@ def test_allowed_tools_validation() -> None:
     assert err({**base, "tool_choice": {"type": "allowed_tools", "mode": "sometimes", "tools": []}}).param == "tool_choice.mode"
     assert err({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": "x"}}).param == "tool_choice.tools"
     assert err({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "x"}]}}).param == "tool_choice.tools[0]"
-    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_weather"}, {"type": "web_search"}]}
-    chat, ctx = tr({**base, "tool_choice": choice})
+    chat, ctx = tr({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_weather"}, {"type": "web_search"}]}})
     assert chat["tool_choice"] == "auto" and ctx.allowed_tools == frozenset({"get_weather"}) and ctx.warnings
-    assert ctx.echo["tool_choice"] == choice  # the built-in entry too, as OpenAI's Response shows the list sent
-    from proxy.translate.response import response_object
-    from tests.conformance import check_response
-    check_response(dict(response_object(ctx, status="in_progress")))
     e = err({**base, "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "web_search"}]}}, builtin_tools="reject")
     assert e.param == "tool_choice.tools[0]"
 
