@@ -26,11 +26,7 @@ before validating it there. The deliberate exceptions, each asserted below:
    ``namespace``, …) exist only in OpenAI's types (Open Responses models only
    function tools): they are left out of the Open Responses validation. A
    ``tool_choice`` naming a custom tool (``{"type": "custom", "name"}``, alone or
-   among ``allowed_tools``) is echoed so too, and seen as a function choice there;
-   a built-in one (``{"type": "web_search_preview"}``, ``{"type": "mcp",
-   "server_label"}``, …: the openai SDK's ``ToolChoiceTypes``, ``ToolChoiceMcp``, …)
-   is echoed as sent, and seen as ``auto`` there (Open Responses' choice is a
-   function, a mode or ``allowed_tools``).
+   among ``allowed_tools``) is echoed so too, and seen as a function choice there.
 5. ``text.format.schema`` of a ``json_schema`` format: the generated
    ``openresponses_types`` model declares it as ``None`` (a generator bug), so
    it is blanked for Open Responses validation.
@@ -209,8 +205,6 @@ def _ort_response_view(obj: dict) -> dict:
     if isinstance(choice, dict):
         if choice.get("type") == "custom":
             view["tool_choice"] = {**choice, "type": "function"}
-        elif choice.get("type") not in ("function", "allowed_tools"):
-            view["tool_choice"] = "auto"
         elif choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
             view["tool_choice"] = {**choice, "tools": [
                 {**t, "type": "function"} if isinstance(t, dict) and t.get("type") == "custom" else t

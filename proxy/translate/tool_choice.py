@@ -5,11 +5,10 @@ unambiguous inner namespaced name); it is echoed as the client named it (with it
 ``namespace`` when it gave one). ``allowed_tools`` is a hard constraint in
 the spec, so only the allowed tools are offered upstream and the response side
 drops calls to any other (``ctx.allowed_tools``). Built-in tool types are
-ignored with a warning, or refused, per the built-in tools policy; a built-in
-choice the openai SDK's ``ToolChoice`` union declares (``ToolChoiceTypes``,
-``ToolChoiceMcp``, ``apply_patch``, ``shell``, ``programmatic_tool_calling``) is
-echoed as sent, as OpenAI's Response shows it, and only a type it does not know
-is echoed as the ``auto`` the backend ran with (anything else would not parse).
+ignored with a warning, or refused, per the built-in tools policy. A built-in
+choice is echoed as the ``auto`` the backend ran with: the tool it names was
+dropped, so the Response's ``tools`` does not list it (they echo what the model
+saw), and a choice forcing it would claim what did not happen.
 """
 from __future__ import annotations
 
@@ -21,13 +20,6 @@ from .tools import BuiltinPolicy, ToolSet, flat_name
 from .validate import fail, wrong
 
 _TOOL_CHOICE_VALUES = ("auto", "none", "required")
-# Built-in choices whose only field is ``type``: the openai SDK's ToolChoiceTypes, ToolChoiceApplyPatch,
-# ToolChoiceShell and ToolChoiceSpecificProgrammaticToolCallingParam.
-_TYPE_ONLY_CHOICES = frozenset({
-    "file_search", "web_search_preview", "computer", "computer_use_preview", "computer_use",
-    "web_search_preview_2025_03_11", "image_generation", "code_interpreter",
-    "apply_patch", "shell", "programmatic_tool_calling",
-})
 
 
 @dataclass(slots=True)
@@ -140,24 +132,8 @@ def translate_tool_choice(raw: Any, ts: ToolSet, builtin_policy: BuiltinPolicy) 
             )
         return ToolChoice(
             upstream=None,
-            echo=_builtin_echo(raw, ctype),
+            echo="auto",
             warning=f"tool_choice of built-in type {ctype!r} replaced by 'auto'",
         )
     raise wrong("tool_choice.type", "'function', 'custom' or 'allowed_tools'", ctype)
 
-
-def _builtin_echo(raw: dict[str, Any], ctype: str) -> Any:
-    """A built-in choice as OpenAI's Response echoes it: as sent, in the shape of the openai SDK's
-    type for it (only its declared fields, checked, so that the echo parses); ``auto``, what the
-    backend ran with, for a type the SDK does not declare."""
-    if ctype in _TYPE_ONLY_CHOICES:
-        return {"type": ctype}
-    if ctype == "mcp":  # the SDK's ToolChoiceMcp: server_label required, name optional
-        label = raw.get("server_label")
-        if not isinstance(label, str):
-            raise wrong("tool_choice.server_label", "a string", label, "the label of the MCP server")
-        name = raw.get("name")
-        if name is not None and not isinstance(name, str):
-            raise fail("tool_choice.name", "a string", name)
-        return {"type": "mcp", "server_label": label, "name": name}
-    return "auto"
