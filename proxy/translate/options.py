@@ -148,8 +148,9 @@ def _context_management(body: dict[str, Any], warnings: list[str]) -> None:
                 "invalid_value",
             )
         threshold = entry.get("compact_threshold")
-        if threshold is not None and (not v.is_int(threshold) or threshold < 1):
-            raise v.fail(param + ".compact_threshold", "a positive integer (a number of tokens)", threshold)
+        # (0 too: the SDK types it a plain integer, and the Agents SDK's policies can send it.)
+        if threshold is not None and (not v.is_int(threshold) or threshold < 0):
+            raise v.fail(param + ".compact_threshold", "a non-negative integer (a number of tokens)", threshold)
     if entries:
         warnings.append("context_management: this server does not compact; the whole context goes to the backend")
 

@@ -113,7 +113,7 @@ def test_what_cannot_be_honoured_and_would_mislead_is_refused(body: dict[str, An
     ({"context_management": [{"type": "truncate"}]}, "context_management[0].type"),
     ({"context_management": [{"type": "compaction", "compact_threshold": "big"}]},
      "context_management[0].compact_threshold"),
-    ({"context_management": [{"type": "compaction", "compact_threshold": 0}]},
+    ({"context_management": [{"type": "compaction", "compact_threshold": -1}]},
      "context_management[0].compact_threshold"),
     ({"image": {"context_compression": "maybe"}}, "image.context_compression"),
     ({"moderation": {}}, "moderation.model"),
@@ -136,3 +136,10 @@ def test_background_windows_that_need_nothing_more_are_taken() -> None:
                  {"background": True, "service_tier": "default", "background_options": {"completion_window": "2h"}}):
         _, ctx = tr(body)
         assert list(completed(ctx)) == list(SENT_KEYS)
+
+
+def test_a_compaction_threshold_of_zero_is_taken() -> None:
+    """The SDK types ``compact_threshold`` as any integer (the Agents SDK's compaction policies can
+    send 0): only a negative one, or a non-integer, is a 400."""
+    for threshold in (0, 1, None):
+        tr({"context_management": [{"type": "compaction", "compact_threshold": threshold}]})
