@@ -17,7 +17,7 @@ import orjson
 from . import logs
 from . import settings as settings_mod
 from .background import Jobs, jobs_for
-from .errors import ProxyError, invalid_request, type_for_status
+from .errors import ProxyError, type_for_status
 from .failures import Failure
 from .resources.background import BackgroundMode
 from .resources.compact import Compaction, CompactResource
@@ -72,8 +72,8 @@ async def _failure(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Fai
 async def _invalid_request(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: InvalidRequest, params: dict[str, Any]
 ) -> None:
-    """The translation core's refusal: always a 400 invalid_request_error."""
-    await _proxy_error(req, resp, invalid_request(ex.message, ex.param, ex.code), params)
+    """The translation core's refusal: an invalid_request_error, of its status (400 but rarely)."""
+    await _proxy_error(req, resp, ProxyError(ex.status, ex.message, param=ex.param, code=ex.code), params)
 
 
 async def _store_error(

@@ -27,7 +27,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..errors import ProxyError, invalid_request
+from ..errors import ProxyError
 from ..exchange import Exchange
 from ..failures import Cause, Failure
 from ..logs import mask_key, request_completed
@@ -54,10 +54,10 @@ _CHAINABLE = frozenset({"completed", "incomplete"})
 
 def protocol_error(refusal: ProxyError | InvalidRequest, stream_id: str | None = None) -> dict[str, Any]:
     """The ``error`` frame for a request refused before its response began: the HTTP status and
-    the OpenAI-shaped error a ``POST`` gets (the core's ``InvalidRequest`` is a 400, as in ``proxy.app``),
-    with the refused ``response.create``'s ``stream_id``, if it had one."""
+    the OpenAI-shaped error a ``POST`` gets (the core's ``InvalidRequest`` of its status, as in
+    ``proxy.app``), with the refused ``response.create``'s ``stream_id``, if it had one."""
     if isinstance(refusal, InvalidRequest):
-        refusal = invalid_request(refusal.message, refusal.param, refusal.code)
+        refusal = ProxyError(refusal.status, refusal.message, param=refusal.param, code=refusal.code)
     return wf.error_event(refusal.status, refusal.body()["error"], refusal.headers, stream_id)
 
 

@@ -102,7 +102,8 @@ def _access_programs(body: dict[str, Any], shown: dict[str, Any]) -> None:
             f"Invalid 'access_programs.cyber': the {cyber!r} access program is not available on this server "
             "(its backend has no Daybreak access); omit it or use 'standard'.",
             "access_programs.cyber",
-            "unsupported_value",
+            "permission_denied",
+            403,  # the SDK's AccessPrograms.cyber: "Requests that require unavailable Daybreak access return 403"
         )
     if cyber == "standard":
         shown["access_programs"] = {"cyber": "standard"}

@@ -41,11 +41,11 @@ _STREAM_ID = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 
 
 class FrameError(InvalidRequest):
-    """A client frame refused: the 400 of ``InvalidRequest``, and the frame's ``stream_id`` when it
+    """A client frame refused: the refusal of ``InvalidRequest`` (its status), and the frame's ``stream_id`` when it
     parsed and named a valid one, so the ``error`` frame tells the client which lane it refuses."""
 
     def __init__(self, refusal: InvalidRequest, stream_id: str | None = None) -> None:
-        super().__init__(refusal.message, refusal.param, refusal.code)
+        super().__init__(refusal.message, refusal.param, refusal.code, refusal.status)
         self.stream_id = stream_id
 
 

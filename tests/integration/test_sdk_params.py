@@ -319,7 +319,6 @@ def test_prompt_cache_options_reach_a_backend_configured_for_them(proxy_factory,
     ({"moderation": {"model": "omni-moderation-latest", "policy": {"input": {"mode": "block"}}}}, "moderation"),
     ({"prompt_cache_options": {"prewarm": True}}, "prompt_cache_options.prewarm"),
     ({"image": {"context_compression": "enabled"}}, "image.context_compression"),
-    ({"access_programs": {"cyber": "daybreak_red"}}, "access_programs.cyber"),
     ({"context_management": [{"type": "truncation"}]}, "context_management[0].type"),
     ({"background_options": {"completion_window": "2h"}}, "background_options.completion_window"),
 ])
@@ -330,3 +329,14 @@ def test_an_option_that_cannot_be_honoured_or_is_malformed_is_a_400_naming_it(op
     assert info.value.status_code == 400 and info.value.param == param
     assert info.value.body["type"] == "invalid_request_error" and param.split(".")[0].split("[")[0] in info.value.body["message"]
     assert mock.requests("sdk-options-bad") == []
+
+
+def test_an_unavailable_access_program_is_a_403(openai_client, mock):
+    """As the SDK documents it (AccessPrograms.cyber: "Requests that require unavailable Daybreak
+    access return 403"), so the client raises PermissionDeniedError; nothing reaches the backend."""
+    mock.script("sdk-daybreak", {"text": "never"})
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        openai_client.responses.create(model="sdk-daybreak", input="hi", access_programs={"cyber": "daybreak_red"})
+    assert info.value.status_code == 403 and info.value.param == "access_programs.cyber"
+    assert info.value.body["type"] == "invalid_request_error" and info.value.body["code"] == "permission_denied"
+    assert mock.requests("sdk-daybreak") == []

@@ -88,12 +88,14 @@ def test_prompt_cache_options_are_forwarded_when_configured_and_echoed_with_thei
      "unsupported_parameter"),
     ({"prompt_cache_options": {"prewarm": True}}, "prompt_cache_options.prewarm", "unsupported_value"),
     ({"image": {"context_compression": "enabled"}}, "image.context_compression", "unsupported_value"),
-    ({"access_programs": {"cyber": "daybreak_red"}}, "access_programs.cyber", "unsupported_value"),
-    ({"access_programs": {"cyber": "daybreak_blue"}}, "access_programs.cyber", "unsupported_value"),
+    ({"access_programs": {"cyber": "daybreak_red"}}, "access_programs.cyber", "permission_denied"),
+    ({"access_programs": {"cyber": "daybreak_blue"}}, "access_programs.cyber", "permission_denied"),
 ])
 def test_what_cannot_be_honoured_and_would_mislead_is_refused(body: dict[str, Any], param: str, code: str) -> None:
     e = err(body)
     assert (e.param, e.code) == (param, code), e.message
+    # The SDK's AccessPrograms.cyber: "Requests that require unavailable Daybreak access return 403".
+    assert e.status == (403 if param == "access_programs.cyber" else 400)
     assert "this server" in e.message  # says why, and what to send instead
 
 
