@@ -24,7 +24,7 @@ from websockets.server import ServerProtocol
 
 from .errors import ProxyError, type_for_status
 from .logs import mask_key, request_completed
-from .resources.scope import SERVER_ANSWERED, _new_request_id, _sane_request_id
+from .resources.scope import SERVER_ANSWERED, new_request_id, sane_request_id
 
 __all__ = ["SERVER_ANSWERED", "JsonRejections", "head_timeout_tail", "json_tail", "log_refused"]
 
@@ -66,7 +66,7 @@ def log_refused(headers: list[tuple[bytes, bytes]] | None, http_status: int, sta
     those parsed so far (``None``: not even a request line), ``started`` its ``perf_counter`` start
     when known (a request refused in the read that brought it: 0 ms)."""
     headers = headers or []
-    request_id = _sane_request_id(_header(headers, b"x-request-id")) or _new_request_id()
+    request_id = sane_request_id(_header(headers, b"x-request-id")) or new_request_id()
     request_completed(
         model="-", duration_ms=0.0 if started is None else (time.perf_counter() - started) * 1000.0,
         status="error", http_status=http_status, key=mask_key(_key_of(headers)), request_id=request_id,

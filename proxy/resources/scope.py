@@ -33,11 +33,11 @@ class AsyncClosable(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _new_request_id() -> str:
+def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
-def _sane_request_id(value: str | None) -> str | None:
+def sane_request_id(value: str | None) -> str | None:
     if value and len(value) <= 128 and value.isascii() and value.isprintable() and " " not in value:
         return value
     return None
@@ -104,7 +104,7 @@ class RequestIdMiddleware:
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         scope: RequestScope = req.scope[SCOPE_KEY]
-        scope.request_id = _sane_request_id(req.get_header("X-Request-ID")) or _new_request_id()
+        scope.request_id = sane_request_id(req.get_header("X-Request-ID")) or new_request_id()
         scope.quiet = req.path == "/health"
         req.context.meta = scope
 

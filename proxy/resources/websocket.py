@@ -36,7 +36,7 @@ from ..translate.ws_frames import encode
 from .auth import client_key, upstream_key
 from .compact import Compaction
 from .responses import ResponsesResource, _upstream_headers
-from .scope import _new_request_id
+from .scope import new_request_id
 from .ws_connection import Connection
 from .ws_response import protocol_error
 
@@ -108,7 +108,7 @@ async def _refuse(ws: falcon.asgi.WebSocket, refusal: ProxyError) -> None:
         pass
     request_completed(
         model="-", duration_ms=(time.perf_counter() - started) * 1000.0, status="error",
-        http_status=refusal.status, key="-", request_id=_new_request_id(),
+        http_status=refusal.status, key="-", request_id=new_request_id(),
     )
 
 

@@ -44,7 +44,7 @@ from ..translate.shapes import Response
 from .auth import scrub
 from .compact import Compaction
 from .responses import FIRST_BATCH_GRACE_SECS, _has_output, _loggable_model
-from .scope import _new_request_id
+from .scope import new_request_id
 
 log = logging.getLogger("proxy.websocket")
 
@@ -67,7 +67,7 @@ class Run:
     __slots__ = ("request_id", "started", "model", "status", "http_status", "stream_id", "response_id")
 
     def __init__(self, model: object, stream_id: str | None = None) -> None:
-        self.request_id = _new_request_id()
+        self.request_id = new_request_id()
         self.started = time.perf_counter()
         self.model = _loggable_model(model)
         self.status = "error"

@@ -1,6 +1,8 @@
 """Parameter values the pinned openai SDK's own types admit, sent through the SDK to the real
-service: each must be accepted (never a 400 for a value the client library offers), reach
-the backend where the proxy forwards it, and come back echoed as OpenAI echoes it.
+service: each must be accepted (never a 400 for a value the client library offers, except an
+option this server cannot honour and whose silent loss would mislead: those are refused, naming
+it, at the end of this file), reach the backend where the proxy forwards it, and come back echoed
+as OpenAI echoes it.
 
 Every answer is validated by tests/conformance.py (through the ``openai_client`` tap).
 """
