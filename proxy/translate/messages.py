@@ -318,7 +318,9 @@ def translate_input(
         h.add({"role": "user", "content": raw})
     elif isinstance(raw, list):
         for i, item in enumerate(raw):
-            _add_item(h, item, f"input[{i}]", i < stored)
+            # The client's own items are named as it sent them (``input[0]`` is its first, after
+            # the context), as OpenAI and the store's own checks (``proxy.state``) name them.
+            _add_item(h, item, f"input[{i - stored if i >= stored else i}]", i < stored)
         if h.orphan is not None:
             raise h.orphan
         if h.unanswered:

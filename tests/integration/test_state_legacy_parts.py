@@ -58,8 +58,8 @@ def test_a_context_stored_with_parts_of_the_other_side_is_still_answered(proxy_f
         sent = _upstream_text(mock)
         assert all(text in sent for text in TEXTS), (context, sent)
     # The same parts in the client's own input are still refused, as OpenAI refuses them, on a
-    # chain too (named at their place in the folded input, as every chained input item is).
-    for context in ({}, {"previous_response_id": response_id}):
+    # chain or a conversation too, named as the client sent them (input[0]: its first item).
+    for context in ({}, {"previous_response_id": response_id}, {"conversation": conv}):
         r = post(svc.url, "/v1/responses", {"model": "mock-echo", "input": LEGACY[1:2], **context})
         err = error(r, 400)
-        assert err["code"] == "invalid_value" and err["param"].endswith(".content[0]"), (context, err)
+        assert (err["code"], err["param"]) == ("invalid_value", "input[0].content[0]"), (context, err)
