@@ -14,7 +14,7 @@ import falcon.asgi
 import falcon.media
 import orjson
 
-from . import logs
+from . import edge, logs
 from . import settings as settings_mod
 from .background import Jobs, jobs_for
 from .errors import ProxyError, type_for_status
@@ -136,6 +136,7 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     logs.configure(settings.log_level, settings.log_format)
     _lean_log_records()
     runtime = Runtime.build(settings)
+    edge.count_refused_with(runtime.metrics.request_refused)
     jobs = jobs_for(settings, runtime.store, runtime.metrics)  # background mode: only with a store
     # Falcon types a middleware list by one protocol per hook; ours mix hooks.
     middleware: list[Any] = [_Lifespan(runtime, jobs), RequestIdMiddleware(), MetricsMiddleware(runtime.metrics)]

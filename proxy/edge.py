@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import http
 import time
+from collections.abc import Callable
 from functools import cache
 
 import orjson
@@ -26,7 +27,7 @@ from .errors import ProxyError, type_for_status
 from .logs import mask_key, request_completed
 from .resources.scope import SERVER_ANSWERED, new_request_id, sane_request_id
 
-__all__ = ["SERVER_ANSWERED", "JsonRejections", "head_timeout_tail", "json_tail", "log_refused"]
+__all__ = ["SERVER_ANSWERED", "JsonRejections", "count_refused_with", "head_timeout_tail", "json_tail", "log_refused"]
 
 
 def json_tail(error: ProxyError) -> bytes:
@@ -61,10 +62,22 @@ def _key_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     return (_header(headers, b"x-api-key") or "").strip() or None
 
 
+# The worker's request counter for these (``Metrics.request_refused``), set by the app it serves
+# (``proxy.app.create_app``): the protocols that refuse them are built by uvicorn, not by the app.
+_count: Callable[[int], None] | None = None
+
+
+def count_refused_with(counter: Callable[[int], None] | None) -> None:
+    global _count
+    _count = counter
+
+
 def log_refused(headers: list[tuple[bytes, bytes]] | None, http_status: int, started: float | None) -> None:
-    """The ``request_completed`` line of a request answered by the server itself: ``headers`` are
-    those parsed so far (``None``: not even a request line), ``started`` its ``perf_counter`` start
-    when known (a request refused in the read that brought it: 0 ms)."""
+    """The ``request_completed`` line of a request answered by the server itself, and its count:
+    ``headers`` are those parsed so far (``None``: not even a request line), ``started`` its
+    ``perf_counter`` start when known (a request refused in the read that brought it: 0 ms)."""
+    if _count is not None:
+        _count(http_status)
     headers = headers or []
     request_id = sane_request_id(_header(headers, b"x-request-id")) or new_request_id()
     request_completed(

@@ -24,6 +24,7 @@ __all__ = ["OTHER", "PREFIX", "Metrics"]
 PREFIX = "responses_proxy_"
 OTHER = "other"
 NO_MODEL = "-"  # the request named no (valid) model: a label of its own
+SERVER_ROUTE = "server"  # a request the server answered itself, before any route (proxy.edge)
 _BOUNDED = 32
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _FIRST_EVENT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -172,6 +173,12 @@ class Metrics:
         self._requests.get((route, label, str(status), flag))(1)
         self._duration.get((route, flag))(seconds)
         self._in_flight_add(-1)
+
+    def request_refused(self, status: int) -> None:
+        """A request the server answered itself (``proxy.edge``: malformed HTTP, a head that timed out,
+        a refused WebSocket handshake): counted beside the app's, under ``route="server"``. It
+        never reached the app, so it was never in flight and has no duration worth a bucket."""
+        self._requests.get((SERVER_ROUTE, NO_MODEL, str(status), "false"))(1)
 
     def first_event(self, route: str, seconds: float) -> None:
         """A stream's first output from the backend, ``seconds`` after the request arrived."""

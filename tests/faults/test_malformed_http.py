@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 
+import httpx
 import orjson
 import pytest
 
@@ -167,6 +168,29 @@ def test_each_refused_handshake_writes_one_request_completed_line(proxy_factory)
     assert sorted(c.request_id for c in lines) == sorted(wanted), lines  # one each
     assert all(c.http_status == 400 and c.status == "error" and c.model == "-" for c in lines), lines
     assert f"key={mask_key(API_KEY)}, request_id=rid-ws-0" in svc.log_text()
+
+
+def _server_answered(url: str) -> dict[str, float]:
+    """``responses_proxy_requests_total`` of ``route="server"``, by status, as ``/metrics`` shows it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(url + "/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    return {s.labels["status"]: s.value for family in text_string_to_metric_families(r.text)
+            for s in family.samples if s.name == "responses_proxy_requests_total" and s.labels["route"] == "server"}
+
+
+def test_requests_the_server_answers_itself_are_counted_in_the_metrics(proxy_factory, mock):
+    """Beside their request_completed lines, the Prometheus request counter counts them, under
+    ``route="server"`` (no model, not streamed), so a dashboard sees a client sending garbage."""
+    svc = proxy_factory(WEB_CONCURRENCY="1")
+    assert _server_answered(svc.url) == {}
+    for data in MALFORMED.values():
+        _exchange(svc.port, data)
+    for headers, _ in BAD_HANDSHAKES.values():
+        _exchange(svc.port, b"GET /v1/responses HTTP/1.1\r\n" + UPGRADE + headers + b"\r\n")
+    wanted = {"400": float(len(MALFORMED) + len(BAD_HANDSHAKES))}
+    assert wait_for(lambda: (lambda c: c if c == wanted else None)(_server_answered(svc.url)), 10) == wanted
 
 
 def test_a_handshake_refused_before_accept_is_json_too(fproxy):
