@@ -11,6 +11,12 @@ in all), then the job is stopped (``StoreLost``); a log that would pass the stor
 stops it too (``LogFull``); a write the store refuses because the job is no longer this worker's
 (cancelled, reaped) stops it as ``JobLost``. The first of these is ``failure``, and ``on_failure``
 is told at once so the generation stops.
+
+A cancel can win while events the original client has already been streamed are not logged yet
+(the batch in flight, and those pending behind it: the live feed never waits for the store). The
+store keeps a cancelled job's log open for its worker, which then logs exactly those and closes it
+(``close_cancelled``), so a replay holds what the live client saw, the same events with the same
+sequence numbers. That costs one write after a cancel, nothing while the job runs.
 """
 from __future__ import annotations
 
@@ -94,6 +100,24 @@ class EventLog:
         if not done:
             raise JobLost(self._id)
 
+    async def close_cancelled(self) -> None:
+        """After the job was lost: if it was cancelled, the events streamed live that the log lacks,
+        and the log closed. The store refuses it when the job was not cancelled (reaped), or was by
+        a cancel that closed the log itself; a failure here leaves the log to close at the lease."""
+        await self.settle()
+        if not self._logging:
+            return
+        events, first = self._pending, self._next
+
+        def write() -> Awaitable[bool]:
+            return self._store.close_cancelled(self._owner, self._id, self._worker, first, events)
+
+        try:
+            if await self._retrying(write):
+                self._pending, self._next = [], first + len(events)
+        except Exception as exc:  # (StoreLost, or a bug of the store's): readers end at the lease instead
+            log.warning("response_id=%s: closing its cancelled log failed: %s", self._id, exc)
+
     async def settle(self) -> None:
         """Wait for the append in flight, if any (it never raises: failures go to ``failure``)."""
         if self._flusher is not None:
@@ -117,6 +141,7 @@ class EventLog:
                 self._fail(StoreLost(str(exc)))
                 return
             if not appended:
+                self._pending = batch + self._pending  # streamed live: for close_cancelled
                 self._fail(JobLost(self._id))
                 return
             self._next = first + len(batch)

@@ -15,7 +15,8 @@ How it then ends:
 =================  ============================================================================
 stop reason        what the store and the live client get
 =================  ============================================================================
-``cancelled``      already ``cancelled`` by whoever cancelled it; the live stream just ends
+``cancelled``      already ``cancelled`` by whoever cancelled it; the live stream just ends, and the
+                   events it got that the log lacks are logged as the log is closed
 ``lost``           already ended by someone else (a reaper, a cancel); the same
 ``shutdown``       ``failed`` (``bodies.SHUTDOWN_MESSAGE``), with ``error`` + ``response.failed``
 ``log``            ``failed`` (``LOG_FULL_MESSAGE`` / ``STORE_LOST_MESSAGE``), as far as it can be stored
@@ -142,10 +143,10 @@ class JobRun:
         raise JobLost(self.rid)  # cancelled, or ended by someone else: already stored as such
 
     def _publish(self, batch: Batch) -> None:
-        if not batch:
-            return
-        datas, frames = encode(batch)
         assert self.log is not None
+        if not batch or isinstance(self.log.failure, JobLost):
+            return  # (lost: what the live client got is what the log gets, nothing more)
+        datas, frames = encode(batch)
         self.log.add(datas)
         if self.feed is not None:
             self.feed.publish(frames)
@@ -177,6 +178,10 @@ class JobRun:
         """The job could not end by itself: say so as clearly as the store and the feed still allow."""
         if isinstance(exc, JobLost):
             self.outcome = "ended_elsewhere"  # counted where it was cancelled or reaped
+            if self.feed is not None:
+                self.feed.close(clean=True)  # (its stream ends now, whatever the store does next)
+            assert self.log is not None
+            await self.log.close_cancelled()
             return
         message = bodies.LOG_FULL_MESSAGE if isinstance(exc, LogFull) else bodies.STORE_LOST_MESSAGE
         translator = exchange.translator

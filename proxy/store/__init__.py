@@ -101,6 +101,7 @@ worker running it, every such write naming that worker::
     await store.read_events(owner, id, after, wait_secs=…)         # EventPage: after N, then live
     snap = await store.background_job(owner, id)                     # state, version, body
     await store.end_background(owner, id, body, version=snap.version, outcome="cancelled")  # any worker
+    await store.close_cancelled(owner, id, worker, first_seq, [event_json, ...])  # then its worker
     await store.expired_jobs(limit) -> [(owner, id)]; end_background(..., only_expired=True)  # reapers
     await store.watch_cancels(worker, on_cancel)                     # Redis pushes cancels; SQLite: no-op
 
@@ -117,7 +118,9 @@ worker running it, every such write naming that worker::
 - **The event log** (only for a response asked to stream) keeps each event's JSON under its
   sequence number (a Redis Stream entry ``0-(n+1)``; an SQLite row), so a retried append is
   harmless and ``read_events(after=N)`` is exact. It is closed when the job ends, however it ends,
-  and lives as long as its response. Its size is bounded by ``RESPONSE_STORE_MAX_OBJECT_BYTES``
+  and lives as long as its response — except that a cancel leaves it open for the job's worker,
+  which logs the events it had already streamed live and closes it (``close_cancelled``), or it
+  ends where it is at the job's lease deadline. Its size is bounded by ``RESPONSE_STORE_MAX_OBJECT_BYTES``
   like every stored object: an append past the bound raises ``ObjectTooLarge`` and logs nothing of
   that batch, and the worker fails the response (``proxy.background``) rather than let a replay
   silently miss events.

@@ -306,6 +306,9 @@ class Store(Protocol):
     async def end_background(
         self, owner: str, response_id: str, body: bytes, *, version: int, outcome: str, only_expired: bool = False
     ) -> str: ...
+    async def close_cancelled(
+        self, owner: str, response_id: str, worker: str, first_seq: int, events: Sequence[bytes]
+    ) -> bool: ...
     async def background_job(self, owner: str, response_id: str) -> JobSnapshot | None: ...
     async def read_events(
         self, owner: str, response_id: str, after: int, *, wait_secs: float = 0.0, limit: int = 500

@@ -4,7 +4,8 @@ Per job, beside its response and with its TTL:
 
 - ``P job:O:<id>`` hash ``s`` state (``queued``, ``in_progress``, ``ended``), ``w`` the worker
   running it, ``v`` its body's version, ``e`` ``1`` when its events are logged, ``z`` the log's
-  bytes, ``q`` the last sequence number logged, ``x`` the response's expiry (ms), ``k`` how it ended;
+  bytes, ``q`` the last sequence number logged, ``x`` the response's expiry (ms), ``k`` how it ended,
+  ``c`` while a cancelled job's log is still open for its worker: until when (ms, its lease deadline);
 - ``P ev:O:<id>`` a Stream of its events, the event with sequence number ``n`` under the id
   ``0-(n+1)`` (so ``XRANGE``/``XREAD`` after an id is "after a sequence number", and a retried
   append cannot log an event twice), closed by one entry ``e`` (how it ended) when the job ends;
@@ -62,7 +63,12 @@ local function append(rid, first)
   log_events(rid, f, new, size)
   return nil
 end
-local function end_job(rid, kind)
+local function close_log(rid, last, kind, exp)
+  redis.call('XADD', evk(rid), ev_id(tonumber(last) + 1), 'e', kind)
+  redis.call('PEXPIREAT', evk(rid), exp)
+end
+-- End the job; ``hold_until`` (a cancel's: the lease deadline) leaves its log open for its worker.
+local function end_job(rid, kind, hold_until)
   local j = jk(rid)
   local f = redis.call('HMGET', j, 'q', 'e', 'x')
   redis.call('HSET', j, 's', 'ended', 'k', kind)
@@ -70,8 +76,11 @@ local function end_job(rid, kind)
   redis.call('ZREM', P .. 'jobs', O .. ':' .. rid)
   redis.call('ZREM', P .. 'jobo:' .. O, rid)
   if f[2] == '1' then
-    redis.call('XADD', evk(rid), ev_id(tonumber(f[1]) + 1), 'e', kind)
-    redis.call('PEXPIREAT', evk(rid), f[3])
+    if hold_until and tonumber(hold_until) > now_ms() then
+      redis.call('HSET', j, 'c', hold_until)
+    else
+      close_log(rid, f[1], kind, f[3])
+    end
   end
 end
 """
@@ -131,8 +140,21 @@ if thread then
   local ids, us = cjson.decode(ARGV[8]), now_us()
   for i = n + 1, #ids do hold(ids[i], fmt(i - 1) .. ':' .. rid, us, es) end
 end
-end_job(rid, ARGV[9])
+end_job(rid, ARGV[9], nil)
 return {'ok'}
+""")
+
+# ARGV: P O rid worker limit (seq data)… → 1 | 0 (not this worker's cancelled job with its log open):
+# the events its live client got that the log lacks (none if they would pass the bound), then the log closed.
+CLOSE = _script("""
+local rid, j = ARGV[3], jk(ARGV[3])
+local f = redis.call('HMGET', j, 's', 'w', 'z', 'q', 'x', 'e', 'c')
+if f[1] ~= 'ended' or f[2] ~= ARGV[4] or not f[7] or tonumber(f[7]) <= now_ms() then return 0 end
+local new, size = plan_events(f, 6)
+if size <= tonumber(ARGV[5]) then log_events(rid, f, new, size) end
+redis.call('HDEL', j, 'c')
+close_log(rid, redis.call('HGET', j, 'q'), redis.call('HGET', j, 'k'), f[5])
+return 1
 """)
 
 # ARGV: P O rid body version outcome only_expired
@@ -154,7 +176,9 @@ if ARGV[7] == '1' then
 end
 local thread = redis.call('GET', rk(rid))
 if thread and ARGV[4] ~= '' then redis.call('HSET', tk(thread), rid .. ':b', ARGV[4]) end
-end_job(rid, ARGV[6])
+local hold = nil
+if ARGV[7] ~= '1' and ARGV[6] == 'cancelled' then hold = redis.call('ZSCORE', P .. 'jobs', O .. ':' .. rid) end
+end_job(rid, ARGV[6], hold)
 redis.call('PUBLISH', P .. 'cancel:' .. f[3], rid)
 return {'ok'}
 """)
@@ -172,7 +196,7 @@ return {f[1], f[2], body}
 # ARGV: P O rid after count → nil | {'none'} (no log kept) | {ended '1'/'0', event…}
 READ = _script("""
 local rid, count = ARGV[3], tonumber(ARGV[5])
-local f = redis.call('HMGET', jk(rid), 's', 'e')
+local f = redis.call('HMGET', jk(rid), 's', 'e', 'c')
 if not f[1] then return false end
 if f[2] ~= '1' then return {'none'} end
 local entries = redis.call('XRANGE', evk(rid), '(' .. ev_id(tonumber(ARGV[4])), '+', 'COUNT', count)
@@ -184,7 +208,8 @@ for _, e in ipairs(entries) do
   end
   out[#out + 1] = e[2][2]
 end
-if out[1] == '0' and f[1] == 'ended' and #entries < count then out[1] = '1' end
+local held = f[3] and tonumber(f[3]) > now_ms()
+if out[1] == '0' and f[1] == 'ended' and not held and #entries < count then out[1] = '1' end
 return out
 """)
 

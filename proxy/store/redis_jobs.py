@@ -95,6 +95,12 @@ class RedisJobs:
         )
         return self._logged(reply)
 
+    async def close_cancelled(
+        self, owner: str, response_id: str, worker: str, first_seq: int, events: Sequence[bytes]
+    ) -> bool:
+        pairs = _pairs(first_seq, events)
+        return bool(await self._run(jobs_lua.CLOSE, owner, response_id, worker, self.max_object_bytes, *pairs) == 1)
+
     async def end_background(
         self, owner: str, response_id: str, body: bytes, *, version: int, outcome: str, only_expired: bool = False
     ) -> str:

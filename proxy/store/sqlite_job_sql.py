@@ -5,6 +5,11 @@ that continue a job (start, append, finish) name the worker and change nothing o
 that worker's running job any more (cancelled, or reaped). Every write takes the write lock first
 (``BEGIN IMMEDIATE``), so the owner's cap check and the insert that counts against it are one step
 for every process of the host.
+
+A cancelled job's log stays open for its worker until its lease would have run out (``lease_until``,
+which the cancel leaves as it was): the worker logs the events it had already streamed live and
+closes it (``close``, which sets ``lease_until`` to 0); a reader sees the log ended only then.
+Nothing new in the row, so a worker of the previous release reads and writes it as before.
 """
 from __future__ import annotations
 
@@ -125,6 +130,28 @@ def _end(conn: sqlite3.Connection, response_id: str, outcome: str) -> None:
     )
 
 
+def close(
+    conn: sqlite3.Connection, owner: str, response_id: str, worker: str, first_seq: int, events: Sequence[bytes],
+    limit: int,
+) -> bool:
+    """A cancelled job's last events (what its live client got) and its log closed, by its worker."""
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT log_bytes, last_seq, events FROM jobs WHERE response_id = ? AND owner = ? AND worker = ? "
+            "AND state = 'ended' AND ended_as = 'cancelled' AND lease_until > ?",
+            (response_id, owner, worker, now_ms()),
+        ).fetchone()
+        if row is None:
+            return False
+        if row[2]:
+            try:
+                _log(conn, response_id, row, first_seq, events, limit)
+            except ObjectTooLarge:
+                pass  # closed without them: the log holds what fitted
+        conn.execute("UPDATE jobs SET lease_until = 0 WHERE response_id = ?", (response_id,))
+    return True
+
+
 def end(
     conn: sqlite3.Connection, owner: str, response_id: str, body: bytes, version: int, outcome: str,
     only_expired: bool,
@@ -160,11 +187,14 @@ def snapshot(conn: sqlite3.Connection, owner: str, response_id: str) -> JobSnaps
 
 
 def read(conn: sqlite3.Connection, owner: str, response_id: str, after: int, limit: int) -> EventPage | None:
-    """One consistent snapshot: a job ended there has logged every event it ever will."""
+    """One consistent snapshot: a job ended there has logged every event it ever will (a cancelled
+    one once its worker closed the log, or its lease would have run out)."""
+    now = now_ms()
     with transaction(conn, write=False):
         row = conn.execute(
-            "SELECT state, events FROM jobs WHERE response_id = ? AND owner = ? AND expires_at > ?",
-            (response_id, owner, now_ms()),
+            "SELECT state, events, state = 'ended' AND NOT (ended_as = 'cancelled' AND lease_until > ?) "
+            "FROM jobs WHERE response_id = ? AND owner = ? AND expires_at > ?",
+            (now, response_id, owner, now),
         ).fetchone()
         if row is None:
             return None
@@ -176,7 +206,7 @@ def read(conn: sqlite3.Connection, owner: str, response_id: str, after: int, lim
                 (response_id, after, limit),
             )
         ]
-    return EventPage(events, row[0] == "ended" and len(events) < limit)
+    return EventPage(events, bool(row[2]) and len(events) < limit)
 
 
 def renew(conn: sqlite3.Connection, worker: str, response_ids: Sequence[str], lease_ms: int) -> set[str]:

@@ -66,6 +66,13 @@ class SQLiteJobs:
             self.max_object_bytes,
         )
 
+    async def close_cancelled(
+        self, owner: str, response_id: str, worker: str, first_seq: int, events: Sequence[bytes]
+    ) -> bool:
+        return await self._write(
+            job_sql.close, owner, response_id, worker, first_seq, list(events), self.max_object_bytes
+        )
+
     async def end_background(
         self, owner: str, response_id: str, body: bytes, *, version: int, outcome: str, only_expired: bool = False
     ) -> str:

@@ -1,6 +1,7 @@
 """Cancel and stream-again answered as OpenAI answers them, through real gunicorn (2 workers) and
 the openai SDK: a cancel on every end state and on responses that were not background ones, a
-cancel racing the job's own end on the other worker (SQLite and Redis), and the edge values of
+cancel racing the job's own end on the other worker (SQLite and Redis), a cancel while the job's
+event log is busy (the replay holds every event the live client got), and the edge values of
 ``GET …?stream=true&starting_after=N``.
 
 What OpenAI answers a cancel of a response that already ended (public reports; the SDK's docstring
@@ -147,7 +148,8 @@ def test_a_cancel_racing_the_jobs_end_on_the_other_worker_leaves_one_end_everywh
     """The job completes while a cancel arrives on the other worker. Whichever came first is the
     end everywhere: a cancel that won answers the Response ``cancelled``, and the GET on both
     workers, the stream replayed from the store and the creator's live stream agree (no terminal
-    event, the replay a prefix of what the live client saw); a cancel that lost answers the 400
+    event, the replay exactly what the live client saw, the same events with the same sequence
+    numbers); a cancel that lost answers the 400
     ``Cannot cancel a completed response.``, and the GETs, the replay and the live stream all end
     ``completed`` with the one ``response.completed``. Cancels are swept across the job's end
     (timed from a first uncancelled run), so both outcomes happen and many land close to it."""
@@ -183,6 +185,29 @@ def test_a_cancel_racing_the_jobs_end_on_the_other_worker_leaves_one_end_everywh
             c.close()
 
 
+def test_a_cancel_mid_burst_replays_every_event_the_live_client_saw(racing, mock):
+    """A backend streaming a delta every millisecond keeps the job's event log busy: most of the
+    time a batch is in flight and more wait behind it, already streamed live. A cancel from the
+    other worker then wins against events the creator has but the log has not yet; the replay
+    must still hold the same events with the same sequence numbers (before: it missed them)."""
+    svc = racing
+    body = {"model": "mock-slow-1", "input": "burst " + slow_text(3, 1)}
+    for _ in range(4):
+        thread, live = _run_live(svc, body)
+        rid = live["id"]
+        with closing(client_on(svc, rid, other_than=worker_of(svc, rid))) as other:
+            time.sleep(max(0.0, live["t0"] + 0.4 - time.monotonic()))
+            answer = other.post(f"/v1/responses/{rid}/cancel")
+            thread.join(60)
+            assert not thread.is_alive(), "the live stream did not end"
+            assert answer.status_code == 200 and answer.json()["status"] == "cancelled", answer.text[:200]
+            events = parse_sse(live["raw"])
+            assert not [e for e in events if e["type"] in TERMINAL_TYPES]
+            replay = stream_events(svc, rid)
+            assert replay == events, (len(replay), len(events))
+            assert get(svc, rid)["status"] == "cancelled"
+
+
 def _check_one_end(svc, clients, rid: str, answer: httpx.Response, live: list[dict[str, Any]]) -> str:
     docs = [c.get(f"/v1/responses/{rid}").json() for c in clients.values()]
     assert docs[0] == docs[1], "the two workers disagree"
@@ -192,7 +217,7 @@ def _check_one_end(svc, clients, rid: str, answer: httpx.Response, live: list[di
     if answer.status_code == 200:
         assert answer.json() == final and final["status"] == "cancelled", (answer.text[:200], final["status"])
         assert not [e["type"] for e in replay + live if e["type"] in TERMINAL_TYPES]
-        assert live[: len(replay)] == replay
+        assert replay == live, (len(replay), len(live))
         print(f"cancelled: replay {len(replay)} events, live {len(live)}")
         return "cancelled"
     refusal(answer, "Cannot cancel a completed response.", "response_id")

@@ -174,6 +174,40 @@ def test_a_response_not_streamed_keeps_no_log(backend, store_factory):
     run(store, scenario)
 
 
+def test_a_cancelled_log_its_worker_never_closes_ends_at_its_lease(backend, store_factory):
+    """A cancelled job whose worker does not close its log (it died, or runs the previous release):
+    a follower waits for it no longer than the lease would have lasted, then the log is ended and
+    takes nothing more. A reaper's end (the lease ran out) closes the log at once."""
+    store = store_factory(backend)
+    owner = store.owner_of("sk-alice")
+
+    async def scenario(store):
+        r, dead = queued(), queued()
+        for j in (r, dead):
+            await store.create_background(owner, j, job(lease_ms=1500))
+            assert await store.start_background(owner, j.id, body(j.id, "in_progress"), WORKER)
+            assert await store.append_events(owner, j.id, WORKER, 0, [event(0)])
+        snap = await store.background_job(owner, r.id)
+        assert await store.end_background(owner, r.id, body(r.id, "cancelled"), version=snap.version,
+                                          outcome="cancelled") == "ok"
+        page = await store.read_events(owner, r.id, 0, wait_secs=0.5)
+        assert page.events == [] and not page.ended
+        await asyncio.sleep(1.6)
+        page = await store.read_events(owner, r.id, -1, wait_secs=1.0)
+        assert seqs(page) == [0] and page.ended
+        assert not await store.close_cancelled(owner, r.id, WORKER, 1, [event(1)])
+        assert seqs(await store.read_events(owner, dead.id, -1)) == [0]
+        assert await store.expired_jobs(100) == [(owner, dead.id)]
+        snap = await store.background_job(owner, dead.id)
+        assert await store.end_background(owner, dead.id, body(dead.id, "failed"), version=snap.version,
+                                          outcome="lost", only_expired=True) == "ok"
+        page = await store.read_events(owner, dead.id, -1)
+        assert seqs(page) == [0] and page.ended
+        assert not await store.close_cancelled(owner, dead.id, WORKER, 1, [event(1)])
+
+    run(store, scenario)
+
+
 @pytest.mark.parametrize("outcome", ["cancelled", "failed"])
 def test_ending_a_job_from_outside_wins_once_and_stops_its_worker(backend, store_factory, outcome):
     store = store_factory(backend)
@@ -191,13 +225,23 @@ def test_ending_a_job_from_outside_wins_once_and_stops_its_worker(backend, store
         assert await store.end_background(owner, r.id, ended, version=snap.version, outcome=outcome) == "ended"
         assert await store.get_response(owner, r.id) == ended
         page = await store.read_events(owner, r.id, -1)
-        assert seqs(page) == [0, 1] and page.ended  # a follower stops after what was logged
+        # A follower stops after what was logged; after a cancel, once its worker closed the log.
+        assert seqs(page) == [0, 1] and page.ended == (outcome != "cancelled")
         # The worker's next step learns it: every write refused, the renewal names the job.
-        assert not await store.append_events(owner, r.id, WORKER, 2, [event(2)])
+        assert not await store.append_events(owner, r.id, WORKER, 2, [event(2), event(3)])
         assert not await store.finish_background(owner, finished(r), WORKER, 2, [], "completed")
         assert await store.renew_leases(WORKER, [(owner, r.id)], 30_000) == {r.id}
         assert await store.get_response(owner, r.id) == ended
         assert await store.expired_jobs(100) == []
+        # Cancelled, its worker logs what its live client already got (from no other worker, once).
+        assert not await store.close_cancelled(owner, r.id, OTHER_WORKER, 2, [event(2)])
+        closed = await store.close_cancelled(owner, r.id, WORKER, 1, [event(1), event(2), event(3)])
+        assert closed == (outcome == "cancelled")
+        assert not await store.close_cancelled(owner, r.id, WORKER, 4, [event(4)])
+        page = await store.read_events(owner, r.id, -1)
+        assert seqs(page) == ([0, 1, 2, 3] if closed else [0, 1]) and page.ended
+        assert await store.get_response(owner, r.id) == ended
+        assert (await store.background_job(owner, r.id)).state == "ended"
 
     run(store, scenario)
 
