@@ -14,7 +14,6 @@ from . import validate as v
 from .errors import InvalidRequest
 
 IMAGE_DETAILS = ("auto", "low", "high")
-_TEXT_PARTS = ("input_text", "output_text", "refusal", "summary_text", "reasoning_text")  # (either side's)
 
 ChatContent = str | list[dict[str, Any]]
 
@@ -40,14 +39,26 @@ USER = Place(_INPUT_TEXT, True, _INPUT_SIDE)
 SYSTEM = Place(_INPUT_TEXT, False, _INPUT_SIDE)  # (system and developer)
 ASSISTANT = Place({"output_text": "text", "refusal": "refusal"}, False, "'output_text' and 'refusal'")
 TOOL = Place(_INPUT_TEXT, True, "'input_text', 'input_image', 'input_file', and 'scoped_content'")
+_EITHER_SIDE = {"input_text": "text", "output_text": "text", "refusal": "refusal", "summary_text": "text",
+                "reasoning_text": "text"}  # every text part type, by the key holding its text
+_TEXT_PARTS = tuple(_EITHER_SIDE)  # (a tuple: a part type may be any JSON value, hashable or not)
+
+
+class Places(NamedTuple):
+    """The place of each kind of item's parts."""
+
+    user: Place
+    system: Place  # (and developer)
+    assistant: Place
+    tool: Place
+
+
+SENT = Places(USER, SYSTEM, ASSISTANT, TOOL)
 # Each place as it reads an item from the store (a chain's or a conversation's context): a text
 # part of either side is its text there, as it was before such parts were refused, so a context
 # stored then is still answered — the 400 would name an input item its client never sent
 # (``messages.translate_input``'s ``stored``).
-_EITHER_SIDE = {"input_text": "text", "output_text": "text", "refusal": "refusal", "summary_text": "text",
-                "reasoning_text": "text"}
-USER_STORED, SYSTEM_STORED, ASSISTANT_STORED, TOOL_STORED = (
-    Place(_EITHER_SIDE, place.rich, place.supported) for place in (USER, SYSTEM, ASSISTANT, TOOL))
+STORED = Places(*(Place(_EITHER_SIDE, place.rich, place.supported) for place in SENT))
 
 
 def _misplaced(ptype: Any, place: Place, param: str) -> InvalidRequest:

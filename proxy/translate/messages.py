@@ -25,19 +25,7 @@ import orjson
 
 from . import validate as v
 from .compaction import TRIGGER, summary_message
-from .content import (
-    ASSISTANT,
-    ASSISTANT_STORED,
-    SYSTEM,
-    SYSTEM_STORED,
-    TOOL,
-    TOOL_STORED,
-    USER,
-    USER_STORED,
-    message_content,
-    text_content,
-    tool_output,
-)
+from .content import SENT, STORED, Places, message_content, text_content, tool_output
 from .errors import InvalidRequest
 from .reasoning_codec import decode_reasoning
 from .tools import history_name
@@ -134,19 +122,18 @@ class _History:
                 self.pending_reasoning.append(text)
 
 
-def _message(h: _History, item: dict[str, Any], param: str, stored: bool) -> None:
+def _message(h: _History, item: dict[str, Any], param: str, places: Places) -> None:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
         if role is None:
             raise v.missing(param + ".role", "'user', 'assistant', 'system' or 'developer'")
         raise v.fail(param + ".role", "'user', 'assistant', 'system' or 'developer'", role)
     if role == "user":
-        h.add({"role": "user", "content": message_content(item, param, USER_STORED if stored else USER, "\n")})
+        h.add({"role": "user", "content": message_content(item, param, places.user, "\n")})
     elif role == "assistant":
-        h.add({"role": "assistant", "content": text_content(item, param, ASSISTANT_STORED if stored else ASSISTANT,
-                                                            "")})
+        h.add({"role": "assistant", "content": text_content(item, param, places.assistant, "")})
     else:
-        h.system.append(text_content(item, param, SYSTEM_STORED if stored else SYSTEM, "\n"))
+        h.system.append(text_content(item, param, places.system, "\n"))
     phase = item.get("phase")
     if phase is not None and phase not in _PHASES:
         raise v.fail(param + ".phase", "'commentary' or 'final_answer'", phase)
@@ -178,21 +165,20 @@ def _call(h: _History, item: dict[str, Any], itype: str, param: str) -> None:
     )
 
 
-def _add_item(h: _History, item: Any, param: str, stored: bool = False) -> None:
-    """One input item into ``h``, or the 400 naming what is wrong with it (``stored``: an item of
-    the context the store gave, read as ``content.STORED`` says)."""
+def _add_item(h: _History, item: Any, param: str, places: Places = SENT) -> None:
+    """One input item into ``h``, or the 400 naming what is wrong with it (``places``: where its
+    parts are read, ``content.STORED`` for an item of the context the store gave)."""
     if not isinstance(item, dict):
         raise v.fail(param, "an input item object", item)
     itype = item.get("type")
     if itype == "message" or (itype is None and "role" in item):
-        _message(h, item, param, stored)
+        _message(h, item, param, places)
     elif itype in _CALL_TYPES:
         _call(h, item, itype, param)
         _check_declared(item, _CALL_STRINGS, param, True)
     elif itype in _OUTPUT_TYPES:
         call_id = v.req_str(item, "call_id", param + ".call_id")
-        output = tool_output(item, param, TOOL_STORED if stored else TOOL)
-        h.add({"role": "tool", "tool_call_id": call_id, "content": output})
+        h.add({"role": "tool", "tool_call_id": call_id, "content": tool_output(item, param, places.tool)})
         if h.unanswered is not None:
             h.unanswered.pop(call_id, None)
         if h.calls is not None and call_id not in h.calls and h.orphan is None:
@@ -320,7 +306,10 @@ def translate_input(
         for i, item in enumerate(raw):
             # The client's own items are named as it sent them (``input[0]`` is its first, after
             # the context), as OpenAI and the store's own checks (``proxy.state``) name them.
-            _add_item(h, item, f"input[{i - stored if i >= stored else i}]", i < stored)
+            if i < stored:
+                _add_item(h, item, f"input[{i}]", STORED)
+            else:
+                _add_item(h, item, f"input[{i - stored}]")
         if h.orphan is not None:
             raise h.orphan
         if h.unanswered:

@@ -53,13 +53,6 @@ CHAT_PROMPT_CACHE_TTLS = ("30m",)  # the SDK's chat PromptCacheOptions.ttl
 _STANDARD_TIERS = (None, "auto", "default")
 
 
-def _obj(body: dict[str, Any], key: str, param: str) -> dict[str, Any] | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, dict):
-        raise v.fail(param, "an object", value)
-    return value
-
-
 def request_options(
     body: dict[str, Any],
     chat: dict[str, Any],
@@ -76,7 +69,7 @@ def request_options(
     _access_programs(body, shown)
     _background_options(body, background=background, stream=stream, service_tier=service_tier)
     _context_management(body, warnings)
-    image = _obj(body, "image", "image")
+    image = v.opt_object(body, "image", "image")
     if image is not None:
         compression = v.opt_enum(image, "context_compression", CONTEXT_COMPRESSIONS, "image.context_compression")
         if compression == "enabled":
@@ -93,7 +86,7 @@ def request_options(
 
 
 def _access_programs(body: dict[str, Any], shown: dict[str, Any]) -> None:
-    programs = _obj(body, "access_programs", "access_programs")
+    programs = v.opt_object(body, "access_programs", "access_programs")
     if programs is None:
         return
     cyber = v.opt_enum(programs, "cyber", CYBER_PROGRAMS, "access_programs.cyber")
@@ -110,7 +103,7 @@ def _access_programs(body: dict[str, Any], shown: dict[str, Any]) -> None:
 
 
 def _background_options(body: dict[str, Any], *, background: bool, stream: bool, service_tier: str | None) -> None:
-    options = _obj(body, "background_options", "background_options")
+    options = v.opt_object(body, "background_options", "background_options")
     if options is None:
         return
     param = "background_options.completion_window"
@@ -157,13 +150,13 @@ def _context_management(body: dict[str, Any], warnings: list[str]) -> None:
 
 
 def _moderation(body: dict[str, Any]) -> None:
-    moderation = _obj(body, "moderation", "moderation")
+    moderation = v.opt_object(body, "moderation", "moderation")
     if moderation is None:
         return
     v.req_str(moderation, "model", "moderation.model")
-    policy = _obj(moderation, "policy", "moderation.policy")
+    policy = v.opt_object(moderation, "policy", "moderation.policy")
     for side in ("input", "output"):
-        sub = None if policy is None else _obj(policy, side, f"moderation.policy.{side}")
+        sub = None if policy is None else v.opt_object(policy, side, f"moderation.policy.{side}")
         if sub is not None:
             mode = sub.get("mode")
             if mode not in MODERATION_MODES:
@@ -180,7 +173,7 @@ def _moderation(body: dict[str, Any]) -> None:
 def _prompt_cache_options(
     body: dict[str, Any], chat: dict[str, Any], warnings: list[str], shown: dict[str, Any], *, forward: bool
 ) -> None:
-    options = _obj(body, "prompt_cache_options", "prompt_cache_options")
+    options = v.opt_object(body, "prompt_cache_options", "prompt_cache_options")
     if options is None:
         return
     comparison = v.opt_str(options, "comparison_response_id", "prompt_cache_options.comparison_response_id")

@@ -151,6 +151,14 @@ def opt_str(body: dict[str, Any], key: str, param: str | None = None, max_len: i
     return value
 
 
+def opt_object(body: dict[str, Any], key: str, param: str | None = None) -> dict[str, Any] | None:
+    """An optional JSON object (null counts as absent)."""
+    value = body.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise fail(param or key, "an object", value)
+    return value
+
+
 def opt_enum(body: dict[str, Any], key: str, allowed: tuple[str, ...], param: str | None = None) -> str | None:
     value = body.get(key)
     if value is None:
