@@ -7,7 +7,7 @@ Usage::
 Each variant is the current schema (``proxy.store.sqlite_schema``) with one change, in a file of
 its own prefilled with ``--prefill`` responses (``store_micro``'s rows): ``base`` as it is;
 ``norowid``: ``responses`` WITHOUT ROWID keyed by id (one b-tree for rows and id);
-``noexpiry``: no ``responses_expiry`` index; ``norowid_noexpiry``; ``page8k``/``page16k``: a new
+``noexpiry``: no ``responses_expiry`` index; ``norowid_noexpiry``; ``page1k``/``page2k``/``page8k``/``page16k``: a new
 file's page size; ``cache8m``: ``PRAGMA cache_size=-8192``. Per round, ``shared``: two processes
 each doing ``--n`` plain ``put_response`` calls strictly alternating (a pipe hands the turn over,
 so each put follows the other's commit and finds its page cache stale); ``alone``: one process,
@@ -23,7 +23,11 @@ reads 0.7, yet its own CPU is the same (42–49 µs either way: the pages come f
 cache); no expiry index 12.9 reads and 3.7–6.2 µs less (the sweep then scans the whole table,
 19 ms per 50,000 rows, in a write transaction); WITHOUT ROWID 35 reads, +18 µs and twice the file
 (a 1.7 KB row spills to an overflow page in an index b-tree); 8 and 16 KiB pages +7 and +30 µs;
-``cache_size`` nothing (the cache is dropped whole after another's commit).
+``cache_size`` nothing (the cache is dropped whole after another's commit). Smaller pages
+(2026-12-03, two runs of 5 and 9 rounds, the machine quiet): 1 and 2 KiB pages 3–5 µs less a shared
+put (52.4–54.9 against 55.8–57.9; 20–23 reads), 0–1.5 µs alone: under 4% of the stored path's
+0.15 ms budget, for a new file only (an existing file keeps its page size in WAL mode), with
+rows then spilling to overflow pages on every read; not adopted.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 from proxy.store import sqlite_schema  # noqa: E402
 
-VARIANTS = ("base", "norowid", "noexpiry", "norowid_noexpiry", "page8k", "page16k", "cache8m")
+VARIANTS = ("base", "norowid", "noexpiry", "norowid_noexpiry", "page1k", "page2k", "page8k", "page16k", "cache8m")
 
 
 def _ddl(variant: str) -> str:
