@@ -17,6 +17,8 @@
   because the proxy pings it, and is closed at that limit when it pings too rarely.
 - HAProxy's own answers are OpenAI-shaped JSON: 503 with every instance down, 502 from an
   instance answering garbage, and every `http-error` status of the file, answered for real.
+- A connection that never sends a byte is closed silently at ``timeout http-request``
+  (``option http-ignore-probes``); one that sent part of a head still gets its 408.
 
 Each test prints its figures (``pytest -s`` shows them).
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import socketserver
 import subprocess
 import threading
@@ -321,5 +324,45 @@ def test_every_http_error_of_the_shipped_config_is_openai_json(logs_dir, tmp_pat
         for code in statuses:
             r = httpx.get(f"http://127.0.0.1:{port}/{code}", timeout=30)
             _openai_error(r, code)
+    finally:
+        hap.stop()
+
+
+def _read_all(sock: socket.socket, wait: float) -> bytes:
+    """Everything the peer sends until it closes (or ``wait`` seconds pass)."""
+    sock.settimeout(wait)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        pass
+    return got
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_silently(logs_dir, tmp_path):
+    """``option http-ignore-probes``: a connection opened and left silent past ``timeout http-request``
+    (a health probe, a browser's preconnect, a port scan) is closed with nothing written, as nginx and
+    the proxy itself do, instead of HAProxy 2.6's built-in HTML 408 (which no `http-error` rule can
+    turn into JSON: its parser answers it). A client that sent part of a head still gets its 408."""
+    port = free_port()
+    extra = tmp_path / "probe.cfg"
+    extra.write_text(
+        f"frontend silent_probe\n    bind 127.0.0.1:{port}\n    timeout http-request 1s\n    default_backend {BACKEND}\n"
+    )
+    dead = free_port()
+    hap = HAProxy({"proxy1": dead, "proxy2": dead}, logs_dir / "haproxy-probes.log", extra_cfg=extra)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            started = time.monotonic()
+            got = _read_all(silent, 10)
+            closed_after = time.monotonic() - started
+        assert got == b"", got[:200]
+        assert 0.8 < closed_after < 5, closed_after
+        with socket.create_connection(("127.0.0.1", port)) as partial:
+            partial.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+            got = _read_all(partial, 10)
+        assert got.startswith(b"HTTP/1.1 408"), got[:200]
+        print(f"\nsilent connection closed after {closed_after:.2f} s with nothing written; a partial head got a 408")
     finally:
         hap.stop()
