@@ -150,8 +150,8 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     responses = ResponsesEndpoint(
         ResponsesResource(runtime, compaction, background), WebSocketMode(runtime, compaction)
     )
-    falcon_app.add_route("/v1/responses", responses)
-    falcon_app.add_route("/responses", responses)
+    for path in edge.WEBSOCKET_PATHS:  # (the WebSocket handshakes of every other path are refused: 404)
+        falcon_app.add_route(path, responses)
     falcon_app.add_route("/v1/responses/compact", CompactResource(compaction))
     falcon_app.add_route("/responses/compact", CompactResource(compaction))
     input_tokens = InputTokensResource(runtime)
@@ -186,6 +186,9 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
 
     async def asgi(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and (scope["path"].rstrip("/") or "/") not in edge.WEBSOCKET_PATHS:
+                await edge.refuse_websocket_path(scope, receive, send)
+                return
             await falcon_app(scope, receive, send)
             return
         # The request's scope owns what it opens and releases it once the app is

@@ -5,8 +5,8 @@ request head that does not arrive within ``BODY_READ_TIMEOUT_SECS`` (``proxy.sta
 has no header timeout), a WebSocket handshake the ``websockets`` library refuses (a bad
 ``Sec-WebSocket-Key`` or ``Sec-WebSocket-Version``: its plain-text 400 or 426) and uvicorn's
 WebSocket 500 (an exception before the handshake was accepted). ``proxy.worker``'s protocols answer
-them with the OpenAI-shaped error every other answer of the proxy has, built here, and — for the
-HTTP ones, which are requests an operator should see — write the ``request_completed`` line
+them with the OpenAI-shaped error every other answer of the proxy has, built here, and write
+the ``request_completed`` line
 every request writes (``logs.request_completed``), with the masked key and the request id when
 the head had come that far. Nothing here runs for a request the app serves.
 """
@@ -17,6 +17,7 @@ import http
 import time
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import orjson
 from websockets.datastructures import Headers
@@ -27,7 +28,10 @@ from .errors import ProxyError, type_for_status
 from .logs import mask_key, request_completed
 from .resources.scope import SERVER_ANSWERED, new_request_id, sane_request_id
 
-__all__ = ["SERVER_ANSWERED", "JsonRejections", "count_refused_with", "head_timeout_tail", "json_tail", "log_refused"]
+__all__ = [
+    "SERVER_ANSWERED", "WEBSOCKET_PATHS", "JsonRejections", "count_refused_with", "head_timeout_tail", "json_tail",
+    "log_refused", "refuse_websocket_path",
+]
 
 
 def json_tail(error: ProxyError) -> bytes:
@@ -88,8 +92,35 @@ def log_refused(headers: list[tuple[bytes, bytes]] | None, http_status: int, sta
 
 # --------------------------------------------------------------------------- WebSocket handshakes
 
-# uvicorn's 403, when the app closed the handshake before accepting it: Falcon's, for a path without a
-# WebSocket route (its close code, 3000 + the HTTP status, is not handed on to the refusal).
+WEBSOCKET_PATHS = ("/v1/responses", "/responses")  # where WebSocket mode is served (proxy.app's routes)
+
+
+async def refuse_websocket_path(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+    """A WebSocket handshake to a path without WebSocket mode: a JSON 404, as RFC 6455 asks for a
+    resource that is not available (4.2.2), and its ``request_completed`` line and count.
+
+    Left to Falcon, it would close the handshake (code 3404, which uvicorn does not hand on) and
+    uvicorn would answer 403 — a status that says "not allowed" of a path that does not exist — with
+    no line written and an error logged by Falcon. The answer goes through the ASGI
+    ``websocket.http.response`` extension, which uvicorn's WebSocket protocols offer; a server
+    without it gets the close, and so its own refusal."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 3404})
+        return
+    body = orjson.dumps(ProxyError(
+        404, f"Unknown path for a WebSocket connection: {scope.get('path')}. "
+        "WebSocket mode is served at GET /v1/responses.", code="not_found",
+    ).body())
+    await send({"type": "websocket.http.response.start", "status": 404, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+    ]})
+    await send({"type": "websocket.http.response.body", "body": body})
+    log_refused(scope.get("headers"), 404, None)
+
+
+# uvicorn's 403, when the app closed the handshake before accepting it (a path without a WebSocket
+# route is answered 404 before that, by ``refuse_websocket_path``).
 _REFUSED = "The WebSocket handshake was refused: WebSocket mode is served at GET /v1/responses."
 _WS_CODES = {400: "invalid_websocket_handshake", 403: "websocket_refused", 426: "websocket_upgrade_required"}
 

@@ -193,12 +193,22 @@ def test_requests_the_server_answers_itself_are_counted_in_the_metrics(proxy_fac
     assert wait_for(lambda: (lambda c: c if c == wanted else None)(_server_answered(svc.url)), 10) == wanted
 
 
-def test_a_handshake_refused_before_accept_is_json_too(fproxy):
-    """A handshake the app closes before accepting it (a path with no WebSocket route): uvicorn's
-    403, with an OpenAI-shaped body rather than none."""
-    answer = _exchange(fproxy.port, b"GET /v1/nowhere HTTP/1.1\r\n" + UPGRADE + WS_KEY + b"Sec-WebSocket-Version: 13\r\n\r\n")
-    error = _json_error(answer, b"403 Forbidden")
-    assert error["code"] == "websocket_refused" and "/v1/responses" in error["message"], error
+@pytest.mark.parametrize("path", [b"/v1/nowhere", b"/v1/models", b"/"])
+def test_a_handshake_to_a_path_without_websocket_mode_is_a_json_404_with_its_line_and_count(proxy_factory, path):
+    """RFC 6455 (4.2.2): a resource that is not available is a 404 — not the 403 uvicorn answered when
+    Falcon closed the handshake (no route), with no line written. Now a JSON 404 ``not_found`` naming
+    where WebSocket mode is served, its ``request_completed`` line (masked key, request id) and its
+    count under ``route="server"``."""
+    svc = proxy_factory(WEB_CONCURRENCY="1")
+    head = b"GET " + path + b" HTTP/1.1\r\n" + UPGRADE + WS_KEY + b"Sec-WebSocket-Version: 13\r\n"
+    answer = _exchange(svc.port, head + b"X-Request-ID: rid-ws-404\r\n\r\n")
+    error = _json_error(answer, b"404 Not Found")
+    assert error["code"] == "not_found" and error["type"] == "invalid_request_error", error
+    assert path.decode() in error["message"] and "/v1/responses" in error["message"], error
+    lines = wait_for(lambda: [c for c in completed_lines(svc) if c.request_id == "rid-ws-404"] or None, 10)
+    assert [(c.http_status, c.status, c.model) for c in lines] == [(404, "error", "-")], lines
+    assert f"key={mask_key(API_KEY)}, request_id=rid-ws-404" in svc.log_text()
+    assert wait_for(lambda: (lambda c: c if c == {"404": 1.0} else None)(_server_answered(svc.url)), 10)
 
 
 def test_websocket_mode_still_serves_after_refused_handshakes(fproxy, mock):
