@@ -70,14 +70,15 @@ _TOTALS = re.compile(rb"^totals:\s+(\d+)", re.MULTILINE)
 class Target:
     """One checkout (or the floor) under callgrind, one worker."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path, port: int, out: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path, port: int, out: Path,
+                 callgrind: bool = True) -> None:
         self.name = name
         self.port = port
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         self._log = open(out / "service.log", "ab")
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                    f"--callgrind-out-file={out}/callgrind.%p"]
+                    f"--callgrind-out-file={out}/callgrind.%p"] if callgrind else []
         self.proc = subprocess.Popen(valgrind + args, cwd=cwd, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         devtools.wait_http(f"http://127.0.0.1:{port}/health", self.proc, timeout=300)
@@ -162,31 +163,49 @@ def build_toggle(into: Path) -> Path:
     return lib
 
 
-def start(name: str, root: Path | None, backend: str, out: Path, toggle: Path) -> Target:
+def start(name: str, root: Path | None, backend: str, out: Path, toggle: Path | None) -> Target:
+    """``root``'s proxy (the floor if None) as deployed with one worker; under callgrind unless ``toggle`` is None."""
     port = devtools.free_port()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     env = dict(os.environ, BACKEND_URL=backend, HOST_PORT=str(port), WEB_CONCURRENCY="1", LOG_LEVEL="warning",
-               RESPONSE_STORE_URL=f"sqlite:///{out}/store.sqlite3", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONPATH=str(toggle.parent), INSTRUCTIONS_TOGGLE_LIB=str(toggle))
+               RESPONSE_STORE_URL=f"sqlite:///{out}/store.sqlite3", PYTHONDONTWRITEBYTECODE="1")
+    if toggle is not None:
+        env.update(PYTHONPATH=str(toggle.parent), INSTRUCTIONS_TOGGLE_LIB=str(toggle))
     env.pop("PORT", None)
     if root is None:
         env["FLOOR_BACKEND_URL"] = backend
         args = [gunicorn, "-k", "proxy.worker.Worker", "-w", "1", "-b", f"127.0.0.1:{port}", "--timeout", "600",
                 "--keep-alive", "75", "--log-level", "warning", "loadtest.floor:app"]
-        return Target(name, args, env, ROOT, port, out)
+        return Target(name, args, env, ROOT, port, out, toggle is not None)
     args = [gunicorn, "-c", "conf/gunicorn.conf.py", "--timeout", "600"]
-    return Target(name, args, env, root, port, out)
+    return Target(name, args, env, root, port, out, toggle is not None)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def target_options(doc: str, requests: int, warmup: int) -> argparse.ArgumentParser:
+    """The options this harness and ``loadtest.syscall_census`` share: workloads, load, targets."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="stream50,json", help="workloads of loadtest.bench, comma-separated")
-    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=requests)
     ap.add_argument("--conc", type=int, default=16)
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=warmup)
     ap.add_argument("--idle-secs", type=float, default=5.0)
     ap.add_argument("--variant", action="append", default=[], help="name=/path/to/checkout")
     ap.add_argument("--no-floor", action="store_true")
+    return ap
+
+
+def target_specs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """(name, checkout) of every target: the floor (None) unless ``--no-floor``, this proxy, each variant."""
+    specs: list[tuple[str, Path | None]] = [] if args.no_floor else [("floor", None)]
+    specs.append(("proxy", ROOT))
+    for v in args.variant:
+        name, _, path = v.partition("=")
+        specs.append((name, Path(path).resolve()))
+    return specs
+
+
+def main() -> None:
+    ap = target_options(__doc__, 200, 100)
     ap.add_argument("--keep", help="a directory to keep the callgrind dumps in (callgrind_annotate them)")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -197,11 +216,7 @@ def main() -> None:
     toggle = build_toggle(out_root)
     mock = devtools.start_mock(out_root / "mock.log", workers=1, max_records=16)
     backend = mock.url + "/v1"
-    specs: list[tuple[str, Path | None]] = [] if args.no_floor else [("floor", None)]
-    specs.append(("proxy", ROOT))
-    for v in args.variant:
-        name, _, path = v.partition("=")
-        specs.append((name, Path(path).resolve()))
+    specs = target_specs(args)
     workloads = args.only.split(",")
     rows: dict[tuple[str, str], float] = {}
     try:

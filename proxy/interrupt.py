@@ -57,7 +57,9 @@ class Interrupt:
         self._due = due
         if due < self._timer_at:
             self._arm(due)
-        task = asyncio.current_task()
+        # With the loop given, current_task() skips get_running_loop(), which on CPython 3.11 makes
+        # a getpid() system call each time (loadtest.syscall_census); wait() runs on that loop.
+        task = asyncio.current_task(self._loop)
         assert task is not None
         self._task = task
         try:
