@@ -64,10 +64,11 @@ here (``time_out_head``: a JSON 408). WebSocket handshakes the ``websockets`` li
 gives its ``websockets`` protocol object the class ``proxy.edge.JsonRejections``, whose ``reject``
 is the one place every such refusal is built.
 
-Falcon logs an ERROR for every WebSocket handshake it refuses with a 4xx (a
-handshake on a path that has no WebSocket route: 404, 405), where the same
-refusal of a plain HTTP request is not logged at all: a client's mistake, not
-the server's. ``QuietRefusedHandshakes`` sends those lines out at INFO. At DEBUG the
+A handshake on a path that has no WebSocket route never reaches Falcon (``proxy.edge.
+refuse_websocket_path``: a JSON 404 and its line). Falcon logs an ERROR for any other
+WebSocket handshake it refuses with a 4xx, where the same refusal of a plain HTTP
+request is not logged at all: a client's mistake, not the server's.
+``QuietRefusedHandshakes`` sends those lines out at INFO. At DEBUG the
 ``websockets`` protocol logs each handshake's headers; ``MaskedHandshakeHeaders`` masks the
 credentials among them.
 """
@@ -277,6 +278,14 @@ class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):
             raw = event.headers.raw_items()
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in raw]
             log_refused(headers, self.response.status_code, None)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            # The handshake was answered with an HTTP response (``proxy.edge.refuse_websocket_path``'s
+            # 404): uvicorn (0.54) sends it but leaves ``handshake_complete`` unset, so the app's return
+            # would log "ASGI callable returned without completing handshake" at ERROR.
+            self.handshake_complete = True
 
     def shutdown(self) -> None:
         stopping = self._stopping

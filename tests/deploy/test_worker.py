@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 
+import falcon
 import pytest
 
+from proxy.worker import QuietRefusedHandshakes
 from tests.conftest import API_KEY
 from tests.http import wait_for
 
@@ -23,15 +26,31 @@ def _handshake(port: int, path: str) -> bytes:
         return s.recv(65536).split(b"\r\n", 1)[0]
 
 
-@pytest.mark.parametrize("level, logged", [("info", True), ("warn", False)])
-def test_a_handshake_on_a_path_without_websocket_is_logged_at_info(proxy_factory, level, logged):
-    service = proxy_factory(LOG_LEVEL=level)
-    for path, code in (("/v1/no-such-path", 3404), ("/v1/models", 3405)):
-        assert _handshake(service.port, path).split()[1] == b"403"  # uvicorn's answer to a close before accept
-        line = f"HTTPError <HTTP{'RouteNotFound: 404' if code == 3404 else 'MethodNotAllowed: 405'}"
-        if logged:
-            found = wait_for(lambda: [ln for ln in service.log_text().splitlines() if line in ln], 10,
-                             what="falcon's line for the refused handshake")
-            assert " INFO " in found[-1] and f"Closing with code {code}" in found[-1], found
-    # Either way: no ERROR for them (a real error would still be one: only 4xx refusals are demoted).
-    assert "ERROR" not in service.log_text(), service.log_text()[-2000:]
+def test_a_handshake_on_a_path_without_websocket_is_a_404_that_logs_no_error(proxy_factory):
+    """Such a handshake never reaches Falcon (``proxy.edge.refuse_websocket_path`` answers it: a JSON
+    404), so Falcon's "HTTPError … raised while handling WebSocket" ERROR, which
+    ``QuietRefusedHandshakes`` demoted, is not written at all, even at INFO."""
+    service = proxy_factory(LOG_LEVEL="info")
+    for path in ("/v1/no-such-path", "/v1/models"):
+        assert _handshake(service.port, path).split()[1] == b"404"
+    wait_for(lambda: service.log_text().count("http_status=404") >= 2 or None, 10, what="the two request_completed lines")
+    assert "HTTPError" not in service.log_text() and "ERROR" not in service.log_text(), service.log_text()[-2000:]
+
+
+def _falcon_record(status: int) -> logging.LogRecord:
+    """The record Falcon's ASGI app logs for an HTTPError raised while handling a WebSocket."""
+    error = falcon.HTTPError(status)
+    return logging.LogRecord(
+        "falcon", logging.ERROR, __file__, 0, "[FALCON] HTTPError %s raised while handling WebSocket. Closing with code %s",
+        (error, 3000 + status), None,
+    )
+
+
+@pytest.mark.parametrize("status, level", [(404, logging.INFO), (405, logging.INFO), (500, logging.ERROR)])
+def test_falcons_4xx_websocket_refusals_are_demoted_to_info_and_real_errors_stay(status, level):
+    """Any 4xx Falcon would still refuse a handshake with on the WebSocket route (a client's mistake)
+    goes out at INFO; a 5xx stays an ERROR."""
+    record = _falcon_record(status)
+    kept = QuietRefusedHandshakes().filter(record)
+    assert record.levelno == level
+    assert kept is (level == logging.ERROR or logging.getLogger("falcon").isEnabledFor(logging.INFO))
