@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,7 +264,15 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000.0
 
 
-def _sleep_until(t: float) -> None:
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The interquartile range of a few rounds' figures (under 4 rounds: their range)."""
+    if len(values) < 4:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+def sleep_until(t: float) -> None:
     while (left := t - time.time()) > 0:
         time.sleep(min(left, 0.5))
 
@@ -281,10 +290,10 @@ def run_phase(target: Target, mock: Proc, workload: str, body: bytes, conc: int,
     server = target.proc.workers()
     mock_procs = mock.workers()
     load = LoadProcs(spec, args.client_procs)
-    _sleep_until(t_start)
+    sleep_until(t_start)
     spy = _profile(target, workload, conc, args) if args.profile and target.name in args.profile_targets else None
     s0, m0 = cpu_of(server), cpu_of(mock_procs)
-    _sleep_until(t_end)
+    sleep_until(t_end)
     s1, m1 = cpu_of(server), cpu_of(mock_procs)
     pss = 0.0 if target.direct else pss_mb(target.proc.all_pids())
     if spy is not None:
@@ -427,11 +436,11 @@ def soak(args, mock: Proc, proxy: Proc) -> dict:
     ]
     loads = [LoadProcs(s, args.client_procs) for s in specs]
     samples = []
-    _sleep_until(t_start)
+    sleep_until(t_start)
     cpu0 = cpu_of(proxy.workers())
     next_t = t_start
     while next_t <= t_end + 0.01:
-        _sleep_until(next_t)
+        sleep_until(next_t)
         workers = proxy.workers()
         rss = rss_mb(workers)
         sample = {"t": round(time.time() - t_start, 1), "pids": [p.pid for p in workers],

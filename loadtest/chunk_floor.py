@@ -303,9 +303,9 @@ class ServiceRung:
         load = LoadProcs(LoadSpec(bench.HOST, self.service.port, "POST", "/v1/responses", body,
                                   "responses-stream", conc, start, end, headers=headers), 1)
         worker = self.service.workers()[0]
-        bench._sleep_until(start)
+        bench.sleep_until(start)
         u0, s0 = _times(worker)
-        bench._sleep_until(end)
+        bench.sleep_until(end)
         u1, s1 = _times(worker)
         result = load.join(timeout=duration + 120)
         if result.errors:
@@ -323,19 +323,12 @@ class ServiceRung:
         self.service.stop()
 
 
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return values[0], values[0]
-    q = statistics.quantiles(values, n=4)
-    return q[0], q[2]
-
-
 def _report(samples: dict[str, list[Sample]]) -> None:
     base = samples.get("uvloop") or next(iter(samples.values()))
     print(f"{'relay':8} {'median':>7} {'mean':>7} {'IQR':>13} {'user':>6} {'sys':>6} {'x uvloop':>8}  rounds (µs)")
     for name, rows in samples.items():
         tot = [s.total for s in rows]
-        lo, hi = _quartiles(tot)
+        lo, hi = bench.quartiles(tot)
         ratio = statistics.median(t / b.total if b.total else float("nan") for t, b in zip(tot, base))
         print(f"{name:8} {statistics.median(tot):7.1f} {statistics.mean(tot):7.1f} {lo:6.1f}-{hi:<6.1f} "
               f"{statistics.median(s.user for s in rows):6.1f} {statistics.median(s.system for s in rows):6.1f} "

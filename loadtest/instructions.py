@@ -130,7 +130,7 @@ class Target:
         self._log.close()
 
 
-async def _load(port: int, body: bytes, stream: bool, n: int, conc: int) -> int:
+async def load_requests(port: int, body: bytes, stream: bool, n: int, conc: int) -> int:
     """``n`` requests at ``conc`` at once; each must be a 200 that ends as the bench's check wants."""
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
@@ -150,7 +150,7 @@ async def _load(port: int, body: bytes, stream: bool, n: int, conc: int) -> int:
     return failures
 
 
-def _run_into(results: list[int], load: Callable[[], Coroutine[object, object, int]]) -> None:
+def run_into(results: list[int], load: Callable[[], Coroutine[object, object, int]]) -> None:
     results.append(asyncio.run(load()))
 
 
@@ -227,10 +227,10 @@ def main() -> None:
                 rate = idle / idle_wall
                 for w in workloads:
                     body, stream = orjson.dumps(WORKLOADS[w]), bool(WORKLOADS[w]["stream"])
-                    asyncio.run(_load(target.port, body, stream, args.warmup, args.conc))
+                    asyncio.run(load_requests(target.port, body, stream, args.warmup, args.conc))
                     failures: list[int] = []
-                    load = functools.partial(_load, target.port, body, stream, args.requests, args.conc)
-                    total, wall = target.count(functools.partial(_run_into, failures, load))
+                    load = functools.partial(load_requests, target.port, body, stream, args.requests, args.conc)
+                    total, wall = target.count(functools.partial(run_into, failures, load))
                     if failures[0]:
                         print(f"{name} {w}: {failures[0]} of {args.requests} requests failed", file=sys.stderr)
                     per = (total - rate * wall) / args.requests

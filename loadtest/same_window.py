@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                 end = start + args.duration
                 loads = [LoadProcs(LoadSpec(bench.HOST, p.port, "POST", "/v1/responses", body, check, args.conc,
                                             start, end, headers=headers), 1) for p in procs]
-                bench._sleep_until(start)
+                bench.sleep_until(start)
                 before = [bench.cpu_of(p.workers()) for p in procs]
-                bench._sleep_until(end)
+                bench.sleep_until(end)
                 after = [bench.cpu_of(p.workers()) for p in procs]
                 for p, load, a, b in zip(procs, loads, before, after):
                     result = load.join(timeout=args.duration + 120)

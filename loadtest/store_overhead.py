@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from loadtest.bench import API_KEY, HOST, Proc, _sleep_until, cpu_of, start_mock  # noqa: E402
+from loadtest.bench import API_KEY, HOST, Proc, cpu_of, quartiles, sleep_until, start_mock  # noqa: E402
 from loadtest.client import LoadProcs, LoadSpec  # noqa: E402
 from proxy import devtools  # noqa: E402
 
@@ -78,13 +78,6 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def quartiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 4:
-        return min(values), max(values)
-    q = statistics.quantiles(values, n=4)
-    return q[0], q[2]
-
-
 def _body(store: bool) -> bytes:
     return orjson.dumps({"model": "mock-echo", "input": PROMPT, "stream": False, "store": store})
 
@@ -98,9 +91,9 @@ def _phase(proxy: Proc, body: bytes, args: argparse.Namespace, redis: psutil.Pro
                     interval=args.conc / args.rate if args.rate else 0.0, keep_samples=False)
     workers = proxy.workers()
     load = LoadProcs(spec, 1)
-    _sleep_until(t_start)
+    sleep_until(t_start)
     c0, r0 = cpu_of(workers), cpu_of([redis]) if redis else 0.0
-    _sleep_until(t_end)
+    sleep_until(t_end)
     c1, r1 = cpu_of(workers), cpu_of([redis]) if redis else 0.0
     res = load.join(timeout=args.duration + 120)
     ok = max(res.ok, 1)

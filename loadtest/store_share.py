@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from loadtest.bench import quartiles  # noqa: E402
 from proxy.store import sqlite_schema  # noqa: E402
 
 VARIANTS = ("base", "norowid", "noexpiry", "norowid_noexpiry", "page1k", "page2k", "page8k", "page16k", "cache8m")
@@ -171,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
     modes = args.modes.split(",")
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="store-share-prom-"))
     tmp = tempfile.mkdtemp(prefix="store-share-")
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # (inside tmp: removed with it)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(tmp, "prom")
+        os.mkdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     from loadtest.store_micro import prefill
 
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
@@ -195,10 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     def q(values: list[float]) -> str:
-        if len(values) >= 4:
-            lo, _, hi = statistics.quantiles(values, n=4)
-        else:
-            lo, hi = min(values), max(values)
+        lo, hi = quartiles(values)
         return f"{statistics.median(values):7.1f} ({lo:5.1f}..{hi:5.1f})"
 
     print(f"\nCPU µs per plain put, median (IQR) of {args.rounds} rounds of {args.n} puts per process, "

@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from loadtest.bench import WORKLOADS  # noqa: E402
-from loadtest.instructions import Target, _load, _run_into, start, target_options, target_specs  # noqa: E402
+from loadtest.instructions import Target, load_requests, run_into, start, target_options, target_specs  # noqa: E402
 from proxy import devtools  # noqa: E402
 
 
@@ -107,8 +107,9 @@ def measure(target: Target, workloads: list[str], n: int, conc: int, warmup: int
     for w in workloads:
         body, stream = orjson.dumps(WORKLOADS[w]), bool(WORKLOADS[w]["stream"])
         failures: list[int] = []
-        work = functools.partial(_run_into, failures, functools.partial(_load, target.port, body, stream, n, conc))
-        asyncio.run(_load(target.port, body, stream, warmup, conc))
+        load = functools.partial(load_requests, target.port, body, stream, n, conc)
+        work = functools.partial(run_into, failures, load)
+        asyncio.run(load_requests(target.port, body, stream, warmup, conc))
         plain, plain_wall = plain_window(target, work, 0)
         traced, traced_wall = strace_window(target, work, 0, target.out)
         if any(failures):

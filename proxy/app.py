@@ -150,7 +150,7 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
     responses = ResponsesEndpoint(
         ResponsesResource(runtime, compaction, background), WebSocketMode(runtime, compaction)
     )
-    for path in edge.WEBSOCKET_PATHS:  # (the WebSocket handshakes of every other path are refused: 404)
+    for path in edge.WEBSOCKET_PATHS:  # (a WebSocket handshake to any other path: edge.JsonRejections' 404)
         falcon_app.add_route(path, responses)
     falcon_app.add_route("/v1/responses/compact", CompactResource(compaction))
     falcon_app.add_route("/responses/compact", CompactResource(compaction))
@@ -186,9 +186,6 @@ def create_app(settings: settings_mod.Settings | None = None) -> Callable[..., A
 
     async def asgi(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket" and (scope["path"].rstrip("/") or "/") not in edge.WEBSOCKET_PATHS:
-                await edge.refuse_websocket_path(scope, receive, send)
-                return
             await falcon_app(scope, receive, send)
             return
         # The request's scope owns what it opens and releases it once the app is

@@ -3,7 +3,8 @@
 Some requests never reach Falcon: bytes httptools cannot parse (uvicorn's plain-text 400), a
 request head that does not arrive within ``BODY_READ_TIMEOUT_SECS`` (``proxy.stalled``: uvicorn
 has no header timeout), a WebSocket handshake the ``websockets`` library refuses (a bad
-``Sec-WebSocket-Key`` or ``Sec-WebSocket-Version``: its plain-text 400 or 426) and uvicorn's
+``Sec-WebSocket-Key`` or ``Sec-WebSocket-Version``: its plain-text 400 or 426), one to a path
+without WebSocket mode (a 404 here, where uvicorn answered a bodiless 403) and uvicorn's
 WebSocket 500 (an exception before the handshake was accepted). ``proxy.worker``'s protocols answer
 them with the OpenAI-shaped error every other answer of the proxy has, built here, and write
 the ``request_completed`` line
@@ -17,11 +18,11 @@ import http
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from websockets.datastructures import Headers
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from .errors import ProxyError, type_for_status
@@ -30,7 +31,7 @@ from .resources.scope import SERVER_ANSWERED, new_request_id, sane_request_id
 
 __all__ = [
     "SERVER_ANSWERED", "WEBSOCKET_PATHS", "JsonRejections", "count_refused_with", "head_timeout_tail", "json_tail",
-    "log_refused", "refuse_websocket_path",
+    "log_refused",
 ]
 
 
@@ -95,34 +96,13 @@ def log_refused(headers: list[tuple[bytes, bytes]] | None, http_status: int, sta
 WEBSOCKET_PATHS = ("/v1/responses", "/responses")  # where WebSocket mode is served (proxy.app's routes)
 
 
-async def refuse_websocket_path(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
-    """A WebSocket handshake to a path without WebSocket mode: a JSON 404, as RFC 6455 asks for a
-    resource that is not available (4.2.2), and its ``request_completed`` line and count.
-
-    Left to Falcon, it would close the handshake (code 3404, which uvicorn does not hand on) and
-    uvicorn would answer 403 — a status that says "not allowed" of a path that does not exist — with
-    no line written and an error logged by Falcon. The answer goes through the ASGI
-    ``websocket.http.response`` extension, which uvicorn's WebSocket protocols offer; a server
-    without it gets the close, and so its own refusal."""
-    await receive()  # websocket.connect
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
-        await send({"type": "websocket.close", "code": 3404})
-        return
-    body = orjson.dumps(ProxyError(
-        404, f"Unknown path for a WebSocket connection: {scope.get('path')}. "
-        "WebSocket mode is served at GET /v1/responses.", code="not_found",
-    ).body())
-    await send({"type": "websocket.http.response.start", "status": 404, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-    ]})
-    await send({"type": "websocket.http.response.body", "body": body})
-    log_refused(scope.get("headers"), 404, None)
-
-
 # uvicorn's 403, when the app closed the handshake before accepting it (a path without a WebSocket
-# route is answered 404 before that, by ``refuse_websocket_path``).
-_REFUSED = "The WebSocket handshake was refused: WebSocket mode is served at GET /v1/responses."
-_WS_CODES = {400: "invalid_websocket_handshake", 403: "websocket_refused", 426: "websocket_upgrade_required"}
+# route is refused before that, with a 404: ``JsonRejections.accept``).
+_SERVED_AT = "WebSocket mode is served at GET /v1/responses."
+_REFUSED = f"The WebSocket handshake was refused: {_SERVED_AT}"
+_WS_CODES = {
+    400: "invalid_websocket_handshake", 403: "websocket_refused", 404: "not_found", 426: "websocket_upgrade_required",
+}
 
 
 class JsonRejections(ServerProtocol):
@@ -132,7 +112,19 @@ class JsonRejections(ServerProtocol):
     cannot accept (400, 426 — it then adds ``Upgrade: websocket`` —, 403, 500), and uvicorn calls
     it for its 500 (the app failed before accepting) and its 403 (the app closed before
     accepting). The library's reason (``invalid Sec-WebSocket-Key header: …``) becomes the
-    message; a 500's is not the client's to read (the server log has it)."""
+    message; a 500's is not the client's to read (the server log has it).
+
+    ``accept`` refuses a handshake to a path without WebSocket mode itself, with a 404, as RFC 6455
+    asks for a resource that is not available (4.2.2), so it is answered like every refusal here:
+    before any app task, with the ``request_completed`` line and count ``proxy.worker`` writes for
+    them. Left to the app, Falcon would close it (code 3404, which uvicorn does not hand on) and
+    uvicorn would answer 403 — "not allowed", of a path that does not exist — with an error logged."""
+
+    def accept(self, request: Request) -> Response:
+        path = request.path.partition("?")[0]
+        if (unquote(path).rstrip("/") or "/") not in WEBSOCKET_PATHS:
+            return self.reject(404, f"Unknown path for a WebSocket connection: {path}. {_SERVED_AT}")
+        return super().accept(request)
 
     def reject(self, status: http.HTTPStatus | int, text: str) -> Response:
         status = http.HTTPStatus(status)

@@ -65,7 +65,7 @@ gives its ``websockets`` protocol object the class ``proxy.edge.JsonRejections``
 is the one place every such refusal is built.
 
 A handshake on a path that has no WebSocket route never reaches Falcon (``proxy.edge.
-refuse_websocket_path``: a JSON 404 and its line). Falcon logs an ERROR for any other
+JsonRejections.accept`` refuses it: a JSON 404 and its line). Falcon logs an ERROR for any other
 WebSocket handshake it refuses with a 4xx, where the same refusal of a plain HTTP
 request is not logged at all: a client's mistake, not the server's.
 ``QuietRefusedHandshakes`` sends those lines out at INFO. At DEBUG the
@@ -278,14 +278,6 @@ class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):
             raw = event.headers.raw_items()
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in raw]
             log_refused(headers, self.response.status_code, None)
-
-    async def send(self, message: Any) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
-            # The handshake was answered with an HTTP response (``proxy.edge.refuse_websocket_path``'s
-            # 404): uvicorn (0.54) sends it but leaves ``handshake_complete`` unset, so the app's return
-            # would log "ASGI callable returned without completing handshake" at ERROR.
-            self.handshake_complete = True
 
     def shutdown(self) -> None:
         stopping = self._stopping

@@ -27,7 +27,7 @@ def _handshake(port: int, path: str) -> bytes:
 
 
 def test_a_handshake_on_a_path_without_websocket_is_a_404_that_logs_no_error(proxy_factory):
-    """Such a handshake never reaches Falcon (``proxy.edge.refuse_websocket_path`` answers it: a JSON
+    """Such a handshake never reaches Falcon (``proxy.edge.JsonRejections.accept`` refuses it: a JSON
     404), so Falcon's "HTTPError … raised while handling WebSocket" ERROR, which
     ``QuietRefusedHandshakes`` demoted, is not written at all, even at INFO."""
     service = proxy_factory(LOG_LEVEL="info")

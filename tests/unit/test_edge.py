@@ -1,10 +1,12 @@
 """``proxy.edge``: the server's own answers in the OpenAI shape, without a server (the real
 processes are driven in ``tests/faults/test_malformed_http.py`` and ``test_limits.py``). Here the
 refusals no client can provoke on demand: uvicorn's WebSocket 500 (the app failed before
-accepting) and a refusal built with the library's multi-line text."""
+accepting) and a refusal built with the library's multi-line text; and which paths a handshake is
+refused on, with every spelling of the two it is served on."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
@@ -50,6 +52,25 @@ def test_a_handshake_the_library_cannot_accept_is_refused_as_json():
                                                 "Sec-WebSocket-Key": "bad", "Sec-WebSocket-Version": "13"}))
     response = conn.accept(request)
     assert response.status_code == 400 and "Sec-WebSocket-Key" in _error(response)["message"]
+
+
+_GOOD = {"Host": "x", "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+         "Sec-WebSocket-Version": "13"}
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/responses", "/v1/responses/", "/v1/responses?x=1",
+                                  "/v1/%72esponses"])
+def test_a_handshake_to_the_websocket_paths_is_accepted_whatever_its_query_or_trailing_slash(path):
+    assert _protocol().accept(Request(path, Headers(_GOOD))).status_code == 101
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/", "/v1/responses/compact", "/v1/responsesx?y=/v1/responses"])
+def test_a_handshake_to_any_other_path_is_a_json_404_naming_it(path):
+    response = _protocol().accept(Request(path, Headers(_GOOD)))
+    assert response.status_code == 404, response.status_code
+    error = _error(response)
+    assert error["code"] == "not_found" and error["type"] == "invalid_request_error", error
+    assert path.partition("?")[0] in error["message"] and "GET /v1/responses" in error["message"], error
 
 
 def test_the_metrics_line_of_a_refused_request_masks_its_key(caplog):
