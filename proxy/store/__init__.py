@@ -84,7 +84,9 @@ its statements on a connection, with no thread, cost 75–110 µs (about 8 WAL f
 put — the row's leaf and its table's interior page, the id index, the expiry index, the header
 page, and 3.2 for two random item-index leaves — written with 17 ``pwrite`` and 6 ``fcntl``
 calls, plus their share of the checkpoints), and the hand-off to the writer thread and back
-(``sqlite_threads``) 30–50 µs more, before any of the proxy's own Python (10–25 µs). A chained
+(``sqlite_threads``) 30–50 µs more, before any of the proxy's own Python (10–25 µs). Since the
+threads follow their event loop's CPU (``colocate``, ``inbox``; 2026-12-03) SQLite adds 86–88 µs at
+one request in flight (130–139 before) and 49–55 at four (67–77), no more than Redis. A chained
 request adds its history read and a second hand-off.
 
 Background mode (issue 15) in the same store

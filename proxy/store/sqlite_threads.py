@@ -2,11 +2,13 @@
 
 Why not ``loop.run_in_executor`` or aiosqlite: both hand a call to a thread through a
 ``concurrent.futures.Future`` chained to an asyncio future, measured here at 27–40 µs of CPU
-per call (``loadtest/store_bench.py`` prints it); a plain ``SimpleQueue`` in and one
-``call_soon_threadsafe`` out costs 11–16 µs. Even so, a put's hand-off and what comes with it
-(the loop's wake-up while the put runs, the GIL taken back after each SQLite call) add some
-30–50 µs to the put's own work (``loadtest/store_micro.py``'s floor), one reason a
-``store: true`` request costs more than 0.15 ms on SQLite (README, Performance).
+per call (``loadtest/store_bench.py`` prints it). Here a job goes in through a plain
+``SimpleQueue``, and its result comes back through the loop's ``Inbox`` (a socket write, whose
+wake-up keeps the loop on the CPU it shares with the thread), and before each hand-off the
+thread is moved to the caller's CPU (``colocate``). Two threads meeting on different CPUs of a
+VM pay for waking an idle one twice a call: in process, at one request in flight, the stored
+path cost 139 µs that way and 88 µs colocated (``loadtest/store_overhead.py --micro``,
+2026-12-03; README, Performance).
 
 Why two threads: SQLite lets one writer at a time into a database (across all processes), so a
 second writer thread per process would only wait on the same lock, while WAL readers never wait
@@ -44,9 +46,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .base import StoreError, StoreUnavailable
+from .colocate import CpuFollower
+from .inbox import Inbox
 
 T = TypeVar("T")
-Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...], float]
+Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...], float, Inbox]
 Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 MAX_BATCH = 16  # jobs run (and, on the writer, committed) together at most
@@ -88,14 +92,18 @@ class SQLiteThreads:
         self._timeout = timeout_secs
         self._pid = -1
         self._queues: dict[str, queue.SimpleQueue[Job | None]] = {}
+        self._followers: dict[str, CpuFollower] = {}
+        self._inboxes: dict[asyncio.AbstractEventLoop, Inbox] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def _queue(self, role: str) -> queue.SimpleQueue[Job | None]:
+        """``role``'s queue, its thread moved to the caller's CPU first (``colocate``)."""
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
                     self._start()
+        self._followers[role].follow()
         return self._queues[role]
 
     def _start(self) -> None:
@@ -106,20 +114,23 @@ class SQLiteThreads:
         ]
         for thread in self._threads:
             thread.start()
+        self._followers = {role: CpuFollower(t.native_id) for role, t in zip(self._queues, self._threads)}
+        self._inboxes = {}  # (a parent's, after a fork, belong to its loops)
         self._pid = os.getpid()
+
+    def cpus(self) -> dict[str, int]:
+        """The CPU each thread was last moved to (-1: not moved: not started, or not following)."""
+        return {role: follower.cpu for role, follower in self._followers.items()}
 
     def _serve(self, jobs: queue.SimpleQueue[Job | None], writer: bool) -> None:
         conn: sqlite3.Connection | None = None
         stop = False
         while not stop and (job := jobs.get()) is not None:
             if jobs.empty():  # alone (always, at one request in flight): no batch to build
-                fut, fn, args, deadline = job
+                fut, fn, args, deadline, inbox = job
                 if not fut.done():
                     conn, result, exc = self._execute(conn, fn, args, deadline)
-                    try:
-                        fut.get_loop().call_soon_threadsafe(_settle_one, fut, result, exc)
-                    except RuntimeError:  # the loop closed: nobody is waiting any more
-                        pass
+                    _post(inbox, _settle_one, fut, result, exc)
                 continue
             batch = [job]
             # What queued up meanwhile, never waiting for more (this thread is the queue's only reader:
@@ -137,18 +148,15 @@ class SQLiteThreads:
                 conn, outcomes = self._write_batch(conn, batch)
             else:
                 outcomes = []
-                for fut, fn, args, deadline in batch:
+                for fut, fn, args, deadline, _ in batch:
                     conn, result, exc = self._execute(conn, fn, args, deadline)
                     outcomes.append((fut, result, exc))
-            loop = batch[0][0].get_loop()
-            try:
-                if all(fut.get_loop() is loop for fut, _, _ in outcomes):
-                    loop.call_soon_threadsafe(_settle, outcomes)
-                else:  # (callers on several loops: tests)
-                    for outcome in outcomes:
-                        outcome[0].get_loop().call_soon_threadsafe(_settle, [outcome])
-            except RuntimeError:  # the loop closed: nobody is waiting any more
-                pass
+            inbox = batch[0][4]
+            if all(j[4] is inbox for j in batch):
+                _post(inbox, _settle, outcomes)
+            else:  # (callers on several loops: tests)
+                for j, outcome in zip(batch, outcomes):
+                    _post(j[4], _settle, [outcome])
         _discard(conn)
 
     def _write_batch(
@@ -160,7 +168,7 @@ class SQLiteThreads:
             if conn is None:
                 conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
-            for fut, fn, args, deadline in batch:
+            for fut, fn, args, deadline, _ in batch:
                 if time.monotonic() > deadline:
                     outcomes.append((fut, None, _overdue()))
                     continue
@@ -175,7 +183,7 @@ class SQLiteThreads:
                     conn = _discard(conn)
         # Nothing of the batch was committed: each job again on its own, as it would have run alone.
         outcomes = []
-        for fut, fn, args, deadline in batch:
+        for fut, fn, args, deadline, _ in batch:
             conn, result, exc = self._execute(conn, fn, args, deadline)
             outcomes.append((fut, result, exc))
         return conn, outcomes
@@ -201,15 +209,24 @@ class SQLiteThreads:
             return conn, None, e
 
     async def run(self, role: str, fn: Callable[..., T], *args: Any) -> T:
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue(role).put((fut, fn, args, time.monotonic() + self._timeout))
-        return await fut
+        return await self.submit(role, fn, *args)
 
     def submit(self, role: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Queue a job whose result nobody awaits (the periodic sweep)."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue(role).put((fut, fn, args, time.monotonic() + self._timeout))
+        """Queue a job; its future settles on the caller's loop (``run`` awaits it, the periodic
+        sweep does not)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        jobs = self._queue(role)
+        inbox = self._inboxes.get(loop) or self._open_inbox(loop)
+        jobs.put((fut, fn, args, time.monotonic() + self._timeout, inbox))
         return fut
+
+    def _open_inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
+        """The loop's inbox, first closing those of loops closed meanwhile (tests run many)."""
+        for old in [old for old in self._inboxes if old.is_closed()]:
+            self._inboxes.pop(old).close()
+        inbox = self._inboxes[loop] = Inbox(loop)
+        return inbox
 
     async def aclose(self) -> None:
         if self._pid != os.getpid():
@@ -219,6 +236,16 @@ class SQLiteThreads:
         threads, self._threads, self._pid = self._threads, [], -1
         for thread in threads:
             await asyncio.to_thread(thread.join, self._timeout + 5)
+        inboxes, self._inboxes = self._inboxes, {}
+        for inbox in inboxes.values():
+            inbox.close()
+
+
+def _post(inbox: Inbox, fn: Callable[..., None], *args: Any) -> None:
+    try:
+        inbox.post(fn, *args)
+    except OSError:  # the inbox closed with its loop: nobody is waiting any more
+        pass
 
 
 def _discard(conn: sqlite3.Connection | None) -> sqlite3.Connection | None:

@@ -95,3 +95,41 @@ def test_a_job_that_waited_past_the_timeout_fails_without_running(tmp_path, queu
         finally:
             await threads.aclose()
     asyncio.run(main())
+
+
+def test_each_thread_runs_on_the_cpu_of_the_loop_that_handed_it_work(tmp_path):
+    """``colocate``: before each hand-off the thread is moved to the caller's CPU."""
+    from proxy.store import colocate
+
+    if colocate._current_cpu is None:
+        pytest.skip("no sched_getcpu/sched_setaffinity here")
+    import os
+
+    async def main() -> None:
+        threads = _threads(tmp_path)
+        try:
+            for role in ("read", "write"):
+                tid = await threads.run(role, lambda c: threading.get_native_id())
+                moved_to = threads.cpus()[role]
+                assert moved_to in os.sched_getaffinity(0)
+                assert os.sched_getaffinity(tid) == {moved_to}
+        finally:
+            await threads.aclose()
+    asyncio.run(main())
+
+
+def test_results_reach_every_loop_that_uses_the_threads_and_closed_loops_leave_no_sockets(tmp_path):
+    """Each loop gets its inbox (a socket pair); one of a loop closed meanwhile is closed when the
+    next loop opens its own, so a process running many loops (tests) holds one at a time."""
+    import os
+
+    threads = _threads(tmp_path)
+
+    async def once(n: int) -> int:
+        return await threads.run("read", lambda c: c.execute("SELECT ?", (n,)).fetchone()[0])
+
+    assert asyncio.run(once(0)) == 0
+    fds = len(os.listdir("/proc/self/fd"))
+    assert [asyncio.run(once(n)) for n in range(1, 30)] == list(range(1, 30))
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2  # the last loop's inbox at most
+    asyncio.run(threads.aclose())
